@@ -1,0 +1,248 @@
+"""TrainConfig: the one schema of every knob a trial has.
+
+A sweep hands us a flat dict (what Ray Tune's ``param_space`` yields); the CLI hands us flags and an
+optional YAML/JSON file. Both go through :meth:`TrainConfig.from_dict`, which rejects unknown keys and
+wrong types with a message that names the key and the accepted values (nanoGPT's habit: an override
+that does not match the schema is an error, never silently ignored).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+DATA_DIR_ENV = "ABLATION_DATA_DIR"
+
+# Allowed values of the string-valued knobs, in one place. Registries (models, attention, activation)
+# are checked against their own tables at build time; these lists are the ones the schema owns.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model": ("squeezenet", "squeezenet1_0", "squeezenet1_1", "resnet18", "resnet34", "resnet50",
+              "resnet101", "resnet152"),
+    "augment": ("none", "basic", "paper", "strong"),
+    "attention": ("none", "simple", "channel", "eca", "cbam"),
+    "residual": ("none", "simple", "complex"),
+    "activation": ("relu", "silu", "gelu", "hardswish", "mish"),
+    "init": ("default", "kaiming"),
+    "stem": ("cifar", "imagenet"),
+    "freeze": ("none", "backbone"),
+    "optimizer": ("sgd", "adam", "adamw"),
+    "scheduler": ("none", "onecycle", "cosine", "step"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+}
+
+
+DATASETS = ("cifar10", "cifar100", "fashion-mnist", "synthetic")
+
+
+class UserError(Exception):
+    """A user mistake (bad knob, missing dataset, bad path): its message is one line, fit for a CLI
+    error with exit status 2. Everything else is a bug and keeps its traceback."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value that the schema rejects."""
+
+
+def default_data_dir() -> str:
+    """Absolute dataset cache: $ABLATION_DATA_DIR, else ~/.cache/ablation-sweeper/data.
+
+    Always absolute, because Ray Tune runs every trial in its own working directory: a relative path
+    would mean one download per trial.
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    base = Path(env) if env else Path.home() / ".cache" / "ablation-sweeper" / "data"
+    return str(base.expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data ---
+    dataset: str = "cifar10"  # cifar10 | cifar100 | fashion-mnist | synthetic | imagefolder:PATH
+    data_dir: str = ""  # dataset cache; "" = $ABLATION_DATA_DIR or ~/.cache/ablation-sweeper/data
+    subset: int = 0  # train on this many training images (0 = all); drawn with `seed`
+    val_fraction: float = 0.1  # share of the training images held out for validation (model selection)
+    image_size: int = 32  # side in pixels that images are resized/padded to (imagefolder resizes)
+    augment: str = "basic"  # none | basic (pad-crop+flip) | paper (+rotate/translate/jitter) | strong (+cutout)
+    batch_size: int = 256  # images per optimiser step
+    eval_batch_size: int = 1024  # images per forward pass in evaluation (no gradients: larger is faster)
+    # --- model ---
+    model: str = "squeezenet"  # squeezenet (=1.1 layout) | squeezenet1_0 | squeezenet1_1 | resnet18..resnet152
+    width: float = 1.0  # channel multiplier (SqueezeNet)
+    attention: str = "none"  # after each Fire block: none | simple | channel (SE) | eca | cbam
+    residual: str = "none"  # SqueezeNet bypasses: none | simple | complex (Iandola et al. 2016, sec. 6)
+    dsconv: bool = False  # depthwise-separable 3x3 expand in Fire blocks
+    activation: str = "relu"  # relu | silu | gelu | hardswish | mish
+    batch_norm: bool = True  # BN after every conv (torchvision's SqueezeNet has none)
+    dropout: float = 0.5  # before the classifier (SqueezeNet's default 0.5)
+    init: str = "default"  # default | kaiming (He et al. 2015, fan_out, for ReLU-family nets)
+    stem: str = "cifar"  # cifar (stride-1 3x3, keeps 32x32 maps) | imagenet (stride-2 stem + max-pool)
+    pretrained: bool = False  # ResNet only: ImageNet weights through torch.hub
+    freeze: str = "none"  # none | backbone (train the classifier only)
+    # --- optimisation ---
+    epochs: int = 30
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1  # peak learning rate (per step, not scaled by batch size)
+    momentum: float = 0.9  # SGD momentum (adam/adamw: beta1)
+    nesterov: bool = True  # SGD only
+    weight_decay: float = 5e-4  # L2 for sgd/adam, decoupled for adamw
+    scheduler: str = "onecycle"  # none | onecycle | cosine | step
+    warmup_epochs: float = 0.0  # linear warm-up (cosine/step); onecycle warms up for 30% of training
+    step_size: int = 10  # step schedule: epochs between decays
+    gamma: float = 0.1  # step schedule: decay factor
+    label_smoothing: float = 0.0  # Szegedy et al. 2016; 0.1 is the usual value
+    clip_grad_norm: float = 0.0  # max global gradient L2 norm (0 = off)
+    early_stop_patience: int = 0  # stop after this many epochs without a better val accuracy (0 = off)
+    finetune_epochs: int = 0  # extra epochs at lr * finetune_lr_factor after the main schedule
+    finetune_lr_factor: float = 0.1
+    finetune_hard_classes: int = 0  # up-weight this many classes with the highest val error (0 = off)
+    finetune_class_weight: float = 2.0  # loss weight of those hard classes (others 1.0)
+    init_from: str = ""  # checkpoint (file or directory) whose model weights start this trial
+    seed: int = 0
+    # --- execution ---
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16 | fp16 (CUDA)
+    channels_last: bool = True  # NHWC memory format on CUDA (faster convs with tensor cores); ignored on CPU
+    compile: bool = False  # torch.compile the model (minutes of compile time; pays off on long GPU runs)
+    threads: int = 0  # CPU threads for torch (0 = leave torch's default / the trial's CPU share)
+    measure_latency: bool = True  # time inference at batch 1 and 256 at the end of training
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+        _check_range(self)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a flat dict, coercing strings from CLIs/YAML and rejecting unknown keys."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(known)}"
+            )
+        kwargs = {k: coerce(k, v, known[k].type) for k, v in values.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> "TrainConfig":
+        """Load a YAML or JSON file of knobs (safe YAML loader), then apply `overrides` on top."""
+        return cls.from_dict({**load_mapping(path), **(overrides or {})})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return self.from_dict({**self.to_dict(), **changes})
+
+    @property
+    def resolved_data_dir(self) -> str:
+        return str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else default_data_dir()
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(TrainConfig))
+
+
+def field_types() -> dict[str, type]:
+    return {f.name: _TYPES[f.type] for f in fields(TrainConfig)}
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def coerce(key: str, value: Any, type_name: str) -> Any:
+    """Turn `value` into the field's type, or raise ConfigError naming the key."""
+    kind = _TYPES[type_name]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif isinstance(value, str):
+        return value
+    expected = "true/false" if kind is bool else kind.__name__
+    raise ConfigError(f"{key}={value!r} has the wrong type: expected {expected}")
+
+
+def load_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML (safe loader) or JSON file that must hold one mapping."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of key: value, not a {type(data).__name__}")
+    return data
+
+
+_POSITIVE = ("epochs", "batch_size", "eval_batch_size", "image_size", "step_size")
+_NON_NEGATIVE = (
+    "subset", "lr", "weight_decay", "warmup_epochs", "clip_grad_norm", "early_stop_patience",
+    "finetune_epochs", "finetune_hard_classes", "threads", "momentum",
+)
+
+
+def _check_range(cfg: TrainConfig) -> None:
+    for name in _POSITIVE:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name}={getattr(cfg, name)} must be > 0")
+    for name in _NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 0")
+    for name in ("val_fraction", "dropout", "label_smoothing"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ConfigError(f"{name}={getattr(cfg, name)} must be in [0, 1)")
+    if cfg.width <= 0:
+        raise ConfigError(f"width={cfg.width} must be > 0")
+    if not 0.0 < cfg.gamma <= 1.0:
+        raise ConfigError(f"gamma={cfg.gamma} must be in (0, 1]")
+    if cfg.finetune_lr_factor <= 0:
+        raise ConfigError(f"finetune_lr_factor={cfg.finetune_lr_factor} must be > 0")
+    if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:
+        raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} must be < epochs={cfg.epochs}")
+    if cfg.dataset.startswith("imagefolder:"):
+        if len(cfg.dataset) == len("imagefolder:"):
+            raise ConfigError("dataset=imagefolder: needs a path, e.g. imagefolder:/data/my_images")
+    elif cfg.dataset not in DATASETS:
+        raise ConfigError(f"dataset={cfg.dataset!r} is not one of: {', '.join(DATASETS)}, imagefolder:PATH")
+    if cfg.pretrained and not cfg.model.startswith("resnet"):
+        raise ConfigError(f"pretrained=true needs a ResNet; {cfg.model} has no ImageNet weights here")
+    if cfg.freeze != "none" and not cfg.pretrained and not cfg.init_from:
+        raise ConfigError("freeze=backbone trains only the classifier: it needs pretrained=true or init_from")
