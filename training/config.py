@@ -83,7 +83,7 @@ class TrainConfig:
     pretrained: bool = False  # ResNet only: ImageNet weights through torch.hub
     freeze: str = "none"  # none | backbone (train the classifier only)
     # --- optimisation ---
-    epochs: int = 30
+    epochs: int = 30  # epochs of the main schedule (a fine-tuning phase adds finetune_epochs)
     optimizer: str = "sgd"  # sgd | adam | adamw
     lr: float = 0.1  # peak learning rate (per step, not scaled by batch size)
     momentum: float = 0.9  # SGD momentum (adam/adamw: beta1)
@@ -97,11 +97,11 @@ class TrainConfig:
     clip_grad_norm: float = 0.0  # max global gradient L2 norm (0 = off)
     early_stop_patience: int = 0  # stop after this many epochs without a better val accuracy (0 = off)
     finetune_epochs: int = 0  # extra epochs at lr * finetune_lr_factor after the main schedule
-    finetune_lr_factor: float = 0.1
+    finetune_lr_factor: float = 0.1  # fine-tuning lr = lr * this factor, constant
     finetune_hard_classes: int = 0  # up-weight this many classes with the highest val error (0 = off)
     finetune_class_weight: float = 2.0  # loss weight of those hard classes (others 1.0)
     init_from: str = ""  # checkpoint (file or directory) whose model weights start this trial
-    seed: int = 0
+    seed: int = 0  # seeds model init, the train/val split, data order and augmentation
     # --- execution ---
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16 | fp16 (CUDA)

@@ -1,0 +1,92 @@
+"""Checkpoints that resume a trial exactly, and the provenance saved beside every run."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import UserError
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write `state` to DIR/checkpoint.pt atomically (temp file + rename): a kill mid-write leaves the
+    previous checkpoint intact."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, directory / CHECKPOINT_FILE)
+    return directory / CHECKPOINT_FILE
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file, or DIR/checkpoint.pt. `weights_only=True`: a checkpoint is data, and
+    loading one must not run code from it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise UserError(f"{path} is not a readable checkpoint: {str(exc).splitlines()[0]}") from None
+
+
+def model_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model state dict of a checkpoint written by fit() (what --init-from starts from)."""
+    if "model" not in checkpoint:
+        raise UserError("checkpoint holds no model weights (expected a key 'model')")
+    return checkpoint["model"]
+
+
+def capture_rng() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def provenance() -> dict[str, Any]:
+    """What reproducing a run needs beyond its config: package versions, git revision, machine."""
+    versions = {}
+    for pkg in ("torch", "ray", "optuna", "numpy", "ablation-sweeper"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "git_revision": _git_revision(),
+        "host": platform.node(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _git_revision() -> str | None:
+    """The source tree's commit (with '+dirty' when it has uncommitted changes), if it is a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")

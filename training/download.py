@@ -1,0 +1,140 @@
+"""Fetch, verify and unpack dataset files: once, by the sweep driver, never half-written.
+
+Every file lands through a temporary file in the same directory and an atomic ``os.replace``, so
+trials that start together never see a partial download. Archives are checked against the md5 the
+dataset's authors publish before anything reads them, and unpacked by :func:`safe_extract`, which
+refuses members that would land outside the target directory (CVE-2007-4559, PEP 706).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+from http.client import HTTPException
+from pathlib import Path
+from urllib.request import urlopen
+
+from training.config import UserError
+
+DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, not for the whole file
+_CHUNK = 1 << 20
+
+
+class DatasetError(UserError):
+    """A dataset that cannot be found, fetched, verified or read; the message says what to do."""
+
+
+def md5sum(path: str | os.PathLike) -> str:
+    """Hex md5 of a file, read in 1 MiB chunks (md5 only identifies files, it is no security)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def put_by_hand(filename: str, md5: str, directory: str | os.PathLike) -> str:
+    """The instruction that ends every 'file missing' message."""
+    return f"put {filename} (md5 {md5}) into {Path(directory).absolute()} and run again"
+
+
+def ensure_writable_dir(directory: str | os.PathLike) -> Path:
+    """Create `directory` if needed and check that files can be written there."""
+    path = Path(directory).absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot create data directory {path} ({exc.strerror}); "
+                           "choose a writable one with data_dir or $ABLATION_DATA_DIR") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DatasetError(f"data directory {path} is not writable; "
+                           "choose a writable one with data_dir or $ABLATION_DATA_DIR")
+    return path
+
+
+def verify_file(path: str | os.PathLike, md5: str) -> Path:
+    """Return `path` if it exists with checksum `md5`, else raise DatasetError saying what to do."""
+    path = Path(path).absolute()
+    if not path.is_file():
+        raise DatasetError(f"{path.name} not found (downloads are off); {put_by_hand(path.name, md5, path.parent)}")
+    actual = md5sum(path)
+    if actual != md5:
+        raise DatasetError(f"{path} has md5 {actual}, expected {md5}; delete it and "
+                           + put_by_hand(path.name, md5, path.parent))
+    return path
+
+
+def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Atomically move a finished temporary file into place, readable by all (mkstemp makes 0600)."""
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dest)
+
+
+def download(url: str, dest: str | os.PathLike, md5: str) -> Path:
+    """Fetch `url` to `dest` unless a file with checksum `md5` is already there.
+
+    The file is written to a temporary name and renamed into place only once its md5 matches; a
+    mismatch (a truncated or corrupted transfer) is deleted and fetched once more before giving up.
+    """
+    dest = Path(dest).absolute()
+    if dest.is_file() and md5sum(dest) == md5:
+        return dest
+    ensure_writable_dir(dest.parent)
+    for _attempt in range(2):
+        tmp = _fetch(url, dest, md5)
+        actual = md5sum(tmp)
+        if actual == md5:
+            publish(tmp, dest)
+            return dest
+        tmp.unlink()
+    raise DatasetError(f"{url} twice gave a file with md5 {actual}, expected {md5}; "
+                       + put_by_hand(dest.name, md5, dest.parent))
+
+
+def _fetch(url: str, dest: Path, md5: str) -> Path:
+    """Stream `url` into a fresh temporary file beside `dest` and return its path."""
+    print(f"downloading {url} -> {dest}", file=sys.stderr, flush=True)
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            shutil.copyfileobj(response, out, _CHUNK)
+    except (OSError, HTTPException) as exc:  # URLError, timeouts and resets are all OSErrors
+        os.unlink(name)
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise DatasetError(f"cannot download {url} ({reason}); {put_by_hand(dest.name, md5, dest.parent)}") from None
+    return Path(name)
+
+
+def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Unpack a tar archive into `dest`, refusing absolute names, path escapes, links and devices.
+
+    Every member is checked before anything is written, so a refused archive leaves no files behind.
+    Python's own ``filter="data"`` (PEP 706; 3.10.12+, 3.11.4+) is applied as well where it exists,
+    but the checks here do not depend on it.
+    """
+    root = os.path.realpath(dest)
+    try:
+        with tarfile.open(tar_path) as tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_member(member, root)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(root, members=members, filter="data")
+            else:
+                tar.extractall(root, members=members)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DatasetError(f"cannot unpack {tar_path}: {exc}") from None
+
+
+def _check_member(member: tarfile.TarInfo, root: str) -> None:
+    name = member.name
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        raise DatasetError(f"refusing archive member {name!r}: absolute path")
+    target = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, target]) != root:
+        raise DatasetError(f"refusing archive member {name!r}: it would be written outside {root}")
+    if not (member.isfile() or member.isdir()):
+        raise DatasetError(f"refusing archive member {name!r}: links and special files are not allowed")

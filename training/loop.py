@@ -1,0 +1,265 @@
+"""fit(): one trial from a TrainConfig to its metrics. No Ray here: a sweep passes a `report` that
+calls tune.report, the CLI one that prints and writes TensorBoard."""
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from models import create_model
+from training import checkpoint as ckpt
+from training.config import TrainConfig, UserError
+from training.datasets import load_dataset
+from training.engine import evaluate, train_epoch
+from training.loader import DeviceLoader, split_indices
+from training.metrics import count_flops, count_params, measure_latency_ms, model_size_mb
+from training.optim import build_optimizer, build_scheduler, set_constant_lr
+
+Report = Callable[[dict[str, Any], Optional[str]], None]
+
+
+@dataclass
+class TrialState:
+    """Everything besides weights/optimiser that a resumed trial needs to continue identically."""
+    epoch: int = 0  # epochs completed, both phases
+    phase: str = "main"  # main | finetune
+    phase_epochs: int = 0  # epochs completed in the current phase
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    since_best: int = 0  # epochs without a better val accuracy (early stopping)
+    early_stopped: bool = False  # patience ended a phase
+    diverged: bool = False
+    elapsed_s: float = 0.0  # training wall time before this process (resume keeps the total)
+    hard_classes: list[int] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)  # the summary, once the trial has ended
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA GPU is visible (use device=auto or cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device=mps but Apple's MPS backend is not available (use device=auto or cpu)")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[contextlib.AbstractContextManager,
+                                                                     torch.amp.GradScaler, str]:
+    """autocast context, grad scaler (fp16 only) and the precision in effect. `auto` is bf16 on CUDA
+    (no loss scaling needed, same accuracy as fp32 for CNN training) and fp32 elsewhere."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("precision=fp16 needs a CUDA GPU (use bf16 or fp32)")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return autocast, scaler, precision
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The data-order/augmentation RNG of one epoch, a function of (seed, epoch) alone, so a resumed
+    trial sees the same batches as an uninterrupted one."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+
+
+def fit(cfg: TrainConfig, report: Report | None = None, resume_from: str | None = None,
+        checkpoint_dir: str | None = None) -> dict[str, Any]:
+    """Train one trial; call `report(metrics, checkpoint_dir)` after every epoch; return the summary.
+
+    `resume_from` is a checkpoint (file or directory) written by an earlier fit() of the same config.
+    Checkpoints are written to `checkpoint_dir` (a temporary directory when None) every epoch.
+    """
+    if checkpoint_dir is None:
+        with tempfile.TemporaryDirectory(prefix="ablation-ckpt-") as tmp:
+            return fit(cfg, report, resume_from, tmp)
+    return _Trial(cfg, resume_from).run(report or (lambda metrics, path: None), checkpoint_dir)
+
+
+class _Trial:
+    def __init__(self, cfg: TrainConfig, resume_from: str | None) -> None:
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.autocast, self.scaler, self.precision = resolve_precision(cfg.precision, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv kernels once
+        self._build_data()
+        torch.manual_seed(cfg.seed)
+        self._build_model()
+        self.state = TrialState()
+        self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if resume_from:
+            self._restore(ckpt.load_checkpoint(resume_from, map_location=self.device))
+
+    # ------------------------------------------------------------------ setup
+    def _build_data(self) -> None:
+        cfg, dev = self.cfg, self.device
+        data = load_dataset(cfg.dataset, cfg.resolved_data_dir, cfg.image_size)
+        self.classes = list(data.classes)
+        train_idx, val_idx = split_indices(len(data.train_y), cfg.val_fraction, cfg.subset, cfg.seed)
+        channels_last = cfg.channels_last and dev.type == "cuda"
+        common = dict(mean=data.mean, std=data.std, device=dev, channels_last=channels_last)
+        self.train_loader = DeviceLoader(data.train_x[train_idx], data.train_y[train_idx],
+                                         batch_size=cfg.batch_size, augment=cfg.augment, shuffle=True,
+                                         drop_last=True, **common)
+        self.val_loader = DeviceLoader(data.train_x[val_idx], data.train_y[val_idx],
+                                       batch_size=cfg.eval_batch_size, **common)
+        self.test_loader = DeviceLoader(data.test_x, data.test_y, batch_size=cfg.eval_batch_size, **common)
+        self.image_shape = tuple(data.train_x.shape[1:])
+        self.sizes = {"train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(data.test_y)}
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        self.model = create_model(cfg, len(self.classes)).to(self.device)
+        if cfg.init_from:
+            self.model.load_state_dict(ckpt.model_weights(ckpt.load_checkpoint(cfg.init_from)))
+        if cfg.channels_last and self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.cost = {"params": count_params(self.model), "size_mb": model_size_mb(self.model),
+                     "flops": count_flops(self.model, self.image_shape, self.device)}
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = build_optimizer(cfg, self.model, self.device)
+        self.scheduler = build_scheduler(cfg, self.optimizer, len(self.train_loader))
+
+    def _criterion(self) -> nn.Module:
+        weight = None
+        if self.state.hard_classes:
+            weight = torch.ones(len(self.classes), device=self.device)
+            weight[self.state.hard_classes] = self.cfg.finetune_class_weight
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=self.cfg.label_smoothing)
+
+    # ------------------------------------------------------------------ phases
+    def _next_phase(self) -> str | None:
+        """The phase the next epoch belongs to, or None when the trial is over."""
+        cfg, s = self.cfg, self.state
+        if s.diverged:
+            return None
+        patience_out = 0 < cfg.early_stop_patience <= s.since_best
+        s.early_stopped = s.early_stopped or patience_out
+        if s.phase == "main":
+            if s.phase_epochs < cfg.epochs and not patience_out:
+                return "main"
+            return "finetune" if cfg.finetune_epochs else None
+        return "finetune" if s.phase_epochs < cfg.finetune_epochs and not patience_out else None
+
+    def _enter_finetune(self, last_val_per_class: list[float]) -> None:
+        """Fine-tuning (the SqueezeNet study's stage 2): constant lr * finetune_lr_factor, optionally
+        up-weighting the classes with the highest validation error ("focus on hard classes")."""
+        s, cfg = self.state, self.cfg
+        s.phase, s.phase_epochs, s.since_best = "finetune", 0, 0
+        if cfg.finetune_hard_classes:
+            order = sorted(range(len(last_val_per_class)),
+                           key=lambda c: (-1 if math.isnan(last_val_per_class[c]) else last_val_per_class[c]))
+            s.hard_classes = sorted(order[:cfg.finetune_hard_classes])
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, report: Report, checkpoint_dir: str) -> dict[str, Any]:
+        s, cfg = self.state, self.cfg
+        started = time.perf_counter() - s.elapsed_s
+        criterion = self._criterion()
+        last_val = None
+        while (phase := self._next_phase()) is not None:
+            if phase != s.phase:
+                self._enter_finetune(last_val.per_class_acc if last_val else self._evaluate_val().per_class_acc)
+                criterion = self._criterion()
+            if s.phase == "finetune":
+                set_constant_lr(self.optimizer, cfg.lr * cfg.finetune_lr_factor)
+            lr = self.optimizer.param_groups[0]["lr"]
+            batches = self.train_loader.batches(epoch_generator(cfg.seed, s.epoch, self.device))
+            result = train_epoch(self.forward, batches, self.optimizer,
+                                 self.scheduler if s.phase == "main" else None, criterion, self.scaler,
+                                 self.autocast, cfg.clip_grad_norm)
+            last_val = self._evaluate_val()
+            s.epoch, s.phase_epochs, s.diverged = s.epoch + 1, s.phase_epochs + 1, result.diverged
+            self._track_best(last_val.acc)
+            s.elapsed_s = time.perf_counter() - started
+            metrics = self._epoch_metrics(result, last_val, lr)
+            if self._next_phase() is None:
+                s.final = self._final_metrics(metrics)
+                metrics.update(s.final)
+            ckpt.save_checkpoint(checkpoint_dir, self._checkpoint_state())
+            report(metrics, checkpoint_dir)
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        """The final metrics, with per-class test accuracy keyed by class name."""
+        per_class = {name: self.state.final[f"test_acc_class_{i}"] for i, name in enumerate(self.classes)}
+        flat = {k: v for k, v in self.state.final.items() if not k.startswith("test_acc_class_")}
+        return {**flat, "test_acc_per_class": per_class, **self.cost}
+
+    def _evaluate_val(self):
+        return evaluate(self.forward, self.val_loader.batches(), len(self.classes), self.autocast)
+
+    def _track_best(self, val_acc: float) -> None:
+        s = self.state
+        if val_acc > s.best_val_acc:
+            s.best_val_acc, s.best_epoch, s.since_best = val_acc, s.epoch, 0
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            s.since_best += 1
+
+    def _epoch_metrics(self, result, val, lr: float) -> dict[str, Any]:
+        s = self.state
+        return {
+            "epoch": s.epoch, "phase": s.phase, "lr": lr,
+            "train_loss": result.loss, "train_acc": result.acc,
+            "val_loss": val.loss, "val_acc": val.acc,
+            "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch,
+            "images_per_sec": result.images_per_sec, "epoch_time_s": result.seconds,
+            "elapsed_s": s.elapsed_s, "status": "diverged" if s.diverged else "running", "done": False,
+            **self.cost,
+        }
+
+    def _final_metrics(self, last: dict[str, Any]) -> dict[str, Any]:
+        """Test metrics of the weights with the best validation accuracy (model selection on val, never
+        on test), latency, and the trial's end status."""
+        s = self.state
+        final_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.best_weights)
+        test = evaluate(self.forward, self.test_loader.batches(), len(self.classes), self.autocast)
+        latency = self._latency() if self.cfg.measure_latency else {}
+        self.model.load_state_dict(final_weights)
+        status = "diverged" if s.diverged else "early_stopped" if s.early_stopped else "finished"
+        return {
+            "status": status, "done": True, "epochs_run": s.epoch,
+            "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch, "final_val_acc": last["val_acc"], "test_acc": test.acc, "test_loss": test.loss,
+            **{f"test_acc_class_{i}": acc for i, acc in enumerate(test.per_class_acc)},
+            **latency, "wall_time_s": s.elapsed_s, "precision": self.precision, **self.sizes,
+        }
+
+    def _latency(self) -> dict[str, float]:
+        args = (self.image_shape,)
+        return {f"latency_ms_b{b}": measure_latency_ms(self.forward, *args, b, self.device, reps, self.autocast)
+                for b, reps in ((1, 20), (256, 3))}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "best_model": self.best_weights,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": ckpt.capture_rng(),
+            "state": asdict(self.state), "config": self.cfg.to_dict(), "classes": self.classes,
+        }
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        if saved.get("config") != self.cfg.to_dict():
+            changed = sorted(k for k, v in self.cfg.to_dict().items() if saved.get("config", {}).get(k) != v)
+            raise UserError(f"checkpoint was written with a different config (differs in: {', '.join(changed)})")
+        self.model.load_state_dict(saved["model"])
+        self.best_weights = saved["best_model"]
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.state = TrialState(**saved["state"])
+        ckpt.restore_rng(saved["rng"])
