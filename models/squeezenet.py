@@ -113,8 +113,11 @@ class SqueezeNet(nn.Module):
             channels = e1 + e3
         self.features = nn.Sequential(*layers)
         final_conv = nn.Conv2d(channels, num_classes, kernel_size=1)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout), final_conv, get_activation(activation),
-                                        nn.AdaptiveAvgPool2d(1))
+        # torchvision puts a ReLU after this conv, clipping every logit at 0. Once one large early step
+        # drives all class maps negative, every gradient is 0 and the net never recovers (seen here:
+        # a quarter-width net stuck at loss ln(10) = 2.3026 from epoch 1). We emit raw logits; the
+        # parameter count is unchanged.
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), final_conv, nn.AdaptiveAvgPool2d(1))
         _init_weights(self, final_conv, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

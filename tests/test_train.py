@@ -1,0 +1,166 @@
+"""fit() and the train.py CLI: learning, checkpoint resume, outputs, errors."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from tests.conftest import needs_fashion_mnist
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig, UserError
+from training.loop import fit
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(dataset="synthetic", subset=1024, batch_size=32, eval_batch_size=256, width=0.25,
+            epochs=3, lr=0.05, measure_latency=False, device="cpu")
+
+
+def collect():
+    rows = []
+    return rows, lambda metrics, path: rows.append(dict(metrics))
+
+
+def test_fit_reports_every_epoch_and_summarises(tmp_path):
+    rows, report = collect()
+    summary = fit(TrainConfig(**{**TINY, "measure_latency": True}), report, checkpoint_dir=str(tmp_path))
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["done"] and not rows[0]["done"]
+    assert summary["status"] == "finished" and summary["epochs_run"] == 3
+    for key in ("best_val_acc", "final_val_acc", "test_acc", "params", "flops", "size_mb",
+                "latency_ms_b1", "latency_ms_b256", "wall_time_s"):
+        assert summary[key] > 0, key
+    assert len(summary["test_acc_per_class"]) == 10
+    assert summary["test_acc"] > 20  # well above chance after 3 epochs on the learnable synthetic set
+    assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(**{**TINY, "epochs": 4, "augment": "strong", "dropout": 0.3,
+                         "finetune_epochs": 1, "finetune_hard_classes": 3})
+    full_rows, report = collect()
+    full = fit(cfg, report, checkpoint_dir=str(tmp_path / "full"))
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(metrics, path):
+        if metrics["epoch"] == 2:
+            raise Stop
+    with pytest.raises(Stop):
+        fit(cfg, stop_after_two, checkpoint_dir=str(tmp_path / "cut"))
+    resumed_rows, report = collect()
+    resumed = fit(cfg, report, resume_from=str(tmp_path / "cut"), checkpoint_dir=str(tmp_path / "cut"))
+    assert [r["epoch"] for r in resumed_rows] == [3, 4, 5]
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "best_val_acc", "phase")
+    for a, b in zip(full_rows[2:], resumed_rows):
+        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    assert resumed["test_acc"] == full["test_acc"]
+    assert full_rows[-1]["phase"] == "finetune"
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    fit(TrainConfig(**{**TINY, "epochs": 1}), checkpoint_dir=str(tmp_path))
+    with pytest.raises(UserError, match="differs in: lr"):
+        fit(TrainConfig(**{**TINY, "epochs": 1, "lr": 0.01}), resume_from=str(tmp_path))
+
+
+def test_early_stopping_ends_the_trial(tmp_path):
+    rows, report = collect()
+    summary = fit(TrainConfig(**{**TINY, "epochs": 6, "lr": 0.0, "scheduler": "none",
+                                 "early_stop_patience": 1}), report)
+    assert summary["status"] == "early_stopped"
+    assert len(rows) < 6
+
+
+def test_nan_loss_stops_the_trial_as_diverged():
+    rows, report = collect()
+    summary = fit(TrainConfig(**{**TINY, "epochs": 5, "lr": 1e30, "scheduler": "none",
+                                 "optimizer": "sgd", "momentum": 0.0}), report)
+    assert summary["status"] == "diverged"
+    assert len(rows) == 1 and rows[0]["status"] == "diverged"
+    assert math.isnan(rows[0]["train_loss"]) or math.isinf(rows[0]["train_loss"])
+
+
+def test_init_from_starts_from_checkpoint_weights(tmp_path):
+    fit(TrainConfig(**{**TINY, "epochs": 1}), checkpoint_dir=str(tmp_path))
+    weights = load_checkpoint(tmp_path)["model"]
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "lr": 0.0, "scheduler": "none", "init_from": str(tmp_path)})
+    first, report = collect()
+    fit(cfg, report, checkpoint_dir=str(tmp_path / "b"))
+    after = load_checkpoint(tmp_path / "b")["model"]
+    # lr 0: weights stay those loaded (BN running stats move, so compare conv/linear weights only)
+    for name, tensor in weights.items():
+        if name.endswith("weight") and tensor.ndim > 1:
+            assert torch.equal(tensor, after[name]), name
+
+
+@pytest.mark.parametrize("scheduler", ["none", "onecycle", "cosine", "step"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_every_schedule_and_optimizer_trains(scheduler, optimizer):
+    summary = fit(TrainConfig(**{**TINY, "epochs": 2, "scheduler": scheduler, "optimizer": optimizer,
+                                 "lr": 0.05 if optimizer == "sgd" else 2e-3, "warmup_epochs": 0.5,
+                                 "step_size": 1, "clip_grad_norm": 1.0, "label_smoothing": 0.1}))
+    assert summary["status"] == "finished"
+
+
+def test_cli_writes_run_dir_and_summary(tmp_path):
+    out = tmp_path / "run"
+    args = ["--dataset", "synthetic", "--subset", "256", "--epochs", "2", "--width", "0.25",
+            "--batch-size", "64", "--measure-latency", "false", "--out-dir", str(out)]
+    assert train.main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 2
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["subset"] == 256 and saved["versions"]["torch"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert list(out.glob("events.out.tfevents.*"))
+    # resume a finished run: nothing left to train, same summary
+    assert train.main(["--resume", str(out), "--epochs", "2"]) == 0
+
+
+def test_cli_config_file_and_flag_override(tmp_path):
+    (tmp_path / "c.yaml").write_text("dataset: synthetic\nsubset: 256\nepochs: 5\nwidth: 0.25\n"
+                                     "measure_latency: false\n")
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--epochs", "1", "--quiet",
+                       "--out-dir", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--epochs", "x"], "epochs='x' has the wrong type"),
+    (["--model", "vgg"], "model='vgg' is not one of"),
+    (["--config", "/nope.yaml"], "cannot read config file"),
+    (["--resume", "/nope"], "not a train.py run directory"),
+    (["--dataset", "synthetic", "--device", "cuda"], "no CUDA GPU"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, words, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "--out-dir", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    if torch.cuda.is_available() and "cuda" in args:
+        pytest.skip("a GPU is present")
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_documents_every_knob():
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for flag in ("--label-smoothing", "--dsconv", "--finetune-hard-classes", "--config", "--resume"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.slow
+@needs_fashion_mnist()
+def test_real_fashion_mnist_subset_learns(tmp_path):
+    """4,000 real Fashion-MNIST images, 3 epochs, a half-width SqueezeNet on CPU: >= 75% test accuracy."""
+    summary = fit(TrainConfig(dataset="fashion-mnist", subset=4000, epochs=3, width=0.5, batch_size=128,
+                              lr=0.1, augment="none", measure_latency=False, device="cpu",
+                              data_dir=str(tmp_path)))
+    print(json.dumps({k: summary[k] for k in ("test_acc", "best_val_acc", "wall_time_s")}))
+    assert summary["test_acc"] >= 75.0

@@ -1,0 +1,134 @@
+"""Train one model, no Ray:  python train.py --dataset fashion-mnist --model squeezenet --epochs 30
+
+Every TrainConfig field is a flag (`--label-smoothing 0.1`, `--dsconv true`); `--config FILE` loads
+the same keys from YAML or JSON, and flags override it. The run directory receives TensorBoard
+scalars, the latest checkpoint, one JSON line per epoch, the resolved config with provenance and a
+final summary.json. `--resume RUN_DIR` continues an interrupted run from its checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from training.config import TrainConfig, UserError, field_names, load_mapping
+from training.loop import fit
+
+__all__ = ["TrainConfig", "fit", "main"]
+
+
+def field_help() -> dict[str, str]:
+    """Each field's trailing comment in training/config.py, the one place the knobs are documented."""
+    source = Path(__file__).with_name("training").joinpath("config.py").read_text()
+    pattern = re.compile(r"^    (\w+): \w+ = .*?  # (.*)$", re.MULTILINE)
+    return {name: text for name, text in pattern.findall(source)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train one CNN (SqueezeNet / ResNet) on CIFAR-10/100, Fashion-MNIST, synthetic or "
+                    "your own image folder, and print a JSON summary.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of knobs; flags override it")
+    parser.add_argument("--out-dir", metavar="DIR",
+                        help="run directory (default: runs/train/<time>-<model>-<dataset>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines (the summary still prints)")
+    knobs = parser.add_argument_group("training knobs (TrainConfig)")
+    helps, defaults = field_help(), TrainConfig().to_dict()
+    for name in field_names():
+        flag = "--" + name.replace("_", "-")
+        knobs.add_argument(flag, dest=name, default=None, metavar=type(defaults[name]).__name__.upper(),
+                           help=f"{helps.get(name, '')} (default: {defaults[name]!r})".replace("%", "%%"))
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    overrides = {k: v for k, v in vars(args).items() if k in field_names() and v is not None}
+    if args.resume:
+        saved = Path(args.resume) / "config.json"
+        if not saved.is_file():
+            raise UserError(f"{args.resume} is not a train.py run directory (no config.json)")
+        return TrainConfig.from_dict({**json.loads(saved.read_text())["config"], **overrides})
+    base = load_mapping(args.config) if args.config else {}
+    return TrainConfig.from_dict({**base, **overrides})
+
+
+class ConsoleAndTensorBoard:
+    """The CLI's report callback: a line per epoch, TensorBoard scalars, metrics.jsonl."""
+
+    def __init__(self, run_dir: Path, quiet: bool) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(run_dir))
+        self.lines = (run_dir / "metrics.jsonl").open("a")
+        self.quiet = quiet
+
+    def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        step = metrics["epoch"]
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_sec"):
+            group, _, name = key.partition("_") if key.startswith(("train", "val")) else ("", "", key)
+            self.writer.add_scalar(f"{group}/{name}" if group else key, metrics[key], step)
+        self.writer.flush()
+        self.lines.write(json.dumps(metrics) + "\n")
+        self.lines.flush()
+        if not self.quiet:
+            print(f"epoch {step:3d} [{metrics['phase']}] loss {metrics['train_loss']:.4f} "
+                  f"train {metrics['train_acc']:6.2f}% val {metrics['val_acc']:6.2f}% "
+                  f"lr {metrics['lr']:.2e} {metrics['images_per_sec']:8.0f} img/s"
+                  + ("  DIVERGED" if metrics["status"] == "diverged" else ""), flush=True)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.lines.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from training.checkpoint import provenance
+    from training.datasets import prepare_dataset
+    from training.loop import resolve_device, resolve_precision
+
+    cfg = resolve_config(args)
+    resolve_precision(cfg.precision, resolve_device(cfg.device))  # fail before anything is written
+    run_dir = Path(args.resume or args.out_dir or default_run_dir(cfg)).resolve()
+    resume_from = str(run_dir / "checkpoint") if args.resume else None
+    if args.resume and not (run_dir / "checkpoint").is_dir():
+        raise UserError(f"{run_dir} has no checkpoint/ to resume from")
+    prepare_dataset(cfg.dataset, cfg.resolved_data_dir, cfg.image_size)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), **provenance()}, indent=2))
+    reporter = ConsoleAndTensorBoard(run_dir, args.quiet)
+    try:
+        summary = fit(cfg, reporter, resume_from=resume_from, checkpoint_dir=str(run_dir / "checkpoint"))
+    finally:
+        reporter.close()
+    summary = {**summary, "run_dir": str(run_dir)}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    name = cfg.dataset.split(":")[0]
+    return Path("runs") / "train" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}-{name}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except UserError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("train.py: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
