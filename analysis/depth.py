@@ -1,0 +1,80 @@
+"""The ResNet study's Table 1, reproduced: ResNet-18/50/152 test accuracy, layers and training time,
+and the relative increase in layers and in accuracy over ResNet-18, next to the study's figures.
+
+The study trained each depth once on CIFAR-10 for 50 epochs (batch 256, lr 5e-4) on a Colab GPU; it
+read "3x the layers for +6% relative accuracy" off single runs. With seeds, the table states n and the
+spread, so the accuracy step can be compared with the seed-to-seed noise.
+"""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from analysis.load import FINAL_STATUSES
+
+# The ResNet study's Table 1: test accuracy (%) and training time (min, Colab GPU), 50 epochs,
+# batch 256, lr 5e-4.
+PAPER_DEPTH = pd.DataFrame({
+    "model": ["resnet18", "resnet50", "resnet152"],
+    "layers": [18, 50, 152],
+    "test_acc": [80.84, 83.55, 85.94],
+    "time_min": [41.0, 112.0, 262.0],
+})
+REFERENCE_MODEL = "resnet18"
+
+
+def layers(model: str) -> int | None:
+    """Weighted layers from a torchvision-style name: resnet50 -> 50."""
+    found = re.fullmatch(r"resnet(\d+)", str(model))
+    return int(found.group(1)) if found else None
+
+
+def relative_increase(values: pd.Series, reference: float) -> pd.Series:
+    """(value - reference) / reference, in percent."""
+    return (values - reference) / reference * 100.0
+
+
+def depth_table(trials: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
+    """One row per (recipe, ResNet depth): n, mean and std across seeds of test accuracy (%) and wall
+    time (min), epochs run, params (M), the increase in layers and in accuracy relative to ResNet-18
+    under the same recipe (%), the study's figures for that depth and ours minus the study's accuracy.
+    Only trials with a final report count; `n_other` is the rest. Without a `by` column, one row per
+    depth; without ResNets, an empty frame."""
+    resnets = trials[trials["model"].map(layers).notna()]
+    if resnets.empty:
+        return pd.DataFrame()
+    resnets = resnets if by in resnets else resnets.assign(**{by: ""})
+    done = resnets[resnets["stop_reason"].isin(FINAL_STATUSES) & resnets["test_acc"].notna()]
+    stats = done.groupby([by, "model"]).agg(
+        n=("test_acc", "size"), test_acc_mean=("test_acc", "mean"), test_acc_std=("test_acc", "std"),
+        time_min_mean=("wall_time_s", lambda s: s.mean() / 60),
+        time_min_std=("wall_time_s", lambda s: s.std() / 60),
+        epochs_run_mean=("epochs_run", "mean"), params_m=("params", lambda s: s.mean() / 1e6))
+    totals = resnets.groupby([by, "model"], sort=False).size().rename("trials")
+    table = totals.to_frame().join(stats).reset_index()
+    table.insert(2, "layers", table["model"].map(layers))
+    table["n"] = table["n"].fillna(0).astype(int)
+    table.insert(3, "n", table.pop("n"))
+    table.insert(4, "n_other", table.pop("trials") - table["n"])
+    order = {name: i for i, name in enumerate(dict.fromkeys(resnets[by]))}
+    table = table.sort_values("layers", kind="stable")
+    table = table.sort_values(by, key=lambda s: s.map(order), kind="stable")
+    reference = table[table["model"] == REFERENCE_MODEL].set_index(by)["test_acc_mean"]
+    table["layers_increase_pct"] = relative_increase(table["layers"], 18)
+    table["acc_increase_pct"] = relative_increase(table["test_acc_mean"], table[by].map(reference))
+    table = table.merge(paper_columns(), on="model", how="left")
+    table["diff_vs_paper"] = table["test_acc_mean"] - table["paper_test_acc"]
+    return table if by in trials else table.drop(columns=by)
+
+
+def paper_columns() -> pd.DataFrame:
+    """The study's figures per model, with its relative increases over ResNet-18."""
+    ref = PAPER_DEPTH.set_index("model").loc[REFERENCE_MODEL]
+    return pd.DataFrame({
+        "model": PAPER_DEPTH["model"],
+        "paper_test_acc": PAPER_DEPTH["test_acc"],
+        "paper_time_min": PAPER_DEPTH["time_min"],
+        "paper_layers_increase_pct": relative_increase(PAPER_DEPTH["layers"], ref["layers"]),
+        "paper_acc_increase_pct": relative_increase(PAPER_DEPTH["test_acc"], ref["test_acc"]),
+    })

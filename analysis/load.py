@@ -1,0 +1,228 @@
+"""An experiment directory -> two tidy frames: one row per trial, one row per trial-epoch.
+
+Reads Ray Tune 2.60's files as they lie on disk (no Ray cluster, nothing unpickled), so it works on a
+finished, interrupted or still-running experiment:
+
+- ``experiment_state-*.json``: each trial's id, Ray status (PENDING, RUNNING, PAUSED, TERMINATED,
+  ERROR), config and directory; the newest file wins. A killed driver leaves it as of its last save.
+- per trial directory: ``result.json`` (one JSON line per ``tune.report``, i.e. per epoch),
+  ``params.json`` (the Ray config), ``trial_config.json`` (the resolved TrainConfig, by our
+  trainable) and ``error.txt`` for errored trials;
+- ``sweep.json``: what our driver ran (space, options, expected trial count).
+
+Why a trial ended (``stop_reason``), checked in this order:
+
+- ``finished`` / ``early_stopped`` (our patience) / ``diverged``: the trial's final report says so;
+- ``errored``: Ray's ERROR status, or an ``error.txt`` without any Ray state;
+- ``scheduler_stopped``: TERMINATED without our final report. Ray sets its own ``done=True`` on the
+  last result of a trial that ASHA stops, so ``done`` cannot tell; our ``status`` key can;
+- ``unfinished``: PENDING, RUNNING or PAUSED when the state was last saved (an interrupted sweep).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sweep.spaces import merge_config
+from training.config import ConfigError, TrainConfig, UserError, field_names
+
+FINAL_STATUSES = ("finished", "early_stopped", "diverged")  # our loop's status on its final report
+STOP_REASONS = (*FINAL_STATUSES, "scheduler_stopped", "errored", "unfinished")
+EPOCH_COLUMNS = ("epoch", "training_iteration", "phase", "lr", "train_loss", "train_acc", "val_loss",
+                 "val_acc", "best_val_acc", "best_epoch", "images_per_sec", "epoch_time_s",
+                 "elapsed_s", "status", "time_total_s")
+# Keys of the last result that are not trial-level columns: Ray's bookkeeping (`done` too, as Ray
+# overwrites ours), per-epoch values, and `lr`, which would clash with the config field.
+NOT_SUMMARY_KEYS = ("done", "config", "timestamp", "checkpoint_dir_name", "date", "time_this_iter_s",
+                    "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
+                    "trial_id", "training_iteration", "epoch", "status", "phase", "lr")
+# Always present in the trial frame (NaN where a trial has no final report yet).
+SUMMARY_COLUMNS = ("epochs_run", "best_val_acc", "final_val_acc", "test_acc", "test_loss", "params",
+                   "flops", "size_mb", "latency_ms_b1", "latency_ms_b256", "wall_time_s", "elapsed_s",
+                   "time_total_s")
+RENAMED = {"precision": "precision_used"}  # the final report's precision clashes with the config field
+TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
+
+
+class ExperimentError(UserError):
+    """The path is not a readable Ray Tune experiment directory."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A loaded experiment: the trial and epoch frames, and what the driver recorded."""
+    path: Path
+    trials: pd.DataFrame  # one row per trial: stop_reason, config columns, final metrics
+    epochs: pd.DataFrame  # one row per trial-epoch: trial_id + EPOCH_COLUMNS
+    config_columns: tuple[str, ...]  # TrainConfig fields, then bundle keys (stage, recipe)
+    sweep: dict[str, Any] = field(default_factory=dict)  # sweep.json, {} when absent
+
+    @property
+    def unfinished(self) -> pd.DataFrame:
+        """Trials still pending or running when the experiment was last saved."""
+        return self.trials[self.trials["stop_reason"] == "unfinished"]
+
+    @property
+    def never_started(self) -> int:
+        """Trials sweep.json expected that Ray has no record of (0 when unknown)."""
+        return max(int(self.sweep.get("expected_trials", 0)) - len(self.trials), 0)
+
+
+def load(run_dir: str | Path) -> Experiment:
+    """Read `run_dir` (Ray's ``storage_path/name``) into an :class:`Experiment`."""
+    path = Path(run_dir).expanduser()
+    if not path.is_dir():
+        raise ExperimentError(f"{path} is not a directory")
+    sweep = read_json(path / "sweep.json") or {}
+    state = with_unsaved_trials(read_state(path), path)
+    if not state and not sweep:
+        inside = sorted(d.name for d in path.iterdir() if d.is_dir() and is_experiment(d))
+        hint = f"; experiments inside: {', '.join(inside)}" if inside else "; pass STORAGE/NAME"
+        raise ExperimentError(f"{path} is not a Ray Tune experiment directory (no experiment_state-*.json, "
+                              f"sweep.json or trial directories){hint}")
+    caps = sweep.get("plan", {}).get("caps", {})
+    read = [read_trial(path / info["relative_logdir"], trial_id, info, caps)
+            for trial_id, info in sorted(state.items())]
+    bundle_keys = dict.fromkeys(k for info in state.values() for k in flatten(info["config"])
+                                if k not in field_names())
+    config_columns = (*field_names(), *bundle_keys)
+    return Experiment(path, trials_frame([row for row, _ in read], config_columns),
+                      epochs_frame([epochs for _, epochs in read]), config_columns, sweep)
+
+
+def with_unsaved_trials(state: dict[str, dict[str, Any]], path: Path) -> dict[str, dict[str, Any]]:
+    """Add trials whose directory exists (with params.json) but that the saved state does not list:
+    the driver was killed before it saved them, or no state was ever saved."""
+    state = dict(state)
+    for trial_dir in path.iterdir():
+        found = TRIAL_ID.search(trial_dir.name)
+        if found and found.group(1) not in state and (trial_dir / "params.json").is_file():
+            state[found.group(1)] = {"status": None, "config": read_json(trial_dir / "params.json") or {},
+                                     "relative_logdir": trial_dir.name}
+    return state
+
+
+def is_experiment(path: Path) -> bool:
+    return (path / "sweep.json").is_file() or any(path.glob("experiment_state-*.json"))
+
+
+def read_state(path: Path) -> dict[str, dict[str, Any]]:
+    """trial_id -> {status, config, relative_logdir} from the newest experiment_state-*.json."""
+    files = sorted(path.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    data = read_json(files[-1]) if files else None
+    trials = {}
+    for entry in (data or {}).get("trial_data", []):
+        info = json.loads(entry[0]) if isinstance(entry, list) else entry
+        trials[info["trial_id"]] = {"status": info.get("status"), "config": info.get("config") or {},
+                                    "relative_logdir": info.get("relative_logdir") or info["trial_id"]}
+    return trials
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (e.g. half written)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """result.json's lines; a line cut short by a killed process is skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    results = []
+    for line in lines:
+        try:
+            results.append(json.loads(line))
+        except ValueError:
+            continue
+    return results
+
+
+def read_trial(trial_dir: Path, trial_id: str, info: dict[str, Any],
+               caps: dict[str, int]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One trial's row (config, stop reason, final metrics) and its per-epoch frame."""
+    results = read_results(trial_dir / "result.json")
+    last = results[-1] if results else {}
+    params = flatten(read_json(trial_dir / "params.json") or info["config"])
+    config = {**params, **trial_config(trial_dir, params, caps)}
+    error = error_message(trial_dir / "error.txt")
+    metrics = {RENAMED.get(k, k): v for k, v in last.items() if k not in NOT_SUMMARY_KEYS}
+    row = {"trial_id": trial_id, "stop_reason": stop_reason(info["status"], last, error is not None),
+           "ray_status": info["status"] or "", **config, **metrics,
+           "last_epoch": last.get("epoch", last.get("training_iteration", 0)), "error": error or "",
+           "trial_dir": trial_dir.name}
+    epochs = pd.DataFrame([{k: r.get(k) for k in EPOCH_COLUMNS if k in r} for r in results])
+    return row, epochs.assign(trial_id=trial_id)
+
+
+def trial_config(trial_dir: Path, params: dict[str, Any], caps: dict[str, int]) -> dict[str, Any]:
+    """Every TrainConfig field of a trial: trial_config.json, written by our trainable when the trial
+    starts; for a trial that never started, its Ray config resolved the way the trainable would."""
+    record = read_json(trial_dir / "trial_config.json")
+    if isinstance(record, dict) and isinstance(record.get("config"), dict):
+        return record["config"]
+    try:
+        return merge_config(params, caps)
+    except (ConfigError, KeyError):  # a preset this version does not know: fields as given
+        return {**TrainConfig().to_dict(), **{k: v for k, v in params.items() if k in field_names()}}
+
+
+def stop_reason(ray_status: str | None, last: dict[str, Any], has_error: bool) -> str:
+    """Why a trial ended; see the module docstring for the rules."""
+    if last.get("status") in FINAL_STATUSES and "epochs_run" in last:
+        return last["status"]
+    if ray_status == "ERROR" or (ray_status is None and has_error):
+        return "errored"
+    if ray_status == "TERMINATED":
+        return "scheduler_stopped"
+    return "unfinished"
+
+
+def error_message(path: Path) -> str | None:
+    """The last non-empty line of Ray's error.txt (the exception), or None without one."""
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1] if lines else ""
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dicts as ``outer/inner`` keys, the way Ray names them in progress.csv."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def trials_frame(rows: list[dict[str, Any]], config_columns: tuple[str, ...]) -> pd.DataFrame:
+    """Rows in a fixed column order: identity, config, then metrics as they came."""
+    first = ["trial_id", "stop_reason", "ray_status", *config_columns]
+    last = ["last_epoch", "error", "trial_dir"]
+    frame = pd.DataFrame(rows, columns=None if rows else [*first, *last])
+    frame = frame.reindex(columns=[*frame.columns, *(c for c in SUMMARY_COLUMNS if c not in frame)])
+    middle = [c for c in frame.columns if c not in first and c not in last]
+    return frame[[c for c in first if c in frame] + middle + last].reset_index(drop=True)
+
+
+def epochs_frame(curves: list[pd.DataFrame]) -> pd.DataFrame:
+    """All trials' epochs; a resumed trial's repeated epoch keeps its latest report."""
+    frame = pd.concat([c for c in curves if len(c.columns) > 1] or [pd.DataFrame(columns=["trial_id"])],
+                      ignore_index=True)
+    if frame.empty:
+        return frame
+    if "epoch" not in frame:
+        frame["epoch"] = frame["training_iteration"]
+    frame = frame.drop_duplicates(["trial_id", "epoch"], keep="last")
+    return frame[["trial_id", *[c for c in EPOCH_COLUMNS if c in frame]]].reset_index(drop=True)

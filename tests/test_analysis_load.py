@@ -1,0 +1,141 @@
+"""analysis.load and the report CLI on a hand-built experiment directory in Ray Tune 2.60's layout
+(every way a trial can end), and the CLI's errors. The real experiments are in
+test_analysis_experiment.py."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis.load import load, stop_reason
+from analysis.report import main as report_main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def epoch(n, val, final=None):
+    row = {"epoch": n, "phase": "main", "lr": 0.1, "train_loss": 2.0 / n, "train_acc": val, "val_loss": 1.0 / n,
+           "val_acc": val, "best_val_acc": val, "best_epoch": n, "images_per_sec": 100.0, "epoch_time_s": 1.0,
+           "elapsed_s": float(n), "status": "running", "done": False, "params": 1000, "flops": 2e6,
+           "size_mb": 0.1, "training_iteration": n, "time_total_s": float(n)}
+    if final:  # our final report; Ray sets done=True on the last result of every trial it ends
+        row.update(status=final, epochs_run=n, final_val_acc=val, test_acc=val - 1, test_loss=0.5,
+                   precision="fp32", wall_time_s=float(n), test_acc_class_0=50.0)
+    return row
+
+
+TRIALS = {  # trial_id: (Ray status, attention, results, error)
+    "aaaaa_00000": ("TERMINATED", "none", [epoch(1, 50), epoch(2, 60, "finished")], None),
+    "aaaaa_00001": ("TERMINATED", "channel", [epoch(1, 40)], None),
+    "aaaaa_00002": ("ERROR", "cbam", [], "Traceback...\nRuntimeError: CUDA out of memory"),
+    "aaaaa_00003": ("RUNNING", "eca", [epoch(1, 45)], None),
+    "aaaaa_00004": ("PENDING", "simple", None, None),
+    "aaaaa_00005": ("TERMINATED", "none", [epoch(1, 30, "diverged")], None),
+}
+
+
+def trial_dir_name(trial_id, attention):
+    return f"train_trial_{trial_id}_{int(trial_id[-1])}_attention={attention}_2026-01-01_00-00-00"
+
+
+def write_experiment(path: Path, stale_extra: bool = True) -> Path:
+    """Ray's files as Ray 2.60 writes them (see NOTES.md), for the trials above."""
+    path.mkdir(parents=True)
+    entries = []
+    for trial_id, (status, attention, results, error) in TRIALS.items():
+        config = {"attention": attention, "seed": 0, "dataset": "synthetic"}
+        name = trial_dir_name(trial_id, attention)
+        entries.append([json.dumps({"trial_id": trial_id, "status": status, "config": config,
+                                    "relative_logdir": name}), json.dumps({"num_failures": 0})])
+        (path / name).mkdir()
+        if results is None:
+            continue  # a pending trial's directory is empty
+        (path / name / "params.json").write_text(json.dumps(config))
+        lines = [json.dumps({**r, "done": i == len(results) - 1, "trial_id": trial_id, "config": config})
+                 for i, r in enumerate(results)]
+        if status == "RUNNING":
+            lines.append('{"epoch": 2, "val_a')  # cut short by a killed process
+        (path / name / "result.json").write_text("\n".join(lines) + "\n")
+        if error:
+            (path / name / "error.txt").write_text(error)
+    (path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": entries}))
+    (path / "sweep.json").write_text(json.dumps({"space_name": "toy", "expected_trials": 8}))
+    if stale_extra:  # started after the state was last saved: only its directory knows it
+        name = trial_dir_name("aaaaa_00006", "none")
+        (path / name).mkdir()
+        (path / name / "params.json").write_text(json.dumps({"attention": "none", "seed": 1}))
+        (path / name / "result.json").write_text(json.dumps(epoch(1, 20)) + "\n")
+    return path
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    return write_experiment(tmp_path / "exp")
+
+
+def test_every_way_a_trial_ends(experiment):
+    exp = load(experiment)
+    trials = exp.trials.set_index("trial_id")
+    assert trials["stop_reason"].to_dict() == {
+        "aaaaa_00000": "finished", "aaaaa_00001": "scheduler_stopped", "aaaaa_00002": "errored",
+        "aaaaa_00003": "unfinished", "aaaaa_00004": "unfinished", "aaaaa_00005": "diverged",
+        "aaaaa_00006": "unfinished"}
+    assert trials.loc["aaaaa_00002", "error"] == "RuntimeError: CUDA out of memory"
+    assert trials.loc["aaaaa_00000", "test_acc"] == 59 and trials.loc["aaaaa_00000", "precision_used"] == "fp32"
+    assert trials.loc["aaaaa_00003", "last_epoch"] == 1  # the cut line is skipped
+    assert trials.loc["aaaaa_00004", "attention"] == "simple" and trials.loc["aaaaa_00004", "last_epoch"] == 0
+    assert (trials.loc["aaaaa_00000", "lr"], trials.loc["aaaaa_00000", "epochs"]) == (0.1, 30)  # defaults
+    assert list(exp.unfinished["trial_id"]) == ["aaaaa_00003", "aaaaa_00004", "aaaaa_00006"]
+    assert exp.never_started == 1
+
+
+def test_epoch_frame_is_one_row_per_trial_epoch(experiment):
+    epochs = load(experiment).epochs
+    assert epochs.groupby("trial_id").size().to_dict() == {
+        "aaaaa_00000": 2, "aaaaa_00001": 1, "aaaaa_00003": 1, "aaaaa_00005": 1, "aaaaa_00006": 1}
+    assert {"epoch", "val_acc", "train_loss", "val_loss", "lr"} <= set(epochs.columns)
+    assert "done" not in epochs  # Ray overwrites it: never trusted
+
+
+@pytest.mark.parametrize("reason,args", [
+    ("finished", ("TERMINATED", {"status": "finished", "epochs_run": 3}, False)),
+    ("early_stopped", ("RUNNING", {"status": "early_stopped", "epochs_run": 3}, False)),  # stale state
+    ("scheduler_stopped", ("TERMINATED", {"status": "running", "done": True}, False)),
+    ("errored", ("ERROR", {"status": "running"}, True)),
+    ("errored", (None, {}, True)),
+    ("unfinished", ("PAUSED", {"status": "running"}, False)),
+    ("unfinished", (None, {"status": "running"}, False)),
+])
+def test_stop_reason_rules(reason, args):
+    assert stop_reason(*args) == reason
+
+
+def test_report_lists_unfinished_trials_and_writes_every_file(experiment, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert report_main([str(experiment), "--out", str(out), "--format", "csv"]) == 0
+    text = (out / "report.md").read_text()
+    assert "3 trial(s) unfinished, 1 never started" in text
+    for trial_id in ("aaaaa_00003", "aaaaa_00004", "aaaaa_00006"):
+        assert trial_id in text
+    assert "RuntimeError: CUDA out of memory" in text and "scheduler_stopped" in text
+    for name in ("trials.csv", "epochs.csv", "trial_outcomes.csv", "unfinished.csv", "stopping.png",
+                 "learning_curves.png", "loss_curves.png"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p, lambda p: p / "file.txt"])
+def test_bad_run_dir_is_one_line_error_and_writes_nothing(tmp_path, make, capsys):
+    (tmp_path / "file.txt").write_text("x")
+    before = sorted(tmp_path.rglob("*"))
+    assert report_main([str(make(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("report: error: ") and len(err.strip().splitlines()) == 1
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_cli_error_has_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "missing")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert result.stderr == f"report: error: {tmp_path / 'missing'} is not a directory\n"
