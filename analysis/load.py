@@ -85,8 +85,8 @@ def load(run_dir: str | Path) -> Experiment:
         hint = f"; experiments inside: {', '.join(inside)}" if inside else "; pass STORAGE/NAME"
         raise ExperimentError(f"{path} is not a Ray Tune experiment directory (no experiment_state-*.json, "
                               f"sweep.json or trial directories){hint}")
-    caps = sweep.get("plan", {}).get("caps", {})
-    read = [read_trial(path / info["relative_logdir"], trial_id, info, caps)
+    smoke = bool(sweep.get("plan", {}).get("smoke", False))
+    read = [read_trial(path / info["relative_logdir"], trial_id, info, smoke)
             for trial_id, info in sorted(state.items())]
     bundle_keys = dict.fromkeys(k for info in state.values() for k in flatten(info["config"])
                                 if k not in field_names())
@@ -147,12 +147,12 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 
 def read_trial(trial_dir: Path, trial_id: str, info: dict[str, Any],
-               caps: dict[str, int]) -> tuple[dict[str, Any], pd.DataFrame]:
+               smoke: bool) -> tuple[dict[str, Any], pd.DataFrame]:
     """One trial's row (config, stop reason, final metrics) and its per-epoch frame."""
     results = read_results(trial_dir / "result.json")
     last = results[-1] if results else {}
     params = flatten(read_json(trial_dir / "params.json") or info["config"])
-    config = {**params, **trial_config(trial_dir, params, caps)}
+    config = {**params, **trial_config(trial_dir, params, smoke)}
     error = error_message(trial_dir / "error.txt")
     metrics = {RENAMED.get(k, k): v for k, v in last.items() if k not in NOT_SUMMARY_KEYS}
     row = {"trial_id": trial_id, "stop_reason": stop_reason(info["status"], last, error is not None),
@@ -163,14 +163,14 @@ def read_trial(trial_dir: Path, trial_id: str, info: dict[str, Any],
     return row, epochs.assign(trial_id=trial_id)
 
 
-def trial_config(trial_dir: Path, params: dict[str, Any], caps: dict[str, int]) -> dict[str, Any]:
+def trial_config(trial_dir: Path, params: dict[str, Any], smoke: bool) -> dict[str, Any]:
     """Every TrainConfig field of a trial: trial_config.json, written by our trainable when the trial
     starts; for a trial that never started, its Ray config resolved the way the trainable would."""
     record = read_json(trial_dir / "trial_config.json")
     if isinstance(record, dict) and isinstance(record.get("config"), dict):
         return record["config"]
     try:
-        return merge_config(params, caps)
+        return merge_config(params, smoke)
     except (ConfigError, KeyError):  # a preset this version does not know: fields as given
         return {**TrainConfig().to_dict(), **{k: v for k, v in params.items() if k in field_names()}}
 

@@ -1,0 +1,202 @@
+"""The Ray Tune side of a sweep: scheduler, searcher, Tuner, resume, the sweep.json record, summary.
+
+Everything is imported from ``ray.tune`` (Ray 2.60): ``ray.train.RunConfig`` is Ray Train v2's class
+and crashes ``Tuner.fit``; ``ray.train.report`` fails inside a Tune trainable.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ray import tune
+
+from sweep.trainable import train_trial
+from training.config import UserError
+
+METRIC, MODE = "val_acc", "max"  # what ASHA compares at each rung and what picks the best trial
+SWEEP_FILE = "sweep.json"  # the experiment's record at its root, read by --resume and the analysis
+CHECKPOINTS_KEPT = 2  # per trial: the latest two epochs (resume needs only the last)
+
+
+@dataclass
+class Plan:
+    """Everything a Tuner needs, as plain data (what sweep.json stores, so --resume can rebuild it)."""
+    experiment_dir: str  # storage_path/name: a local directory or a URI Ray supports
+    search: str
+    scheduler: str
+    num_samples: int
+    max_t: int  # most epochs any trial runs (ASHA/HyperBand's max_t)
+    grace_period: int
+    reduction_factor: float
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int | None
+    max_failures: int
+    search_seed: int
+    smoke: bool = False  # --smoke-test: per-trial limits in the trainable
+
+    @property
+    def storage_path(self) -> str:
+        return self.experiment_dir.rstrip("/").rsplit("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.experiment_dir.rstrip("/").rsplit("/", 1)[1]
+
+
+def make_scheduler(plan: Plan):
+    """ASHA (Li et al. 2020) by default: rungs at grace_period * reduction_factor^k epochs."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+
+    if plan.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=plan.max_t,
+                             grace_period=min(plan.grace_period, plan.max_t),
+                             reduction_factor=plan.reduction_factor)
+    if plan.scheduler == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", max_t=plan.max_t,
+                                  reduction_factor=plan.reduction_factor)
+    if plan.scheduler == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=plan.grace_period)
+    return FIFOScheduler()
+
+
+def make_searcher(plan: Plan):
+    """None (Tune's grid/random variant generator) or Optuna's TPE, seeded. A local experiment keeps
+    the Optuna study in EXPERIMENT/optuna.db, so it can be loaded after the sweep."""
+    if plan.search == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=plan.search_seed)
+    if plan.search != "optuna":
+        return None
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = None
+    if "://" not in plan.experiment_dir:
+        import optuna
+
+        storage = optuna.storages.RDBStorage(f"sqlite:///{plan.experiment_dir}/optuna.db")
+    return OptunaSearch(metric=METRIC, mode=MODE, seed=plan.search_seed, storage=storage,
+                        study_name=plan.name if storage else None)
+
+
+def trainable_for(plan: Plan):
+    resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(train_trial, smoke=plan.smoke), resources)
+
+
+def use_table_output() -> None:
+    """Console output as one live table of trials. Ray's newer output (the default) ignores a
+    progress reporter and prints a box of every metric at each trial's start and end, about 40 lines
+    per trial here; RAY_AIR_NEW_OUTPUT=1 in the environment brings it back."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def console_table(axes: list[str]) -> tune.CLIReporter:
+    """The table: varying keys and the main metrics of every trial, every 30 s and at the end."""
+    use_table_output()
+    columns = {"epoch": "epoch", "val_acc": "val %", "best_val_acc": "best val %", "test_acc": "test %",
+               "images_per_sec": "img/s", "status": "status"}
+    return tune.CLIReporter(metric_columns=columns, parameter_columns=axes, max_report_frequency=30,
+                            sort_by_metric=True)
+
+
+def make_tuner(plan: Plan, param_space: dict[str, Any], axes: list[str]) -> tune.Tuner:
+    tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=make_scheduler(plan),
+                                  search_alg=make_searcher(plan), num_samples=plan.num_samples,
+                                  max_concurrent_trials=plan.max_concurrent, reuse_actors=True)
+    run_config = tune.RunConfig(
+        name=plan.name, storage_path=plan.storage_path,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+        progress_reporter=console_table(axes), verbose=1,
+        # trial_config.json is written in the trial's working directory, on whichever node runs it
+        sync_config=tune.SyncConfig(sync_artifacts=True))
+    return tune.Tuner(trainable_for(plan), param_space=param_space, tune_config=tune_config,
+                      run_config=run_config)
+
+
+def load_plan(experiment_dir: str) -> Plan:
+    """The plan sweep.json recorded, after checking the directory is a restorable experiment."""
+    if not tune.Tuner.can_restore(experiment_dir):
+        raise UserError(f"{experiment_dir} is not a Ray Tune experiment directory (no tuner.pkl)")
+    return Plan(**read_record(experiment_dir)["plan"])
+
+
+def restore_tuner(experiment_dir: str, plan: Plan, retry_errored: bool) -> tune.Tuner:
+    """Continue an interrupted experiment (Tuner.restore): finished trials are kept, unfinished ones
+    continue from their latest checkpoint, errored ones too when `retry_errored`."""
+    use_table_output()  # the saved run config holds the table reporter
+    return tune.Tuner.restore(experiment_dir, trainable_for(plan), resume_unfinished=True,
+                              resume_errored=retry_errored)
+
+
+def absolute_location(location: str) -> str:
+    return location if "://" in location else str(Path(location).expanduser().resolve())
+
+
+def write_record(experiment_dir: str, record: Mapping[str, Any]) -> None:
+    """sweep.json at the experiment root, on a local disk or any pyarrow filesystem URI."""
+    filesystem, path = _filesystem(experiment_dir)
+    filesystem.create_dir(path, recursive=True)
+    with filesystem.open_output_stream(f"{path}/{SWEEP_FILE}") as out:
+        out.write(json.dumps(record, indent=2, default=str).encode())
+
+
+def read_record(experiment_dir: str) -> dict[str, Any]:
+    filesystem, path = _filesystem(experiment_dir)
+    try:
+        with filesystem.open_input_stream(f"{path}/{SWEEP_FILE}") as stream:
+            return json.loads(stream.read())
+    except (FileNotFoundError, OSError):
+        raise UserError(f"{experiment_dir} has no {SWEEP_FILE}: it was not started by sweep/run.py") from None
+
+
+def experiment_exists(experiment_dir: str) -> bool:
+    import pyarrow.fs
+
+    filesystem, path = _filesystem(experiment_dir)
+    return filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def _filesystem(location: str):
+    import pyarrow.fs
+
+    if "://" in location:
+        return pyarrow.fs.FileSystem.from_uri(location)
+    return pyarrow.fs.LocalFileSystem(), location
+
+
+def trials_of(experiment_dir: str) -> list:
+    """The experiment's trials with their statuses, without repeating the warnings Tune already
+    printed about trials that never reported."""
+    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)
+    try:
+        return tune.ExperimentAnalysis(experiment_dir).trials
+    finally:
+        analysis_log.setLevel(level)
+
+
+def summarize(results: tune.ResultGrid, experiment_dir: str) -> dict[str, Any]:
+    """The best trial by validation accuracy (its best epoch), its test accuracy, the errored and
+    unfinished (interrupted) trial counts."""
+    statuses = [trial.status for trial in trials_of(experiment_dir)]
+    summary: dict[str, Any] = {"experiment": experiment_dir, "trials": len(results),
+                               "errors": results.num_errors,
+                               "unfinished": sum(s not in ("TERMINATED", "ERROR") for s in statuses),
+                               "tensorboard": f"tensorboard --logdir {experiment_dir}"}
+    scored = [r for r in results if r.metrics and r.metrics.get("best_val_acc") is not None]
+    if scored:
+        best = max(scored, key=lambda r: r.metrics["best_val_acc"])
+        metrics = best.metrics
+        summary["best"] = {"trial_id": metrics.get("trial_id"), "path": best.path,
+                           "best_val_acc": metrics["best_val_acc"], "test_acc": metrics.get("test_acc"),
+                           "epochs": metrics.get("epoch"), "status": metrics.get("status"),
+                           "config": best.config}
+    return summary

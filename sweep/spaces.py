@@ -1,0 +1,178 @@
+"""The named search spaces and the presets their bundle keys name, declared in one place.
+
+A space is a small declarative dict, the same shape a YAML space file holds (see
+``sweep.vocabulary``)::
+
+    {"description": str, "search": "grid" | "random" | "optuna", "scheduler": "asha" | "fifo" | ...,
+     "params": {key: value | {"grid": [...]} | {"choice": [...]} | {"uniform": [lo, hi]}
+                          | {"loguniform": [lo, hi]} | {"randint": [lo, hi]}}}
+
+Every key of ``params`` is a ``TrainConfig`` field or a *bundle* key (``stage``, ``recipe``) whose
+value names a preset of several field overrides. A trial's config is resolved as: TrainConfig
+defaults, then the bundle presets, then the explicit fields on top, then ``TrainConfig.from_dict``
+validates it (:func:`resolve_config`). The bundle value stays in Ray's config (``config/stage``), so
+an analysis can group trials by it.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from training.config import ConfigError, TrainConfig
+
+# ------------------------------------------------------------------------------------- recipes
+# Training knobs only (no architecture), so the ablation's `recipe` factor changes how a network is
+# trained, never what it is.
+RECIPES: dict[str, dict[str, Any]] = {
+    # What the SqueezeNet study started from: plain SGD (momentum 0.9, no Nesterov, L2 5e-4) at a
+    # constant lr 0.01, no augmentation, no smoothing, no clipping, the model's default initialisation.
+    "baseline": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
+                 "scheduler": "none", "augment": "none", "label_smoothing": 0.0, "clip_grad_norm": 0.0,
+                 "init": "default"},
+    # The study's holistic recipe: OneCycle (Smith & Topin 2019) at peak lr 0.1 with Nesterov SGD,
+    # label smoothing 0.1 (Szegedy et al. 2016), gradient-norm clipping at 2, Kaiming init (He et al.
+    # 2015), and the paper's augmentation (rotations, translations, brightness/contrast jitter).
+    "holistic": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
+                 "scheduler": "onecycle", "augment": "paper", "label_smoothing": 0.1, "clip_grad_norm": 2.0,
+                 "init": "kaiming"},
+    # The ResNet study's recipe. It states 50 epochs, batch 256 and lr 5e-4; the rest is our reading:
+    # lr 5e-4 is an Adam learning rate (SGD barely moves at it), held constant, standard crop+flip
+    # augmentation, no weight decay, smoothing or clipping.
+    "resnet_study": {"optimizer": "adam", "lr": 5e-4, "epochs": 50, "batch_size": 256,
+                     "scheduler": "none", "augment": "basic", "weight_decay": 0.0,
+                     "label_smoothing": 0.0, "clip_grad_norm": 0.0, "init": "default"},
+}
+
+# ------------------------------------------------------------------------------------- stages
+# The SqueezeNet study's five stages, each cumulative on the one before. Its baseline was
+# torchvision's SqueezeNet: no batch norm, ReLU. The study adds dropout in stage 4, so the earlier
+# stages have none (torchvision's classifier dropout 0.5 arrives with that stage).
+_ARCH_BASELINE = {"model": "squeezenet", "batch_norm": False, "activation": "relu", "attention": "none",
+                  "residual": "none", "dsconv": False, "dropout": 0.0,
+                  "finetune_epochs": 0, "finetune_hard_classes": 0}
+_STAGE_1 = {**_ARCH_BASELINE, **RECIPES["baseline"]}
+# Stage 2: the paper's augmentation, then a fine-tuning phase (5 epochs at lr x 0.1) that
+# up-weights the 3 classes with the highest validation error.
+_STAGE_2 = {**_STAGE_1, "augment": "paper", "finetune_epochs": 5, "finetune_hard_classes": 3}
+_STAGE_3 = {**_STAGE_2, "attention": "simple"}
+_STAGE_4 = {**_STAGE_3, "residual": "simple", "dropout": 0.5}
+# Stage 5 keeps stage 4's residuals, dropout and fine-tuning, and swaps in channel attention (SE),
+# depthwise-separable expands, SiLU, batch norm and the holistic training recipe.
+_STAGE_5 = {**_STAGE_4, **RECIPES["holistic"], "attention": "channel", "dsconv": True,
+            "activation": "silu", "batch_norm": True}
+
+STAGES: dict[str, dict[str, Any]] = {
+    "baseline": _STAGE_1,
+    "augment_finetune": _STAGE_2,
+    "simple_attention": _STAGE_3,
+    "residual_dropout": _STAGE_4,
+    "holistic": _STAGE_5,
+}
+
+# Bundle key -> preset name -> TrainConfig overrides. Presets apply in this order.
+BUNDLES: dict[str, dict[str, dict[str, Any]]] = {"stage": STAGES, "recipe": RECIPES}
+
+# ------------------------------------------------------------------------------------- spaces
+SPACES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "description": "tiny synthetic space the tests use: 2 arms x seeds, 2 short epochs that learn",
+        "search": "grid", "scheduler": "asha",
+        "params": {"dataset": "synthetic", "subset": 512, "val_fraction": 0.5, "width": 0.25, "epochs": 2,
+                   "batch_size": 32, "eval_batch_size": 512, "augment": "none", "dropout": 0.0,
+                   "init": "kaiming", "scheduler": "none", "lr": 0.05, "measure_latency": False,
+                   "attention": {"grid": ["none", "channel"]}},
+    },
+    "stages": {
+        "description": "the SqueezeNet study's five stages, each run to the end (x seeds)",
+        "search": "grid", "scheduler": "fifo",
+        "params": {"stage": {"grid": list(STAGES)}},
+    },
+    "ablation": {
+        "description": "full factorial the study could not run: attention x residual x DSConv x "
+                       "activation x recipe = 48 arms on SqueezeNet (x seeds), ASHA",
+        "search": "grid", "scheduler": "asha",
+        "params": {"model": "squeezenet", "batch_norm": True, "dropout": 0.5,
+                   "attention": {"grid": ["none", "simple", "channel"]},
+                   "residual": {"grid": ["none", "simple"]},
+                   "dsconv": {"grid": [False, True]},
+                   "activation": {"grid": ["relu", "silu"]},
+                   "recipe": {"grid": ["baseline", "holistic"]}},
+    },
+    "hparams": {
+        "description": "Optuna TPE over the training knobs of the holistic SqueezeNet, ASHA",
+        "search": "optuna", "scheduler": "asha", "samples": 32,
+        "params": {"model": "squeezenet", "attention": "channel", "residual": "simple", "dsconv": True,
+                   "activation": "silu", "batch_norm": True, "init": "kaiming", "optimizer": "sgd",
+                   "lr": {"loguniform": [1e-3, 0.4]},
+                   "weight_decay": {"loguniform": [1e-5, 1e-2]},
+                   "batch_size": {"choice": [64, 128, 256]},
+                   "scheduler": {"choice": ["onecycle", "cosine", "step", "none"]},
+                   "label_smoothing": {"uniform": [0.0, 0.2]},
+                   "clip_grad_norm": {"choice": [0.0, 1.0, 2.0, 5.0]},
+                   "augment": {"choice": ["none", "basic", "paper", "strong"]},
+                   "dropout": {"uniform": [0.0, 0.6]}},
+    },
+    "resnet-depth": {
+        "description": "ResNet-18/50/152 under the ResNet study's recipe and under ours (holistic), "
+                       "run to the end or early stop (patience 10) to compare accuracy, time, epochs",
+        "search": "grid", "scheduler": "fifo",
+        "params": {"early_stop_patience": 10,
+                   "recipe": {"grid": ["resnet_study", "holistic"]},
+                   "model": {"grid": ["resnet18", "resnet50", "resnet152"]}},
+    },
+}
+
+# ------------------------------------------------------------------------------------- smoke test
+# --smoke-test, after the Ray Tune examples' flag of that name: synthetic data, a tiny subset of
+# 16x16 images, one epoch, no latency timing (explicit fields, so the user's --epochs/--dataset/--set
+# still win), then per trial (smoke_limits) SqueezeNet at a quarter width at most and any preset's
+# fine-tuning phase at one epoch at most; the space is cut to a few trials (smoke_params).
+SMOKE_SETTINGS: dict[str, Any] = {"dataset": "synthetic", "subset": 512, "image_size": 16, "epochs": 1,
+                                  "batch_size": 64, "eval_batch_size": 256, "measure_latency": False}
+SMOKE_MAX_SAMPLES = 4  # trials of a random/optuna space under --smoke-test
+
+
+def smoke_limits(values: dict[str, Any]) -> dict[str, Any]:
+    """Cap the expensive knobs of one resolved trial (ResNets have no width knob: they keep theirs)."""
+    limited = {**values, "finetune_epochs": min(values["finetune_epochs"], 1)}
+    if values["model"].startswith("squeezenet"):
+        limited["width"] = min(values["width"], 0.25)
+    return limited
+
+
+def smoke_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Cut grid axes for --smoke-test: the first axis keeps its first and last values (baseline vs
+    holistic, none vs channel), every other grid axis its first value only."""
+    cut, first = {}, True
+    for key, spec in params.items():
+        if isinstance(spec, Mapping) and "grid" in spec:
+            values = spec["grid"]
+            cut[key] = ({"grid": [values[0], values[-1]] if len(values) > 1 else values} if first
+                        else values[0])
+            first = False
+        else:
+            cut[key] = spec
+    return cut
+
+
+def smoke_samples(search: str, samples: int) -> int:
+    return samples if search == "grid" else min(samples, SMOKE_MAX_SAMPLES)
+
+
+def merge_config(config: Mapping[str, Any], smoke: bool = False) -> dict[str, Any]:
+    """Every field of one trial from its Ray config: defaults <- bundle presets <- explicit fields
+    (<- smoke_limits under --smoke-test). Not yet validated (see :func:`resolve_config`)."""
+    values = TrainConfig().to_dict()
+    for key, presets in BUNDLES.items():
+        if key in config:
+            name = config[key]
+            if name not in presets:
+                raise ConfigError(f"{key}={name!r} is not one of: {', '.join(presets)}")
+            values.update(presets[name])
+    # Ray's randint yields NumPy integers, which are not `int`: unwrap NumPy scalars.
+    values.update({k: getattr(v, "item", lambda: v)() for k, v in config.items() if k not in BUNDLES})
+    return smoke_limits(values) if smoke else values
+
+
+def resolve_config(config: Mapping[str, Any], smoke: bool = False) -> TrainConfig:
+    """One trial's validated TrainConfig from its Ray config (bundle keys expanded)."""
+    return TrainConfig.from_dict(merge_config(config, smoke))

@@ -1,0 +1,66 @@
+"""The Ray Tune trainable: one ``training.loop.fit`` per trial, and nothing else.
+
+It resolves the trial's config (bundle presets, then explicit fields), gives torch the trial's CPU
+share, records the resolved config with provenance in the trial directory, resumes from the trial's
+latest checkpoint when Tune restarts it, and forwards every epoch to ``tune.report`` with that
+epoch's checkpoint (the Ray Tune PyTorch tutorial's pattern: ``tune.report(metrics,
+checkpoint=...)`` and ``tune.get_checkpoint()``). Device "auto" finds the GPU Ray assigned: Ray
+sets CUDA_VISIBLE_DEVICES per trial, and an empty one for a trial given no GPU.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from ray import tune
+
+from sweep.spaces import resolve_config
+from training.checkpoint import provenance
+from training.config import TrainConfig
+from training.loop import fit
+
+TRIAL_CONFIG_FILE = "trial_config.json"
+# Ray logs "Checkpoint successfully created at ..." for every epoch of every trial: keep the console
+# to the trial table.
+logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+
+
+def train_trial(config: dict[str, Any], smoke: bool = False) -> None:
+    """Ray Tune function trainable; `smoke` (via ``tune.with_parameters``) applies --smoke-test's
+    per-trial limits (``sweep.spaces.smoke_limits``)."""
+    cfg = resolve_config(config, smoke)
+    use_cpu_share(cfg)
+    write_trial_config(cfg, config)
+    with tempfile.TemporaryDirectory(prefix="ablation-trial-") as checkpoint_dir:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(checkpoint_dir)
+        fit(cfg, report_to_tune, resume_from=checkpoint_dir if checkpoint else None,
+            checkpoint_dir=checkpoint_dir)
+
+
+def report_to_tune(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+    """fit()'s per-epoch callback: Tune persists the checkpoint directory before it returns."""
+    checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+    tune.report(metrics, checkpoint=checkpoint)
+
+
+def use_cpu_share(cfg: TrainConfig) -> None:
+    """Torch threads = the CPUs Ray reserved for this trial, so concurrent trials do not
+    oversubscribe the cores (a config's own `threads` wins: fit() applies it)."""
+    if not cfg.threads:
+        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+        torch.set_num_threads(max(1, int(cpus)))
+
+
+def write_trial_config(cfg: TrainConfig, config: Mapping[str, Any]) -> None:
+    """Every field of the trial (bundles expanded) with provenance, for the analysis. Written to the
+    trial's working directory, which Tune syncs into the trial directory on the storage path
+    (``SyncConfig(sync_artifacts=True)``), also from other nodes of a cluster."""
+    record = {"config": cfg.to_dict(), "space_config": dict(config), **provenance()}
+    Path(os.getcwd(), TRIAL_CONFIG_FILE).write_text(json.dumps(record, indent=2, default=str))

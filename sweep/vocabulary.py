@@ -1,0 +1,246 @@
+"""A space's vocabulary: validate it, turn it into Ray Tune objects, count and expand its trials.
+
+A YAML space file holds the same mapping as a named space in ``sweep.spaces``::
+
+    description: lr x attention on Fashion-MNIST      # optional
+    search: grid            # grid | random | optuna (default: grid, random if an axis samples)
+    scheduler: asha         # asha | fifo | hyperband | median (default asha; --scheduler overrides)
+    samples: 8              # default --samples (optional)
+    params:
+      dataset: fashion-mnist                          # a plain value fixes the field
+      attention: {grid: [none, channel]}              # every value, exhaustively (tune.grid_search)
+      augment: {choice: [basic, paper]}               # one value per trial (tune.choice)
+      dropout: {uniform: [0.0, 0.5]}                  # float in [low, high) (tune.uniform)
+      lr: {loguniform: [1.0e-3, 0.3]}                 # float, log-uniform (tune.loguniform)
+      finetune_epochs: {randint: [0, 5]}              # int in [low, high), as NumPy and Ray (tune.randint)
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from sweep.spaces import BUNDLES, SPACES, merge_config, resolve_config
+from training.config import (ConfigError, TrainConfig, UserError, coerce, field_names, field_types,
+                             load_mapping)
+
+SEARCHES = ("grid", "random", "optuna")
+SCHEDULERS = ("asha", "fifo", "hyperband", "median")
+KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+SPACE_KEYS = ("description", "search", "scheduler", "samples", "params")
+
+
+def load_space(name_or_path: str) -> tuple[str, dict[str, Any]]:
+    """A named space, or a YAML/JSON space file, validated; returns (name, space)."""
+    if name_or_path in SPACES:
+        return name_or_path, validate_space(copy.deepcopy(SPACES[name_or_path]), name_or_path)
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml", ".json"):
+        raise UserError(f"unknown space {name_or_path!r}: use one of {', '.join(SPACES)} "
+                        "or a path to a .yaml/.json space file")
+    if not path.is_file():
+        raise UserError(f"space file {path} does not exist")
+    return path.stem, validate_space(load_mapping(path), str(path))
+
+
+def validate_space(space: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Check a space's shape and every value against TrainConfig; return it with values coerced."""
+    unknown = sorted(set(space) - set(SPACE_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; "
+                          f"a space has: {', '.join(SPACE_KEYS)}")
+    scheduler = check_choice("scheduler", space.get("scheduler", "asha"), SCHEDULERS, source)
+    samples = space.get("samples", 1)
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise ConfigError(f"{source}: samples={samples!r} must be a positive integer")
+    params = space.get("params")
+    if not isinstance(params, Mapping) or not params:
+        raise ConfigError(f"{source}: needs a non-empty mapping `params:` of key: value or "
+                          "key: {kind: ...}")
+    checked = {str(key): check_param(str(key), spec, f"{source}: params.{key}")
+               for key, spec in params.items()}
+    sampled = any(isinstance(v, Mapping) and "grid" not in v for v in checked.values())
+    search = check_choice("search", space.get("search", "random" if sampled else "grid"), SEARCHES, source)
+    return {**space, "search": search, "scheduler": scheduler, "samples": samples, "params": checked}
+
+
+def check_choice(what: str, value: Any, allowed: tuple[str, ...], source: str) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{source}: {what}={value!r} is not one of: {', '.join(allowed)}")
+    return value
+
+
+def check_param(key: str, spec: Any, where: str) -> Any:
+    """Validate one axis (or fixed value) of a space; values come back coerced to the field's type."""
+    if key not in field_names() and key not in BUNDLES:
+        raise ConfigError(f"{where}: {key!r} is neither a TrainConfig field nor a bundle "
+                          f"({', '.join(BUNDLES)}); fields: {', '.join(field_names())}")
+    if not isinstance(spec, Mapping):
+        return check_value(key, spec, where)
+    if len(spec) != 1 or next(iter(spec)) not in KINDS:
+        raise ConfigError(f"{where}: expected a value or one of {{{', '.join(KINDS)}: ...}}, "
+                          f"got {dict(spec)}")
+    kind, args = next(iter(spec.items()))
+    if kind in ("grid", "choice"):
+        if not isinstance(args, list) or not args:
+            raise ConfigError(f"{where}: {kind} needs a non-empty list of values")
+        return {kind: [check_value(key, v, where) for v in args]}
+    return {kind: check_range(key, kind, args, where)}
+
+
+def check_value(key: str, value: Any, where: str) -> Any:
+    """A bundle's preset name, or a value coerced to the field's type (ranges: :func:`check_trials`)."""
+    if key in BUNDLES:
+        if value not in BUNDLES[key]:
+            raise ConfigError(f"{where}: {key}={value!r} is not one of: {', '.join(BUNDLES[key])}")
+        return value
+    try:
+        return coerce(key, value, field_types()[key].__name__)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def check_range(key: str, kind: str, args: Any, where: str) -> list[float]:
+    """[low, high] of a uniform/loguniform/randint axis, checked against the field's type."""
+    kind_type = int if kind == "randint" else float
+    field_type = field_types().get(key)
+    if field_type not in (int, float) or (kind_type is float and field_type is int):
+        raise ConfigError(f"{where}: {kind} needs a {kind_type.__name__} field; {key} is not one")
+    ok = (isinstance(args, list) and len(args) == 2
+          and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args))
+    if not ok or not args[0] < args[1] or (kind == "loguniform" and args[0] <= 0):
+        raise ConfigError(f"{where}: {kind} needs [low, high] with low < high"
+                          + (" and low > 0" if kind == "loguniform" else ""))
+    if kind == "randint" and not all(float(a).is_integer() for a in args):
+        raise ConfigError(f"{where}: randint needs integer bounds")
+    return [int(a) for a in args] if kind == "randint" else [float(a) for a in args]
+
+
+def check_trials(params: Mapping[str, Any], smoke: bool, exhaustive: bool,
+                 source: str) -> list[TrainConfig]:
+    """Resolve trials before anything runs: every grid combination when `exhaustive` (else one), and
+    each choice value and reachable range end of the other axes on top of the first."""
+    base = {k: representative(v) for k, v in params.items()}
+    configs = expand_grid(params) if exhaustive else [base]
+    for key, spec in params.items():
+        if isinstance(spec, Mapping) and "grid" not in spec:
+            configs += [{**base, key: value} for value in reachable(spec)]
+    try:
+        return [resolve_config(config, smoke) for config in configs]
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+# The TrainConfig fields a model is built from (the "model" block of training/config.py).
+MODEL_FIELDS = ("model", "width", "attention", "residual", "dsconv", "activation", "batch_norm",
+                "dropout", "init", "stem")
+
+
+def check_models(configs: list[TrainConfig], source: str) -> None:
+    """Build each distinct network on PyTorch's meta device (no memory, no weights downloaded), so a
+    knob a model rejects (a ResNet with width 0.25) stops the sweep before any trial starts."""
+    import torch
+
+    from models import create_model
+
+    built = set()
+    for cfg in configs:
+        arch = tuple(getattr(cfg, name) for name in MODEL_FIELDS)
+        if arch in built:
+            continue
+        built.add(arch)
+        try:
+            with torch.device("meta"):
+                create_model(TrainConfig.from_dict(dict(zip(MODEL_FIELDS, arch))), 10)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+
+def reachable(spec: Mapping[str, Any]) -> list[Any]:
+    """The values of an axis worth checking: every choice, or both ends of a half-open range."""
+    kind, args = next(iter(spec.items()))
+    if kind in ("grid", "choice"):
+        return list(args)
+    low, high = args
+    return [low, high - 1 if kind == "randint" else math.nextafter(high, low)]
+
+
+def apply_overrides(space: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The space with `overrides` (--set, --epochs, --dataset, smoke settings) as fixed values."""
+    params = dict(space["params"])
+    for key, value in overrides.items():
+        params[key] = check_param(key, value, f"{source}: {key}")
+    return {**space, "params": params}
+
+
+def add_seeds(params: dict[str, Any], search: str, samples: int) -> tuple[dict[str, Any], int]:
+    """(params, num_samples): a grid space repeats every arm over seeds 0..samples-1 (unless it fixes
+    `seed` itself); a random or Optuna space draws `samples` trials."""
+    if search != "grid":
+        return params, samples
+    if "seed" in params:
+        return params, 1
+    return {**params, "seed": {"grid": list(range(samples))}}, 1
+
+
+def check_search(params: Mapping[str, Any], search: str, source: str) -> None:
+    """Grid search takes only grid axes; Optuna cannot enumerate grid axes."""
+    for key, spec in params.items():
+        kind = next(iter(spec)) if isinstance(spec, Mapping) else None
+        if search == "grid" and kind not in (None, "grid"):
+            raise ConfigError(f"{source}: {key} is a {kind} axis; grid search takes only grid axes "
+                              "(use --search random or optuna)")
+        if search == "optuna" and kind == "grid":
+            raise ConfigError(f"{source}: {key} is a grid axis; Optuna samples, it does not enumerate "
+                              "(write {choice: [...]} or use --search grid/random)")
+
+
+def to_param_space(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Ray Tune's param_space: fixed values as they are, axes as ray.tune sampling objects."""
+    from ray import tune
+
+    makers = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda a: tune.uniform(*a),
+              "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(*a)}
+    out = {}
+    for key, spec in params.items():
+        if isinstance(spec, Mapping):
+            kind, args = next(iter(spec.items()))
+            out[key] = makers[kind](args)
+        else:
+            out[key] = spec
+    return out
+
+
+def grid_axes(params: Mapping[str, Any]) -> dict[str, list[Any]]:
+    return {k: v["grid"] for k, v in params.items() if isinstance(v, Mapping) and "grid" in v}
+
+
+def count_trials(params: Mapping[str, Any], num_samples: int) -> int:
+    return math.prod(len(v) for v in grid_axes(params).values()) * num_samples
+
+
+def expand_grid(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every grid combination, in Ray's trial order (the first axis varies fastest), with the other
+    axes at a representative value (first choice, low bound)."""
+    fixed = {k: representative(v) for k, v in params.items()}
+    axes = grid_axes(params)
+    slowest_first = list(axes)[::-1]
+    return [{**fixed, **dict(zip(slowest_first, combo))}
+            for combo in itertools.product(*(axes[k] for k in slowest_first))]
+
+
+def representative(spec: Any) -> Any:
+    if not isinstance(spec, Mapping):
+        return spec
+    return next(iter(spec.values()))[0]
+
+
+def max_epochs(params: Mapping[str, Any], smoke: bool) -> int:
+    """The most epochs (main + fine-tuning) any trial of the space can run: ASHA's max_t."""
+    relevant = {k: reachable(v) if isinstance(v, Mapping) else [v]
+                for k, v in params.items() if k in (*BUNDLES, "epochs", "finetune_epochs")}
+    return max(values["epochs"] + values["finetune_epochs"]
+               for values in (merge_config(dict(zip(relevant, combo)), smoke)
+                              for combo in itertools.product(*relevant.values())))

@@ -1,0 +1,190 @@
+"""Named spaces, bundles, the YAML vocabulary and the CLI's input errors (no Ray cluster needed)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ray import tune
+
+from sweep import run, vocabulary as vocab
+from sweep.spaces import BUNDLES, RECIPES, SPACES, STAGES, resolve_config, smoke_limits
+from training.config import ConfigError, TrainConfig, field_names
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_every_key_of_every_space_is_a_field_or_a_bundle(name):
+    allowed = set(field_names()) | set(BUNDLES)
+    assert set(SPACES[name]["params"]) <= allowed
+
+
+@pytest.mark.parametrize("bundle", list(BUNDLES))
+def test_every_key_of_every_preset_is_a_field(bundle):
+    for preset in BUNDLES[bundle].values():
+        assert set(preset) <= set(field_names())
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_every_named_space_resolves_to_valid_trials_and_models(name):
+    loaded_name, space = vocab.load_space(name)
+    params, num_samples = vocab.add_seeds(space["params"], space["search"], 2)
+    configs = vocab.check_trials(params, False, exhaustive=space["search"] == "grid", source=name)
+    vocab.check_models(configs, name)
+    assert loaded_name == name and all(isinstance(c, TrainConfig) for c in configs)
+
+
+def test_stages_are_cumulative_and_holistic_is_the_studys_recipe():
+    order = list(STAGES)
+    assert order == ["baseline", "augment_finetune", "simple_attention", "residual_dropout", "holistic"]
+    base = resolve_config({"stage": "baseline"})
+    assert (base.batch_norm, base.activation, base.augment, base.scheduler, base.optimizer) == \
+        (False, "relu", "none", "none", "sgd")
+    s2 = resolve_config({"stage": "augment_finetune"})
+    assert s2.augment == "paper" and s2.finetune_epochs > 0 and s2.finetune_hard_classes == 3
+    assert resolve_config({"stage": "simple_attention"}).attention == "simple"
+    s4 = resolve_config({"stage": "residual_dropout"})
+    assert s4.residual == "simple" and s4.dropout > 0 and s4.attention == "simple"
+    h = resolve_config({"stage": "holistic"})
+    assert (h.attention, h.dsconv, h.activation, h.scheduler, h.init, h.batch_norm) == \
+        ("channel", True, "silu", "onecycle", "kaiming", True)
+    assert h.label_smoothing == 0.1 and 1 <= h.clip_grad_norm <= 2
+
+
+def test_recipes_hold_training_knobs_only():
+    architecture = set(vocab.MODEL_FIELDS) - {"init"}
+    for name, preset in RECIPES.items():
+        assert not set(preset) & architecture, name
+
+
+def test_explicit_fields_win_over_bundles_and_the_bundle_value_stays_in_the_config():
+    cfg = resolve_config({"stage": "holistic", "lr": 0.2, "seed": 3})
+    assert cfg.lr == 0.2 and cfg.seed == 3 and cfg.attention == "channel"
+    with pytest.raises(ConfigError, match="stage='nope'"):
+        resolve_config({"stage": "nope"})
+
+
+def test_smoke_limits_cap_squeezenet_width_and_finetuning_but_leave_resnets_whole():
+    values = TrainConfig(finetune_epochs=5).to_dict()
+    assert smoke_limits(values)["width"] == 0.25 and smoke_limits(values)["finetune_epochs"] == 1
+    assert smoke_limits(TrainConfig(model="resnet18").to_dict())["width"] == 1.0
+
+
+@pytest.mark.parametrize("name, samples, trials", [("stages", 1, 5), ("stages", 3, 15),
+                                                   ("ablation", 1, 48), ("ablation", 2, 96)])
+def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path):
+    assert run.main(["--space", name, "--samples", str(samples), "--dry-run",
+                     "--storage-path", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"space {name}: {trials} trials" in out
+    table = out.splitlines()[3:]  # header line, fixed line, column names
+    assert len(table) == trials and table[-1].split()[0] == str(trials - 1)
+    assert not any(tmp_path.iterdir())
+
+
+def plan(argv):
+    """(params, Plan, record) of a command line, without running anything."""
+    return run.plan_sweep(run.build_parser().parse_args(argv))
+
+
+def test_max_epochs_follow_presets_overrides_and_smoke():
+    assert plan(["--space", "stages"])[1].max_t == 30 + 5
+    assert plan(["--space", "resnet-depth"])[1].max_t == 50
+    assert plan(["--space", "ablation", "--epochs", "12"])[1].max_t == 12
+    assert plan(["--space", "stages", "--smoke-test"])[1].max_t == 2
+
+
+def test_smoke_test_cuts_any_space_to_a_few_trials():
+    for name in SPACES:
+        params, settings, record = plan(["--space", name, "--smoke-test"])
+        assert 1 <= record["expected_trials"] <= 4, name
+        assert params["dataset"] == "synthetic" and params["epochs"] == 1
+
+
+def test_optuna_space_samples_trials_and_grid_space_seeds_arms():
+    params, settings, record = plan(["--space", "hparams", "--samples", "7"])
+    assert settings.search == "optuna" and settings.num_samples == 7 and record["expected_trials"] == 7
+    assert "seed" not in params
+    params, settings, record = plan(["--space", "stages", "--samples", "4"])
+    assert params["seed"] == {"grid": [0, 1, 2, 3]} and settings.num_samples == 1
+
+
+def test_yaml_space_uses_the_whole_vocabulary(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "description: every kind\nsearch: random\nscheduler: fifo\nsamples: 3\n"
+        "params:\n  dataset: synthetic\n  recipe: holistic\n  attention: {grid: [none, channel]}\n"
+        "  augment: {choice: [basic, paper]}\n  dropout: {uniform: [0.0, 0.5]}\n"
+        "  lr: {loguniform: [1.0e-3, 0.3]}\n  finetune_epochs: {randint: [0, 3]}\n  dsconv: 'true'\n")
+    name, space = vocab.load_space(str(path))
+    assert name == "mine" and space["params"]["dsconv"] is True
+    ray_space = vocab.to_param_space(space["params"])
+    assert ray_space["attention"] == {"grid_search": ["none", "channel"]}
+    assert isinstance(ray_space["lr"], tune.search.sample.Float)
+    assert isinstance(ray_space["finetune_epochs"], tune.search.sample.Integer)
+    assert vocab.count_trials(space["params"], 3) == 6
+    assert vocab.max_epochs(space["params"], False) == 30 + 2
+
+
+BAD_SPACES = {
+    "params:\n  nonsense: 1\n": "neither a TrainConfig field nor a bundle",
+    "params:\n  lr: {gaussian: [0, 1]}\n": "expected a value or one of",
+    "params:\n  attention: {uniform: [0, 1]}\n": "uniform needs a float field",
+    "params:\n  lr: {loguniform: [0, 1]}\n": "low > 0",
+    "params:\n  epochs: {randint: [1.5, 4]}\n": "randint needs integer bounds",
+    "params:\n  attention: {grid: []}\n": "non-empty list",
+    "params:\n  batch_size: {choice: [64, big]}\n": "batch_size='big' has the wrong type",
+    "params:\n  attention: {grid: [none, sparkly]}\n": "attention='sparkly' is not one of",
+    "params:\n  dropout: {uniform: [0.0, 1.5]}\n": "dropout=",
+    "params:\n  recipe: fancy\n": "recipe='fancy' is not one of",
+    "serach: grid\nparams:\n  lr: 0.1\n": "unknown top-level key(s) serach",
+    "search: bayes\nparams:\n  lr: 0.1\n": "search='bayes' is not one of",
+    "params: [lr, 0.1]\n": "needs a non-empty mapping",
+    "params:\n  lr: [0.1\n": "is not valid YAML",
+    "search: grid\nparams:\n  lr: {choice: [0.1, 0.2]}\n": "grid search takes only grid axes",
+    "search: optuna\nparams:\n  lr: {grid: [0.1, 0.2]}\n": "Optuna samples",
+}
+
+
+@pytest.mark.parametrize("text, message", list(BAD_SPACES.items()))
+def test_malformed_spaces_are_one_line_errors_and_write_nothing(text, message, tmp_path, capsys):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    out = tmp_path / "runs"
+    assert run.main(["--space", str(path), "--storage-path", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("run.py: error: ") and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--space", "nope"], "unknown space 'nope'"),
+    (["--space", "stages", "--set", "lr"], "--set takes KEY=VALUE"),
+    (["--space", "stages", "--set", "lr=fast"], "lr='fast' has the wrong type"),
+    (["--space", "stages", "--set", "colour=red"], "neither a TrainConfig field"),
+    (["--space", "stages", "--scheduler", "pbt"], "invalid choice: 'pbt'"),
+    (["--space", "stages", "--search", "bohb"], "invalid choice: 'bohb'"),
+    (["--space", "resnet-depth", "--set", "width=0.5"], "SqueezeNet-only"),
+    (["--space", "stages", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
+    (["--space", "stages", "--samples", "0"], "--samples must be >= 1"),
+    (["--resume", "REPLACED"], "is not a Ray Tune experiment directory"),
+    (["--space", "stages", "--resume", "x"], "not allowed with argument"),
+    ([], "one of the arguments --space --resume is required"),
+])
+def test_bad_cli_input_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path, capsys):
+    argv = [str(tmp_path) if a == "REPLACED" else a for a in argv]
+    out = tmp_path / "runs"
+    assert run.main([*argv, "--storage-path", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("run.py: error: ") and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_the_cli_runs_as_a_script_from_the_repository_root():
+    done = subprocess.run([sys.executable, "sweep/run.py", "--space", "ablation", "--dry-run"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "space ablation: 48 trials" in done.stdout
+    bad = subprocess.run([sys.executable, "sweep/run.py", "--space", "ablation", "--set", "lr=x"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

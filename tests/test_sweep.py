@@ -1,0 +1,189 @@
+"""Real Ray Tune experiments on CPU through sweep/run.py: the smoke space end to end, TensorBoard
+read back, ASHA stopping a clear loser, Optuna proposing and recording trials, errors, the driver
+killed mid-run and resumed, and a real-data sweep on Fashion-MNIST.
+
+One local Ray (2 CPUs, no dashboard, on 127.0.0.1: conftest sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)
+serves the in-process tests; the resume test runs the CLI as subprocesses with their own Ray.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from ray import tune
+
+from sweep import run
+from sweep.experiment import SWEEP_FILE
+from sweep.trainable import TRIAL_CONFIG_FILE
+from tests.conftest import needs_fashion_mnist
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never a cluster `ray start` left
+    yield
+    ray.shutdown()
+
+
+def results_of(experiment: Path) -> tune.ResultGrid:
+    analysis = tune.ExperimentAnalysis(str(experiment), default_metric="val_acc", default_mode="max")
+    return tune.ResultGrid(analysis)
+
+
+def rows_of(trial_dir: str) -> list[dict]:
+    return [json.loads(line) for line in Path(trial_dir, "result.json").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def smoke_experiment(local_ray, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("sweeps")
+    code = run.main(["--space", "smoke", "--storage-path", str(storage), "--name", "smoke"])
+    return code, storage / "smoke"
+
+
+def test_smoke_space_runs_end_to_end(smoke_experiment, capsys):
+    code, experiment = smoke_experiment
+    assert code == 0
+    results = results_of(experiment)
+    assert len(results) == 2 and results.num_errors == 0
+    for result in results:
+        assert result.metrics["epoch"] == 2 and result.metrics["status"] == "finished"
+        assert result.metrics["test_acc"] > 0 and result.config["attention"] in ("none", "channel")
+        assert len(list(Path(result.path).glob("checkpoint_*"))) == 2  # one per epoch, two kept
+        record = json.loads(Path(result.path, TRIAL_CONFIG_FILE).read_text())
+        assert record["config"]["attention"] == result.config["attention"] and "versions" in record
+    sweep = json.loads((experiment / SWEEP_FILE).read_text())
+    assert sweep["space_name"] == "smoke" and sweep["expected_trials"] == 2
+    assert sweep["plan"]["scheduler"] == "asha" and sweep["versions"]["ray"] == ray.__version__
+
+
+def test_tensorboard_events_hold_the_per_epoch_val_accuracy_and_hparams(smoke_experiment):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for result in results_of(smoke_experiment[1]):
+        events = EventAccumulator(result.path)
+        events.Reload()
+        logged = [round(e.value, 4) for e in events.Scalars("ray/tune/val_acc")]
+        assert logged == [round(row["val_acc"], 4) for row in rows_of(result.path)]
+        assert len(logged) == 2
+        start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+        assert hparams["attention"].string_value == result.config["attention"]
+
+
+def test_asha_stops_a_clear_loser_early(local_ray, tmp_path):
+    space = tmp_path / "loser.yaml"
+    space.write_text("description: lr 0 never learns; ASHA should stop it at its first rung\n"
+                     "scheduler: asha\nparams:\n  dataset: synthetic\n  subset: 512\n  val_fraction: 0.5\n"
+                     "  width: 0.25\n  batch_size: 32\n  augment: none\n  dropout: 0.0\n  init: kaiming\n"
+                     "  scheduler: none\n  measure_latency: false\n  epochs: 3\n  lr: {grid: [0.05, 0.0]}\n")
+    # One trial at a time, the learner first: the loser meets the learner's score at the rung.
+    argv = ["--space", str(space), "--grace-period", "2", "--reduction-factor", "2", "--max-concurrent", "1",
+            "--storage-path", str(tmp_path), "--name", "asha"]
+    assert run.main(argv) == 0
+    by_lr = {r.config["lr"]: r.metrics for r in results_of(tmp_path / "asha")}
+    assert by_lr[0.05]["training_iteration"] == 3 and by_lr[0.05]["status"] == "finished"
+    assert by_lr[0.0]["training_iteration"] == 2 and by_lr[0.0]["status"] == "running"
+
+
+def test_optuna_proposes_and_records_trials(local_ray, tmp_path):
+    import optuna
+
+    argv = ["--space", "hparams", "--smoke-test", "--samples", "3", "--storage-path", str(tmp_path),
+            "--name", "tpe"]
+    assert run.main(argv) == 0
+    results = results_of(tmp_path / "tpe")
+    assert len(results) == 3 and results.num_errors == 0
+    lrs = {r.config["lr"] for r in results}
+    assert len(lrs) == 3 and all(1e-3 <= lr <= 0.4 for lr in lrs)
+    study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{tmp_path / 'tpe' / 'optuna.db'}")
+    assert len(study.trials) == 3
+    assert {t.params["lr"] for t in study.trials} == lrs
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_gpus_per_trial_without_a_gpu_is_a_one_line_error(local_ray, tmp_path, capsys):
+    code = run.main(["--space", "smoke", "--gpus-per-trial", "0.25", "--storage-path", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("run.py: error: --gpus-per-trial 0.25") and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_every_trial_erroring_exits_1_and_counts_the_errors(local_ray, tmp_path, capsys):
+    argv = ["--space", "smoke", "--set", f"init_from={tmp_path / 'missing.pt'}",
+            "--storage-path", str(tmp_path), "--name", "broken"]
+    assert run.main(argv) == 1
+    assert "2 trials, 2 errored" in capsys.readouterr().out
+    assert results_of(tmp_path / "broken").num_errors == 2
+
+
+def launch(log: Path, *args: str) -> subprocess.Popen:
+    """The CLI as a subprocess (output to `log`), in its own session so the test can kill it and the
+    Ray it started."""
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "sweep/run.py", *args, "--address", "local"], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finished_trials(experiment: Path) -> list[Path]:
+    done = []
+    for path in experiment.glob("*/result.json"):
+        lines = path.read_text().splitlines()
+        if lines and json.loads(lines[-1]).get("done"):
+            done.append(path.parent)
+    return done
+
+
+def test_resume_after_the_driver_is_killed_finishes_every_trial(tmp_path):
+    experiment = tmp_path / "killed"
+    argv = ["--space", "smoke", "--samples", "3", "--set", "attention=none", "--epochs", "3",
+            "--scheduler", "fifo", "--storage-path", str(tmp_path), "--name", "killed"]
+    driver = launch(tmp_path / "first.log", *argv)
+    try:
+        deadline = time.monotonic() + 240
+        while not finished_trials(experiment) and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+        assert finished_trials(experiment), "no trial finished before the deadline"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+    before = {path.name: rows_of(str(path)) for path in finished_trials(experiment)}
+    assert len(before) < 3, "every trial finished before the kill: nothing left to resume"
+
+    resumed = launch(tmp_path / "resumed.log", "--resume", str(experiment))
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    results = results_of(experiment)
+    assert len(results) == 3 and results.num_errors == 0
+    assert all(r.metrics["epoch"] == 3 and r.metrics["status"] == "finished" for r in results)
+    for name, rows in before.items():
+        # Finished before the kill: results kept, not trained again from the start. Tune's experiment
+        # snapshot may predate the last epoch (it is forced every CheckpointConfig.num_to_keep = 2
+        # checkpoints of a trial, else taken every 10 s), so that epoch may run once more.
+        after = rows_of(str(experiment / name))
+        epochs = [row["epoch"] for row in after]
+        assert after[:len(rows)] == rows and epochs.count(1) == 1 and epochs == sorted(epochs), epochs
+
+
+@needs_fashion_mnist()
+def test_real_data_sweep_on_a_fashion_mnist_subset(local_ray, tmp_path):
+    space = tmp_path / "fashion.yaml"
+    space.write_text("params:\n  dataset: fashion-mnist\n  subset: 768\n  val_fraction: 0.25\n  width: 0.25\n"
+                     "  batch_size: 32\n  augment: none\n  dropout: 0.0\n  init: kaiming\n  scheduler: none\n"
+                     "  measure_latency: false\n  epochs: 2\n  lr: {grid: [0.0, 0.01, 0.05]}\n")
+    argv = ["--space", str(space), "--scheduler", "fifo", "--storage-path", str(tmp_path),
+            "--name", "fashion"]
+    assert run.main(argv) == 0
+    results = results_of(tmp_path / "fashion")
+    assert len(results) == 3 and results.num_errors == 0
+    scores = sorted(r.metrics["best_val_acc"] for r in results)
+    assert scores[-1] > scores[0] + 10 and scores[-1] > 30  # 10 classes: chance is 10%
+    assert all(r.metrics["test_images"] == 10000 for r in results)
