@@ -28,8 +28,14 @@ def field_help() -> dict[str, str]:
     return {name: text for name, text in pattern.findall(source)}
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line (no usage dump), like every other input error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
+        prog="train.py",
         description="Train one CNN (SqueezeNet / ResNet) on CIFAR-10/100, Fashion-MNIST, synthetic or "
                     "your own image folder, and print a JSON summary.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)

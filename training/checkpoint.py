@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import pickle
 import platform
 import subprocess
 import tempfile
@@ -38,6 +39,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise UserError(f"no checkpoint at {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # torch's message is a page of advice on how to load it unsafely
+        raise UserError(f"{path} is not a readable checkpoint: it holds Python objects beyond tensors and "
+                        "plain containers, which weights-only loading refuses (they could run code)") from None
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise UserError(f"{path} is not a readable checkpoint: {str(exc).splitlines()[0]}") from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -220,6 +221,10 @@ _NON_NEGATIVE = (
 
 
 def _check_range(cfg: TrainConfig) -> None:
+    for f in fields(cfg):  # nan passes every comparison below; inf is no setting of any knob
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name}={value} must be a finite number")
     for name in _POSITIVE:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be > 0")
@@ -233,6 +238,8 @@ def _check_range(cfg: TrainConfig) -> None:
         raise ConfigError(f"width={cfg.width} must be > 0")
     if not 0.0 < cfg.gamma <= 1.0:
         raise ConfigError(f"gamma={cfg.gamma} must be in (0, 1]")
+    if cfg.finetune_class_weight <= 0:
+        raise ConfigError(f"finetune_class_weight={cfg.finetune_class_weight} must be > 0")
     if cfg.finetune_lr_factor <= 0:
         raise ConfigError(f"finetune_lr_factor={cfg.finetune_lr_factor} must be > 0")
     if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:

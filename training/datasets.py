@@ -93,7 +93,7 @@ def prepare_dataset(name: str, data_dir: str, image_size: int = 32) -> None:
     cache a downloadable dataset; check that an image folder is readable. Synthetic needs nothing."""
     if name in _CACHED_READERS:
         data_dir_path = _resolve(data_dir)
-        if not _cache_path(name, data_dir_path).is_file():
+        if not _cache_readable(_cache_path(name, data_dir_path)):
             _build_cache(name, data_dir_path, allow_download=True)
     elif name != "synthetic":
         load_dataset(name, data_dir, image_size)
@@ -110,8 +110,23 @@ def _cache_path(name: str, data_dir: Path) -> Path:
 def _cached_payload(name: str, data_dir: Path, allow_download: bool) -> Payload:
     cache = _cache_path(name, data_dir)
     if cache.is_file():
-        return torch.load(cache, weights_only=True)
+        try:
+            return torch.load(cache, weights_only=True)
+        except Exception:  # truncated or foreign: rebuild it from the md5-verified source files
+            pass
     return _build_cache(name, data_dir, allow_download)
+
+
+def _cache_readable(cache: Path) -> bool:
+    """Whether the cache exists and opens as a tensor file (memory-mapped: no data is read), so a
+    truncated or corrupt cache is rebuilt by the driver, not met by every trial."""
+    if not cache.is_file():
+        return False
+    try:
+        torch.load(cache, weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return True
 
 
 def _build_cache(name: str, data_dir: Path, allow_download: bool) -> Payload:
