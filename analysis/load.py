@@ -150,6 +150,8 @@ def read_trial(trial_dir: Path, trial_id: str, info: dict[str, Any],
                smoke: bool) -> tuple[dict[str, Any], pd.DataFrame]:
     """One trial's row (config, stop reason, final metrics) and its per-epoch frame."""
     results = read_results(trial_dir / "result.json")
+    results = sorted(lost_rows(trial_dir / "progress.csv", results) + results,
+                     key=lambda r: r.get("training_iteration") or 0)
     last = results[-1] if results else {}
     params = flatten(read_json(trial_dir / "params.json") or info["config"])
     config = {**params, **trial_config(trial_dir, params, smoke)}
@@ -161,6 +163,22 @@ def read_trial(trial_dir: Path, trial_id: str, info: dict[str, Any],
            "trial_dir": trial_dir.name}
     epochs = pd.DataFrame([{k: r.get(k) for k in EPOCH_COLUMNS if k in r} for r in results])
     return row, epochs.assign(trial_id=trial_id)
+
+
+def lost_rows(progress_csv: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """progress.csv's rows of the iterations result.json lacks. Ray 2.60 rewrites a trial's result.json
+    from a stale copy when it restarts the trial after a failure, losing the rows reported before the
+    failure; progress.csv keeps every row."""
+    seen = {r.get("training_iteration") for r in results}
+    try:
+        frame = pd.read_csv(progress_csv)
+    except (OSError, ValueError):  # missing, empty or cut short
+        return []
+    if "training_iteration" not in frame:
+        return []
+    lost = frame[~frame["training_iteration"].isin(seen)]
+    return [{k: v for k, v in row.items() if not (isinstance(v, float) and pd.isna(v))}
+            for row in lost.to_dict("records")]
 
 
 def trial_config(trial_dir: Path, params: dict[str, Any], smoke: bool) -> dict[str, Any]:

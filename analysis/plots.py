@@ -32,7 +32,8 @@ def learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, metrics: Sequenc
     epochs when some stopped early)."""
     fig = Figure(figsize=(5.5 * len(metrics), 3.8), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    data = epochs.merge(trials[["trial_id", by]], on="trial_id") if by else epochs
+    # A factor named like a per-epoch column (lr) is taken from the trials frame.
+    data = epochs.drop(columns=by, errors="ignore").merge(trials[["trial_id", by]], on="trial_id") if by else epochs
     for ax, metric in zip(axes, metrics):
         if by:
             for level, group in data.groupby(by, sort=False):

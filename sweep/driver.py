@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from dataclasses import asdict
 from typing import Any, Iterator
@@ -11,7 +12,6 @@ from typing import Any, Iterator
 import ray
 
 from sweep import experiment as exp
-from sweep.vocabulary import to_param_space
 from training.checkpoint import provenance
 from training.config import UserError
 
@@ -24,11 +24,14 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: exp.Plan, reco
     with connected(args.address):
         plan.gpus_per_trial = check_resources(plan.cpus_per_trial, args.gpus_per_trial)
         prepare_data(params["data_dir"], record["datasets"])
-        exp.write_record(plan.experiment_dir, {**record, "plan": asdict(plan), **provenance()})
+        try:
+            exp.write_record(plan.experiment_dir, {**record, "plan": asdict(plan), **provenance()})
+        except OSError as exc:
+            raise UserError(f"cannot write the experiment to {plan.experiment_dir} "
+                            f"({exc.strerror or exc}); choose a writable --storage-path") from None
         print(f"experiment {plan.experiment_dir}: {record['expected_trials']} trials; "
               f"monitor with: tensorboard --logdir {plan.experiment_dir}", flush=True)
-        axes = [k for k, v in params.items() if isinstance(v, dict)]
-        results = exp.make_tuner(plan, to_param_space(params), axes).fit()
+        results = exp.make_tuner(plan, params).fit()
         return report(results, plan.experiment_dir)
 
 
@@ -50,6 +53,8 @@ def connected(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    if address == "local":  # a private Ray: every port on 127.0.0.1, not on the machine's network
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         ray.init(address=address)
     except (ConnectionError, ValueError) as exc:

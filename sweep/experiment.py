@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from ray import tune
 
 from sweep.trainable import train_trial
+from sweep.vocabulary import to_param_space
 from training.config import UserError
 
 METRIC, MODE = "val_acc", "max"  # what ASHA compares at each rung and what picks the best trial
@@ -105,7 +106,9 @@ def console_table(axes: list[str]) -> tune.CLIReporter:
                             sort_by_metric=True)
 
 
-def make_tuner(plan: Plan, param_space: dict[str, Any], axes: list[str]) -> tune.Tuner:
+def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
+    """A new Tuner over the sweep's params (constants and axes, as sweep.json records them)."""
+    axes = [key for key, value in params.items() if isinstance(value, dict)]
     tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=make_scheduler(plan),
                                   search_alg=make_searcher(plan), num_samples=plan.num_samples,
                                   max_concurrent_trials=plan.max_concurrent, reuse_actors=True)
@@ -116,23 +119,28 @@ def make_tuner(plan: Plan, param_space: dict[str, Any], axes: list[str]) -> tune
         progress_reporter=console_table(axes), verbose=1,
         # trial_config.json is written in the trial's working directory, on whichever node runs it
         sync_config=tune.SyncConfig(sync_artifacts=True))
-    return tune.Tuner(trainable_for(plan), param_space=param_space, tune_config=tune_config,
+    return tune.Tuner(trainable_for(plan), param_space=to_param_space(params), tune_config=tune_config,
                       run_config=run_config)
 
 
 def load_plan(experiment_dir: str) -> Plan:
     """The plan sweep.json recorded, after checking the directory is a restorable experiment."""
-    if not tune.Tuner.can_restore(experiment_dir):
-        raise UserError(f"{experiment_dir} is not a Ray Tune experiment directory (no tuner.pkl)")
+    if not tune.Tuner.can_restore(experiment_dir) and not experiment_exists(f"{experiment_dir}/{SWEEP_FILE}"):
+        raise UserError(f"{experiment_dir} is not an experiment directory (no tuner.pkl or {SWEEP_FILE})")
     return Plan(**read_record(experiment_dir)["plan"])
 
 
 def restore_tuner(experiment_dir: str, plan: Plan, retry_errored: bool) -> tune.Tuner:
     """Continue an interrupted experiment (Tuner.restore): finished trials are kept, unfinished ones
-    continue from their latest checkpoint, errored ones too when `retry_errored`."""
+    continue from their latest checkpoint, errored ones too when `retry_errored`. A driver killed after
+    writing sweep.json but before Ray saved its state (tuner.pkl) ran nothing: it starts as recorded."""
+    params = read_record(experiment_dir)["params"]
+    if not tune.Tuner.can_restore(experiment_dir):
+        return make_tuner(plan, params)
     use_table_output()  # the saved run config holds the table reporter
-    return tune.Tuner.restore(experiment_dir, trainable_for(plan), resume_unfinished=True,
-                              resume_errored=retry_errored)
+    # param_space again: Ray restores a searcher's space from it (tuner.pkl may predate the first trial)
+    return tune.Tuner.restore(experiment_dir, trainable_for(plan), param_space=to_param_space(params),
+                              resume_unfinished=True, resume_errored=retry_errored)
 
 
 def absolute_location(location: str) -> str:

@@ -100,9 +100,16 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     params["data_dir"] = absolute_data_dir(params)
     configs = vocab.check_trials(params, args.smoke_test, exhaustive=search == "grid", source=name)
     vocab.check_models(configs, name)
-    for number, flag in ((args.samples, "--samples"), (args.max_concurrent, "--max-concurrent")):
+    for number, flag in ((args.samples, "--samples"), (args.max_concurrent, "--max-concurrent"),
+                         (args.grace_period, "--grace-period")):
         if number is not None and number < 1:
             raise UserError(f"{flag} must be >= 1")
+    if args.max_failures is not None and args.max_failures < 0:
+        raise UserError("--max-failures must be >= 0 (retries of an errored trial)")
+    if args.reduction_factor <= 1:
+        raise UserError("--reduction-factor must be > 1 (each rung keeps 1/F of the trials)")
+    if args.cpus_per_trial <= 0:
+        raise UserError("--cpus-per-trial must be > 0")
     if args.gpus_per_trial is not None and (args.gpus_per_trial < 0 or
                                             args.gpus_per_trial > 1 and not args.gpus_per_trial.is_integer()):
         raise UserError("--gpus-per-trial takes a fraction up to 1 or a whole number of GPUs")

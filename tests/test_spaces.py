@@ -167,7 +167,7 @@ def test_malformed_spaces_are_one_line_errors_and_write_nothing(text, message, t
     (["--space", "resnet-depth", "--set", "width=0.5"], "SqueezeNet-only"),
     (["--space", "stages", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
     (["--space", "stages", "--samples", "0"], "--samples must be >= 1"),
-    (["--resume", "REPLACED"], "is not a Ray Tune experiment directory"),
+    (["--resume", "REPLACED"], "is not an experiment directory"),
     (["--space", "stages", "--resume", "x"], "not allowed with argument"),
     ([], "one of the arguments --space --resume is required"),
 ])
