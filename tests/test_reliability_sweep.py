@@ -1,0 +1,410 @@
+"""Reliability of sweeps, with faults injected for real into Ray Tune experiments (docs/RELIABILITY.md).
+
+- the driver killed: Ctrl-C (SIGINT to its process group) mid-trial, and SIGKILL at the earliest
+  moments (as soon as sweep.json, then tuner.pkl, exist), then ``--resume``; test_sweep.py kills it
+  (SIGKILL) after the first finished trial;
+- a trial that raises (RuntimeError once; torch's OutOfMemoryError every time), and a trial whose worker
+  process is SIGKILLed: retried from the checkpoint per ``--max-failures``;
+- a trial that diverges inside an ASHA sweep;
+- bad input that only the driver can see (storage path, data directory, corrupt dataset);
+- what the local Ray listens on while a sweep runs.
+
+The CLI runs as a subprocess where the driver itself is killed, else in this process on one local Ray
+(2 CPUs, no dashboard). Every process here gets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (Ray on
+127.0.0.1) and HTTP(S) proxies on a closed loopback port: nothing leaves this machine, even if a
+trial tried to download a dataset.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+from ray import tune
+
+import sweep.experiment
+from analysis.load import TRIAL_ID, load
+from analysis.report import main as report_main
+from sweep import run
+from sweep.trainable import TRIAL_CONFIG_FILE
+from tests.test_datasets import make_cifar_archive
+from tests.test_reliability import unwritable_dir  # noqa: F401 (a fixture)
+from training import sources
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+OFFLINE = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "http_proxy": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "127.0.0.1,localhost,::1"}
+
+
+# ------------------------------------------------------------------------------------ helpers
+def rows(trial_dir: Path) -> list[dict]:
+    """result.json's complete lines (a line cut short by a kill is skipped)."""
+    out = []
+    path = trial_dir / "result.json"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def trial_dirs(experiment: Path) -> dict[str, Path]:
+    """trial_id -> directory, in the order Tune created them."""
+    found = {TRIAL_ID.search(d.name).group(1): d for d in experiment.iterdir()
+             if d.is_dir() and TRIAL_ID.search(d.name)}
+    return dict(sorted(found.items()))
+
+
+def results_of(experiment: Path) -> tune.ResultGrid:
+    return tune.ResultGrid(tune.ExperimentAnalysis(str(experiment), default_metric="val_acc", default_mode="max"))
+
+
+def ray_statuses(experiment: Path) -> dict[str, str]:
+    return {t.trial_id: t.status for t in tune.ExperimentAnalysis(str(experiment)).trials}
+
+
+def epochs_of(trial_dir: Path) -> list[int]:
+    return [row["epoch"] for row in rows(trial_dir)]
+
+
+def csv_epochs(trial_dir: Path) -> list[int]:
+    """Epochs in progress.csv, which keeps every row of a restarted trial (result.json may not)."""
+    import pandas as pd
+
+    return pd.read_csv(trial_dir / "progress.csv")["epoch"].tolist()
+
+
+def launch(log: Path, env: dict, *args: str) -> subprocess.Popen:
+    """sweep/run.py in its own session (so the test can signal it and the Ray it starts, as a terminal
+    would), on a private local Ray."""
+    return subprocess.Popen([sys.executable, "sweep/run.py", *args, "--address", "local"], cwd=ROOT, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finish(process: subprocess.Popen, timeout: float) -> int:
+    """Wait for a launched CLI; whatever happens, leave nothing of its session (its Ray) running."""
+    try:
+        return process.wait(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture
+def cli_env(tmp_path):
+    return {**os.environ, **OFFLINE, "ABLATION_DATA_DIR": str(tmp_path / "data")}
+
+
+def wait_for(condition, process: subprocess.Popen | None, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process is None or process.poll() is None, f"the driver ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+def listening_sockets(pid: int) -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every TCP socket listening in the process tree of `pid`."""
+    found = set()
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return found
+    for proc in procs:
+        try:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((proc.name(), conn.laddr.ip, conn.laddr.port))
+            if "dashboard.py" in " ".join(proc.cmdline()):
+                found.add(("dashboard --host", next((a.split("=", 1)[1] for a in proc.cmdline()
+                                                     if a.startswith("--host=")), "?"), 0))
+        except psutil.Error:
+            continue
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    return address.removeprefix("::ffff:").startswith("127.") or address in ("::1", "localhost")
+
+
+# ------------------------------------------------------------------------------------ the driver killed
+def test_ctrl_c_mid_trial_then_resume_runs_nothing_twice(tmp_path, cli_env):
+    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) while the second of three
+    trials is mid-run, one trial at a time; then --resume. The listening sockets of the driver's Ray
+    are recorded meanwhile: every one on 127.0.0.1, the dashboard (if any) too."""
+    experiment = tmp_path / "sigint"
+    argv = ["--space", "smoke", "--samples", "3", "--set", "attention=none", "--epochs", "3",
+            "--scheduler", "fifo", "--max-concurrent", "1", "--storage-path", str(tmp_path), "--name", "sigint"]
+    driver = launch(tmp_path / "first.log", cli_env, *argv)
+    sockets: set = set()
+
+    def second_trial_mid_run() -> bool:
+        sockets.update(listening_sockets(driver.pid))
+        dirs = list(trial_dirs(experiment).values()) if experiment.is_dir() else []
+        if len(dirs) < 2:
+            return False
+        first_rows = rows(dirs[0])
+        return bool(first_rows) and "epochs_run" in first_rows[-1] and bool(rows(dirs[1]))
+
+    try:
+        wait_for(second_trial_mid_run, driver, 240, "the second trial's first epoch")
+        os.killpg(driver.pid, signal.SIGINT)
+    finally:
+        code = finish(driver, timeout=120)
+    log = (tmp_path / "first.log").read_text()
+    assert code == 130 and "continue with: python sweep/run.py --resume" in log, log[-3000:]
+    assert sockets and all(is_loopback(address) for _, address, _ in sockets), sorted(sockets)
+    before = {trial_id: rows(d) for trial_id, d in trial_dirs(experiment).items()}
+    first, second = list(before)[:2]
+    assert "epochs_run" in before[first][-1] and "epochs_run" not in before[second][-1]
+
+    resumed = launch(tmp_path / "resumed.log", cli_env, "--resume", str(experiment))
+    assert finish(resumed, timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    results = results_of(experiment)
+    assert len(results) == 3 and results.num_errors == 0  # the space's 3 trials, no more
+    assert all(r.metrics["epoch"] == 3 and r.metrics["status"] == "finished" for r in results)
+    dirs = trial_dirs(experiment)
+    assert rows(dirs[first]) == before[first]  # finished before Ctrl-C: not run again, not even one epoch
+    epochs = epochs_of(dirs[second])
+    assert epochs == sorted(epochs) and epochs.count(1) == 1 and epochs[-1] == 3, epochs  # from its checkpoint
+    assert len({row["pid"] for row in rows(dirs[second])}) == 2  # two processes: before and after
+    assert load(experiment).trials["stop_reason"].tolist() == ["finished"] * 3
+
+
+@pytest.mark.parametrize("moment", ["sweep.json", "tuner.pkl"])
+def test_driver_killed_at_its_first_moments_can_be_resumed(moment, tmp_path, cli_env):
+    """SIGKILL as soon as `moment` exists: sweep.json is written before Ray's Tuner saves tuner.pkl, and
+    tuner.pkl before any trial or search state is saved. --resume must still run the space's trials."""
+    experiment = tmp_path / "early"
+    argv = ["--space", "smoke", "--scheduler", "fifo", "--storage-path", str(tmp_path), "--name", "early"]
+    driver = launch(tmp_path / "first.log", cli_env, *argv)
+    try:
+        wait_for(lambda: (experiment / moment).exists(), driver, 120, moment, poll=0.002)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        finish(driver, timeout=60)
+    left = sorted(p.name for p in experiment.iterdir())
+    resumed = launch(tmp_path / "resumed.log", cli_env, "--resume", str(experiment))
+    code = finish(resumed, timeout=300)
+    said = [line for line in (tmp_path / "resumed.log").read_text().splitlines()
+            if "error" in line.lower() or " trials, " in line]
+    assert code == 0, f"killed with {left}; --resume exited {code}: " + "\n".join(said[-8:])
+    results = results_of(experiment)
+    assert len(results) == 2 and results.num_errors == 0, f"killed with {left}"
+    assert sorted(r.config["attention"] for r in results) == ["channel", "none"]
+
+
+# ------------------------------------------------------------------------------------ in-process sweeps
+@pytest.fixture(scope="module")
+def local_ray():
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in OFFLINE.items():  # the workers inherit the environment of ray.init
+            patch.setenv(key, value)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
+        yield
+        ray.shutdown()
+
+
+def faulty_trainable(record_dir: str):
+    """sweep.trainable.train_trial with a fault after the first epoch an attempt reports: a RuntimeError on
+    the first attempt of the attention=none trial, torch's OutOfMemoryError on every attempt of the
+    attention=channel one. Each attempt appends (pid, whether Tune handed it a checkpoint) to
+    RECORD_DIR/<trial_id>. Defined in a closure so Ray ships it by value to its workers."""
+
+    def train_trial(config, smoke=False):
+        import torch
+        from ray import tune as ray_tune
+
+        from sweep import trainable
+
+        trial_id = ray_tune.get_context().get_trial_id()
+        log = Path(record_dir, trial_id)
+        attempt = len(log.read_text().splitlines()) if log.exists() else 0
+        with log.open("a") as out:
+            out.write(json.dumps({"pid": os.getpid(), "checkpoint": ray_tune.get_checkpoint() is not None}) + "\n")
+        real = trainable.report_to_tune
+
+        def report_then_fail(metrics, checkpoint_dir):
+            real(metrics, checkpoint_dir)
+            if config["attention"] == "channel":
+                raise torch.OutOfMemoryError("CUDA out of memory (injected by the test)")
+            if attempt == 0:
+                raise RuntimeError("injected fault on the first attempt")
+
+        trainable.report_to_tune = report_then_fail
+        try:
+            trainable.train_trial(config, smoke)
+        finally:
+            trainable.report_to_tune = real
+
+    return train_trial
+
+
+@pytest.fixture(scope="module")
+def faulty_sweep(local_ray, tmp_path_factory):
+    """The smoke space (attention none / channel, 3 epochs) with faulty_trainable and --max-failures 1,
+    through the CLI's own code (run.main) with Ray's trainable swapped for the faulty one."""
+    tmp_path = tmp_path_factory.mktemp("faults")
+    record = tmp_path / "attempts"
+    record.mkdir()
+    argv = ["--space", "smoke", "--epochs", "3", "--scheduler", "fifo", "--max-failures", "1",
+            "--storage-path", str(tmp_path), "--name", "faults"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep.experiment, "train_trial", faulty_trainable(str(record)))
+        stdout = tmp_path / "stdout"
+        with stdout.open("w") as out, contextlib.redirect_stdout(out):
+            code = run.main(argv)
+    results = {r.config["attention"]: r for r in results_of(tmp_path / "faults")}
+    return code, stdout.read_text(), tmp_path / "faults", record, results["none"], results["channel"]
+
+
+def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_reported(faulty_sweep, tmp_path):
+    code, out, experiment, record, retried, oom = faulty_sweep
+    assert code == 0 and "2 trials, 1 errored" in out  # the sweep completes: one trial of two errored
+    assert retried.error is None and retried.metrics["status"] == "finished"
+    assert "out of memory" in str(oom.error)
+    for result, epochs in ((retried, [1, 2, 3]), (oom, [1, 2])):  # oom: one epoch per attempt (1 + 1 retry)
+        attempts = [json.loads(line) for line in (record / result.metrics["trial_id"]).read_text().splitlines()]
+        assert [a["checkpoint"] for a in attempts] == [False, True]  # the retry got the checkpoint
+        assert len({a["pid"] for a in attempts}) == 2
+        assert csv_epochs(Path(result.path)) == epochs  # epoch 1 once: the retry continued from it
+    statuses = ray_statuses(experiment)
+    assert statuses[retried.metrics["trial_id"]] == "TERMINATED" and statuses[oom.metrics["trial_id"]] == "ERROR"
+    # The analysis and the report say which trial errored and why.
+    trials = load(experiment).trials.set_index("attention")
+    assert trials.loc["none", "stop_reason"] == "finished" and trials.loc["channel", "stop_reason"] == "errored"
+    assert "OutOfMemoryError" in trials.loc["channel", "error"]
+    assert report_main([str(experiment), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert f"Errored `{oom.metrics['trial_id']}`" in text and "out of memory" in text
+    # Provenance of the retried trial: resolved config, versions, git revision.
+    saved = json.loads(Path(retried.path, TRIAL_CONFIG_FILE).read_text())
+    assert saved["config"]["epochs"] == 3 and saved["versions"]["ray"] == ray.__version__
+    assert "git_revision" in saved and saved["space_config"]["attention"] == "none"
+
+
+def test_the_analysis_keeps_the_epochs_a_retried_trial_ran_before_it_failed(faulty_sweep):
+    """Ray 2.60 rewrites a restarted trial's result.json from a stale copy: the rows reported before the
+    failure vanish from it (progress.csv keeps them). The epoch frame must still hold every epoch."""
+    _, _, experiment, _, retried, oom = faulty_sweep
+    epochs = load(experiment).epochs
+    for result, expected in ((retried, [1, 2, 3]), (oom, [1, 2])):
+        assert epochs[epochs["trial_id"] == result.metrics["trial_id"]]["epoch"].tolist() == expected
+
+
+def test_a_killed_worker_process_is_retried_from_its_checkpoint(local_ray, tmp_path):
+    """SIGKILL the Ray worker process of a running trial (its pid is in its own results): Tune restarts
+    the trial from its last checkpoint in a new process, and the sweep completes."""
+    experiment = tmp_path / "killed"
+    killed: dict = {}
+
+    def kill_first_worker():
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            for trial_id, trial_dir in trial_dirs(experiment).items() if experiment.is_dir() else []:
+                seen = rows(trial_dir)
+                if seen and "epochs_run" not in seen[-1]:
+                    killed.update(trial_id=trial_id, pid=seen[-1]["pid"], epoch=seen[-1]["epoch"])
+                    os.kill(seen[-1]["pid"], signal.SIGKILL)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_first_worker, daemon=True)
+    killer.start()
+    argv = ["--space", "smoke", "--epochs", "3", "--scheduler", "fifo",
+            "--max-failures", "1", "--storage-path", str(tmp_path), "--name", "killed"]
+    assert run.main(argv) == 0
+    killer.join()
+    assert killed, "no trial was running when the killer looked"
+    results = results_of(experiment)
+    assert len(results) == 2 and results.num_errors == 0
+    assert all(r.metrics["status"] == "finished" and r.metrics["epoch"] == 3 for r in results)
+    trial_dir = trial_dirs(experiment)[killed["trial_id"]]
+    epochs = csv_epochs(trial_dir)
+    assert epochs == sorted(epochs) and epochs.count(1) == 1 and epochs[-1] == 3, epochs  # from its checkpoint
+    assert {row["pid"] for row in rows(trial_dir) if row["epoch"] > killed["epoch"]} - {killed["pid"]}  # new process
+
+
+@pytest.fixture(scope="module")
+def diverged_sweep(local_ray, tmp_path_factory):
+    """lr 1e30 (no momentum, constant lr) turns the loss into NaN/inf in the first epoch. ASHA runs
+    the space, the diverging trial first, one at a time, with a rung after every epoch."""
+    tmp_path = tmp_path_factory.mktemp("diverged")
+    space = tmp_path / "nan.yaml"
+    space.write_text("params:\n  dataset: synthetic\n  subset: 512\n  val_fraction: 0.5\n  width: 0.25\n"
+                     "  batch_size: 32\n  augment: none\n  dropout: 0.0\n  init: kaiming\n  scheduler: none\n"
+                     "  momentum: 0.0\n  measure_latency: false\n  epochs: 3\n  lr: {grid: [1.0e+30, 0.05]}\n")
+    argv = ["--space", str(space), "--scheduler", "asha", "--grace-period", "1", "--reduction-factor", "2",
+            "--max-concurrent", "1", "--storage-path", str(tmp_path), "--name", "nan"]
+    return run.main(argv), tmp_path / "nan"
+
+
+def test_a_diverging_trial_stops_at_once_as_diverged_not_errored(diverged_sweep):
+    code, experiment = diverged_sweep
+    assert code == 0
+    results = results_of(experiment)
+    assert results.num_errors == 0
+    by_lr = {r.config["lr"]: r for r in results}
+    diverged, learner = by_lr[1e30].metrics, by_lr[0.05].metrics
+    assert diverged["status"] == "diverged" and diverged["epochs_run"] == 1 and diverged["training_iteration"] == 1
+    assert learner["status"] == "finished" and learner["epoch"] == 3  # not stopped at a rung by the NaN trial
+    assert set(ray_statuses(experiment).values()) == {"TERMINATED"}  # Ray: ended normally, no error
+    trials = load(experiment).trials.set_index("lr")
+    assert trials.loc[1e30, "stop_reason"] == "diverged" and trials.loc[0.05, "stop_reason"] == "finished"
+
+
+def test_the_report_of_a_sweep_over_lr_lists_the_diverged_trial(diverged_sweep, tmp_path):
+    """The report CLI on that experiment (its one factor is lr, which is also a per-epoch column)."""
+    result = subprocess.run([sys.executable, "-m", "analysis.report", str(diverged_sweep[1]), "--out",
+                             str(tmp_path / "report")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "| diverged" in (tmp_path / "report" / "report.md").read_text()
+
+
+# ------------------------------------------------------------------------------------ bad input at the driver
+def test_an_unusable_storage_path_is_one_line_exit_2(local_ray, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = run.main(["--space", "smoke", "--storage-path", str(blocker), "--name", "x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("run.py: error: ") and err.count("\n") == 1, err
+    assert blocker.read_text() == ""
+
+
+def test_a_read_only_data_directory_is_one_line_exit_2_and_writes_nothing(local_ray, unwritable_dir, tmp_path,
+                                                                          monkeypatch, capsys):
+    make_cifar_archive(tmp_path, "cifar10", monkeypatch)
+    code = run.main(["--space", "smoke", "--dataset", "cifar10", "--set", f"data_dir={unwritable_dir}",
+                     "--storage-path", str(tmp_path / "runs"), "--name", "x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"run.py: error: data directory {unwritable_dir} is not writable; choose a "
+                                 "writable one with data_dir or $ABLATION_DATA_DIR\n")
+    assert not (tmp_path / "runs").exists() and list(unwritable_dir.iterdir()) == []
+
+
+def test_a_corrupt_dataset_is_fetched_once_more_by_the_driver_then_fails_clearly(local_ray, tmp_path,
+                                                                                  monkeypatch, capsys):
+    make_cifar_archive(tmp_path, "cifar10", monkeypatch)
+    spec = sources.CIFAR_SPECS["cifar10"]
+    monkeypatch.setitem(sources.CIFAR_SPECS, "cifar10", dataclasses.replace(spec, md5="0" * 32))  # never matches
+    code = run.main(["--space", "smoke", "--dataset", "cifar10", "--set", f"data_dir={tmp_path / 'data'}",
+                     "--storage-path", str(tmp_path / "runs"), "--name", "x"])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and [line for line in lines if line.startswith("downloading ")] == lines[:2]
+    assert lines[2:] == [f"run.py: error: {spec.url} twice gave a file with md5 {spec.md5}, expected {'0' * 32}; put "
+                         f"cifar-10-python.tar.gz (md5 {'0' * 32}) into {tmp_path / 'data'} and run again"]
+    assert not (tmp_path / "runs").exists() and list((tmp_path / "data").iterdir()) == []
