@@ -115,17 +115,16 @@ def drain(batches, device: torch.device) -> int:
 
 
 def measure_model(name: str, augment: str, args, device: torch.device) -> dict:
-    cuda = device.type == "cuda"
-    trainer = common.Trainer(name, device, channels_last=cuda)  # fit()'s defaults on this device
+    trainer = common.Trainer(name, device, channels_last=True)  # fit()'s defaults
     bs, steps = args.batch_size, args.steps
     x, y = common.synthetic_images(bs * steps)
     ours = DeviceLoader(x, y, batch_size=bs, mean=MEAN, std=STD, device=device, augment=augment,
-                        shuffle=True, drop_last=True, channels_last=cuda)
+                        shuffle=True, drop_last=True, channels_last=True)
     gen = torch.Generator(device=device).manual_seed(0)
     premade = [(a.clone(), b.clone()) for a, b in ours.batches(gen)]
     theirs = per_image_loader(x, y, bs, augment, args.workers, device)
     variants = {"a": lambda: ours.batches(gen), "b": lambda: iter(premade),
-                "c": lambda: to_device(theirs, device, cuda)}
+                "c": lambda: to_device(theirs, device, channels_last=True)}
     for key in "bbac":  # warm-up: allocator, oneDNN/cuDNN kernel choice, DataLoader workers
         trainer.train(variants[key]())
     rate = {k: [] for k in variants}

@@ -114,3 +114,22 @@ def test_random_loader_needs_a_generator_and_a_known_policy():
         next(loader(shuffle=True).batches())
     with pytest.raises(ConfigError, match="augment="):
         loader(augment="wild")
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_batches_are_views_of_chunks_and_cover_every_image_once(monkeypatch, drop_last):
+    """A chunk of 3 batches (of 4 images, 4 x 3 x 4 x 4 floats each) at a time: 23 images make
+    chunks of 12 and 11 (or 8 with drop_last), and each batch holds its own images, labels aligned."""
+    import training.loader as loader_module
+
+    monkeypatch.setattr(loader_module, "CHUNK_BYTES", 3 * 4 * (4 * 3 * 4 * 4))
+    data = loader(23, shuffle=True, drop_last=drop_last, augment="none")
+    assert data._chunk_batches == 3
+    batches = list(data.batches(gen()))
+    assert [len(y) for _, y in batches] == ([4] * 5 if drop_last else [4] * 5 + [3])
+    labels = torch.cat([y for _, y in batches]).tolist()
+    assert len(set(labels)) == len(labels) == (20 if drop_last else 23)
+    for x, y in batches:  # image i holds value i: its pixels give back its label
+        assert torch.allclose(x[:, 0, 0, 0] * STD[0] + MEAN[0], y.float() / 255, atol=1e-6)
+    assert batches[0][0].untyped_storage().data_ptr() == batches[2][0].untyped_storage().data_ptr()
+    assert batches[0][0].untyped_storage().data_ptr() != batches[3][0].untyped_storage().data_ptr()

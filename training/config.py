@@ -106,7 +106,7 @@ class TrainConfig:
     # --- execution ---
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16 | fp16 (CUDA)
-    channels_last: bool = True  # NHWC memory format on CUDA (faster convs with tensor cores); ignored on CPU
+    channels_last: bool = True  # NHWC memory format (faster convs: tensor cores on CUDA, oneDNN on CPU)
     compile: bool = False  # torch.compile the model (minutes of compile time; pays off on long GPU runs)
     threads: int = 0  # CPU threads for torch (0 = leave torch's default / the trial's CPU share)
     measure_latency: bool = True  # time inference at batch 1 and 256 at the end of training

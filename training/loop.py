@@ -108,8 +108,7 @@ class _Trial:
         data = load_dataset(cfg.dataset, cfg.resolved_data_dir, cfg.image_size)
         self.classes = list(data.classes)
         train_idx, val_idx = split_indices(len(data.train_y), cfg.val_fraction, cfg.subset, cfg.seed)
-        channels_last = cfg.channels_last and dev.type == "cuda"
-        common = dict(mean=data.mean, std=data.std, device=dev, channels_last=channels_last)
+        common = dict(mean=data.mean, std=data.std, device=dev, channels_last=cfg.channels_last)
         self.train_loader = DeviceLoader(data.train_x[train_idx], data.train_y[train_idx],
                                          batch_size=cfg.batch_size, augment=cfg.augment, shuffle=True,
                                          drop_last=True, **common)
@@ -124,7 +123,7 @@ class _Trial:
         self.model = create_model(cfg, len(self.classes)).to(self.device)
         if cfg.init_from:
             self.model.load_state_dict(ckpt.model_weights(ckpt.load_checkpoint(cfg.init_from)))
-        if cfg.channels_last and self.device.type == "cuda":
+        if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.cost = {"params": count_params(self.model), "size_mb": model_size_mb(self.model),
                      "flops": count_flops(self.model, self.image_shape, self.device)}
