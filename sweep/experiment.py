@@ -8,17 +8,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from ray import tune
 
-from sweep.trainable import train_trial
+from sweep.trainable import RANK_METRIC, train_trial
 from sweep.vocabulary import to_param_space
 from training.config import UserError
 
-METRIC, MODE = "val_acc", "max"  # what ASHA compares at each rung and what picks the best trial
+METRIC, MODE = RANK_METRIC, "max"  # what ASHA compares at each rung and the searcher maximises
 SWEEP_FILE = "sweep.json"  # the experiment's record at its root, read by --resume and the analysis
 CHECKPOINTS_KEPT = 2  # per trial: the latest two epochs (resume needs only the last)
 
@@ -138,9 +139,17 @@ def restore_tuner(experiment_dir: str, plan: Plan, retry_errored: bool) -> tune.
     if not tune.Tuner.can_restore(experiment_dir):
         return make_tuner(plan, params)
     use_table_output()  # the saved run config holds the table reporter
-    # param_space again: Ray restores a searcher's space from it (tuner.pkl may predate the first trial)
-    return tune.Tuner.restore(experiment_dir, trainable_for(plan), param_space=to_param_space(params),
-                              resume_unfinished=True, resume_errored=retry_errored)
+    try:
+        # param_space again: Ray restores a searcher's space from it (tuner.pkl may predate the first trial)
+        return tune.Tuner.restore(experiment_dir, trainable_for(plan), param_space=to_param_space(params),
+                                  resume_unfinished=True, resume_errored=retry_errored)
+    except (EOFError, pickle.UnpicklingError) as exc:
+        # Ray writes tuner.pkl (not atomically) once, before anything runs: a driver killed while it
+        # was written leaves it cut short, and nothing ran. Anything later is a real problem.
+        if _has_trial_state(experiment_dir):
+            raise UserError(f"{experiment_dir}/tuner.pkl cannot be read ({exc or type(exc).__name__}), "
+                            "but trials have run: the experiment cannot be resumed") from None
+        return make_tuner(plan, params)
 
 
 def absolute_location(location: str) -> str:
@@ -148,11 +157,22 @@ def absolute_location(location: str) -> str:
 
 
 def write_record(experiment_dir: str, record: Mapping[str, Any]) -> None:
-    """sweep.json at the experiment root, on a local disk or any pyarrow filesystem URI."""
+    """sweep.json at the experiment root, on a local disk or any pyarrow filesystem URI. Written to a
+    temporary name and moved into place, so a driver killed meanwhile never leaves half a record."""
     filesystem, path = _filesystem(experiment_dir)
     filesystem.create_dir(path, recursive=True)
-    with filesystem.open_output_stream(f"{path}/{SWEEP_FILE}") as out:
+    with filesystem.open_output_stream(f"{path}/{SWEEP_FILE}.partial") as out:
         out.write(json.dumps(record, indent=2, default=str).encode())
+    filesystem.move(f"{path}/{SWEEP_FILE}.partial", f"{path}/{SWEEP_FILE}")
+
+
+def _has_trial_state(experiment_dir: str) -> bool:
+    """Whether Tune saved the state of a run (experiment_state-*.json): trials have started."""
+    import pyarrow.fs
+
+    filesystem, path = _filesystem(experiment_dir)
+    listing = filesystem.get_file_info(pyarrow.fs.FileSelector(path))
+    return any(Path(info.path).name.startswith("experiment_state") for info in listing)
 
 
 def read_record(experiment_dir: str) -> dict[str, Any]:
@@ -162,6 +182,8 @@ def read_record(experiment_dir: str) -> dict[str, Any]:
             return json.loads(stream.read())
     except (FileNotFoundError, OSError):
         raise UserError(f"{experiment_dir} has no {SWEEP_FILE}: it was not started by sweep/run.py") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise UserError(f"{experiment_dir}/{SWEEP_FILE} is not valid JSON ({exc})") from None
 
 
 def experiment_exists(experiment_dir: str) -> bool:

@@ -190,7 +190,7 @@ def test_driver_killed_at_its_first_moments_can_be_resumed(moment, tmp_path, cli
     """SIGKILL as soon as `moment` exists: sweep.json is written before Ray's Tuner saves tuner.pkl, and
     tuner.pkl before any trial or search state is saved. --resume must still run the space's trials."""
     experiment = tmp_path / "early"
-    argv = ["--space", "smoke", "--scheduler", "fifo", "--storage-path", str(tmp_path), "--name", "early"]
+    argv = ["--space", "smoke", "--scheduler", "fifo", "--epochs", "1", "--storage-path", str(tmp_path), "--name", "early"]
     driver = launch(tmp_path / "first.log", cli_env, *argv)
     try:
         wait_for(lambda: (experiment / moment).exists(), driver, 120, moment, poll=0.002)
@@ -408,3 +408,28 @@ def test_a_corrupt_dataset_is_fetched_once_more_by_the_driver_then_fails_clearly
     assert lines[2:] == [f"run.py: error: {spec.url} twice gave a file with md5 {spec.md5}, expected {'0' * 32}; put "
                          f"cifar-10-python.tar.gz (md5 {'0' * 32}) into {tmp_path / 'data'} and run again"]
     assert not (tmp_path / "runs").exists() and list((tmp_path / "data").iterdir()) == []
+
+
+def test_records_cut_short_by_a_kill_are_handled(tmp_path):
+    """sweep.json is written atomically; a tuner.pkl that Ray was writing when the driver died (it is
+    written once, before anything runs) starts the recorded sweep afresh, unless trials have run."""
+    from sweep import experiment as exp
+    from sweep import run
+    from training.config import UserError
+
+    args = run.build_parser().parse_args(["--space", "smoke", "--scheduler", "fifo", "--storage-path",
+                                          str(tmp_path), "--name", "cut"])
+    _, plan, record = run.plan_sweep(args)
+    exp.write_record(plan.experiment_dir, {**record, "plan": dataclasses.asdict(plan)})
+    experiment = Path(plan.experiment_dir)
+    assert sorted(p.name for p in experiment.iterdir()) == ["sweep.json"]  # no partial file left
+    (experiment / "tuner.pkl").write_bytes(b"\x80\x05")  # a pickle cut short
+    tuner = exp.restore_tuner(plan.experiment_dir, plan, retry_errored=False)
+    assert isinstance(tuner, tune.Tuner) and (experiment / "tuner.pkl").stat().st_size > 100
+    (experiment / "tuner.pkl").write_bytes(b"")
+    (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    with pytest.raises(UserError, match="tuner.pkl cannot be read .* trials have run"):
+        exp.restore_tuner(plan.experiment_dir, plan, retry_errored=False)
+    (experiment / "sweep.json").write_text('{"plan": ')
+    with pytest.raises(UserError, match="sweep.json is not valid JSON"):
+        exp.load_plan(plan.experiment_dir)
