@@ -188,3 +188,12 @@ def test_the_cli_runs_as_a_script_from_the_repository_root():
     bad = subprocess.run([sys.executable, "sweep/run.py", "--space", "ablation", "--set", "lr=x"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_the_rank_metric_breaks_accuracy_ties_by_loss_and_never_reorders_accuracies():
+    from sweep.trainable import rank_score
+
+    assert rank_score(10.0, 2.0) > rank_score(10.0, 2.3)  # a tie at chance: the lower loss ranks higher
+    assert rank_score(10.01, 10.0) > rank_score(10.0, 0.0)  # 1 image of 10,000 outweighs any loss
+    assert rank_score(10.0, float("nan")) == rank_score(10.0, float("inf")) == rank_score(10.0, 50.0)
+    assert rank_score(55.5, None) == 55.5 - 1e-3

@@ -83,7 +83,7 @@ def test_tensorboard_events_hold_the_per_epoch_val_accuracy_and_hparams(smoke_ex
 def test_asha_stops_a_clear_loser_early(local_ray, tmp_path):
     space = tmp_path / "loser.yaml"
     space.write_text("description: lr 0 never learns; ASHA should stop it at its first rung\n"
-                     "scheduler: asha\nparams:\n  dataset: synthetic\n  subset: 512\n  val_fraction: 0.5\n"
+                     "scheduler: asha\nparams:\n  dataset: synthetic\n  subset: 1024\n  val_fraction: 0.5\n"
                      "  width: 0.25\n  batch_size: 32\n  augment: none\n  dropout: 0.0\n  init: kaiming\n"
                      "  scheduler: none\n  measure_latency: false\n  epochs: 3\n  lr: {grid: [0.05, 0.0]}\n")
     # One trial at a time, the learner first: the loser meets the learner's score at the rung.
