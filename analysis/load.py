@@ -169,7 +169,9 @@ def lost_rows(progress_csv: Path, results: list[dict[str, Any]]) -> list[dict[st
     """progress.csv's rows of the iterations result.json lacks. Ray 2.60 rewrites a trial's result.json
     from a stale copy when it restarts the trial after a failure, losing the rows reported before the
     failure; progress.csv keeps every row."""
-    seen = {r.get("training_iteration") for r in results}
+    seen = [r.get("training_iteration") for r in results]
+    if results and seen == list(range(1, len(results) + 1)):
+        return []  # every iteration is there: nothing to read
     try:
         frame = pd.read_csv(progress_csv)
     except (OSError, ValueError):  # missing, empty or cut short

@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from sweep import vocabulary as vocab  # noqa: E402
-from sweep.experiment import METRIC, MODE, Plan  # noqa: E402
+from sweep.experiment import METRIC, MODE, Plan, absolute_location  # noqa: E402
 from sweep.spaces import SMOKE_SETTINGS, SPACES, smoke_params, smoke_samples  # noqa: E402
 from training.config import UserError  # noqa: E402
 
@@ -113,8 +113,7 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     if args.gpus_per_trial is not None and (args.gpus_per_trial < 0 or
                                             args.gpus_per_trial > 1 and not args.gpus_per_trial.is_integer()):
         raise UserError("--gpus-per-trial takes a fraction up to 1 or a whole number of GPUs")
-    storage = args.storage_path or os.environ.get(RESULTS_ENV) or "runs/sweeps"
-    storage = storage if "://" in storage else str(Path(storage).expanduser().resolve())
+    storage = absolute_location(args.storage_path or os.environ.get(RESULTS_ENV) or "runs/sweeps")
     experiment = f"{storage.rstrip('/')}/{args.name or default_name(name, args.smoke_test)}"
     plan = Plan(experiment, search, args.scheduler or space["scheduler"], num_samples,
                 vocab.max_epochs(params, args.smoke_test), args.grace_period, args.reduction_factor,
