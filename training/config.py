@@ -97,8 +97,9 @@ class TrainConfig:
     label_smoothing: float = 0.0  # Szegedy et al. 2016; 0.1 is the usual value
     clip_grad_norm: float = 0.0  # max global gradient L2 norm (0 = off)
     early_stop_patience: int = 0  # stop after this many epochs without a better val accuracy (0 = off)
-    finetune_epochs: int = 0  # extra epochs at lr * finetune_lr_factor after the main schedule
-    finetune_lr_factor: float = 0.1  # fine-tuning lr = lr * this factor, constant
+    finetune_epochs: int = 0  # extra epochs at a constant lr (see finetune_lr) after the main schedule
+    finetune_lr: float = 0.0  # 0 = min(lr * finetune_lr_factor, main phase's last lr): never a jump up
+    finetune_lr_factor: float = 0.1  # finetune_lr=0: lr * this, capped at the main phase's last lr
     finetune_hard_classes: int = 0  # up-weight this many classes with the highest val error (0 = off)
     finetune_class_weight: float = 2.0  # loss weight of those hard classes (others 1.0)
     init_from: str = ""  # checkpoint (file or directory) whose model weights start this trial
@@ -216,7 +217,7 @@ def load_mapping(path: str | os.PathLike) -> dict[str, Any]:
 _POSITIVE = ("epochs", "batch_size", "eval_batch_size", "image_size", "step_size")
 _NON_NEGATIVE = (
     "subset", "lr", "weight_decay", "warmup_epochs", "clip_grad_norm", "early_stop_patience",
-    "finetune_epochs", "finetune_hard_classes", "threads", "momentum",
+    "finetune_epochs", "finetune_lr", "finetune_hard_classes", "threads", "momentum",
 )
 
 

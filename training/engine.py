@@ -20,6 +20,7 @@ class EpochResult:
     images: int
     seconds: float
     diverged: bool  # a NaN or inf loss appeared: the epoch stopped at once
+    last_lr: float  # the lr the epoch's last step used (a schedule's step() may then move past its end)
 
     @property
     def images_per_sec(self) -> float:
@@ -43,6 +44,7 @@ def train_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
     start = time.perf_counter()
     loss_sum = correct = None
     images = 0
+    last_lr = optimizer.param_groups[0]["lr"]
     for step, (x, y) in enumerate(batches, start=1):
         with autocast:
             logits = model(x)
@@ -52,6 +54,7 @@ def train_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
         if clip_grad_norm > 0:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        last_lr = optimizer.param_groups[0]["lr"]  # a Python float: no device sync
         scaler.step(optimizer)
         scaler.update()
         if scheduler is not None:
@@ -66,7 +69,8 @@ def train_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
     loss_value = float(loss_sum) / images  # the epoch's one sync
     seconds = time.perf_counter() - start
     return EpochResult(loss=loss_value, acc=100.0 * float(correct) / images, images=images,
-                       seconds=seconds, diverged=not torch.isfinite(torch.tensor(loss_value)).item())
+                       seconds=seconds, diverged=not torch.isfinite(torch.tensor(loss_value)).item(),
+                       last_lr=last_lr)
 
 
 @torch.inference_mode()

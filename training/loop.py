@@ -37,6 +37,8 @@ class TrialState:
     diverged: bool = False
     elapsed_s: float = 0.0  # training wall time before this process (resume keeps the total)
     hard_classes: list[int] = field(default_factory=list)
+    last_lr: float = 0.0  # the lr of the latest optimiser step (at fine-tuning's start: the main phase's last)
+    finetune_lr: float = 0.0  # the fine-tuning phase's constant lr, fixed when the phase starts
     final: dict[str, Any] = field(default_factory=dict)  # the summary, once the trial has ended
 
 
@@ -153,10 +155,17 @@ class _Trial:
         return "finetune" if s.phase_epochs < cfg.finetune_epochs and not patience_out else None
 
     def _enter_finetune(self, last_val_per_class: list[float]) -> None:
-        """Fine-tuning (the SqueezeNet study's stage 2): constant lr * finetune_lr_factor, optionally
-        up-weighting the classes with the highest validation error ("focus on hard classes")."""
+        """Fine-tuning (the SqueezeNet study's stage 2) at a constant lr, optionally up-weighting the
+        classes with the highest validation error ("focus on hard classes").
+
+        The lr is `finetune_lr` if set, else lr * finetune_lr_factor capped at the lr of the main
+        phase's last step: after OneCycle ends at ~4e-7, lr * 0.1 = 1e-2 would be a shock that undoes
+        the annealing, not a fine-tuning. (Not the optimiser's lr now: OneCycleLR's step() after the
+        last step moves past the cycle's end and up again.) Fixed here, once, and kept in the state
+        for a resumed trial."""
         s, cfg = self.state, self.cfg
         s.phase, s.phase_epochs, s.since_best = "finetune", 0, 0
+        s.finetune_lr = cfg.finetune_lr or min(cfg.lr * cfg.finetune_lr_factor, s.last_lr)
         if cfg.finetune_hard_classes:
             order = sorted(range(len(last_val_per_class)),
                            key=lambda c: (-1 if math.isnan(last_val_per_class[c]) else last_val_per_class[c]))
@@ -173,7 +182,7 @@ class _Trial:
                 self._enter_finetune(last_val.per_class_acc if last_val else self._evaluate_val().per_class_acc)
                 criterion = self._criterion()
             if s.phase == "finetune":
-                set_constant_lr(self.optimizer, cfg.lr * cfg.finetune_lr_factor)
+                set_constant_lr(self.optimizer, s.finetune_lr)
             lr = self.optimizer.param_groups[0]["lr"]
             batches = self.train_loader.batches(epoch_generator(cfg.seed, s.epoch, self.device))
             result = train_epoch(self.forward, batches, self.optimizer,
@@ -181,6 +190,7 @@ class _Trial:
                                  self.autocast, cfg.clip_grad_norm)
             last_val = self._evaluate_val()
             s.epoch, s.phase_epochs, s.diverged = s.epoch + 1, s.phase_epochs + 1, result.diverged
+            s.last_lr = result.last_lr
             self._track_best(last_val.acc)
             s.elapsed_s = time.perf_counter() - started
             metrics = self._epoch_metrics(result, last_val, lr)

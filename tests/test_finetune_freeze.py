@@ -1,0 +1,64 @@
+"""Fine-tuning never raises the lr."""
+import pytest
+import torch
+
+from training.config import TrainConfig
+from training.loop import fit
+from training.optim import build_scheduler
+
+TINY = dict(dataset="synthetic", subset=512, batch_size=32, eval_batch_size=256, width=0.25,
+            lr=0.05, measure_latency=False, device="cpu")
+
+
+def run(cfg: TrainConfig, checkpoint_dir=None) -> tuple[list[dict], dict]:
+    rows = []
+    summary = fit(cfg, lambda metrics, path: rows.append(dict(metrics)), checkpoint_dir=checkpoint_dir)
+    return rows, summary
+
+
+def schedule_lrs(cfg: TrainConfig, steps_per_epoch: int) -> tuple[list[float], float]:
+    """(the lr of every main-phase step, the lr the schedule ended at), replayed on a dummy optimiser."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
+    lrs = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs, optimizer.param_groups[0]["lr"]
+
+
+def test_finetuning_after_onecycle_runs_at_the_lr_the_schedule_ended_at():
+    cfg = TrainConfig(**TINY, scheduler="onecycle", epochs=2, finetune_epochs=1)
+    rows, summary = run(cfg)
+    assert [r["phase"] for r in rows] == ["main", "main", "finetune"]
+    lrs, ended_at = schedule_lrs(cfg, summary["train_images"] // cfg.batch_size)
+    assert rows[2]["lr"] == lrs[-1]  # the last main step's lr (not the one OneCycle stepped on to)
+    assert ended_at > lrs[-1]
+    assert rows[2]["lr"] < 1e-3 * cfg.lr * cfg.finetune_lr_factor  # the old rule jumped up to lr x 0.1
+
+
+@pytest.mark.parametrize("extra, expected", [({"finetune_lr": 3e-3}, 3e-3),  # explicit: as given
+                                             ({}, 0.05 * 0.1)])  # constant schedule: lr x factor
+def test_explicit_finetune_lr_is_used_as_given_and_a_constant_schedule_keeps_the_factor(extra, expected):
+    rows, _ = run(TrainConfig(**TINY, scheduler="none", epochs=1, finetune_epochs=1, **extra))
+    assert rows[-1]["phase"] == "finetune" and rows[-1]["lr"] == pytest.approx(expected)
+
+
+def test_a_trial_resumed_in_its_finetuning_phase_keeps_that_lr(tmp_path):
+    cfg = TrainConfig(**TINY, scheduler="onecycle", epochs=1, finetune_epochs=2)
+    full, _ = run(cfg, str(tmp_path / "full"))
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_finetuning(metrics, path):
+        if metrics["epoch"] == 2:
+            raise Stop
+    with pytest.raises(Stop):
+        fit(cfg, stop_in_finetuning, checkpoint_dir=str(tmp_path / "cut"))
+    resumed = []
+    fit(cfg, lambda m, p: resumed.append(dict(m)), resume_from=str(tmp_path / "cut"),
+        checkpoint_dir=str(tmp_path / "cut"))
+    keys = ("lr", "phase", "train_loss", "val_acc")
+    assert [{k: r[k] for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in full[2:]]
