@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import nn
 
-from models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
+from models.resnet import FRESH_STEM, resnet18, resnet34, resnet50, resnet101, resnet152
 from models.squeezenet import squeezenet1_0, squeezenet1_1
 from training.config import ConfigError, TrainConfig
 
@@ -26,20 +26,39 @@ MODELS: dict[str, Callable[[TrainConfig, int], nn.Module]] = {
 
 def create_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """Build `cfg.model` for `num_classes` outputs with every model toggle of `cfg` applied
-    (ImageNet weights if cfg.pretrained; only the classifier trainable if cfg.freeze == "backbone")."""
+    (ImageNet weights if cfg.pretrained; only the classifier trainable if cfg.freeze == "backbone",
+    plus the new stem with cfg.fresh_stem)."""
     if cfg.model not in MODELS:
         raise ConfigError(f"model={cfg.model!r} is not one of: {', '.join(MODELS)}")
     model = MODELS[cfg.model](cfg, num_classes)
     if cfg.freeze == "backbone":
-        freeze_backbone(model)
+        freeze_backbone(model, FRESH_STEM if cfg.fresh_stem else ())
     return model
 
 
-def freeze_backbone(model: nn.Module) -> None:
-    """Set requires_grad=False on every parameter outside the classifier (names starting with the
-    model's `head_prefix`: "fc." for ResNet, "classifier." for SqueezeNet)."""
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that stays in eval mode whatever ``model.train()`` says: it normalises with its
+    running statistics and never updates them. requires_grad=False freezes only the affine weights;
+    in train mode a "frozen" backbone would still move running_mean/var (and num_batches_tracked) to
+    the new data, so it would drift from the weights it was given (torchvision's detection backbones
+    freeze BN for this reason). No state of its own: the state_dict keys are BatchNorm2d's, so
+    checkpoints and ImageNet weights load unchanged."""
+
+    def train(self, mode: bool = True) -> "FrozenBatchNorm2d":
+        return super().train(False)
+
+
+def freeze_backbone(model: nn.Module, also_trainable: tuple[str, ...] = ()) -> None:
+    """Train only the classifier (names starting with the model's `head_prefix`: "fc." for ResNet,
+    "classifier." for SqueezeNet) and the modules under `also_trainable` prefixes: every other
+    parameter gets requires_grad=False and every other BatchNorm2d becomes a FrozenBatchNorm2d."""
+    trainable = (model.head_prefix, *also_trainable)
     for name, param in model.named_parameters():
-        param.requires_grad_(name.startswith(model.head_prefix))
+        param.requires_grad_(name.startswith(trainable))
+    for name, module in model.named_modules():
+        if type(module) is nn.BatchNorm2d and not f"{name}.".startswith(trainable):
+            module.__class__ = FrozenBatchNorm2d  # a stateless subclass: every tensor stays as it is
+            module.eval()
 
 
-__all__ = ["MODELS", "create_model", "freeze_backbone"]
+__all__ = ["MODELS", "FrozenBatchNorm2d", "create_model", "freeze_backbone"]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Mapping, NamedTuple
 
 import torch
 from torch import nn
 
 from models.blocks import get_activation, get_attention, kaiming_init
-from training.config import ConfigError, TrainConfig
+from training.config import ConfigError, TrainConfig, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """Generic ResNet. `init` "default" is torchvision's (He et al. 2015 kaiming_normal fan_out on the
     convs, BN 1/0, zero_init_residual off), which already is the He init: "kaiming" gives the same
-    weights. `dropout` > 0 adds a Dropout before fc."""
+    weights. `dropout` > 0 adds a Dropout before fc (torchvision's ResNets have none: the default)."""
 
     head_prefix = "fc."  # what freeze=backbone leaves trainable
 
@@ -131,15 +132,28 @@ class ResNet(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
 
+# fresh_stem's new conv1 and the bn1 after it: they stay trainable under freeze=backbone. bn1 keeps
+# ImageNet's values as a start, but they describe the 7x7 conv's outputs, not the new conv's, so its
+# weights and running statistics must learn too.
+FRESH_STEM = ("conv1.", "bn1.")
+
+
 class PretrainedLoad(NamedTuple):
-    skipped: list[str]  # checkpoint entries deliberately not loaded (fc.*; conv1.weight with the CIFAR stem)
+    skipped: list[str]  # checkpoint entries deliberately not loaded (fc.*; conv1.weight with the CIFAR stem:
+    # fresh_stem, where conv1 stays at its init and trains)
     left_at_init: list[str]  # model entries the checkpoint lacks (the attention modules' parameters)
 
 
 def fetch_imagenet_weights(name: str) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet state dict for `name`, downloaded once into torch.hub's cache."""
-    return torch.hub.load_state_dict_from_url(IMAGENET_WEIGHTS[name], map_location="cpu",
-                                              progress=False, weights_only=True)
+    """torchvision's ImageNet state dict for `name`, downloaded once into torch.hub's cache. Offline,
+    urllib fails at once (name resolution): that is one line naming the file the cache needs."""
+    url = IMAGENET_WEIGHTS[name]
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
+    except OSError as exc:  # URLError/HTTPError (no network, proxy, 404), or an unwritable cache
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+        raise UserError(f"cannot fetch {name}'s ImageNet weights ({getattr(exc, 'reason', exc)}): "
+                        f"download {url} to {cached}") from None
 
 
 def load_pretrained(model: ResNet, weights: Mapping[str, torch.Tensor] | str | os.PathLike) -> PretrainedLoad:
@@ -182,7 +196,7 @@ def build_resnet(name: str, cfg: TrainConfig, num_classes: int) -> ResNet:
                           "dsconv=false, width=1.0, batch_norm=true")
     block, layers = _ARCHS[name]
     model = ResNet(block, layers, num_classes, stem=cfg.stem, activation=cfg.activation,
-                   attention=cfg.attention, dropout=cfg.dropout, init=cfg.init)
+                   attention=cfg.attention, dropout=cfg.resolved_dropout, init=cfg.init)
     if cfg.pretrained:
         load_pretrained(model, fetch_imagenet_weights(name))
     return model

@@ -152,7 +152,7 @@ def _init_weights(model: nn.Module, final_conv: nn.Conv2d, init: str) -> None:
 def _options(cfg: TrainConfig) -> dict:
     return {"width": cfg.width, "stem": cfg.stem, "attention": cfg.attention, "residual": cfg.residual,
             "dsconv": cfg.dsconv, "activation": cfg.activation, "batch_norm": cfg.batch_norm,
-            "dropout": cfg.dropout, "init": cfg.init}
+            "dropout": cfg.resolved_dropout, "init": cfg.init}
 
 
 def squeezenet1_0(cfg: TrainConfig, num_classes: int) -> SqueezeNet:

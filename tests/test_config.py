@@ -30,6 +30,10 @@ def test_strings_from_cli_and_yaml_are_coerced():
     ({"dataset": "imagefolder:"}, ["imagefolder", "needs a path"]),
     ({"epochs": 0}, ["epochs", "> 0"]),
     ({"dropout": 1.0}, ["dropout", "[0, 1)"]),
+    ({"dropout": -0.5}, ["dropout", "[0, 1)", "-1"]),
+    ({"finetune_lr": -1e-3}, ["finetune_lr", ">= 0"]),
+    ({"model": "resnet18", "pretrained": True}, ["stem=cifar", "conv1", "stem=imagenet", "fresh_stem=true"]),
+    ({"model": "resnet18", "fresh_stem": True}, ["fresh_stem", "pretrained=true"]),
     ({"pretrained": True}, ["pretrained", "ResNet"]),
     ({"model": "resnet18", "freeze": "backbone"}, ["freeze", "pretrained"]),
     ({"warmup_epochs": 5, "epochs": 5}, ["warmup_epochs", "< epochs"]),
@@ -41,6 +45,12 @@ def test_bad_values_name_the_key_and_the_choices(values, words):
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+def test_dropout_sentinel_resolves_to_the_model_familys_default():
+    assert TrainConfig().dropout == -1 and TrainConfig().resolved_dropout == 0.5
+    assert TrainConfig(model="resnet50").resolved_dropout == 0.0
+    assert TrainConfig(model="resnet50", dropout=0.3).resolved_dropout == 0.3
 
 
 def test_config_is_frozen():

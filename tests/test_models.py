@@ -13,7 +13,7 @@ from models import MODELS, create_model
 from models.blocks import ACTIVATIONS, ATTENTION, DSConv, get_activation, get_attention
 from models.resnet import load_pretrained
 from models.squeezenet import Fire, SqueezeNet
-from training.config import CHOICES, ConfigError, TrainConfig
+from training.config import CHOICES, ConfigError, TrainConfig, UserError
 
 NUM_CLASSES = 10
 SQUEEZENETS = ("squeezenet", "squeezenet1_0", "squeezenet1_1")
@@ -248,7 +248,50 @@ def test_pretrained_config_fetches_and_freezes(imagenet_resnet18, monkeypatch):
     fetched = []
     monkeypatch.setattr(models.resnet, "fetch_imagenet_weights",
                         lambda name: fetched.append(name) or state)
-    model = create_model(config(model="resnet18", pretrained=True, freeze="backbone"), NUM_CLASSES)
+    model = create_model(config(model="resnet18", pretrained=True, stem="imagenet", freeze="backbone"),
+                         NUM_CLASSES)
     assert fetched == ["resnet18"]
     assert torch.equal(model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert torch.equal(model.conv1.weight, state["conv1.weight"])
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
+    frozen = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert frozen and all(isinstance(m, models.FrozenBatchNorm2d) for m in frozen)
+    assert not any(m.training for m in model.train().modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_fresh_stem_is_a_new_conv1_that_trains_with_bn1_under_a_frozen_backbone(imagenet_resnet18,
+                                                                                 monkeypatch):
+    state, _ = imagenet_resnet18
+    monkeypatch.setattr(models.resnet, "fetch_imagenet_weights", lambda name: state)
+    model = create_model(config(model="resnet18", pretrained=True, fresh_stem=True, freeze="backbone"),
+                         NUM_CLASSES)
+    assert model.conv1.weight.shape[-1] == 3 and torch.equal(model.bn1.weight, state["bn1.weight"])
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == \
+        ["conv1.weight", "bn1.weight", "bn1.bias", "fc.weight", "fc.bias"]
+    assert type(model.bn1) is torch.nn.BatchNorm2d and model.train().bn1.training
+    assert isinstance(model.layer1[0].bn1, models.FrozenBatchNorm2d)  # "bn1." matches the stem only
+
+
+def test_imagenet_weights_offline_are_one_line_naming_the_cache_file(monkeypatch, tmp_path):
+    from urllib.error import URLError
+
+    def offline(url, dst, *args, **kwargs):
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(UserError) as err:
+        create_model(config(model="resnet152", pretrained=True, stem="imagenet"), NUM_CLASSES)
+    message = str(err.value)
+    expected = tmp_path / "hub" / "checkpoints" / "resnet152-394f9c45.pth"
+    assert "\n" not in message and str(expected) in message and "Name or service" in message
+
+
+def test_dropout_default_is_the_familys_and_explicit_values_win():
+    def dropouts(model):
+        return [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+
+    assert dropouts(create_model(config(model="resnet18"), NUM_CLASSES)) == []
+    assert dropouts(create_model(config(model="resnet18", dropout=0.3), NUM_CLASSES)) == [0.3]
+    assert dropouts(create_model(config(model="squeezenet"), NUM_CLASSES)) == [0.5]
+    assert dropouts(create_model(config(model="squeezenet", dropout=0.0), NUM_CLASSES)) == [0.0]

@@ -36,6 +36,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Classifier dropout by model family when dropout=-1, as torchvision builds them: SqueezeNet has
+# Dropout(0.5) before its final conv; its ResNets have no dropout at all.
+FAMILY_DROPOUT = {"squeezenet": 0.5, "resnet": 0.0}
+
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "synthetic")
 
 
@@ -78,11 +82,12 @@ class TrainConfig:
     dsconv: bool = False  # depthwise-separable 3x3 expand in Fire blocks
     activation: str = "relu"  # relu | silu | gelu | hardswish | mish
     batch_norm: bool = True  # BN after every conv (torchvision's SqueezeNet has none)
-    dropout: float = 0.5  # before the classifier (SqueezeNet's default 0.5)
+    dropout: float = -1.0  # before the classifier; -1 = the family's: SqueezeNet 0.5, ResNet 0 (torchvision's)
     init: str = "default"  # default | kaiming (He et al. 2015, fan_out, for ReLU-family nets)
     stem: str = "cifar"  # cifar (stride-1 3x3, keeps 32x32 maps) | imagenet (stride-2 stem + max-pool)
-    pretrained: bool = False  # ResNet only: ImageNet weights through torch.hub
-    freeze: str = "none"  # none | backbone (train the classifier only)
+    pretrained: bool = False  # ResNet only: ImageNet weights via torch.hub; needs stem=imagenet or fresh_stem
+    fresh_stem: bool = False  # pretrained + stem=cifar: a new random 3x3 conv1, trained (with bn1) even if frozen
+    freeze: str = "none"  # none | backbone (train the classifier only; BN statistics frozen too)
     # --- optimisation ---
     epochs: int = 30  # epochs of the main schedule (a fine-tuning phase adds finetune_epochs)
     optimizer: str = "sgd"  # sgd | adam | adamw
@@ -142,6 +147,14 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return self.from_dict({**self.to_dict(), **changes})
+
+    @property
+    def resolved_dropout(self) -> float:
+        """The classifier dropout the model gets: `dropout`, or with -1 its family's default, the one
+        place both model builders read it from."""
+        if self.dropout >= 0:
+            return self.dropout
+        return FAMILY_DROPOUT["resnet" if self.model.startswith("resnet") else "squeezenet"]
 
     @property
     def resolved_data_dir(self) -> str:
@@ -232,9 +245,11 @@ def _check_range(cfg: TrainConfig) -> None:
     for name in _NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 0")
-    for name in ("val_fraction", "dropout", "label_smoothing"):
+    for name in ("val_fraction", "label_smoothing"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be in [0, 1)")
+    if cfg.dropout != -1.0 and not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"dropout={cfg.dropout} must be in [0, 1), or -1 for the model family's default")
     if cfg.width <= 0:
         raise ConfigError(f"width={cfg.width} must be > 0")
     if not 0.0 < cfg.gamma <= 1.0:
@@ -252,5 +267,16 @@ def _check_range(cfg: TrainConfig) -> None:
         raise ConfigError(f"dataset={cfg.dataset!r} is not one of: {', '.join(DATASETS)}, imagefolder:PATH")
     if cfg.pretrained and not cfg.model.startswith("resnet"):
         raise ConfigError(f"pretrained=true needs a ResNet; {cfg.model} has no ImageNet weights here")
+    _check_stem(cfg)
     if cfg.freeze != "none" and not cfg.pretrained and not cfg.init_from:
         raise ConfigError("freeze=backbone trains only the classifier: it needs pretrained=true or init_from")
+
+
+def _check_stem(cfg: TrainConfig) -> None:
+    """ImageNet's conv1 is a 7x7/2 kernel: the CIFAR stem's 3x3 conv1 cannot take it, and a silently
+    random conv1 under a frozen backbone would never train. Make the choice explicit."""
+    if cfg.pretrained and cfg.stem == "cifar" and not cfg.fresh_stem:
+        raise ConfigError("pretrained=true with stem=cifar would leave conv1 random (ImageNet's is 7x7/2): "
+                          "use stem=imagenet, or fresh_stem=true for a new 3x3 conv1 that always trains")
+    if cfg.fresh_stem and not (cfg.pretrained and cfg.stem == "cifar"):
+        raise ConfigError("fresh_stem=true applies to pretrained=true with stem=cifar only")
