@@ -7,8 +7,8 @@ import pytest
 from ray import tune
 
 from sweep import run, vocabulary as vocab
-from sweep.spaces import BUNDLES, RECIPES, SPACES, STAGES, resolve_config, smoke_limits
-from training.config import ConfigError, TrainConfig, field_names
+from sweep.spaces import BUNDLES, BY_MODEL, RECIPES, SPACES, STAGES, resolve_config, smoke_limits
+from training.config import CHOICES, ConfigError, TrainConfig, field_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,10 @@ def test_every_key_of_every_space_is_a_field_or_a_bundle(name):
 @pytest.mark.parametrize("bundle", list(BUNDLES))
 def test_every_key_of_every_preset_is_a_field(bundle):
     for preset in BUNDLES[bundle].values():
-        assert set(preset) <= set(field_names())
+        assert set(preset) - {BY_MODEL} <= set(field_names())
+        for model, overrides in preset.get(BY_MODEL, {}).items():
+            assert model in CHOICES["model"] and overrides and set(overrides) <= set(field_names())
+            assert "model" not in overrides
 
 
 @pytest.mark.parametrize("name", list(SPACES))
@@ -40,21 +43,45 @@ def test_stages_are_cumulative_and_holistic_is_the_studys_recipe():
     base = resolve_config({"stage": "baseline"})
     assert (base.batch_norm, base.activation, base.augment, base.scheduler, base.optimizer) == \
         (False, "relu", "none", "none", "sgd")
+    assert base.dropout == 0.5  # torchvision's SqueezeNet, the study's baseline, has it
     s2 = resolve_config({"stage": "augment_finetune"})
     assert s2.augment == "paper" and s2.finetune_epochs > 0 and s2.finetune_hard_classes == 3
     assert resolve_config({"stage": "simple_attention"}).attention == "simple"
     s4 = resolve_config({"stage": "residual_dropout"})
-    assert s4.residual == "simple" and s4.dropout > 0 and s4.attention == "simple"
+    assert s4.residual == "simple" and s4.dropout == 0.5 and s4.attention == "simple"
+    s3 = resolve_config({"stage": "simple_attention"}).to_dict()
+    assert {k for k, v in s4.to_dict().items() if s3[k] != v} == {"residual"}
     h = resolve_config({"stage": "holistic"})
     assert (h.attention, h.dsconv, h.activation, h.scheduler, h.init, h.batch_norm) == \
         ("channel", True, "silu", "onecycle", "kaiming", True)
     assert h.label_smoothing == 0.1 and 1 <= h.clip_grad_norm <= 2
 
 
-def test_recipes_hold_training_knobs_only():
-    architecture = set(vocab.MODEL_FIELDS) - {"init"}
-    for name, preset in RECIPES.items():
-        assert not set(preset) & architecture, name
+def test_the_ablation_spaces_recipes_hold_training_knobs_only():
+    architecture = set(vocab.MODEL_FIELDS) - {"init"} | {"pretrained", "freeze", "fresh_stem", BY_MODEL}
+    for name in SPACES["ablation"]["params"]["recipe"]["grid"]:
+        assert not set(RECIPES[name]) & architecture, name
+
+
+def test_resnet_depth_is_the_study_as_it_ran_against_ours():
+    def trial(recipe, model, **explicit):
+        return resolve_config({"epochs": 50, "early_stop_patience": 0, "recipe": recipe, "model": model,
+                               **explicit})
+
+    for model in ("resnet18", "resnet50"):
+        study = trial("resnet_study", model)
+        assert (study.stem, study.pretrained, study.freeze) == ("imagenet", False, "none")
+    study152 = trial("resnet_study", "resnet152")
+    assert (study152.stem, study152.pretrained, study152.freeze) == ("imagenet", True, "backbone")
+    assert (study152.optimizer, study152.lr, study152.batch_size, study152.scheduler) == \
+        ("adam", 5e-4, 256, "none")
+    for model in ("resnet18", "resnet50", "resnet152"):
+        ours = trial("holistic", model)
+        assert (ours.stem, ours.pretrained, ours.freeze, ours.epochs, ours.early_stop_patience) == \
+            ("cifar", False, "none", 50, 0)
+        assert ours.resolved_dropout == study152.resolved_dropout == 0.0
+    # by_model never overrides a field set explicitly
+    assert trial("resnet_study", "resnet152", pretrained=False, freeze="none").pretrained is False
 
 
 def test_explicit_fields_win_over_bundles_and_the_bundle_value_stays_in_the_config():
