@@ -12,6 +12,7 @@ import re
 import pandas as pd
 
 from analysis.load import FINAL_STATUSES
+from analysis.stages import group_timing
 
 # The ResNet study's Table 1: test accuracy (%) and training time (min, Colab GPU), 50 epochs,
 # batch 256, lr 5e-4.
@@ -22,6 +23,10 @@ PAPER_DEPTH = pd.DataFrame({
     "time_min": [41.0, 112.0, 262.0],
 })
 REFERENCE_MODEL = "resnet18"
+STUDY_RECIPE = "resnet_study"  # the recipe preset of sweep/spaces.py that runs the study as it ran
+# The study trained ResNet-18/50 from scratch and only the last layer of an ImageNet-pretrained
+# ResNet-152.
+STUDY_PRETRAINED = {"resnet18": False, "resnet50": False, "resnet152": True}
 
 
 def layers(model: str) -> int | None:
@@ -38,9 +43,10 @@ def relative_increase(values: pd.Series, reference: float) -> pd.Series:
 def depth_table(trials: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
     """One row per (recipe, ResNet depth): n, mean and std across seeds of test accuracy (%) and wall
     time (min), epochs run, params (M), the increase in layers and in accuracy relative to ResNet-18
-    under the same recipe (%), the study's figures for that depth and ours minus the study's accuracy.
-    Only trials with a final report count; `n_other` is the rest. Without a `by` column, one row per
-    depth; without ResNets, an empty frame."""
+    under the same recipe (%), the study's figures for that depth and, only for the rows run as the
+    study ran them (`comparable`: the study's recipe, pretrained exactly where the study was), ours
+    minus the study's accuracy. Only trials with a final report count; `n_other` is the rest. Without
+    a `by` column, one row per depth; without ResNets, an empty frame."""
     resnets = trials[trials["model"].map(layers).notna()]
     if resnets.empty:
         return pd.DataFrame()
@@ -51,6 +57,8 @@ def depth_table(trials: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
         time_min_mean=("wall_time_s", lambda s: s.mean() / 60),
         time_min_std=("wall_time_s", lambda s: s.std() / 60),
         epochs_run_mean=("epochs_run", "mean"), params_m=("params", lambda s: s.mean() / 1e6))
+    stats["timing"] = done.groupby([by, "model"]).apply(group_timing, include_groups=False)
+    stats["comparable"] = run_as_study(done, by).groupby([done[by], done["model"]]).all()
     totals = resnets.groupby([by, "model"], sort=False).size().rename("trials")
     table = totals.to_frame().join(stats).reset_index()
     table.insert(2, "layers", table["model"].map(layers))
@@ -64,8 +72,18 @@ def depth_table(trials: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
     table["layers_increase_pct"] = relative_increase(table["layers"], 18)
     table["acc_increase_pct"] = relative_increase(table["test_acc_mean"], table[by].map(reference))
     table = table.merge(paper_columns(), on="model", how="left")
-    table["diff_vs_paper"] = table["test_acc_mean"] - table["paper_test_acc"]
+    table["comparable"] = table["comparable"].fillna(False).astype(bool)
+    table["diff_vs_paper"] = (table["test_acc_mean"] - table["paper_test_acc"]).where(table["comparable"])
     return table if by in trials else table.drop(columns=by)
+
+
+def run_as_study(trials: pd.DataFrame, by: str) -> pd.Series:
+    """Per trial, whether it ran as the study did: the study's recipe, and ImageNet-pretrained exactly
+    where the study's model was (without those columns, not)."""
+    if by != "recipe" or "pretrained" not in trials:
+        return pd.Series(False, index=trials.index)
+    expected = trials["model"].map(STUDY_PRETRAINED)
+    return (trials["recipe"] == STUDY_RECIPE) & expected.notna() & (trials["pretrained"] == expected)
 
 
 def paper_columns() -> pd.DataFrame:

@@ -1,34 +1,78 @@
-"""What helped, by how much, and is it real: main effects, recipe interactions, fANOVA importance.
+"""What helped, by how much, and is it real: which trials may be compared, the ablation's factors,
+main effects and recipe interactions from the factorial model of :mod:`analysis.factorial`.
 
-Intervals are Welch t intervals (Welch 1947; Satterthwaite 1946 degrees of freedom) for a contrast
-of group means, ``sum c_i * mean_i``: se^2 = sum c_i^2 s_i^2 / n_i. A *main effect* is the difference
-of marginal means, level minus reference, pooled over every other factor's arms and the seeds, so
-its interval is wide when other factors matter too (conservative). An *interaction* with the training
-recipe is the difference of differences, (level - ref | new recipe) - (level - ref | base recipe).
+Which trials are compared follows from how the sweep chose and stopped them (:func:`compared_trials`):
 
-Which trials are compared is the caller's choice, made explicit by :func:`completed` (test accuracy
-of trials with a final report) or :func:`at_common_epoch` (validation accuracy at one epoch every
-compared trial reached, so trials a scheduler stopped early count too). Each returns a sentence
-saying what was included and what was left out; the report prints it above the tables.
+- a designed grid whose trials all ran to their end: final test accuracy, factorial effects;
+- a grid where a scheduler (ASHA) stopped trials: the trials that finished were *selected on the
+  outcome*, so no effect on final accuracy is computed from them. Effects are computed only as an
+  early-training screen, on validation accuracy at the last epoch every trial reached (ASHA's first
+  rung), and labelled so; the final answer needs trials run to the end;
+- a random or Optuna search: no effects at all (adaptive sampling ties each level to the others and
+  to time, so a contrast between levels has no valid interval); importance and the best trials only.
+
+Every choice returns a sentence saying what was included and what was left out; the report prints it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from analysis import factorial
+from analysis.factorial import ALPHA, FactorialFit
 from analysis.load import FINAL_STATUSES
 from training.config import TrainConfig
 
-CONFIDENCE = 0.95
+EQUIVALENCE_MARGIN = 0.5  # points: "did not help" means shown to help by less than this
 # TrainConfig fields that change the network rather than how it is trained.
 ARCHITECTURE_FIELDS = ("model", "width", "attention", "residual", "dsconv", "activation", "batch_norm",
                        "dropout", "stem")
 NOT_FACTORS = ("seed", "data_dir", "threads", "device", "init_from", "measure_latency", "eval_batch_size")
 REFERENCE_NAMES = ("baseline", "none", "default")  # preferred reference level of a bundle factor
 DEFAULTS = TrainConfig().to_dict()
+ADAPTIVE_SEARCHES = ("random", "optuna")
+
+
+@dataclass(frozen=True)
+class Compared:
+    """The trials an analysis compares, on which metric, and why (see the module docstring)."""
+    frame: pd.DataFrame
+    metric: str
+    note: str  # what was included and excluded
+    label: str  # what the metric means here: final test accuracy, or an early-training screen
+    effects_refused: str = ""  # why no factorial effects, "" when they are computed
+
+    @property
+    def screen(self) -> bool:
+        """True when the metric is an early-training screen, not final accuracy."""
+        return self.metric != "test_acc"
+
+
+def compared_trials(trials: pd.DataFrame, epochs: pd.DataFrame, search: str | None) -> Compared:
+    """Apply the rules of the module docstring to an experiment's frames; `search` is sweep.json's
+    plan (None when the experiment has no sweep record: then it is taken as a designed grid)."""
+    stopped = int((trials["stop_reason"] == "scheduler_stopped").sum())
+    if stopped:
+        frame, note = at_common_epoch(trials, epochs)
+        epoch = note.split(" at epoch ")[1].split(" ")[0]
+        label = (f"early-training screen: validation accuracy at epoch {epoch}, the last epoch every "
+                 f"trial reached ({stopped} of {len(trials)} trials were stopped by the scheduler; "
+                 "this is not final accuracy, and the final test accuracy of the trials that ran to the "
+                 "end is not compared: the scheduler selected them on this very outcome)")
+        metric = "val_acc_at_epoch"
+    else:
+        frame, note = completed(trials)
+        label, metric = "final test accuracy (best-validation weights)", "test_acc"
+    if search in ADAPTIVE_SEARCHES:
+        return Compared(frame, metric, note, label,
+                        f"No factorial effects: this sweep drew its configurations by {search} search, "
+                        "so levels are confounded with each other (and, for Optuna, with time), and a "
+                        "difference between levels has no valid interval. Importance and the best "
+                        "trials are shown instead; run a grid space to measure effects.")
+    return Compared(frame, metric, note, label)
 
 
 def completed(trials: pd.DataFrame, metric: str = "test_acc") -> tuple[pd.DataFrame, str]:
@@ -83,122 +127,105 @@ def reference_level(values: pd.Series) -> object:
     return levels[0]
 
 
-def welch_contrast(groups: Sequence[np.ndarray], weights: Sequence[float],
-                   confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
-    """(estimate, low, high, df) of ``sum w_i * mean(groups_i)`` with a Welch-Satterthwaite t interval.
-    Needs two or more values per group; otherwise the interval is NaN."""
-    estimate = float(sum(w * np.mean(g) for w, g in zip(weights, groups)))
-    if min(len(g) for g in groups) < 2:
-        return estimate, np.nan, np.nan, np.nan
-    parts = [w * w * np.var(g, ddof=1) / len(g) for w, g in zip(weights, groups)]
-    se2 = float(sum(parts))
-    if se2 == 0.0:
-        return estimate, estimate, estimate, np.inf
-    df = se2 ** 2 / sum(p * p / (len(g) - 1) for p, g in zip(parts, groups))
-    half = stats.t.ppf(0.5 + confidence / 2, df) * se2 ** 0.5
-    return estimate, estimate - half, estimate + half, float(df)
+def designed_factors(frame: pd.DataFrame, factors: Sequence[str]) -> list[str]:
+    """The factors a factorial model can take: levels repeated across trials (a continuous knob drawn
+    once per trial is left to importance)."""
+    return [f for f in factors if f in frame and frame[f].nunique() >= 2 and frame[f].value_counts().max() >= 2]
 
 
-def main_effects(frame: pd.DataFrame, factors: Sequence[str], metric: str = "test_acc") -> pd.DataFrame:
-    """Per factor and non-reference level: mean `metric` at the level minus at the reference level,
-    with its 95% Welch interval, n per level, and whether the interval excludes 0. Factors with no
-    repeated level (continuous knobs drawn once per trial) are left to :func:`importance`."""
+def fit(frame: pd.DataFrame, factors: Sequence[str], metric: str = "test_acc") -> FactorialFit:
+    """The factorial model of `metric` on `factors` (+ seed blocks), each factor's reference first."""
+    return factorial.fit_factorial(frame, factors, metric, {f: reference_level(frame[f]) for f in factors})
+
+
+EFFECT_COLUMNS = ["factor", "level", "reference", "n", "n_ref", "emm", "emm_ref", "effect", "se", "ci_low",
+                  "ci_high", "p", "p_holm", "significant"]
+
+
+def main_effects(ff: FactorialFit) -> pd.DataFrame:
+    """Per factor and non-reference level: EMM at the level and at the reference, their difference
+    with its 95% t interval and p; Holm over the table (one family); significant = Holm p < 0.05."""
     rows = []
-    for factor in (f for f in factors if frame[f].value_counts().max() >= 2):
-        ref = reference_level(frame[factor])
-        base = frame.loc[frame[factor] == ref, metric].to_numpy(float)
-        for level in dict.fromkeys(frame[factor].dropna()):
-            if level == ref:
-                continue
-            values = frame.loc[frame[factor] == level, metric].to_numpy(float)
-            effect, low, high, df = welch_contrast([values, base], [1.0, -1.0])
-            rows.append({"factor": factor, "level": level, "reference": ref, "n": len(values),
-                         "n_ref": len(base), "mean": values.mean(), "mean_ref": base.mean(),
-                         "effect": effect, "ci_low": low, "ci_high": high, "df": df})
-    return with_verdict(pd.DataFrame(rows, columns=EFFECT_COLUMNS[:-1]))
+    for factor in ff.factors:
+        ref = ff.levels[factor][0]
+        for level in ff.levels[factor][1:]:
+            est = factorial.estimate(ff, factorial.contrast(ff, factor, level))
+            rows.append({"factor": factor, "level": level, "reference": ref,
+                         "n": ff.counts[factor][level], "n_ref": ff.counts[factor][ref],
+                         "emm": factorial.marginal_mean(ff, factor, level),
+                         "emm_ref": factorial.marginal_mean(ff, factor, ref), "effect": est.effect, "se": est.se,
+                         "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p})
+    table = pd.DataFrame(rows, columns=EFFECT_COLUMNS[:-2])
+    table["p_holm"] = factorial.holm(table["p"])
+    table["significant"] = table["p_holm"] < ALPHA
+    return table
 
 
-EFFECT_COLUMNS = ["factor", "level", "reference", "n", "n_ref", "mean", "mean_ref", "effect", "ci_low",
-                  "ci_high", "df", "excludes_zero"]
+INTERACTION_COLUMNS = ["factor", "level", "reference", "recipe", "base_recipe", "effect_base", "base_low",
+                       "base_high", "p_base_holm", "p_below_margin_holm", "effect_new", "new_low", "new_high",
+                       "p_new_holm", "interaction", "ci_low", "ci_high", "p_interaction_holm", "verdict", "reason"]
 
 
-def with_verdict(table: pd.DataFrame) -> pd.DataFrame:
-    return table.assign(excludes_zero=(table["ci_low"] > 0) | (table["ci_high"] < 0))
-
-
-def recipe_interactions(frame: pd.DataFrame, factors: Sequence[str], recipe: str = "recipe",
-                        metric: str = "test_acc") -> pd.DataFrame:
-    """Each architecture factor's level-vs-reference effect under the base recipe, under each other
-    recipe, and their difference (the interaction), all with 95% Welch intervals, plus a verdict on
-    the SqueezeNet study's claim that the change helped only together with the new recipe."""
-    if recipe not in frame or frame[recipe].nunique() < 2:
+def recipe_interactions(ff: FactorialFit, recipe: str = "recipe",
+                        margin: float = EQUIVALENCE_MARGIN) -> pd.DataFrame:
+    """Per architecture change and new recipe: its effect under the base recipe, under the new one
+    and their difference (the interaction), from the same model; each p-value column is one Holm
+    family; the verdict on the study's claim follows :func:`claim_verdict`."""
+    if recipe not in ff.factors or ff.model == factorial.MODELS[2]:
         return pd.DataFrame(columns=INTERACTION_COLUMNS)
-    base_recipe = reference_level(frame[recipe])
+    base = ff.levels[recipe][0]
     rows = []
-    for factor in (f for f in factors if f in ARCHITECTURE_FIELDS):
-        ref = reference_level(frame[factor])
-        for new_recipe in (r for r in dict.fromkeys(frame[recipe]) if r != base_recipe):
-            for level in (v for v in dict.fromkeys(frame[factor].dropna()) if v != ref):
-                cells = [frame.loc[(frame[factor] == lv) & (frame[recipe] == r), metric].to_numpy(float)
-                         for r in (new_recipe, base_recipe) for lv in (level, ref)]
-                if min(len(c) for c in cells) == 0:
-                    continue
-                new = welch_contrast(cells[:2], [1.0, -1.0])
-                old = welch_contrast(cells[2:], [1.0, -1.0])
-                both = welch_contrast(cells, [1.0, -1.0, -1.0, 1.0])
-                rows.append({"factor": factor, "level": level, "reference": ref, "recipe": new_recipe,
-                             "base_recipe": base_recipe, "n_min": min(len(c) for c in cells),
-                             "effect_base": old[0], "base_low": old[1], "base_high": old[2],
-                             "effect_new": new[0], "new_low": new[1], "new_high": new[2],
-                             "interaction": both[0], "ci_low": both[1], "ci_high": both[2],
-                             "verdict": claim_verdict(old, new, both)})
-    return pd.DataFrame(rows, columns=INTERACTION_COLUMNS)
+    for factor in (f for f in ff.factors if f in ARCHITECTURE_FIELDS):
+        for new in ff.levels[recipe][1:]:
+            for level in ff.levels[factor][1:]:
+                under_new = factorial.contrast(ff, factor, level, {recipe: new})
+                under_base = factorial.contrast(ff, factor, level, {recipe: base})
+                e_new, e_base = factorial.estimate(ff, under_new), factorial.estimate(ff, under_base)
+                e_int = factorial.estimate(ff, under_new - under_base)
+                rows.append({"factor": factor, "level": level, "reference": ff.levels[factor][0], "recipe": new,
+                             "base_recipe": base, "effect_base": e_base.effect, "base_low": e_base.ci_low,
+                             "base_high": e_base.ci_high, "p_base": e_base.p,
+                             "p_below_margin": factorial.below_margin_p(ff, e_base, margin),
+                             "effect_new": e_new.effect, "new_low": e_new.ci_low, "new_high": e_new.ci_high,
+                             "p_new": e_new.p, "interaction": e_int.effect, "ci_low": e_int.ci_low,
+                             "ci_high": e_int.ci_high, "p_interaction": e_int.p})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=INTERACTION_COLUMNS)
+    for column in ("p_base", "p_below_margin", "p_new", "p_interaction"):
+        table[f"{column}_holm"] = factorial.holm(table[column])
+    verdicts = [claim_verdict(row, margin) for row in table.to_dict("records")]
+    table["verdict"], table["reason"] = [v for v, _ in verdicts], [r for _, r in verdicts]
+    return table[INTERACTION_COLUMNS]
 
 
-INTERACTION_COLUMNS = ["factor", "level", "reference", "recipe", "base_recipe", "n_min", "effect_base",
-                       "base_low", "base_high", "effect_new", "new_low", "new_high", "interaction",
-                       "ci_low", "ci_high", "verdict"]
+def claim_verdict(row: dict, margin: float = EQUIVALENCE_MARGIN) -> tuple[str, str]:
+    """(verdict, reason) on the SqueezeNet study's claim "the change helped only together with the
+    new recipe", from Holm-adjusted p-values at 0.05:
 
+    - contradicted: it helped under the base recipe too (effect > 0), or it helped less with the new
+      recipe (interaction < 0);
+    - supported: it helped under the new recipe (> 0), was shown to help by less than `margin` under
+      the base recipe (one-sided test against the margin), and the interaction is > 0. The three tests
+      must all reject (intersection-union, Berger 1982), so no further adjustment within a row;
+    - inconclusive otherwise, with the conditions that were not shown.
+    """
+    def shown(p: float) -> bool:
+        return bool(p < ALPHA)  # NaN (no interval) is never shown
 
-def claim_verdict(base: tuple, new: tuple, interaction: tuple) -> str:
-    """'supported': the change helped under the new recipe (interval above 0), did not under the base
-    recipe, and the interaction's interval is above 0. 'contradicted': it helped without the new
-    recipe, or the interaction is below 0. Otherwise (an interval spans 0, or too few trials)
-    'inconclusive'."""
-    if base[1] > 0 or interaction[2] < 0:
-        return "contradicted"
-    if new[1] > 0 and interaction[1] > 0:
-        return "supported"
-    return "inconclusive"
-
-
-def importance(frame: pd.DataFrame, factors: Sequence[str], metric: str = "test_acc",
-               seed: int = 0) -> pd.DataFrame:
-    """fANOVA importance of each factor for `metric` (Hutter et al. 2014, Optuna's
-    FanovaImportanceEvaluator, fixed seed), from an in-memory Optuna study of the trials. Empty when
-    there is nothing to explain: fewer than 2 trials, no varying factor, or a constant metric."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-
-    data = frame.dropna(subset=[metric])
-    usable = [f for f in factors if data[f].nunique() > 1]
-    if data[metric].nunique() < 2 or not usable:
-        return pd.DataFrame(columns=["factor", "importance", "n"])
-    dists = {}
-    for f in usable:
-        numeric = pd.api.types.is_float_dtype(data[f]) and data[f].nunique() > 10
-        dists[f] = (FloatDistribution(float(data[f].min()), float(data[f].max())) if numeric
-                    else CategoricalDistribution(sorted(map(str, data[f].unique()))))
-    trials = [optuna.trial.create_trial(
-        params={f: float(row[f]) if isinstance(dists[f], FloatDistribution) else str(row[f]) for f in usable},
-        distributions=dists, value=float(row[metric])) for _, row in data.iterrows()]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize")
-    study.add_trials(trials)
-    try:
-        scores = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
-    except RuntimeError:  # "zero total variance in all trees": every bootstrap sample was constant
-        return pd.DataFrame(columns=["factor", "importance", "n"])
-    return pd.DataFrame({"factor": list(scores), "importance": [float(v) for v in scores.values()],
-                         "n": len(data)})
+    if np.isnan(row["p_new"]) and np.isnan(row["p_base"]):
+        return "inconclusive", "no residual variance: no test is possible (run more seeds)"
+    if shown(row["p_base_holm"]) and row["effect_base"] > 0:
+        return "contradicted", "it helped under the base recipe too"
+    if shown(row["p_interaction_holm"]) and row["interaction"] < 0:
+        return "contradicted", "it helped less with the new recipe than without it"
+    missing = []
+    if not (shown(row["p_new_holm"]) and row["effect_new"] > 0):
+        missing.append("effect under the new recipe not shown > 0")
+    if not shown(row["p_below_margin_holm"]):
+        missing.append(f"effect under the base recipe not shown < {margin:g}")
+    if not (shown(row["p_interaction_holm"]) and row["interaction"] > 0):
+        missing.append("interaction not shown > 0")
+    if missing:
+        return "inconclusive", "; ".join(missing)
+    return "supported", f"helped with the new recipe, < {margin:g} without it, interaction > 0"

@@ -160,9 +160,36 @@ def read_trial(trial_dir: Path, trial_id: str, info: dict[str, Any],
     row = {"trial_id": trial_id, "stop_reason": stop_reason(info["status"], last, error is not None),
            "ray_status": info["status"] or "", **config, **metrics,
            "last_epoch": last.get("epoch", last.get("training_iteration", 0)), "error": error or "",
-           "trial_dir": trial_dir.name}
+           "trial_dir": trial_dir.name, **running_interval(results)}
     epochs = pd.DataFrame([{k: r.get(k) for k in EPOCH_COLUMNS if k in r} for r in results])
     return row, epochs.assign(trial_id=trial_id)
+
+
+def running_interval(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """When and where the trial ran: unix seconds of its first epoch's start and last report, host
+    (Ray's ``timestamp`` and ``hostname`` in every result)."""
+    stamped = [r for r in results if isinstance(r.get("timestamp"), (int, float))]
+    if not stamped:
+        return {"started_at": float("nan"), "ended_at": float("nan"), "node": ""}
+    first, last = stamped[0], stamped[-1]
+    return {"started_at": first["timestamp"] - float(first.get("time_this_iter_s") or 0.0),
+            "ended_at": float(last["timestamp"]), "node": str(last.get("hostname", ""))}
+
+
+def timing(trials: pd.DataFrame) -> pd.Series:
+    """'shared' for a trial that ran while another trial ran on the same host (its wall time and
+    latency were measured on a shared machine), 'alone' otherwise, '' when unknown."""
+    start, end, node = (trials[c].to_numpy() for c in ("started_at", "ended_at", "node"))
+    out = []
+    for i in range(len(trials)):
+        if pd.isna(start[i]):
+            out.append("")
+            continue
+        # Ray's timestamps are whole seconds: overlaps of 1 s or less are rounding, not sharing
+        overlap = (node == node[i]) & (start < end[i] - 1) & (start[i] < end - 1)
+        overlap[i] = False
+        out.append("shared" if overlap.any() else "alone")
+    return pd.Series(out, index=trials.index, dtype=object)
 
 
 def lost_rows(progress_csv: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -229,8 +256,9 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def trials_frame(rows: list[dict[str, Any]], config_columns: tuple[str, ...]) -> pd.DataFrame:
     """Rows in a fixed column order: identity, config, then metrics as they came."""
     first = ["trial_id", "stop_reason", "ray_status", *config_columns]
-    last = ["last_epoch", "error", "trial_dir"]
+    last = ["last_epoch", "error", "trial_dir", "started_at", "ended_at", "node", "timing"]
     frame = pd.DataFrame(rows, columns=None if rows else [*first, *last])
+    frame["timing"] = timing(frame) if rows else pd.Series(dtype=object)
     frame = frame.reindex(columns=[*frame.columns, *(c for c in SUMMARY_COLUMNS if c not in frame)])
     middle = [c for c in frame.columns if c not in first and c not in last]
     return frame[[c for c in first if c in frame] + middle + last].reset_index(drop=True)

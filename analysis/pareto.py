@@ -6,6 +6,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.stages import group_timing
+
 
 def pareto_front(frame: pd.DataFrame, accuracy: str = "test_acc", cost: str = "params") -> pd.Series:
     """True for rows no other row dominates: another row dominates one when its `accuracy` is at
@@ -25,7 +27,8 @@ def pareto_front(frame: pd.DataFrame, accuracy: str = "test_acc", cost: str = "p
 def arm_summary(frame: pd.DataFrame, factors: Sequence[str], accuracy: str = "test_acc",
                 costs: Sequence[str] = ("params", "flops", "latency_ms_b1")) -> pd.DataFrame:
     """One row per arm (combination of `factors`): n, mean and std across seeds of `accuracy`, and
-    the mean of each cost; ``pareto_<cost>`` marks the arms on the front of accuracy against it."""
+    the mean of each cost; ``pareto_<cost>`` marks the arms on the front of accuracy against it;
+    ``timing`` says whether the costs were measured while other trials shared the machine."""
     keys = list(factors) or ["arm"]
     data = frame if factors else frame.assign(arm="all")
     present = [c for c in costs if c in data and data[c].notna().any()]
@@ -34,4 +37,6 @@ def arm_summary(frame: pd.DataFrame, factors: Sequence[str], accuracy: str = "te
         **{c: (c, "mean") for c in present}).reset_index()
     for cost in present:
         table[f"pareto_{cost}"] = pareto_front(table, f"{accuracy}_mean", cost)
+    if "timing" in data and present:
+        table["timing"] = data.groupby(keys, sort=False, dropna=False).apply(group_timing).to_numpy()
     return table

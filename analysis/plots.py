@@ -55,22 +55,24 @@ def learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, metrics: Sequenc
 
 
 def effects_plot(effects: pd.DataFrame, metric: str = "test_acc", note: str = "") -> Figure:
-    """Each factor level's effect (level minus reference) as a dot with its 95% Welch t interval as a
-    bar; 0 marked. Labels carry n of the level and of the reference."""
+    """Each factor level's effect (difference of estimated marginal means, level minus reference) as
+    a dot with its 95% t interval from the factorial model as a bar; 0 marked; green only where the
+    Holm-adjusted p < 0.05. Labels carry n of the level and of the reference."""
     fig = Figure(figsize=(7, 0.45 * len(effects) + 1.6), layout="constrained")
     ax = fig.subplots()
     labels = [f"{r.factor}={r.level} vs {r.reference} (n={r.n} vs {r.n_ref})" for r in effects.itertuples()]
     y = np.arange(len(effects))[::-1]
     low = (effects["effect"] - effects["ci_low"]).fillna(0)
     high = (effects["ci_high"] - effects["effect"]).fillna(0)
-    for row, effect, lo, hi, excludes in zip(y, effects["effect"], low, high, effects["excludes_zero"]):
+    for row, effect, lo, hi, significant in zip(y, effects["effect"], low, high, effects["significant"]):
         ax.errorbar(effect, row, xerr=[[lo], [hi]], fmt="o", capsize=3,
-                    color="tab:green" if excludes else "tab:gray")
+                    color="tab:green" if significant else "tab:gray")
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel(f"effect on {LABELS.get(metric, metric)}, level minus reference")
-    ax.set_title("Main effects: dot = difference of means, bar = 95% Welch t interval "
-                 "(green: excludes 0)" + (f"\n{textwrap.fill(note, 110)}" if note else ""), fontsize=9)
+    ax.set_title(f"Main effects: dot = difference of estimated marginal means, bar = 95% t interval "
+                 f"(unadjusted); green: Holm p < 0.05 over the {int(effects['p'].notna().sum())} tests"
+                 + (f"\n{textwrap.fill(note, 110)}" if note else ""), fontsize=9)
     return fig
 
 

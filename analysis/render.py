@@ -47,11 +47,22 @@ def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
     if table.empty:
         return "_(no rows)_"
     out = readable(table, digits)
-    cells = pd.DataFrame({c: [cell(v, ".3g" if c in SIGNIFICANT else f".{digits}f") for v in out[c]]
-                          for c in out.columns})
+    cells = pd.DataFrame({c: [p_value(v) if is_p_value(c) else cell(v, ".3g" if c in SIGNIFICANT else f".{digits}f")
+                              for v in out[c]] for c in out.columns})
     align = ["right" if pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c])
              or str(c).endswith("(mean ± std)") else "left" for c in out.columns]
     return cells.to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
+def is_p_value(column: object) -> bool:
+    return str(column) == "p" or str(column).startswith("p_")
+
+
+def p_value(value: object) -> str:
+    """A p-value as a reader expects it: 2 significant digits, '<0.001' below that, empty for NaN."""
+    if value is None or pd.isna(value):
+        return ""
+    return "<0.001" if value < 0.001 else f"{value:.2g}"
 
 
 def cell(value: object, spec: str) -> str:

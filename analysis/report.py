@@ -1,17 +1,18 @@
-"""python -m analysis.report RUN_DIR [--out DIR] [--format md|csv|tex]
+"""python -m analysis.report RUN_DIR [--out DIR] [--format md|csv|tex] [--margin POINTS]
 
 Reads a finished, interrupted or running experiment directory (STORAGE/NAME; no Ray cluster needed)
 and writes DIR/report.md (default DIR: RUN_DIR/report) with its tables and PNG figures: which trials
 ended how (and which are unfinished), the SqueezeNet study's stage table and the ResNet study's depth
 table when the sweep ran those, the ablation's main effects, recipe interactions and fANOVA
-importance, accuracy against cost with the Pareto front, and the learning curves. trials.csv and
-epochs.csv hold the frames behind it; ``--format csv|tex`` also writes every table as a file.
+importance, accuracy against cost with the Pareto front, and the learning curves (how each number is
+made: docs/ANALYSIS.md). trials.csv and epochs.csv hold the frames behind it; ``--format csv|tex``
+also writes every table as a file.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from analysis import effects, plots  # noqa: E402
 from analysis.depth import depth_table, layers  # noqa: E402
+from analysis.importance import importance  # noqa: E402
 from analysis.load import STOP_REASONS, Experiment, load  # noqa: E402
 from analysis.pareto import arm_summary  # noqa: E402
 from analysis.render import FORMATS, to_markdown, write_table  # noqa: E402
@@ -44,7 +46,7 @@ class Section:
     figure: Figure | None = None
 
 
-def sections(exp: Experiment) -> list[Section]:
+def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> list[Section]:
     """Every block of the report, in order; blocks that do not apply to this sweep are left out."""
     trials, columns = exp.trials, exp.config_columns
     out = [overview(exp)]
@@ -56,11 +58,8 @@ def sections(exp: Experiment) -> list[Section]:
     if trials["model"].map(layers).notna().any():
         out.append(Section("Depth (the ResNet study's Table 1)", DEPTH_TEXT, "depth_table",
                            depth_table(trials)))
-    compared, note = effects.completed(trials)
-    out += effect_sections(compared, columns, "test_acc", note, "")
-    if (trials["stop_reason"] == "scheduler_stopped").any():
-        at_epoch, note = effects.at_common_epoch(trials, exp.epochs)
-        out += effect_sections(at_epoch, columns, "val_acc_at_epoch", note, "_common_epoch")
+    compared = effects.compared_trials(trials, exp.epochs, exp.sweep.get("plan", {}).get("search"))
+    out += effect_sections(compared, columns, margin)
     out += figure_sections(exp, compared, columns)
     return out
 
@@ -94,45 +93,90 @@ def unfinished_section(exp: Experiment) -> Section:
     return Section("Unfinished trials", text, "unfinished", table)
 
 
+SHARED_TEXT = ("Latency and wall time come from inside the trials: where `timing` is `shared`, other "
+               "trials ran on the same machine at the same time, so these figures are inflated and noisy.")
 STAGE_TEXT = ("Test accuracy (%) of the best-validation weights, params (M), GFLOPs and wall time (min): "
               "mean ± std across seeds, n trials with a final report (n_other: the rest). paper_test_acc "
-              "is the study's single run; diff_vs_paper = our mean − the study's.")
+              "is the study's single run; diff_vs_paper = our mean − the study's. " + SHARED_TEXT)
 DEPTH_TEXT = ("Mean ± std across seeds, n trials with a final report. Increases are relative to "
-              "ResNet-18 under the same recipe, in %. paper_*: the study's single runs (50 epochs, "
-              "batch 256, lr 5e-4, Colab GPU); diff_vs_paper = our mean − the study's accuracy.")
+              "ResNet-18 under the same recipe, in %. paper_*: the study's single runs (CIFAR-10, 50 epochs, "
+              "batch 256, lr 5e-4, ResNet-152 ImageNet-pretrained with only its last layer trained, Colab "
+              "GPU). Only rows with comparable = True ran as the study did (its recipe, pretrained exactly "
+              "where it was); diff_vs_paper = our mean − the study's accuracy is given for those alone. "
+              + SHARED_TEXT)
 
 
-def effect_sections(frame: pd.DataFrame, config_columns: tuple[str, ...], metric: str, note: str,
-                    suffix: str) -> list[Section]:
-    """Main effects, recipe interactions and importance of the factors that vary in `frame`."""
+def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
+                    margin: float = effects.EQUIVALENCE_MARGIN) -> list[Section]:
+    """Main effects and recipe interactions from the factorial model (designed grids only), or why
+    none; then importance; for an adaptive search, the best trials."""
+    frame, metric = compared.frame, compared.metric
     factors = effects.ablation_factors(frame, config_columns)
     if not factors or len(frame) < 2:
         return []
-    main = effects.main_effects(frame, factors, metric)
-    text = (f"Compared: {note}. Effect = mean at the level − mean at the reference level, pooled over the "
-            "other factors and seeds; 95% Welch t interval (none where a level has fewer than 2 trials)."
-            + ("" if len(main) else " No rows: no factor has a level with 2 or more trials."))
-    out = [Section(f"Main effects on {metric}", text, f"main_effects{suffix}", main,
-                   plots.effects_plot(main, metric, note) if len(main) else None)]
+    heading = f"Compared: {compared.label}. {compared.note}."
+    if compared.effects_refused:
+        out = [Section("Effects", f"{heading} {compared.effects_refused}"),
+               Section(f"Best trials by validation accuracy", BEST_TEXT, "best_trials",
+                       best_trials(frame, factors, metric))]
+    else:
+        out = factorial_sections(frame, effects.designed_factors(frame, factors), metric, heading, margin)
+        if compared.screen:
+            out = [replace(section, title=f"{section.title} (early-training screen, not final accuracy)")
+                   for section in out]
+    ranking, note = importance(frame, factors, metric)
+    return out + [Section(f"Importance (fANOVA) for {metric}", f"{IMPORTANCE_TEXT} {note[0].upper()}{note[1:]}.",
+                          "importance", ranking)]
+
+
+def factorial_sections(frame: pd.DataFrame, factors: list[str], metric: str, heading: str,
+                       margin: float) -> list[Section]:
+    if not factors:
+        return [Section("Effects", f"{heading} No factor has a level with 2 or more trials: no effects.")]
+    ff = effects.fit(frame, factors, metric)
+    main = effects.main_effects(ff)
+    tests = int(main["p"].notna().sum())
+    text = (f"{heading} Model: {ff.describe()}. {MAIN_TEXT} Family: the {tests} "
+            f"test{'s' if tests != 1 else ''} of this table.")
+    out = [Section(f"Main effects on {metric}", text, "main_effects", main,
+                   plots.effects_plot(main, metric, heading) if len(main) else None)]
     if "recipe" in factors:
-        inter = effects.recipe_interactions(frame, factors, "recipe", metric)
-        text = INTERACTION_TEXT + ("" if len(inter) else " No rows: some factor × recipe cell has no trials.")
-        out.append(Section(f"Architecture × recipe interactions on {metric}", text, f"interactions{suffix}",
-                           inter))
-    ranking = effects.importance(frame, factors, metric)
-    text = IMPORTANCE_TEXT + ("" if len(ranking) else f" No rows: {metric} does not vary.")
-    return out + [Section(f"Importance (fANOVA) for {metric}", text, f"importance{suffix}", ranking)]
+        inter = effects.recipe_interactions(ff, "recipe", margin)
+        why = "" if len(inter) else " No rows: the model could not separate the recipe's interactions."
+        out.append(Section(f"Architecture × recipe interactions on {metric}",
+                           INTERACTION_TEXT.format(margin=margin, rows=len(inter)) + why, "interactions", inter))
+    return out
 
 
-INTERACTION_TEXT = ("Per architecture change: its effect under the base recipe, under the new recipe, and "
-                    "the interaction (difference of the two), each with a 95% Welch t interval; n_min = the "
-                    "smallest of the four cells. verdict on the claim that the change helped only with the "
-                    "new recipe: supported / contradicted / inconclusive (an interval spans 0).")
-IMPORTANCE_TEXT = ("Share of the variance of the metric explained by each factor (fANOVA on a random "
-                   "forest, Optuna's FanovaImportanceEvaluator, seed 0); n trials. Sums to 1.")
+def best_trials(frame: pd.DataFrame, factors: list[str], metric: str, k: int = 10) -> pd.DataFrame:
+    """The `k` trials with the highest best validation accuracy (selection on validation, never on
+    test), with their factors and `metric`."""
+    columns = ["trial_id", *factors, "best_val_acc", *([metric] if metric != "best_val_acc" else [])]
+    return frame.sort_values("best_val_acc", ascending=False, kind="stable")[columns].head(k)
 
 
-def figure_sections(exp: Experiment, compared: pd.DataFrame, config_columns: tuple[str, ...]) -> list[Section]:
+MAIN_TEXT = ("Effect = estimated marginal mean (emm) at the level − at the reference: every cell of the other "
+             "factors weighted equally, seeds as blocks (not a pooled mean of trials). ci: 95% t interval from "
+             "the model's residual variance, not adjusted; p: two-sided t test of effect = 0; p_holm: Holm-"
+             "adjusted over the table; significant (green in the figure) only where p_holm < 0.05. n, n_ref: "
+             "trials at the level and at the reference.")
+INTERACTION_TEXT = ("Per architecture change, from the same model: its effect under the base recipe and under "
+                    "the new recipe (each averaged over the other factors' cells), and the interaction "
+                    "(their difference), with 95% t intervals. Verdict on the study's claim that the change "
+                    "helped only with the new recipe: supported when the new-recipe effect is > 0, the base-"
+                    "recipe effect is shown below +{margin:g} points (one-sided test against that margin, the "
+                    "upper test of TOST; `--margin`) and the interaction is > 0; contradicted when the base-"
+                    "recipe effect is > 0 or the interaction < 0; else inconclusive (reason given). Each "
+                    "p_*_holm column is Holm-adjusted over the table's {rows} row(s); a verdict needs all of its tests "
+                    "(intersection-union), at 0.05.")
+BEST_TEXT = ("The 10 best trials by best validation accuracy (model selection on validation), with the "
+             "compared metric; single trials, no interval.")
+IMPORTANCE_TEXT = ("Share of the variance of the metric explained by each factor alone (fANOVA on a random "
+                   "forest); the last row is the rest (interactions and noise), so the column sums to 1.")
+
+
+def figure_sections(exp: Experiment, compared: effects.Compared,
+                    config_columns: tuple[str, ...]) -> list[Section]:
     """Learning and loss curves, the scheduler's stopping picture, accuracy against cost."""
     trials, epochs = exp.trials, exp.epochs
     if epochs.empty:
@@ -145,19 +189,22 @@ def figure_sections(exp: Experiment, compared: pd.DataFrame, config_columns: tup
                    "loss_curves", figure=plots.learning_curves(epochs, trials, ("train_loss", "val_loss"), by)),
            Section("Stopping", "Every trial's validation accuracy by epoch; the marker shows how it ended.",
                    "stopping", figure=plots.stopping_plot(epochs, trials))]
-    if len(compared):
-        arms = arm_summary(compared, effects.ablation_factors(compared, config_columns))
-        out.append(Section("Accuracy against cost", "Per arm: n, test accuracy mean ± std across seeds, "
-                           "mean costs; pareto_<cost>: on the front of accuracy against that cost.",
-                           "pareto", arms, plots.pareto_plot(arms)))
+    if len(compared.frame):
+        arms = arm_summary(compared.frame, effects.ablation_factors(compared.frame, config_columns),
+                           compared.metric)
+        out.append(Section("Accuracy against cost", f"Per arm: n, mean ± std across seeds of {compared.metric} "
+                           f"({compared.label}), mean costs; pareto_<cost>: on the front of that mean "
+                           "against the cost. "
+                           + SHARED_TEXT, "pareto", arms, plots.pareto_plot(arms, compared.metric)))
     return out
 
 
-def write_report(exp: Experiment, out: Path, fmt: str = "md") -> Path:
+def write_report(exp: Experiment, out: Path, fmt: str = "md",
+                 margin: float = effects.EQUIVALENCE_MARGIN) -> Path:
     """Write report.md, one PNG per figure, trials.csv, epochs.csv (and table files for csv/tex)."""
     out.mkdir(parents=True, exist_ok=True)
     parts = [f"# Sweep report: {exp.path.name}"]
-    for section in sections(exp):
+    for section in sections(exp, margin):
         parts += [f"## {section.title}", section.text] if section.text else [f"## {section.title}"]
         if section.table is not None:
             parts.append(to_markdown(section.table))
@@ -184,13 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="experiment directory: STORAGE/NAME")
     parser.add_argument("--out", metavar="DIR", help="where to write (default: RUN_DIR/report)")
     parser.add_argument("--format", choices=FORMATS, default="md", help="also write each table as csv or tex")
+    parser.add_argument("--margin", type=float, default=effects.EQUIVALENCE_MARGIN, metavar="POINTS",
+                        help="accuracy points below which a change 'did not help' in the recipe verdict "
+                             f"(default {effects.EQUIVALENCE_MARGIN:g})")
     try:
         args = parser.parse_args(argv)
+        if not 0 < args.margin < 100:
+            parser.error(f"--margin {args.margin:g} must be between 0 and 100 accuracy points")
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
         exp = load(args.run_dir)
-        path = write_report(exp, Path(args.out) if args.out else exp.path / "report", args.format)
+        path = write_report(exp, Path(args.out) if args.out else exp.path / "report", args.format, args.margin)
     except (UserError, OSError) as exc:
         print(f"report: error: {exc}", file=sys.stderr)
         return 2

@@ -28,7 +28,8 @@ def stage_table(trials: pd.DataFrame, stage: str = "stage") -> pd.DataFrame:
     """One row per stage (the study's order, then any other stage names): n, mean and std across
     seeds of test accuracy (%), params (M), GFLOPs and wall time (min) of the trials with a final
     report, the study's test accuracy, and ours minus the study's. `n_other` counts the stage's trials
-    left out (scheduler-stopped, errored, unfinished)."""
+    left out (scheduler-stopped, errored, unfinished); `timing` says whether the times were measured
+    while other trials shared the machine."""
     done = trials[trials["stop_reason"].isin(FINAL_STATUSES) & trials["test_acc"].notna()]
     others = [s for s in dict.fromkeys(trials[stage]) if s not in PAPER_STAGE_ACCURACY]
     order = list(PAPER_STAGE_ACCURACY) + others
@@ -40,6 +41,14 @@ def stage_table(trials: pd.DataFrame, stage: str = "stage") -> pd.DataFrame:
             values = group[source].astype(float) * SCALE.get(column, 1.0)
             row[f"{column}_mean"] = values.mean() if len(values) else float("nan")
             row[f"{column}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
+        row["timing"] = group_timing(group)
         paper = PAPER_STAGE_ACCURACY.get(name, float("nan"))
         rows.append({**row, "paper_test_acc": paper, "diff_vs_paper": row["test_acc_mean"] - paper})
     return pd.DataFrame(rows)
+
+
+def group_timing(group: pd.DataFrame) -> str:
+    """'shared' when any of the group's trials ran beside another trial on its machine (its wall time
+    and latency are inflated), 'alone' when none did, '' when unknown."""
+    marks = set(group["timing"]) if "timing" in group else set()
+    return "shared" if "shared" in marks else "alone" if marks == {"alone"} else ""
