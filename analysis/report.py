@@ -59,7 +59,7 @@ def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> lis
         out.append(Section("Depth (the ResNet study's Table 1)", DEPTH_TEXT, "depth_table",
                            depth_table(trials)))
     compared = effects.compared_trials(trials, exp.epochs, exp.sweep.get("plan", {}).get("search"))
-    out += effect_sections(compared, columns, margin)
+    out += effect_sections(compared, columns, margin, effects.completed(trials)[0])
     out += figure_sections(exp, compared, columns)
     return out
 
@@ -107,18 +107,21 @@ DEPTH_TEXT = ("Mean ± std across seeds, n trials with a final report. Increases
 
 
 def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
-                    margin: float = effects.EQUIVALENCE_MARGIN) -> list[Section]:
+                    margin: float = effects.EQUIVALENCE_MARGIN, ended: pd.DataFrame | None = None) -> list[Section]:
     """Main effects and recipe interactions from the factorial model (designed grids only), or why
-    none; then importance; for an adaptive search, the best trials."""
+    none; then importance; for an adaptive search, the best of the trials that `ended` (ran to
+    their own end)."""
     frame, metric = compared.frame, compared.metric
     factors = effects.ablation_factors(frame, config_columns)
     if not factors or len(frame) < 2:
         return []
     heading = f"Compared: {compared.label}. {compared.note}."
     if compared.effects_refused:
-        out = [Section("Effects", f"{heading} {compared.effects_refused}"),
-               Section(f"Best trials by validation accuracy", BEST_TEXT, "best_trials",
-                       best_trials(frame, factors, metric))]
+        ended = compared.frame if ended is None else ended
+        out = [Section("Effects", f"{heading} {compared.effects_refused}")]
+        out.append(Section("Best trials by validation accuracy", BEST_TEXT, "best_trials",
+                           best_trials(ended, factors)) if len(ended) else
+                   Section("Best trials by validation accuracy", "No trial has run to its own end yet."))
     else:
         out = factorial_sections(frame, effects.designed_factors(frame, factors), metric, heading, margin)
         if compared.screen:
@@ -148,10 +151,10 @@ def factorial_sections(frame: pd.DataFrame, factors: list[str], metric: str, hea
     return out
 
 
-def best_trials(frame: pd.DataFrame, factors: list[str], metric: str, k: int = 10) -> pd.DataFrame:
+def best_trials(frame: pd.DataFrame, factors: list[str], k: int = 10) -> pd.DataFrame:
     """The `k` trials with the highest best validation accuracy (selection on validation, never on
-    test), with their factors and `metric`."""
-    columns = ["trial_id", *factors, "best_val_acc", *([metric] if metric != "best_val_acc" else [])]
+    test), with their factors, epochs and test accuracy."""
+    columns = ["trial_id", *[f for f in factors if f in frame], "epochs_run", "best_val_acc", "test_acc"]
     return frame.sort_values("best_val_acc", ascending=False, kind="stable")[columns].head(k)
 
 
@@ -169,8 +172,8 @@ INTERACTION_TEXT = ("Per architecture change, from the same model: its effect un
                     "recipe effect is > 0 or the interaction < 0; else inconclusive (reason given). Each "
                     "p_*_holm column is Holm-adjusted over the table's {rows} row(s); a verdict needs all of its tests "
                     "(intersection-union), at 0.05.")
-BEST_TEXT = ("The 10 best trials by best validation accuracy (model selection on validation), with the "
-             "compared metric; single trials, no interval.")
+BEST_TEXT = ("The 10 best of the trials that ran to their own end, by best validation accuracy (model "
+             "selection on validation), with their test accuracy; single trials, no interval.")
 IMPORTANCE_TEXT = ("Share of the variance of the metric explained by each factor alone (fANOVA on a random "
                    "forest); the last row is the rest (interactions and noise), so the column sums to 1.")
 
