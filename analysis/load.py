@@ -68,6 +68,15 @@ class Experiment:
         return self.trials[self.trials["stop_reason"] == "unfinished"]
 
     @property
+    def axes(self) -> tuple[str, ...] | None:
+        """The keys the sweep varied (sweep.json's params given as {grid|choice|...: ...}), or None
+        without a sweep record."""
+        params = self.sweep.get("params")
+        if not isinstance(params, dict):
+            return None
+        return tuple(key for key, value in params.items() if isinstance(value, dict))
+
+    @property
     def never_started(self) -> int:
         """Trials sweep.json expected that Ray has no record of (0 when unknown)."""
         return max(int(self.sweep.get("expected_trials", 0)) - len(self.trials), 0)
