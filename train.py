@@ -1,7 +1,8 @@
 """Train one model, no Ray:  python train.py --dataset fashion-mnist --model squeezenet --epochs 30
 
 Every TrainConfig field is a flag (`--label-smoothing 0.1`, `--dsconv true`); `--config FILE` loads
-the same keys from YAML or JSON, and flags override it. The run directory receives TensorBoard
+the same keys from YAML or JSON, and flags override it; `--config TRIAL_DIR` re-runs a sweep's trial
+(its trial_config.json: the same seed, threads, device and precision, so the same metrics on CPU). The run directory receives TensorBoard
 scalars, the latest checkpoint, one JSON line per epoch, the resolved config with provenance and a
 final summary.json. `--resume RUN_DIR` continues an interrupted run from its checkpoint.
 """
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one CNN (SqueezeNet / ResNet) on CIFAR-10/100, Fashion-MNIST, synthetic or "
                     "your own image folder, and print a JSON summary.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of knobs; flags override it")
+    parser.add_argument("--config", metavar="FILE|DIR",
+                        help="YAML or JSON file of knobs, or a sweep trial's directory (its trial_config.json) "
+                             "or a train.py run directory to re-run; flags override it")
     parser.add_argument("--out-dir", metavar="DIR",
                         help="run directory (default: runs/train/<time>-<model>-<dataset>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
@@ -60,8 +63,26 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if not saved.is_file():
             raise UserError(f"{args.resume} is not a train.py run directory (no config.json)")
         return TrainConfig.from_dict({**json.loads(saved.read_text())["config"], **overrides})
-    base = load_mapping(args.config) if args.config else {}
+    base = load_config(args.config) if args.config else {}
     return TrainConfig.from_dict({**base, **overrides})
+
+
+RECORDS = ("trial_config.json", "config.json")  # a sweep trial's record, a train.py run's record
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """The knobs of a YAML/JSON file, or of a recorded run: a sweep's trial directory (or its
+    trial_config.json) or a train.py run directory (or its config.json), whose record holds the
+    resolved config (threads, device and precision as the run used them) under "config"."""
+    given = Path(path)
+    if given.is_dir():
+        found = [given / name for name in RECORDS if (given / name).is_file()]
+        if not found:
+            raise UserError(f"{given} holds no {' or '.join(RECORDS)}: not a sweep trial or train.py run")
+        given = found[0]
+    data = load_mapping(given)
+    recorded = data.get("config")
+    return recorded if isinstance(recorded, dict) and given.name in RECORDS else data
 
 
 class ConsoleAndTensorBoard:
