@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis import effects, plots  # noqa: E402
+from analysis.best import describe as describe_best  # noqa: E402
 from analysis.depth import depth_table, layers  # noqa: E402
 from analysis.importance import importance  # noqa: E402
 from analysis.load import STOP_REASONS, Experiment, load  # noqa: E402
@@ -76,6 +77,7 @@ def overview(exp: Experiment) -> Section:
                      "epochs per trial")
     lines.append(f"{len(trials)} trials recorded"
                  + (f" of {sweep['expected_trials']} expected" if "expected_trials" in sweep else ""))
+    lines += describe_best(trials, effects.ablation_factors(trials, exp.config_columns, exp.axes))
     counts = trials["stop_reason"].value_counts()
     table = pd.DataFrame([{"stop_reason": r, "n": int(counts.get(r, 0)), "meaning": MEANING[r]}
                           for r in STOP_REASONS if counts.get(r, 0)])

@@ -122,7 +122,7 @@ def test_every_trial_erroring_exits_1_and_counts_the_errors(local_ray, tmp_path,
     argv = ["--space", "smoke", "--set", f"init_from={tmp_path / 'missing.pt'}",
             "--storage-path", str(tmp_path), "--name", "broken"]
     assert run.main(argv) == 1
-    assert "2 trials, 2 errored" in capsys.readouterr().out
+    assert "2 trials: 2 errored" in capsys.readouterr().out
     assert results_of(tmp_path / "broken").num_errors == 2
 
 
