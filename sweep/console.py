@@ -91,7 +91,7 @@ def clock(seconds: float) -> str:
 
 def table(frame: pd.DataFrame, axes: Sequence[str]) -> str:
     """Ray's trial table (psql style), with the outcome in the report's words."""
-    from ray._private.thirdparty.tabulate.tabulate import tabulate
+    from tabulate import tabulate
 
     columns = {"name": "Trial name", "outcome": "outcome", "loc": "loc", **{a: a for a in axes if a in frame},
                **{k: v for k, v in METRIC_COLUMNS.items() if k in frame}}

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import pandas as pd
 from ray import tune
 
+from sweep.board import TrialBoard
 from sweep.trainable import RANK_METRIC, train_trial
 from sweep.vocabulary import to_param_space
 from training.config import UserError
@@ -120,7 +121,7 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
         name=plan.name, storage_path=plan.storage_path,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-        progress_reporter=console_table(axes, plan.scheduler), verbose=1,
+        progress_reporter=console_table(axes, plan.scheduler), verbose=1, callbacks=[TrialBoard(plan.smoke)],
         # trial_config.json is written in the trial's working directory, on whichever node runs it
         sync_config=tune.SyncConfig(sync_artifacts=True))
     return tune.Tuner(trainable_for(plan), param_space=to_param_space(params), tune_config=tune_config,

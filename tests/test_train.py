@@ -107,11 +107,33 @@ def test_every_schedule_and_optimizer_trains(scheduler, optimizer):
     assert summary["status"] == "finished"
 
 
-def test_cli_writes_run_dir_and_summary(tmp_path):
+def test_cli_writes_run_dir_and_summary(tmp_path, capsys):
+    """Also what the console shows (a header, one warning line for too few steps, a rounded summary
+    saying accuracies are percent) and TensorBoard: the tags a sweep's trials have, no bookkeeping,
+    per-class accuracy by class name, HParams with every knob."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
     out = tmp_path / "run"
     args = ["--dataset", "synthetic", "--subset", "256", "--epochs", "2", "--width", "0.25",
             "--batch-size", "64", "--measure-latency", "false", "--out-dir", str(out)]
     assert train.main(args) == 0
+    said = capsys.readouterr()
+    head = said.out.splitlines()[0]
+    assert head.startswith("synthetic 32x32, 10 classes: ") and " | squeezenet, 0.05M params" in head
+    assert "| cpu fp32" in head and "4 steps of 64 per epoch, 2 epochs" in head
+    assert said.err.count("\n") == 1 and "warning: only 4 optimiser steps per epoch" in said.err
+    printed = json.loads(said.out[said.out.index("\n{") + 1:])
+    assert printed["units"]["*acc*"] == "percent of images" and printed["test_acc"] == round(printed["test_acc"], 2)
+    assert all(len(str(v)) < 10 for v in printed.values() if isinstance(v, float))
+    events = EventAccumulator(str(out))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"ray/tune/val_acc", "ray/tune/train_loss", "ray/tune/test_acc", "ray/tune/test_acc_class/rings-low"} <= set(tags)
+    assert not {"ray/tune/done", "ray/tune/epoch", "ray/tune/should_checkpoint"} & set(tags)
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert hparams["batch_size"].number_value == 64 and hparams["optimizer"].string_value == "sgd"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_run"] == 2
     saved = json.loads((out / "config.json").read_text())
@@ -153,6 +175,7 @@ def test_help_documents_every_knob():
     assert proc.returncode == 0
     for flag in ("--label-smoothing", "--dsconv", "--finetune-hard-classes", "--config", "--resume"):
         assert flag in proc.stdout
+    assert "(default: None)" not in proc.stdout and "(default: 'cifar10')" in proc.stdout  # once per knob
 
 
 @pytest.mark.slow
