@@ -1,4 +1,5 @@
 """Named spaces, bundles, the YAML vocabulary and the CLI's input errors (no Ray cluster needed)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from ray import tune
 
 from sweep import run, vocabulary as vocab
 from sweep.spaces import BUNDLES, BY_MODEL, RECIPES, SPACES, STAGES, resolve_config, smoke_limits
+from tests.conftest import FASHION_MNIST_DEBIAN
 from training.config import CHOICES, ConfigError, TrainConfig, field_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,9 +106,22 @@ def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path)
                      "--storage-path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"space {name}: {trials} trials" in out
-    table = out.splitlines()[3:]  # header line, fixed line, column names
+    epochs = 35 if name == "stages" else 30  # stages fine-tune 5 epochs after the main 30
+    data = os.environ["ABLATION_DATA_DIR"]  # empty (conftest): CIFAR-10, the default, is not there yet
+    assert f"data: cifar10 at 32x32, downloaded once to {data} (about 170 MB)" in out
+    assert f"cost: at most {trials * epochs} trial-epochs" in out
+    table = out.splitlines()[5:]  # header, data, cost and fixed lines, column names
     assert len(table) == trials and table[-1].split()[0] == str(trials - 1)
     assert not any(tmp_path.iterdir())
+
+
+def test_dry_run_says_where_the_data_comes_from(capsys, tmp_path):
+    assert run.main(["--space", "smoke", "--dry-run", "--dataset", "fashion-mnist", "--set",
+                     f"data_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "data: fashion-mnist at 32x32, " in out
+    assert ("read once from /usr/share/datasets/fashion-mnist" in out if Path(FASHION_MNIST_DEBIAN).is_dir()
+            else f"downloaded once to {tmp_path} (about 31 MB)" in out)
 
 
 def plan(argv):
