@@ -325,3 +325,23 @@ def test_every_axis_of_the_space_is_a_factor_and_detection_is_only_the_fallback(
     assert sorted(factors) == sorted(a for a in axes if a != "seed")
     ranking, _ = importance(trials, factors)
     assert set(ranking["factor"]) == {*factors, REST}
+
+
+def test_pareto_plot_tick_labels_do_not_overlap():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from analysis.plots import pareto_plot
+
+    rng = np.random.default_rng(1)
+    trials = pd.DataFrame({"arm": np.repeat(list("abcdef"), 2), "test_acc": rng.uniform(80, 90, 12),
+                           "params": np.repeat([48_058, 59_000, 187_000, 740_554, 1_234_567, 1_517_000], 2),
+                           "flops": np.repeat([3.6e6, 5e6, 1.8e7, 2.1e8, 2.6e8, 4.4e8], 2),
+                           "latency_ms_b1": np.repeat([0.31, 0.5, 0.9, 1.3, 2.2, 4.6], 2)})
+    fig = pareto_plot(arm_summary(trials, ["arm"]))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    for ax in fig.axes:
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+        boxes = [b for b in boxes if ax.bbox.x0 - 5 <= (b.x0 + b.x1) / 2 <= ax.bbox.x1 + 5]
+        assert len(boxes) >= 2
+        assert all(a.x1 < b.x0 for a, b in zip(sorted(boxes, key=lambda b: b.x0), sorted(boxes, key=lambda b: b.x0)[1:]))
