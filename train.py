@@ -182,6 +182,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     resume_from = str(run_dir / "checkpoint") if args.resume else None
     if args.resume and not (run_dir / "checkpoint").is_dir():
         raise UserError(f"{run_dir} has no checkpoint/ to resume from")
+    if not args.quiet:  # at once: loading the data and building the model take seconds
+        print(f"{'resuming' if args.resume else 'run'} {run_dir}: loading {cfg.dataset}, building {cfg.model}",
+              flush=True)
     prepare_dataset(cfg.dataset, cfg.resolved_data_dir, cfg.image_size)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), **provenance()}, indent=2))

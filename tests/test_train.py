@@ -119,7 +119,8 @@ def test_cli_writes_run_dir_and_summary(tmp_path, capsys):
             "--batch-size", "64", "--measure-latency", "false", "--out-dir", str(out)]
     assert train.main(args) == 0
     said = capsys.readouterr()
-    head = said.out.splitlines()[0]
+    assert said.out.startswith(f"run {out}: loading synthetic, building squeezenet\n")
+    head = said.out.splitlines()[1]
     assert head.startswith("synthetic 32x32, 10 classes: ") and " | squeezenet, 0.05M params" in head
     assert "| cpu fp32" in head and "4 steps of 64 per epoch, 2 epochs" in head
     assert said.err.count("\n") == 1 and "warning: only 4 optimiser steps per epoch" in said.err
@@ -187,3 +188,32 @@ def test_real_fashion_mnist_subset_learns(tmp_path):
                               data_dir=str(tmp_path)))
     print(json.dumps({k: summary[k] for k in ("test_acc", "best_val_acc", "wall_time_s")}))
     assert summary["test_acc"] >= 75.0
+
+
+def test_a_terminal_gets_a_progress_bar_per_epoch_with_images_per_second(tmp_path):
+    """On a terminal (a pseudo-terminal here) each epoch shows a tqdm bar: images done, img/s, ETA."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 120-column terminal
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--dataset", "synthetic", "--subset", "640",
+                             "--epochs", "1", "--width", "0.25", "--batch-size", "32", "--measure-latency", "false",
+                             "--device", "cpu", "--out-dir", str(tmp_path / "run")],
+                            stdout=follower, stderr=follower, cwd=ROOT)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")[-2000:]
+    text = seen.decode(errors="replace")
+    assert "epoch 1:" in text and "img/s" in text and "640/640" in text and "<00:" in text, text[-2000:]  # ETA
