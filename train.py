@@ -156,9 +156,13 @@ def header(info: dict[str, Any]) -> str:
     resumed = f", resuming after epoch {info['resumed_at_epoch']}" if info["resumed_at_epoch"] else ""
     return (f"{info['dataset']} {info['image_size']}x{info['image_size']}, {info['classes']} classes: "
             f"{info['train_images']:,} train / {info['val_images']:,} val / {info['test_images']:,} test images"
-            f" | {info['model']}, {info['params'] / 1e6:.2f}M params, {info['flops'] / 1e9:.3g} GFLOPs"
+            f" | {info['model']}, {info['params'] / 1e6:.2f}M params, {flops(info['flops'])}"
             f" | {info['device']} {info['precision']}, {info['threads']} thread{'s' if info['threads'] > 1 else ''}"
             f" | {info['steps_per_epoch']} steps of {info['batch_size']} per epoch, {info['epochs']} epochs{resumed}")
+
+
+def flops(count: float) -> str:
+    return f"{count / 1e9:.2f} GFLOPs" if count >= 1e8 else f"{count / 1e6:.1f} MFLOPs"
 
 
 def rounded(value: Any, key: str = "") -> Any:

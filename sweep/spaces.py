@@ -141,8 +141,8 @@ SPACES: dict[str, dict[str, Any]] = {
 }
 
 # ------------------------------------------------------------------------------------- smoke test
-# --smoke-test, after the Ray Tune examples' flag of that name: synthetic data, a small subset of
-# 16x16 images, two epochs of 96 steps, no latency timing (explicit fields, so the user's
+# --smoke-test, after the Ray Tune examples' flag of that name: synthetic data, 4,096 training images
+# of 16x16 (and 1,365 for validation), two epochs of 128 steps, no latency timing (explicit fields, so the user's
 # --epochs/--dataset/--set still win), then per trial (smoke_limits) SqueezeNet at a quarter width at
 # most and any preset's fine-tuning phase at one epoch at most; the space is cut to a few trials
 # (smoke_params). Enough steps to learn with any recipe (the ablation's baseline and holistic arms

@@ -256,3 +256,29 @@ def test_the_smoke_test_learns_in_each_arm_it_runs():
             assert fit(cfg)["best_val_acc"] > 20, arm["recipe"]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_sweeps_md_lists_every_space_and_preset_exactly():
+    """README sends readers to docs/SWEEPS.md for the presets: its tables must hold every preset's knobs
+    (stages: what changes from the stage above) and every named space."""
+    rows = {}
+    for line in (ROOT / "docs" / "SWEEPS.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 2:
+            rows.setdefault(cells[0].strip("`"), []).append(cells[1:])
+
+    def shown(value):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    previous = None
+    for name, preset in STAGES.items():
+        changed = preset if previous is None else {k: v for k, v in preset.items() if previous.get(k) != v}
+        assert any(all(f"{k}={shown(v)}" in row[0] for k, v in changed.items()) for row in rows[name]), name
+        previous = preset
+    for name, preset in RECIPES.items():
+        knobs = {k: v for k, v in preset.items() if k != BY_MODEL}
+        assert any(all(f"{k}={shown(v)}" in row[0] for k, v in knobs.items()) for row in rows[name]), name
+    for name, space in SPACES.items():
+        fixed = {k: v for k, v in space["params"].items() if not isinstance(v, dict)}
+        assert any(all(f"{k}={shown(v)}" in " ".join(row) for k, v in fixed.items()) and space["description"] in row
+                   for row in rows[name]), name
