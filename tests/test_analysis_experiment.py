@@ -62,6 +62,7 @@ def test_the_console_speaks_the_reports_words_and_names_one_best(finished, tmp_p
         trial_id = row[0].removeprefix("train_trial_")
         assert row[1] == words[trials.loc[trial_id, "stop_reason"]], row
     counts = trials["stop_reason"].map(words).value_counts()
+    assert "== " in console and "4 trials: 4 done (" in console and ", 0 running, 0 left; " in console
     summary = next(line for line in console.splitlines() if line.startswith("4 trials: "))
     for word, n in counts.items():
         assert f"{n} {word}" in summary, summary
