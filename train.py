@@ -2,9 +2,9 @@
 
 Every TrainConfig field is a flag (`--label-smoothing 0.1`, `--dsconv true`); `--config FILE` loads
 the same keys from YAML or JSON, and flags override it; `--config TRIAL_DIR` re-runs a sweep's trial
-(its trial_config.json: the same seed, threads, device and precision, so the same metrics on CPU). The run directory receives TensorBoard
-scalars, the latest checkpoint, one JSON line per epoch, the resolved config with provenance and a
-final summary.json. `--resume RUN_DIR` continues an interrupted run from its checkpoint.
+(its trial_config.json: the same seed, threads, device and precision, so the same metrics on CPU).
+The run directory receives TensorBoard scalars, the latest checkpoint, one JSON line per epoch, the
+resolved config with provenance and a final summary.json. `--resume RUN_DIR` continues an interrupted run from its checkpoint.
 """
 from __future__ import annotations
 

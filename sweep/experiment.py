@@ -77,14 +77,12 @@ def make_searcher(plan: Plan):
         return BasicVariantGenerator(random_state=plan.search_seed)
     if plan.search != "optuna":
         return None
-    from ray.tune.search.optuna import OptunaSearch
-
     import optuna
+    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not its "A new study created" line
     storage = None
     if "://" not in plan.experiment_dir:
-
         storage = optuna.storages.RDBStorage(f"sqlite:///{plan.experiment_dir}/optuna.db")
     return OptunaSearch(metric=METRIC, mode=MODE, seed=plan.search_seed, storage=storage,
                         study_name=plan.name if storage else None)
@@ -121,7 +119,8 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
         name=plan.name, storage_path=plan.storage_path,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-        progress_reporter=console_table(axes, plan.scheduler), verbose=1, callbacks=[TrialBoard(plan.smoke)],
+        progress_reporter=console_table(axes, plan.scheduler), verbose=1,
+        callbacks=[TrialBoard(plan.smoke)],  # TensorBoard with train.py's tags (sweep/board.py)
         # trial_config.json is written in the trial's working directory, on whichever node runs it
         sync_config=tune.SyncConfig(sync_artifacts=True))
     return tune.Tuner(trainable_for(plan), param_space=to_param_space(params), tune_config=tune_config,

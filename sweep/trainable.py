@@ -1,8 +1,9 @@
 """The Ray Tune trainable: one ``training.loop.fit`` per trial, and nothing else.
 
 It resolves the trial's config (bundle presets, then explicit fields), gives torch the trial's CPU
-share (and records it, with the device and precision in effect, so train.py can re-run it), records the resolved config with provenance in the trial directory, resumes from the trial's
-latest checkpoint when Tune restarts it, and forwards every epoch to ``tune.report`` with that
+share, records the config as run (threads, device and precision resolved, so train.py can re-run it)
+with provenance in the trial directory, resumes from the trial's latest checkpoint when Tune
+restarts it, and forwards every epoch to ``tune.report`` with that
 epoch's checkpoint (the Ray Tune PyTorch tutorial's pattern: ``tune.report(metrics,
 checkpoint=...)`` and ``tune.get_checkpoint()``). Device "auto" finds the GPU Ray assigned: Ray
 sets CUDA_VISIBLE_DEVICES per trial, and an empty one for a trial given no GPU.
