@@ -80,12 +80,19 @@ def make_searcher(plan: Plan):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not its "A new study created" line
+    quiet_optuna()
     storage = None
     if "://" not in plan.experiment_dir:
         storage = optuna.storages.RDBStorage(f"sqlite:///{plan.experiment_dir}/optuna.db")
     return OptunaSearch(metric=METRIC, mode=MODE, seed=plan.search_seed, storage=storage,
                         study_name=plan.name if storage else None)
+
+
+def quiet_optuna() -> None:
+    """Optuna's INFO lines ("A new study created in RDB...") stay off the sweep's console."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def trainable_for(plan: Plan):
@@ -142,6 +149,8 @@ def restore_tuner(experiment_dir: str, plan: Plan, retry_errored: bool) -> tune.
     if not tune.Tuner.can_restore(experiment_dir):
         return make_tuner(plan, params)
     use_table_output()  # the saved run config holds the table reporter
+    if plan.search == "optuna":
+        quiet_optuna()  # the restored searcher reopens its study
     try:
         # param_space again: Ray restores a searcher's space from it (tuner.pkl may predate the first trial)
         return tune.Tuner.restore(experiment_dir, trainable_for(plan), param_space=to_param_space(params),

@@ -288,7 +288,7 @@ def faulty_sweep(local_ray, tmp_path_factory):
 
 def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_reported(faulty_sweep, tmp_path):
     code, out, experiment, record, retried, oom = faulty_sweep
-    assert code == 0 and "2 trials, 1 errored" in out  # the sweep completes: one trial of two errored
+    assert code == 0 and "2 trials: 1 finished, 1 errored" in out  # the sweep completes: one trial of two errored
     assert retried.error is None and retried.metrics["status"] == "finished"
     assert "out of memory" in str(oom.error)
     for result, epochs in ((retried, [1, 2, 3]), (oom, [1, 2])):  # oom: one epoch per attempt (1 + 1 retry)
