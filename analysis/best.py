@@ -58,6 +58,11 @@ def best_arm(trials: pd.DataFrame, factors: Sequence[str]) -> dict[str, Any] | N
             "test_acc": float(row["test_acc"])}
 
 
+def level(value: Any) -> str:
+    """A factor's level as the lines show it: floats (sampled knobs) to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def percent(value: Any) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{float(value):.2f}%"
 
@@ -67,14 +72,14 @@ def describe(trials: pd.DataFrame, factors: Sequence[str]) -> list[str]:
     best = best_trial(trials)
     if best is None:
         return [f"best trial ({RULE}): none has ended yet"]
-    levels = " ".join(f"{f}={best[f]}" for f in factors if f in best.index)
+    levels = " ".join(f"{f}={level(best[f])}" for f in factors if f in best.index)
     epochs = best.get("epochs_run", best.get("last_epoch"))
     lines = [f"best trial ({RULE}): {best['trial_id']}: best val {percent(best['best_val_acc'])}, "
              f"test {percent(best.get('test_acc'))}" + (f", {int(epochs)} epoch{'s' if int(epochs) != 1 else ''}" if pd.notna(epochs) else "")
              + (f"; {levels}" if levels else "")]
     arm = best_arm(trials, factors)
     if arm:
-        levels = " ".join(f"{f}={v}" for f, v in arm["levels"].items())
+        levels = " ".join(f"{f}={level(v)}" for f, v in arm["levels"].items())
         lines.append(f"best arm (mean over its {arm['n']} ended seeds): {levels}: best val "
                      f"{percent(arm['best_val_acc'])}, test {percent(arm['test_acc'])}")
     return lines
