@@ -1,14 +1,16 @@
 """Train one model, no Ray:  python train.py --dataset fashion-mnist --model squeezenet --epochs 30
 
 Every TrainConfig field is a flag (`--label-smoothing 0.1`, `--dsconv true`); `--config FILE` loads
-the same keys from YAML or JSON, and flags override it. The run directory receives TensorBoard
-scalars, the latest checkpoint, one JSON line per epoch, the resolved config with provenance and a
-final summary.json. `--resume RUN_DIR` continues an interrupted run from its checkpoint.
+the same keys from YAML or JSON, and flags override it; `--config TRIAL_DIR` re-runs a sweep's trial
+(its trial_config.json: the same seed, threads, device and precision, so the same metrics on CPU).
+The run directory receives TensorBoard scalars, the latest checkpoint, one JSON line per epoch, the
+resolved config with provenance and a final summary.json. `--resume RUN_DIR` continues an interrupted run from its checkpoint.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -37,9 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="train.py",
         description="Train one CNN (SqueezeNet / ResNet) on CIFAR-10/100, Fashion-MNIST, synthetic or "
-                    "your own image folder, and print a JSON summary.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of knobs; flags override it")
+                    "your own image folder, and print a JSON summary.")
+    parser.add_argument("--config", metavar="FILE|DIR",
+                        help="YAML or JSON file of knobs, or a sweep trial's directory (its trial_config.json) "
+                             "or a train.py run directory to re-run; flags override it")
     parser.add_argument("--out-dir", metavar="DIR",
                         help="run directory (default: runs/train/<time>-<model>-<dataset>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
@@ -60,25 +63,71 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if not saved.is_file():
             raise UserError(f"{args.resume} is not a train.py run directory (no config.json)")
         return TrainConfig.from_dict({**json.loads(saved.read_text())["config"], **overrides})
-    base = load_mapping(args.config) if args.config else {}
+    base = load_config(args.config) if args.config else {}
     return TrainConfig.from_dict({**base, **overrides})
 
 
-class ConsoleAndTensorBoard:
-    """The CLI's report callback: a line per epoch, TensorBoard scalars, metrics.jsonl."""
+RECORDS = ("trial_config.json", "config.json")  # a sweep trial's record, a train.py run's record
 
-    def __init__(self, run_dir: Path, quiet: bool) -> None:
+
+def load_config(path: str) -> dict[str, Any]:
+    """The knobs of a YAML/JSON file, or of a recorded run: a sweep's trial directory (or its
+    trial_config.json) or a train.py run directory (or its config.json), whose record holds the
+    resolved config (threads, device and precision as the run used them) under "config"."""
+    given = Path(path)
+    if given.is_dir():
+        found = [given / name for name in RECORDS if (given / name).is_file()]
+        if not found:
+            raise UserError(f"{given} holds no {' or '.join(RECORDS)}: not a sweep trial or train.py run")
+        given = found[0]
+    data = load_mapping(given)
+    recorded = data.get("config")
+    return recorded if isinstance(recorded, dict) and given.name in RECORDS else data
+
+
+MIN_STEPS_PER_EPOCH = 20  # fewer optimiser steps an epoch rarely learn anything in a few epochs
+UNITS = {"*acc*": "percent of images", "*loss": "cross-entropy, nats", "params": "count", "flops":
+         "per image, forward", "size_mb": "MB", "latency_ms_*": "ms", "*_s": "seconds",
+         "images_per_sec": "images/s"}
+
+
+class ConsoleAndTensorBoard:
+    """The CLI's report callback and progress (training.loop.Progress): a header line, a progress bar
+    per epoch on a terminal (tqdm: images/s and ETA), a line per epoch, TensorBoard scalars with the
+    tags a sweep's trials have (training.tb_tags) and HParams at the end, metrics.jsonl."""
+
+    def __init__(self, run_dir: Path, quiet: bool, cfg: TrainConfig) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(run_dir))
         self.lines = (run_dir / "metrics.jsonl").open("a")
-        self.quiet = quiet
+        self.quiet, self.cfg = quiet, cfg
+        self.bar = sys.stdout.isatty() and not quiet
+        self.last_tags: dict[str, float] = {}
+
+    def start(self, info: dict[str, Any]) -> None:
+        if not self.quiet:
+            print(header(info), flush=True)
+        if info["steps_per_epoch"] < MIN_STEPS_PER_EPOCH:
+            print(f"train.py: warning: only {info['steps_per_epoch']} optimiser steps per epoch "
+                  f"({info['train_images']} training images / batch {info['batch_size']}): too few to learn "
+                  "much; use a smaller --batch-size or a larger --subset", file=sys.stderr, flush=True)
+
+    def epoch(self, batches, steps: int, epoch: int):
+        if not self.bar:
+            return batches
+        from tqdm import tqdm
+
+        return tqdm(batches, total=steps, desc=f"epoch {epoch}", unit="img", unit_scale=self.cfg.batch_size,
+                    leave=False, dynamic_ncols=True)
 
     def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        from training.tb_tags import scalars
+
         step = metrics["epoch"]
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_sec"):
-            group, _, name = key.partition("_") if key.startswith(("train", "val")) else ("", "", key)
-            self.writer.add_scalar(f"{group}/{name}" if group else key, metrics[key], step)
+        self.last_tags = scalars(metrics)
+        for tag, value in self.last_tags.items():
+            self.writer.add_scalar(tag, value, step)
         self.writer.flush()
         self.lines.write(json.dumps(metrics) + "\n")
         self.lines.flush()
@@ -89,8 +138,41 @@ class ConsoleAndTensorBoard:
                   + ("  DIVERGED" if metrics["status"] == "diverged" else ""), flush=True)
 
     def close(self) -> None:
+        """HParams (every knob against the final metrics, as a sweep's trials have them), then close."""
+        from torch.utils.tensorboard.summary import hparams
+
+        from training.tb_tags import hparam_metrics, hparam_values
+
+        if self.last_tags:
+            for summary in hparams(hparam_values(self.cfg.to_dict()), hparam_metrics(self.last_tags)):
+                self.writer.file_writer.add_summary(summary)
         self.writer.close()
         self.lines.close()
+
+
+def header(info: dict[str, Any]) -> str:
+    """'fashion-mnist 32x32, 10 classes: 48,600 train / 5,400 val / 10,000 test images | squeezenet,
+    0.73M params, 0.05 GFLOPs | cpu fp32, 2 threads | 189 steps of 256 per epoch, 30 epochs'."""
+    resumed = f", resuming after epoch {info['resumed_at_epoch']}" if info["resumed_at_epoch"] else ""
+    return (f"{info['dataset']} {info['image_size']}x{info['image_size']}, {info['classes']} classes: "
+            f"{info['train_images']:,} train / {info['val_images']:,} val / {info['test_images']:,} test images"
+            f" | {info['model']}, {info['params'] / 1e6:.2f}M params, {flops(info['flops'])}"
+            f" | {info['device']} {info['precision']}, {info['threads']} thread{'s' if info['threads'] > 1 else ''}"
+            f" | {info['steps_per_epoch']} steps of {info['batch_size']} per epoch, {info['epochs']} epochs{resumed}")
+
+
+def flops(count: float) -> str:
+    return f"{count / 1e9:.2f} GFLOPs" if count >= 1e8 else f"{count / 1e6:.1f} MFLOPs"
+
+
+def rounded(value: Any, key: str = "") -> Any:
+    """Numbers for the printed summary: accuracies (percent) to 2 decimals, other floats to 4
+    significant digits, not 17 (summary.json keeps them whole)."""
+    if isinstance(value, dict):
+        return {k: rounded(v, f"{key}/{k}") for k, v in value.items()}
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 2) if "acc" in key else float(f"{value:.4g}")
+    return value
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,15 +186,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     resume_from = str(run_dir / "checkpoint") if args.resume else None
     if args.resume and not (run_dir / "checkpoint").is_dir():
         raise UserError(f"{run_dir} has no checkpoint/ to resume from")
+    if not args.quiet:  # at once: loading the data and building the model take seconds
+        print(f"{'resuming' if args.resume else 'run'} {run_dir}: loading {cfg.dataset}, building {cfg.model}",
+              flush=True)
     prepare_dataset(cfg.dataset, cfg.resolved_data_dir, cfg.image_size)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), **provenance()}, indent=2))
-    reporter = ConsoleAndTensorBoard(run_dir, args.quiet)
+    reporter = ConsoleAndTensorBoard(run_dir, args.quiet, cfg)
     try:
-        summary = fit(cfg, reporter, resume_from=resume_from, checkpoint_dir=str(run_dir / "checkpoint"))
+        summary = fit(cfg, reporter, resume_from=resume_from, checkpoint_dir=str(run_dir / "checkpoint"),
+                      progress=reporter)
     finally:
         reporter.close()
-    summary = {**summary, "run_dir": str(run_dir)}
+    summary = {**summary, "units": UNITS, "run_dir": str(run_dir)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -132,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("train.py: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return 130
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(rounded(summary), indent=2))
     return 0
 
 

@@ -12,7 +12,7 @@ import re
 import pandas as pd
 
 from analysis.load import FINAL_STATUSES
-from analysis.stages import group_timing
+from analysis.stages import group_timing, on_study_data
 
 # The ResNet study's Table 1: test accuracy (%) and training time (min, Colab GPU), 50 epochs,
 # batch 256, lr 5e-4.
@@ -44,7 +44,7 @@ def depth_table(trials: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
     """One row per (recipe, ResNet depth): n, mean and std across seeds of test accuracy (%) and wall
     time (min), epochs run, params (M), the increase in layers and in accuracy relative to ResNet-18
     under the same recipe (%), the study's figures for that depth and, only for the rows run as the
-    study ran them (`comparable`: the study's recipe, pretrained exactly where the study was), ours
+    study ran them (`comparable`: its data, its recipe, pretrained exactly where the study was), ours
     minus the study's accuracy. Only trials with a final report count; `n_other` is the rest. Without
     a `by` column, one row per depth; without ResNets, an empty frame."""
     resnets = trials[trials["model"].map(layers).notna()]
@@ -78,12 +78,13 @@ def depth_table(trials: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
 
 
 def run_as_study(trials: pd.DataFrame, by: str) -> pd.Series:
-    """Per trial, whether it ran as the study did: the study's recipe, and ImageNet-pretrained exactly
-    where the study's model was (without those columns, not)."""
+    """Per trial, whether it ran as the study did: on its data (all of CIFAR-10), the study's recipe,
+    and ImageNet-pretrained exactly where the study's model was (without those columns, not)."""
     if by != "recipe" or "pretrained" not in trials:
         return pd.Series(False, index=trials.index)
     expected = trials["model"].map(STUDY_PRETRAINED)
-    return (trials["recipe"] == STUDY_RECIPE) & expected.notna() & (trials["pretrained"] == expected)
+    return (on_study_data(trials) & (trials["recipe"] == STUDY_RECIPE) & expected.notna()
+            & (trials["pretrained"] == expected))
 
 
 def paper_columns() -> pd.DataFrame:

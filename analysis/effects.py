@@ -103,10 +103,17 @@ def describe_counts(counts: pd.Series) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in counts.items()) or "none"
 
 
-def ablation_factors(trials: pd.DataFrame, config_columns: Sequence[str]) -> list[str]:
-    """The config columns that vary across `trials`, minus replicates (seed) and columns fully
-    determined by an earlier kept factor (a recipe's learning rate is the recipe, not a factor).
-    Bundle keys (stage, recipe) come first, so they win over the TrainConfig fields they set."""
+def ablation_factors(trials: pd.DataFrame, config_columns: Sequence[str],
+                     axes: Sequence[str] | None = None) -> list[str]:
+    """The factors of a sweep: every axis of its space (`axes`, from sweep.json) but the replicates
+    (seed), bundle keys (stage, recipe) first. Without a sweep record, detected from the data: the
+    config columns that vary across `trials`, minus seed and columns fully determined by an earlier
+    kept factor (a recipe's learning rate is the recipe, not a factor). Detection cannot tell a
+    sampled knob from one it determines (32 random draws of dropout each determine every other
+    column), so it is the fallback only."""
+    if axes is not None:
+        axes = [a for a in axes if a in trials and a not in NOT_FACTORS]
+        return [a for a in axes if a not in DEFAULTS] + [a for a in axes if a in DEFAULTS]
     ordered = [c for c in config_columns if c not in DEFAULTS] + [c for c in config_columns if c in DEFAULTS]
     kept: list[str] = []
     for column in ordered:

@@ -4,7 +4,7 @@ Reads Ray Tune 2.60's files as they lie on disk (no Ray cluster, nothing unpickl
 finished, interrupted or still-running experiment:
 
 - ``experiment_state-*.json``: each trial's id, Ray status (PENDING, RUNNING, PAUSED, TERMINATED,
-  ERROR), config and directory; the newest file wins. A killed driver leaves it as of its last save.
+  ERROR), config and directory; the newest file (by name, Ray's rule) wins. A killed driver leaves it as of its last save.
 - per trial directory: ``result.json`` (one JSON line per ``tune.report``, i.e. per epoch),
   ``params.json`` (the Ray config), ``trial_config.json`` (the resolved TrainConfig, by our
   trainable) and ``error.txt`` for errored trials;
@@ -68,6 +68,15 @@ class Experiment:
         return self.trials[self.trials["stop_reason"] == "unfinished"]
 
     @property
+    def axes(self) -> tuple[str, ...] | None:
+        """The keys the sweep varied (sweep.json's params given as {grid|choice|...: ...}), or None
+        without a sweep record."""
+        params = self.sweep.get("params")
+        if not isinstance(params, dict):
+            return None
+        return tuple(key for key, value in params.items() if isinstance(value, dict))
+
+    @property
     def never_started(self) -> int:
         """Trials sweep.json expected that Ray has no record of (0 when unknown)."""
         return max(int(self.sweep.get("expected_trials", 0)) - len(self.trials), 0)
@@ -112,9 +121,19 @@ def is_experiment(path: Path) -> bool:
 
 
 def read_state(path: Path) -> dict[str, dict[str, Any]]:
-    """trial_id -> {status, config, relative_logdir} from the newest experiment_state-*.json."""
-    files = sorted(path.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    data = read_json(files[-1]) if files else None
+    """trial_id -> {status, config, relative_logdir} from the newest experiment_state-*.json.
+
+    Newest by Ray's own rule (``_find_newest_experiment_checkpoint``: the greatest file name, which
+    ends in the session's start time, ``%Y-%m-%d_%H-%M-%S``), never by the file's modification time:
+    a resumed run writes a new file, while the first run's file can carry a later timestamp (a
+    late flush, a copy). A file that cannot be read (cut short by a kill) gives way to the next."""
+    data = None
+    for state_file in sorted(path.glob("experiment_state-*.json"), key=lambda p: p.name, reverse=True):
+        data = read_json(state_file)
+        if isinstance(data, dict):
+            break
+    else:
+        data = None
     trials = {}
     for entry in (data or {}).get("trial_data", []):
         info = json.loads(entry[0]) if isinstance(entry, list) else entry

@@ -93,10 +93,22 @@ def pareto_plot(arms: pd.DataFrame, accuracy: str = "test_acc",
         ax.set(xlabel=LABELS.get(cost, cost), ylabel=LABELS.get(accuracy, accuracy))
         if arms[cost].min() > 0 and arms[cost].max() > 10 * arms[cost].min():
             ax.set_xscale("log")
+        readable_ticks(ax.xaxis, counts=cost in ("params", "flops"))
         ax.legend(fontsize=7)
     fig.suptitle(f"{accuracy} against cost: {len(arms)} arms, dot = mean, bar = ±1 std across seeds "
                  f"(n per arm {int(arms['n'].min())}-{int(arms['n'].max())})", fontsize=10)
     return fig
+
+
+def readable_ticks(axis, counts: bool) -> None:
+    """Costs span digits (48,058 params, 3.6e6 FLOPs): counts in engineering notation (48k, 3.6M),
+    at most 4 labelled ticks on a linear axis, 1-2-5 ticks and no minor labels on a log axis, so the
+    labels never run into each other."""
+    from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    axis.set_major_formatter(EngFormatter(sep="") if counts else FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)) if axis.get_scale() == "log" else MaxNLocator(nbins=4))
 
 
 def stopping_plot(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_acc") -> Figure:

@@ -23,12 +23,13 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis import effects, plots  # noqa: E402
+from analysis.best import describe as describe_best  # noqa: E402
 from analysis.depth import depth_table, layers  # noqa: E402
 from analysis.importance import importance  # noqa: E402
 from analysis.load import STOP_REASONS, Experiment, load  # noqa: E402
 from analysis.pareto import arm_summary  # noqa: E402
 from analysis.render import FORMATS, to_markdown, write_table  # noqa: E402
-from analysis.stages import stage_table  # noqa: E402
+from analysis.stages import stage_table, study_data_caveat  # noqa: E402
 from training.config import UserError  # noqa: E402
 
 MEANING = {"finished": "ran every epoch", "early_stopped": "stopped by its own patience (early_stop_patience)",
@@ -53,13 +54,15 @@ def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> lis
     if len(exp.unfinished) or exp.never_started:
         out.append(unfinished_section(exp))
     if "stage" in trials and trials["stage"].notna().any():
-        out.append(Section("Stages (the SqueezeNet study's Table I)", STAGE_TEXT, "stage_table",
-                           stage_table(trials)))
+        staged = trials[trials["stage"].notna()]
+        out.append(Section("Stages (the SqueezeNet study's Table I)", with_caveat(STAGE_TEXT, staged),
+                           "stage_table", stage_table(trials)))
     if trials["model"].map(layers).notna().any():
-        out.append(Section("Depth (the ResNet study's Table 1)", DEPTH_TEXT, "depth_table",
-                           depth_table(trials)))
+        out.append(Section("Depth (the ResNet study's Table 1)",
+                           with_caveat(DEPTH_TEXT, trials[trials["model"].map(layers).notna()]),
+                           "depth_table", depth_table(trials)))
     compared = effects.compared_trials(trials, exp.epochs, exp.sweep.get("plan", {}).get("search"))
-    out += effect_sections(compared, columns, margin, effects.completed(trials)[0])
+    out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes)
     out += figure_sections(exp, compared, columns)
     return out
 
@@ -74,6 +77,7 @@ def overview(exp: Experiment) -> Section:
                      "epochs per trial")
     lines.append(f"{len(trials)} trials recorded"
                  + (f" of {sweep['expected_trials']} expected" if "expected_trials" in sweep else ""))
+    lines += describe_best(trials, effects.ablation_factors(trials, exp.config_columns, exp.axes))
     counts = trials["stop_reason"].value_counts()
     table = pd.DataFrame([{"stop_reason": r, "n": int(counts.get(r, 0)), "meaning": MEANING[r]}
                           for r in STOP_REASONS if counts.get(r, 0)])
@@ -84,7 +88,7 @@ def overview(exp: Experiment) -> Section:
 
 def unfinished_section(exp: Experiment) -> Section:
     """Which trials an interrupted (or running) experiment has not finished, with their factors."""
-    factors = effects.ablation_factors(exp.trials, exp.config_columns)
+    factors = effects.ablation_factors(exp.trials, exp.config_columns, exp.axes)
     table = exp.unfinished[["trial_id", "ray_status", *factors, "seed", "last_epoch", "trial_dir"]]
     text = (f"**The experiment is interrupted or still running: {len(table)} trial(s) unfinished"
             + (f", {exp.never_started} never started" if exp.never_started else "")
@@ -93,26 +97,34 @@ def unfinished_section(exp: Experiment) -> Section:
     return Section("Unfinished trials", text, "unfinished", table)
 
 
+def with_caveat(text: str, trials: pd.DataFrame) -> str:
+    """A study table's text, preceded by the caveat when the trials did not train on the study's data."""
+    caveat = study_data_caveat(trials)
+    return f"{caveat}\n\n{text}" if caveat else text
+
+
 SHARED_TEXT = ("Latency and wall time come from inside the trials: where `timing` is `shared`, other "
                "trials ran on the same machine at the same time, so these figures are inflated and noisy.")
 STAGE_TEXT = ("Test accuracy (%) of the best-validation weights, params (M), GFLOPs and wall time (min): "
               "mean ± std across seeds, n trials with a final report (n_other: the rest). paper_test_acc "
-              "is the study's single run; diff_vs_paper = our mean − the study's. " + SHARED_TEXT)
+              "is the study's single run (CIFAR-10); diff_vs_paper = our mean − the study's, given only when "
+              "every trial trained on all of CIFAR-10 at 32x32. " + SHARED_TEXT)
 DEPTH_TEXT = ("Mean ± std across seeds, n trials with a final report. Increases are relative to "
               "ResNet-18 under the same recipe, in %. paper_*: the study's single runs (CIFAR-10, 50 epochs, "
               "batch 256, lr 5e-4, ResNet-152 ImageNet-pretrained with only its last layer trained, Colab "
-              "GPU). Only rows with comparable = True ran as the study did (its recipe, pretrained exactly "
-              "where it was); diff_vs_paper = our mean − the study's accuracy is given for those alone. "
-              + SHARED_TEXT)
+              "GPU). Only rows with comparable = True ran as the study did (all of CIFAR-10, its recipe, "
+              "pretrained exactly where it was); diff_vs_paper = our mean − the study's accuracy is given "
+              "for those alone. " + SHARED_TEXT)
 
 
 def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
-                    margin: float = effects.EQUIVALENCE_MARGIN, ended: pd.DataFrame | None = None) -> list[Section]:
+                    margin: float = effects.EQUIVALENCE_MARGIN, ended: pd.DataFrame | None = None,
+                    axes: tuple[str, ...] | None = None) -> list[Section]:
     """Main effects and recipe interactions from the factorial model (designed grids only), or why
     none; then importance; for an adaptive search, the best of the trials that `ended` (ran to
-    their own end)."""
+    their own end). The factors are the sweep's `axes` when it recorded them."""
     frame, metric = compared.frame, compared.metric
-    factors = effects.ablation_factors(frame, config_columns)
+    factors = effects.ablation_factors(frame, config_columns, axes)
     if not factors or len(frame) < 2:
         return []
     heading = f"Compared: {compared.label}. {compared.note}."
@@ -184,7 +196,7 @@ def figure_sections(exp: Experiment, compared: effects.Compared,
     trials, epochs = exp.trials, exp.epochs
     if epochs.empty:
         return []
-    factors = effects.ablation_factors(trials[trials["last_epoch"] > 0], config_columns)
+    factors = effects.ablation_factors(trials[trials["last_epoch"] > 0], config_columns, exp.axes)
     by = factors[0] if factors else None
     out = [Section("Learning curves", f"Validation accuracy per epoch{f', grouped by {by}' if by else ''}.",
                    "learning_curves", figure=plots.learning_curves(epochs, trials, ("val_acc",), by)),
@@ -193,7 +205,7 @@ def figure_sections(exp: Experiment, compared: effects.Compared,
            Section("Stopping", "Every trial's validation accuracy by epoch; the marker shows how it ended.",
                    "stopping", figure=plots.stopping_plot(epochs, trials))]
     if len(compared.frame):
-        arms = arm_summary(compared.frame, effects.ablation_factors(compared.frame, config_columns),
+        arms = arm_summary(compared.frame, effects.ablation_factors(compared.frame, config_columns, exp.axes),
                            compared.metric)
         out.append(Section("Accuracy against cost", f"Per arm: n, mean ± std across seeds of {compared.metric} "
                            f"({compared.label}), mean costs; pareto_<cost>: on the front of that mean "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from dataclasses import asdict
@@ -31,8 +32,8 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: exp.Plan, reco
                             f"({exc.strerror or exc}); choose a writable --storage-path") from None
         print(f"experiment {plan.experiment_dir}: {record['expected_trials']} trials; "
               f"monitor with: tensorboard --logdir {plan.experiment_dir}", flush=True)
-        results = exp.make_tuner(plan, params).fit()
-        return report(results, plan.experiment_dir)
+        exp.make_tuner(plan, params).fit()
+        return report(plan.experiment_dir, plan, record)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -43,20 +44,25 @@ def resume(args: argparse.Namespace) -> int:
     retries = plan.max_failures if args.max_failures is None else args.max_failures
     with connected(args.address):
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
-        results = exp.restore_tuner(experiment_dir, plan, retry_errored=retries > 0).fit()
-        return report(results, experiment_dir)
+        print(exp.resume_line(experiment_dir, retry_errored=retries > 0), flush=True)
+        exp.restore_tuner(experiment_dir, plan, retry_errored=retries > 0).fit()
+        return report(experiment_dir, plan, exp.read_record(experiment_dir))
 
 
 @contextlib.contextmanager
 def connected(address: str | None) -> Iterator[None]:
     """Join the cluster at `address`, or start a local Ray; leave a Ray the caller started alone."""
+    from sweep.console import quiet_ray
+
+    quiet_ray()
     if ray.is_initialized():
         yield
         return
     if address == "local":  # a private Ray: every port on 127.0.0.1, not on the machine's network
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
-        ray.init(address=address)
+        ray.init(address=address, logging_level=logging.WARNING)
+        quiet_ray()
     except (ConnectionError, ValueError) as exc:
         where = address or "the address `ray start` last recorded on this machine"
         raise UserError(f"cannot connect to the Ray cluster at {where}: {str(exc).splitlines()[0]} "
@@ -92,17 +98,22 @@ def prepare_data(data_dir: str, datasets: list[tuple[str, int]]) -> None:
         prepare_dataset(name, data_dir, image_size)
 
 
-def report(results, experiment_dir: str) -> int:
-    """Print the summary; exit status 130 when interrupted (Ctrl-C: Tune returns what it has), 1 when
-    every trial errored."""
-    summary = exp.summarize(results, experiment_dir)
-    print(f"\n{summary['trials']} trials, {summary['errors']} errored: {experiment_dir}")
+def report(experiment_dir: str, plan: exp.Plan, record: dict[str, Any]) -> int:
+    """Print the summary: every trial's outcome, the best trial and arm (as the live table and the
+    report give them); exit status 130 when interrupted (Ctrl-C: Tune returns what it has), 1 when
+    every trial errored. `record` is sweep.json's (params, expected_trials)."""
+    summary = exp.summarize(experiment_dir, plan, [k for k, v in record["params"].items() if isinstance(v, dict)])
+    outcomes = [f"{n} {word}" for word, n in summary["outcomes"].items()]
+    expected = max(int(record.get("expected_trials", 0)), summary["trials"])
+    if expected > summary["trials"]:
+        outcomes.append(f"{expected - summary['trials']} not started")
+        summary["unfinished"] += expected - summary["trials"]
+    print(f"\n{expected} trials: {', '.join(outcomes) or 'none ran'}: {experiment_dir}")
+    for line in summary["best_lines"]:
+        print(line)
     best = summary.get("best")
-    if best:
-        test = f"{best['test_acc']:.2f}%" if best["test_acc"] is not None else "not measured (stopped early)"
-        print(f"best by validation accuracy: {best['best_val_acc']:.2f}% (trial {best['trial_id']}, "
-              f"{best['epochs']} epochs, {best['status']}); its test accuracy: {test}")
-        print("  config: " + " ".join(f"{k}={v}" for k, v in best["config"].items() if k != "data_dir"))
+    if best and best.get("path"):
+        print(f"  reproduce it: python train.py --config {best['path']}")
     print(f"monitor: {summary['tensorboard']}\nanalyse: python -m analysis.report {experiment_dir}")
     if summary["errors"]:
         print(f"{summary['errors']} trial(s) errored (see error.txt in their directories); retry them "

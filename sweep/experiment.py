@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import pandas as pd
 from ray import tune
 
+from sweep.board import TrialBoard
 from sweep.trainable import RANK_METRIC, train_trial
 from sweep.vocabulary import to_param_space
 from training.config import UserError
@@ -75,15 +77,22 @@ def make_searcher(plan: Plan):
         return BasicVariantGenerator(random_state=plan.search_seed)
     if plan.search != "optuna":
         return None
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    quiet_optuna()
     storage = None
     if "://" not in plan.experiment_dir:
-        import optuna
-
         storage = optuna.storages.RDBStorage(f"sqlite:///{plan.experiment_dir}/optuna.db")
     return OptunaSearch(metric=METRIC, mode=MODE, seed=plan.search_seed, storage=storage,
                         study_name=plan.name if storage else None)
+
+
+def quiet_optuna() -> None:
+    """Optuna's INFO lines ("A new study created in RDB...") stay off the sweep's console."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def trainable_for(plan: Plan):
@@ -98,13 +107,13 @@ def use_table_output() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def console_table(axes: list[str]) -> tune.CLIReporter:
-    """The table: varying keys and the main metrics of every trial, every 30 s and at the end."""
+def console_table(axes: list[str], scheduler: str) -> tune.CLIReporter:
+    """The table (sweep.console): progress, the one best trial and arm, every trial in the report's
+    words, every 30 s and at the end."""
+    from sweep.console import TrialTable
+
     use_table_output()
-    columns = {"epoch": "epoch", "val_acc": "val %", "best_val_acc": "best val %", "test_acc": "test %",
-               "images_per_sec": "img/s", "status": "status"}
-    return tune.CLIReporter(metric_columns=columns, parameter_columns=axes, max_report_frequency=30,
-                            sort_by_metric=True)
+    return TrialTable(axes, scheduler)
 
 
 def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
@@ -117,7 +126,8 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
         name=plan.name, storage_path=plan.storage_path,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-        progress_reporter=console_table(axes), verbose=1,
+        progress_reporter=console_table(axes, plan.scheduler), verbose=1,
+        callbacks=[TrialBoard(plan.smoke)],  # TensorBoard with train.py's tags (sweep/board.py)
         # trial_config.json is written in the trial's working directory, on whichever node runs it
         sync_config=tune.SyncConfig(sync_artifacts=True))
     return tune.Tuner(trainable_for(plan), param_space=to_param_space(params), tune_config=tune_config,
@@ -139,6 +149,8 @@ def restore_tuner(experiment_dir: str, plan: Plan, retry_errored: bool) -> tune.
     if not tune.Tuner.can_restore(experiment_dir):
         return make_tuner(plan, params)
     use_table_output()  # the saved run config holds the table reporter
+    if plan.search == "optuna":
+        quiet_optuna()  # the restored searcher reopens its study
     try:
         # param_space again: Ray restores a searcher's space from it (tuner.pkl may predate the first trial)
         return tune.Tuner.restore(experiment_dir, trainable_for(plan), param_space=to_param_space(params),
@@ -213,20 +225,31 @@ def trials_of(experiment_dir: str) -> list:
         analysis_log.setLevel(level)
 
 
-def summarize(results: tune.ResultGrid, experiment_dir: str) -> dict[str, Any]:
-    """The best trial by validation accuracy (its best epoch), its test accuracy, the errored and
-    unfinished (interrupted) trial counts."""
-    statuses = [trial.status for trial in trials_of(experiment_dir)]
-    summary: dict[str, Any] = {"experiment": experiment_dir, "trials": len(results),
-                               "errors": results.num_errors,
-                               "unfinished": sum(s not in ("TERMINATED", "ERROR") for s in statuses),
+def resume_line(experiment_dir: str, retry_errored: bool) -> str:
+    """'resuming DIR: N done, M left' before a resumed run starts (errored trials count as left when
+    they are retried)."""
+    statuses = [trial.status for trial in trials_of(experiment_dir)] if _has_trial_state(experiment_dir) else []
+    done = sum(s == "TERMINATED" or (s == "ERROR" and not retry_errored) for s in statuses)
+    expected = int(read_record(experiment_dir).get("expected_trials", len(statuses)))
+    return f"resuming {experiment_dir}: {done} done, {max(expected, len(statuses)) - done} left"
+
+
+def summarize(experiment_dir: str, plan: Plan, axes: list[str]) -> dict[str, Any]:
+    """Every trial's outcome in the console's (the report's) words, the best trial and arm
+    (analysis.best), and the errored and unfinished (interrupted) counts."""
+    from analysis.best import best_trial, describe
+    from analysis.effects import ablation_factors
+    from sweep.console import count_outcomes, trial_frame
+
+    frame = trial_frame(trials_of(experiment_dir), plan.scheduler, done=True)
+    reasons = frame["stop_reason"] if len(frame) else pd.Series(dtype=object)
+    summary: dict[str, Any] = {"experiment": experiment_dir, "trials": len(frame),
+                               "outcomes": count_outcomes(frame, plan.scheduler),
+                               "errors": int((reasons == "errored").sum()),
+                               "unfinished": int((reasons == "unfinished").sum()),
+                               "best_lines": describe(frame, ablation_factors(frame, (), axes)) if len(frame) else [],
                                "tensorboard": f"tensorboard --logdir {experiment_dir}"}
-    scored = [r for r in results if r.metrics and r.metrics.get("best_val_acc") is not None]
-    if scored:
-        best = max(scored, key=lambda r: r.metrics["best_val_acc"])
-        metrics = best.metrics
-        summary["best"] = {"trial_id": metrics.get("trial_id"), "path": best.path,
-                           "best_val_acc": metrics["best_val_acc"], "test_acc": metrics.get("test_acc"),
-                           "epochs": metrics.get("epoch"), "status": metrics.get("status"),
-                           "config": best.config}
+    best = best_trial(frame) if len(frame) else None
+    if best is not None:
+        summary["best"] = {"trial_id": best["trial_id"], "path": best["path"]}
     return summary

@@ -141,12 +141,21 @@ def default_name(space: str, smoke: bool) -> str:
 
 
 def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) -> None:
+    """What would run: the trials and their configs, the data and where it comes from, the cost."""
     import pandas as pd
+
+    from training.datasets import data_source
 
     fixed = {k: v for k, v in params.items() if not isinstance(v, dict)}
     axes = {k: v for k, v in params.items() if isinstance(v, dict)}
-    print(f"space {record['space_name']}: {record['expected_trials']} trials, {plan.search} search, "
+    trials = record["expected_trials"]
+    print(f"space {record['space_name']}: {trials} trials, {plan.search} search, "
           f"{plan.scheduler} scheduler, at most {plan.max_t} epochs each")
+    for dataset, size in record["datasets"]:
+        print(f"data: {dataset} at {size}x{size}, {data_source(dataset, params['data_dir'])}")
+    stops = " (the scheduler stops weak trials early: usually far fewer)" if plan.scheduler != "fifo" else ""
+    print(f"cost: at most {trials * plan.max_t} trial-epochs{stops}; {plan.cpus_per_trial:g} CPU"
+          + (f" and {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "") + " per trial")
     print("fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
     if plan.search == "grid":
         rows = [{k: row[k] for k in axes} for row in vocab.expand_grid(params)]

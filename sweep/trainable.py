@@ -1,8 +1,9 @@
 """The Ray Tune trainable: one ``training.loop.fit`` per trial, and nothing else.
 
 It resolves the trial's config (bundle presets, then explicit fields), gives torch the trial's CPU
-share, records the resolved config with provenance in the trial directory, resumes from the trial's
-latest checkpoint when Tune restarts it, and forwards every epoch to ``tune.report`` with that
+share, records the config as run (threads, device and precision resolved, so train.py can re-run it)
+with provenance in the trial directory, resumes from the trial's latest checkpoint when Tune
+restarts it, and forwards every epoch to ``tune.report`` with that
 epoch's checkpoint (the Ray Tune PyTorch tutorial's pattern: ``tune.report(metrics,
 checkpoint=...)`` and ``tune.get_checkpoint()``). Device "auto" finds the GPU Ray assigned: Ray
 sets CUDA_VISIBLE_DEVICES per trial, and an empty one for a trial given no GPU.
@@ -23,7 +24,7 @@ from ray import tune
 from sweep.spaces import resolve_config
 from training.checkpoint import provenance
 from training.config import TrainConfig
-from training.loop import fit
+from training.loop import fit, resolve_device, resolve_precision
 
 TRIAL_CONFIG_FILE = "trial_config.json"
 # Ray logs "Checkpoint successfully created at ..." for every epoch of every trial: keep the console
@@ -34,8 +35,7 @@ logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 def train_trial(config: dict[str, Any], smoke: bool = False) -> None:
     """Ray Tune function trainable; `smoke` (via ``tune.with_parameters``) applies --smoke-test's
     per-trial limits (``sweep.spaces.smoke_limits``)."""
-    cfg = resolve_config(config, smoke)
-    use_cpu_share(cfg)
+    cfg = effective_config(resolve_config(config, smoke))
     write_trial_config(cfg, config)
     with tempfile.TemporaryDirectory(prefix="ablation-trial-") as checkpoint_dir:
         checkpoint = tune.get_checkpoint()
@@ -80,16 +80,24 @@ def rank_score(val_acc: float, val_loss: float | None) -> float:
     return val_acc - 1e-4 * min(max(loss, 0.0), 10.0)
 
 
-def use_cpu_share(cfg: TrainConfig) -> None:
-    """Torch threads = the CPUs Ray reserved for this trial, so concurrent trials do not
-    oversubscribe the cores (a config's own `threads` wins: fit() applies it)."""
-    if not cfg.threads:
+def effective_config(cfg: TrainConfig) -> TrainConfig:
+    """The config as the trial runs it: torch threads = the CPUs Ray reserved for this trial (so
+    concurrent trials do not oversubscribe the cores; a config's own `threads` wins), the device and
+    precision `auto` resolved to. Recorded so, `python train.py --config TRIAL_DIR` runs the same
+    training (a trial on 1 thread and its re-run on torch's default of all cores differ: the
+    reduction order changes the floating-point sums)."""
+    threads = cfg.threads
+    if not threads:
         cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-        torch.set_num_threads(max(1, int(cpus)))
+        threads = max(1, int(cpus))
+    device = resolve_device(cfg.device)
+    return cfg.replace(threads=threads, device=device.type,
+                       precision=resolve_precision(cfg.precision, device)[2])
 
 
 def write_trial_config(cfg: TrainConfig, config: Mapping[str, Any]) -> None:
-    """Every field of the trial (bundles expanded) with provenance, for the analysis. Written to the
+    """Every field of the trial (bundles expanded, threads/device/precision as run) with provenance,
+    for the analysis and for `train.py --config TRIAL_DIR`. Written to the
     trial's working directory, which Tune syncs into the trial directory on the storage path
     (``SyncConfig(sync_artifacts=True)``), also from other nodes of a cluster."""
     record = {"config": cfg.to_dict(), "space_config": dict(config), **provenance()}

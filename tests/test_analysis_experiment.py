@@ -33,11 +33,67 @@ def sweep_env(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
+    """The sweep, its console (stdout and stderr, as a terminal shows them) in console.log beside it."""
     storage = tmp_path_factory.mktemp("sweeps")
-    subprocess.run([*SWEEP, "--grace-period", "1", "--reduction-factor", "2", "--set", "measure_latency=true",
-                    "--storage-path", str(storage), "--name", "smoke"],
-                   cwd=ROOT, env=sweep_env(tmp_path_factory), check=True, capture_output=True, timeout=240)
+    with (storage / "console.log").open("w") as console:
+        subprocess.run([*SWEEP, "--grace-period", "1", "--reduction-factor", "2", "--set", "measure_latency=true",
+                        "--storage-path", str(storage), "--name", "smoke"], cwd=ROOT, env=sweep_env(tmp_path_factory),
+                       check=True, stdout=console, stderr=subprocess.STDOUT, timeout=240)
     return storage / "smoke"
+
+
+def final_table(console: str) -> list[list[str]]:
+    """The cells of the last trial table the console printed (Ray's psql style)."""
+    blocks = console.split("== ")[-1].split("\n")
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in blocks
+            if line.startswith("| train_trial_")]
+
+
+def test_the_console_speaks_the_reports_words_and_names_one_best(finished, tmp_path):
+    """ASHA-stopped trials read 'stopped by ASHA' in the live table and the summary (never Ray's
+    TERMINATED beside our 'running'); the summary counts every outcome; the best trial and best arm
+    are the report's, by one rule; no traceback and no Ray log line in a successful run."""
+    console = (finished.parent / "console.log").read_text()
+    trials = load(finished).trials.set_index("trial_id")
+    words = {"finished": "finished", "scheduler_stopped": "stopped by ASHA"}
+    rows = final_table(console)
+    assert len(rows) == 4 and "TERMINATED" not in console and "Current best trial" not in console
+    for row in rows:
+        trial_id = row[0].removeprefix("train_trial_")
+        assert row[1] == words[trials.loc[trial_id, "stop_reason"]], row
+    counts = trials["stop_reason"].map(words).value_counts()
+    assert "== " in console and "4 trials: 4 done (" in console and ", 0 running, 0 left; " in console
+    summary = next(line for line in console.splitlines() if line.startswith("4 trials: "))
+    for word, n in counts.items():
+        assert f"{n} {word}" in summary, summary
+    arm_with_two = (trials[trials["stop_reason"] == "finished"]["attention"].value_counts() >= 2).any()
+    last = [line for line in console.splitlines() if line.startswith(("best trial", "best arm"))][-1]
+    assert last.startswith("best arm (mean over its 2 ended seeds)" if arm_with_two else "best trial (")
+    report = subprocess.run([sys.executable, "-m", "analysis.report", str(finished), "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    opening = (tmp_path / "report.md").read_text().split("## Trials")[1]
+    summary_best = [line for line in console.splitlines()[console.splitlines().index(summary):]
+                    if line.startswith(("best trial", "best arm"))]
+    assert summary_best and all(line in opening for line in summary_best), (summary_best, opening[:1500])
+    assert "Traceback" not in console and " WARNING " not in console and " INFO " not in console, console
+    assert "Tuner.restore" not in console and "Token authentication" not in console
+
+
+def test_train_py_reruns_a_sweep_trial_to_the_same_metrics(finished, tmp_path):
+    """`train.py --config TRIAL_DIR` re-runs a trial of the sweep: its recorded config holds the
+    threads, device and precision the trial ran with, so on CPU every metric comes out the same."""
+    trials = load(finished).trials
+    trial = trials[trials["stop_reason"] == "finished"].iloc[0]
+    record = json.loads((finished / trial["trial_dir"] / "trial_config.json").read_text())["config"]
+    assert (record["threads"], record["device"], record["precision"]) == (1, "cpu", "fp32")
+    result = subprocess.run([sys.executable, "train.py", "--config", str(finished / trial["trial_dir"]),
+                             "--out-dir", str(tmp_path / "rerun"), "--quiet"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rerun = json.loads((tmp_path / "rerun" / "summary.json").read_text())
+    for key in ("best_val_acc", "final_val_acc", "test_acc", "test_loss", "epochs_run", "params"):
+        assert rerun[key] == trial[key], key
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 (every way a trial can end), and the CLI's errors. The real experiments are in
 test_analysis_experiment.py."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def epoch(n, val, final=None):
            "size_mb": 0.1, "training_iteration": n, "time_total_s": float(n)}
     if final:  # our final report; Ray sets done=True on the last result of every trial it ends
         row.update(status=final, epochs_run=n, final_val_acc=val, test_acc=val - 1, test_loss=0.5,
-                   precision="fp32", wall_time_s=float(n), test_acc_class_0=50.0)
+                   precision="fp32", wall_time_s=float(n), **{"test_acc_class/cat": 50.0})
     return row
 
 
@@ -96,6 +97,22 @@ def test_epoch_frame_is_one_row_per_trial_epoch(experiment):
         "aaaaa_00000": 2, "aaaaa_00001": 1, "aaaaa_00003": 1, "aaaaa_00005": 1, "aaaaa_00006": 1}
     assert {"epoch", "val_acc", "train_loss", "val_loss", "lr"} <= set(epochs.columns)
     assert "done" not in epochs  # Ray overwrites it: never trusted
+
+
+def test_the_resumed_runs_state_wins_over_a_first_run_file_with_a_later_timestamp(experiment):
+    """A resumed sweep writes a new experiment_state file (named after its session's start); the first
+    run's file, with every trial still pending, may carry a later modification time (seen: 1 us). Ray
+    reads the greatest file name, and so do we; a later file cut short by a kill gives way."""
+    resumed = experiment / "experiment_state-2026-01-01_00-00-00.json"
+    first = resumed.with_name("experiment_state-2025-12-31_23-00-00.json")
+    state = json.loads(resumed.read_text())
+    stale = [[json.dumps({**json.loads(t), "status": "PENDING"}), r] for t, r in state["trial_data"]]
+    first.write_text(json.dumps({"trial_data": stale}))
+    later = resumed.stat().st_mtime_ns + 1_000
+    os.utime(first, ns=(later, later))
+    assert load(experiment).trials.set_index("trial_id").loc["aaaaa_00001", "stop_reason"] == "scheduler_stopped"
+    resumed.with_name("experiment_state-2026-01-02_00-00-00.json").write_text('{"trial_data": [["{\\"tri')
+    assert load(experiment).trials.set_index("trial_id").loc["aaaaa_00001", "stop_reason"] == "scheduler_stopped"
 
 
 @pytest.mark.parametrize("reason,args", [

@@ -13,7 +13,7 @@ from analysis.depth import PAPER_DEPTH, depth_table
 from analysis.importance import MIN_TRIALS, REST, importance
 from analysis.pareto import arm_summary, pareto_front
 from analysis.render import readable, to_markdown, write_table
-from analysis.stages import PAPER_STAGE_ACCURACY, stage_table
+from analysis.stages import PAPER_STAGE_ACCURACY, STUDY_DATA, stage_table, study_data_caveat
 
 CONFIG = ("attention", "dsconv", "lr", "seed", "recipe")  # TrainConfig fields, then a bundle key
 
@@ -209,9 +209,9 @@ def test_fanova_refused_on_too_few_trials_or_nothing_to_explain():
 
 def test_stage_table_paper_column_and_differences_are_exact():
     rows = [{"stage": stage, "seed": seed, "stop_reason": "finished", "test_acc": 70.0 + i + seed,
-             "params": 1e6 * (i + 1), "flops": 2e8, "wall_time_s": 600.0 * (seed + 1)}
+             "params": 1e6 * (i + 1), "flops": 2e8, "wall_time_s": 600.0 * (seed + 1), **STUDY_DATA}
             for i, stage in enumerate(PAPER_STAGE_ACCURACY) for seed in (0, 2)]
-    rows.append({"stage": "holistic", "seed": 9, "stop_reason": "unfinished", "test_acc": np.nan})
+    rows.append({"stage": "holistic", "seed": 9, "stop_reason": "unfinished", "test_acc": np.nan, **STUDY_DATA})
     table = stage_table(pd.DataFrame(rows))
     assert list(table["stage"]) == list(PAPER_STAGE_ACCURACY)
     assert list(table["paper_test_acc"]) == [74.09, 81.90, 67.23, 67.96, 86.86]
@@ -223,6 +223,27 @@ def test_stage_table_paper_column_and_differences_are_exact():
     assert table["gflops_mean"].iloc[0] == pytest.approx(0.2) and table["time_min_mean"].iloc[0] == 20.0
 
 
+def test_the_studies_figures_are_compared_only_on_the_studies_data():
+    """A synthetic 16x16 smoke run or a CIFAR-10 subset is no replication of a full CIFAR-10 run: the
+    published figures stay as context, without a difference, under a one-line caveat."""
+    rows = [{"stage": "baseline", "seed": seed, "stop_reason": "finished", "test_acc": 10.15 + seed,
+             "params": 1e5, "flops": 1e7, "wall_time_s": 6.0, "dataset": "synthetic", "subset": 512,
+             "image_size": 16} for seed in (0, 1)]
+    table = stage_table(pd.DataFrame(rows))
+    assert "diff_vs_paper" not in table and table["paper_test_acc"].iloc[0] == 74.09
+    caveat = study_data_caveat(pd.DataFrame(rows))
+    assert caveat.startswith("**Not comparable:**") and "synthetic (512 images, 16x16)" in caveat
+    assert "\n" not in caveat
+    full = pd.DataFrame(rows).assign(**STUDY_DATA)
+    assert study_data_caveat(full) == "" and "diff_vs_paper" in stage_table(full)
+    resnets = pd.DataFrame([{"recipe": "resnet_study", "model": m, "pretrained": m == "resnet152", "seed": 0,
+                             "stop_reason": "finished", "test_acc": 80.0, "wall_time_s": 60.0, "epochs_run": 50,
+                             "params": 1e7, **STUDY_DATA, "subset": 5000} for m in ("resnet18", "resnet152")])
+    depth = depth_table(resnets)
+    assert not depth["comparable"].any() and depth["diff_vs_paper"].isna().all()
+    assert depth_table(resnets.assign(subset=0))["comparable"].all()
+
+
 def test_stage_names_match_the_sweep_presets():
     from sweep.spaces import STAGES
 
@@ -231,7 +252,8 @@ def test_stage_names_match_the_sweep_presets():
 
 def test_depth_table_relative_increases_and_paper_figures():
     rows = [{"recipe": "resnet_study", "model": model, "seed": seed, "stop_reason": "finished",
-             "test_acc": acc + seed, "wall_time_s": 60.0 * minutes, "epochs_run": 50, "params": 1e7}
+             "test_acc": acc + seed, "wall_time_s": 60.0 * minutes, "epochs_run": 50, "params": 1e7,
+             "pretrained": model == "resnet152", **STUDY_DATA}
             for model, acc, minutes in (("resnet18", 80, 40), ("resnet50", 84, 100), ("resnet152", 88, 250))
             for seed in (0, 1)]
     table = depth_table(pd.DataFrame(rows))
@@ -281,3 +303,45 @@ def test_continuous_factor_is_left_to_importance():
     assert effects.designed_factors(trials, ["dropout", "dsconv"]) == ["dsconv"]
     ranking, _ = importance(trials, ["dropout", "dsconv"])
     assert set(ranking["factor"]) == {"dropout", "dsconv", REST}
+
+
+def test_every_axis_of_the_space_is_a_factor_and_detection_is_only_the_fallback():
+    """32 random draws of the hparams space: each continuous draw is unique, so detecting factors
+    from the data keeps the first and finds every other column 'determined' by it. With the sweep
+    record's axes, every searched knob is a factor and gets an importance row."""
+    rng = np.random.default_rng(0)
+    axes = ("lr", "weight_decay", "batch_size", "scheduler", "label_smoothing", "clip_grad_norm", "augment",
+            "dropout", "seed")
+    trials = pd.DataFrame({"lr": rng.uniform(1e-3, 0.4, 32), "weight_decay": rng.uniform(1e-5, 1e-2, 32),
+                           "batch_size": rng.choice([64, 128, 256], 32),
+                           "scheduler": rng.choice(["onecycle", "cosine", "step", "none"], 32),
+                           "label_smoothing": rng.uniform(0, 0.2, 32), "clip_grad_norm": rng.choice([0.0, 2.0], 32),
+                           "augment": rng.choice(["none", "basic", "paper"], 32), "dropout": rng.uniform(0, 0.6, 32),
+                           "seed": 0, "model": "squeezenet"})
+    trials["test_acc"] = 60 + 40 * trials["lr"] + rng.normal(0, 1, 32)
+    columns = ("model", *axes)
+    assert len(effects.ablation_factors(trials, columns)) < 8  # detection misses searched knobs
+    factors = effects.ablation_factors(trials, columns, axes)
+    assert sorted(factors) == sorted(a for a in axes if a != "seed")
+    ranking, _ = importance(trials, factors)
+    assert set(ranking["factor"]) == {*factors, REST}
+
+
+def test_pareto_plot_tick_labels_do_not_overlap():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from analysis.plots import pareto_plot
+
+    rng = np.random.default_rng(1)
+    trials = pd.DataFrame({"arm": np.repeat(list("abcdef"), 2), "test_acc": rng.uniform(80, 90, 12),
+                           "params": np.repeat([48_058, 59_000, 187_000, 740_554, 1_234_567, 1_517_000], 2),
+                           "flops": np.repeat([3.6e6, 5e6, 1.8e7, 2.1e8, 2.6e8, 4.4e8], 2),
+                           "latency_ms_b1": np.repeat([0.31, 0.5, 0.9, 1.3, 2.2, 4.6], 2)})
+    fig = pareto_plot(arm_summary(trials, ["arm"]))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    for ax in fig.axes:
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+        boxes = [b for b in boxes if ax.bbox.x0 - 5 <= (b.x0 + b.x1) / 2 <= ax.bbox.x1 + 5]
+        assert len(boxes) >= 2
+        assert all(a.x1 < b.x0 for a, b in zip(sorted(boxes, key=lambda b: b.x0), sorted(boxes, key=lambda b: b.x0)[1:]))

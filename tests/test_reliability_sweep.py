@@ -141,6 +141,15 @@ def is_loopback(address: str) -> bool:
     return address.removeprefix("::ffff:").startswith("127.") or address in ("::1", "localhost")
 
 
+def quiet_console(log: str) -> None:
+    """A successful or Ctrl-C'd sweep's console holds our lines and the trial table: no traceback, no
+    Ray log line (Ray's start, token-auth and snapshot warnings, its Tuner.restore advice)."""
+    noisy = [line for line in log.splitlines()
+             if "Traceback" in line or " WARNING " in line or " INFO " in line or "Tuner.restore" in line
+             or "Error" in line]
+    assert not noisy, "\n".join(noisy)
+
+
 # ------------------------------------------------------------------------------------ the driver killed
 def test_ctrl_c_mid_trial_then_resume_runs_nothing_twice(tmp_path, cli_env):
     """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) while the second of three
@@ -167,6 +176,7 @@ def test_ctrl_c_mid_trial_then_resume_runs_nothing_twice(tmp_path, cli_env):
         code = finish(driver, timeout=120)
     log = (tmp_path / "first.log").read_text()
     assert code == 130 and "continue with: python sweep/run.py --resume" in log, log[-3000:]
+    quiet_console(log)  # our --resume line, none of Ray's advice (Tuner.restore) or warnings
     assert sockets and all(is_loopback(address) for _, address, _ in sockets), sorted(sockets)
     before = {trial_id: rows(d) for trial_id, d in trial_dirs(experiment).items()}
     first, second = list(before)[:2]
@@ -174,6 +184,10 @@ def test_ctrl_c_mid_trial_then_resume_runs_nothing_twice(tmp_path, cli_env):
 
     resumed = launch(tmp_path / "resumed.log", cli_env, "--resume", str(experiment))
     assert finish(resumed, timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    resumed_log = (tmp_path / "resumed.log").read_text()
+    assert resumed_log.startswith(f"resuming {experiment}: 1 done, 2 left\n"), resumed_log[:500]
+    assert "\n3 trials: 3 finished: " in resumed_log
+    quiet_console(resumed_log)
     results = results_of(experiment)
     assert len(results) == 3 and results.num_errors == 0  # the space's 3 trials, no more
     assert all(r.metrics["epoch"] == 3 and r.metrics["status"] == "finished" for r in results)
@@ -274,7 +288,7 @@ def faulty_sweep(local_ray, tmp_path_factory):
 
 def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_reported(faulty_sweep, tmp_path):
     code, out, experiment, record, retried, oom = faulty_sweep
-    assert code == 0 and "2 trials, 1 errored" in out  # the sweep completes: one trial of two errored
+    assert code == 0 and "2 trials: 1 finished, 1 errored" in out  # the sweep completes: one trial of two errored
     assert retried.error is None and retried.metrics["status"] == "finished"
     assert "out of memory" in str(oom.error)
     for result, epochs in ((retried, [1, 2, 3]), (oom, [1, 2])):  # oom: one epoch per attempt (1 + 1 retry)

@@ -1,4 +1,5 @@
 """Named spaces, bundles, the YAML vocabulary and the CLI's input errors (no Ray cluster needed)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from ray import tune
 
 from sweep import run, vocabulary as vocab
 from sweep.spaces import BUNDLES, BY_MODEL, RECIPES, SPACES, STAGES, resolve_config, smoke_limits
+from tests.conftest import FASHION_MNIST_DEBIAN
 from training.config import CHOICES, ConfigError, TrainConfig, field_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,9 +106,22 @@ def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path)
                      "--storage-path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"space {name}: {trials} trials" in out
-    table = out.splitlines()[3:]  # header line, fixed line, column names
+    epochs = 35 if name == "stages" else 30  # stages fine-tune 5 epochs after the main 30
+    data = os.environ["ABLATION_DATA_DIR"]  # empty (conftest): CIFAR-10, the default, is not there yet
+    assert f"data: cifar10 at 32x32, downloaded once to {data} (about 170 MB)" in out
+    assert f"cost: at most {trials * epochs} trial-epochs" in out
+    table = out.splitlines()[5:]  # header, data, cost and fixed lines, column names
     assert len(table) == trials and table[-1].split()[0] == str(trials - 1)
     assert not any(tmp_path.iterdir())
+
+
+def test_dry_run_says_where_the_data_comes_from(capsys, tmp_path):
+    assert run.main(["--space", "smoke", "--dry-run", "--dataset", "fashion-mnist", "--set",
+                     f"data_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "data: fashion-mnist at 32x32, " in out
+    assert ("read once from /usr/share/datasets/fashion-mnist" in out if Path(FASHION_MNIST_DEBIAN).is_dir()
+            else f"downloaded once to {tmp_path} (about 31 MB)" in out)
 
 
 def plan(argv):
@@ -118,14 +133,14 @@ def test_max_epochs_follow_presets_overrides_and_smoke():
     assert plan(["--space", "stages"])[1].max_t == 30 + 5
     assert plan(["--space", "resnet-depth"])[1].max_t == 50
     assert plan(["--space", "ablation", "--epochs", "12"])[1].max_t == 12
-    assert plan(["--space", "stages", "--smoke-test"])[1].max_t == 2
+    assert plan(["--space", "stages", "--smoke-test"])[1].max_t == 3  # 2 epochs + 1 of fine-tuning
 
 
 def test_smoke_test_cuts_any_space_to_a_few_trials():
     for name in SPACES:
         params, settings, record = plan(["--space", name, "--smoke-test"])
         assert 1 <= record["expected_trials"] <= 4, name
-        assert params["dataset"] == "synthetic" and params["epochs"] == 1
+        assert params["dataset"] == "synthetic" and params["epochs"] == 2
 
 
 def test_optuna_space_samples_trials_and_grid_space_seeds_arms():
@@ -224,3 +239,46 @@ def test_the_rank_metric_breaks_accuracy_ties_by_loss_and_never_reorders_accurac
     assert rank_score(10.01, 10.0) > rank_score(10.0, 0.0)  # 1 image of 10,000 outweighs any loss
     assert rank_score(10.0, float("nan")) == rank_score(10.0, float("inf")) == rank_score(10.0, 50.0)
     assert rank_score(55.5, None) == 55.5 - 1e-3
+
+
+def test_the_smoke_test_learns_in_each_arm_it_runs():
+    """README's smoke test (ablation, --smoke-test: baseline and holistic recipes) shows learning in its
+    minute: 512 images at batch 64 (7 steps, one epoch) stayed below chance; chance here is 10%."""
+    import torch
+
+    from training.loop import fit
+
+    params, _, _ = plan(["--space", "ablation", "--smoke-test"])
+    threads = torch.get_num_threads()
+    try:
+        for arm in vocab.expand_grid(params):
+            cfg = resolve_config(arm, smoke=True).replace(threads=1, device="cpu")  # as a sweep's trial runs
+            assert fit(cfg)["best_val_acc"] > 20, arm["recipe"]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_sweeps_md_lists_every_space_and_preset_exactly():
+    """README sends readers to docs/SWEEPS.md for the presets: its tables must hold every preset's knobs
+    (stages: what changes from the stage above) and every named space."""
+    rows = {}
+    for line in (ROOT / "docs" / "SWEEPS.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 2:
+            rows.setdefault(cells[0].strip("`"), []).append(cells[1:])
+
+    def shown(value):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    previous = None
+    for name, preset in STAGES.items():
+        changed = preset if previous is None else {k: v for k, v in preset.items() if previous.get(k) != v}
+        assert any(all(f"{k}={shown(v)}" in row[0] for k, v in changed.items()) for row in rows[name]), name
+        previous = preset
+    for name, preset in RECIPES.items():
+        knobs = {k: v for k, v in preset.items() if k != BY_MODEL}
+        assert any(all(f"{k}={shown(v)}" in row[0] for k, v in knobs.items()) for row in rows[name]), name
+    for name, space in SPACES.items():
+        fixed = {k: v for k, v in space["params"].items() if not isinstance(v, dict)}
+        assert any(all(f"{k}={shown(v)}" in " ".join(row) for k, v in fixed.items()) and space["description"] in row
+                   for row in rows[name]), name

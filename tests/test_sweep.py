@@ -78,6 +78,11 @@ def test_tensorboard_events_hold_the_per_epoch_val_accuracy_and_hparams(smoke_ex
         start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
         hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
         assert hparams["attention"].string_value == result.config["attention"]
+        # every knob, fixed ones too (the space fixes lr; optimizer is a default), as train.py writes them
+        assert hparams["lr"].number_value == 0.05 and hparams["optimizer"].string_value == "sgd"
+        tags = set(events.Tags()["scalars"])
+        assert {"ray/tune/best_val_acc", "ray/tune/test_acc_class/rings-low"} <= tags
+        assert not {"ray/tune/done", "ray/tune/should_checkpoint", "ray/tune/time_this_iter_s"} & tags
 
 
 def test_asha_stops_a_clear_loser_early(local_ray, tmp_path):
@@ -122,7 +127,7 @@ def test_every_trial_erroring_exits_1_and_counts_the_errors(local_ray, tmp_path,
     argv = ["--space", "smoke", "--set", f"init_from={tmp_path / 'missing.pt'}",
             "--storage-path", str(tmp_path), "--name", "broken"]
     assert run.main(argv) == 1
-    assert "2 trials, 2 errored" in capsys.readouterr().out
+    assert "2 trials: 2 errored" in capsys.readouterr().out
     assert results_of(tmp_path / "broken").num_errors == 2
 
 

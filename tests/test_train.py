@@ -1,6 +1,7 @@
 """fit() and the train.py CLI: learning, checkpoint resume, outputs, errors."""
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -107,11 +108,34 @@ def test_every_schedule_and_optimizer_trains(scheduler, optimizer):
     assert summary["status"] == "finished"
 
 
-def test_cli_writes_run_dir_and_summary(tmp_path):
+def test_cli_writes_run_dir_and_summary(tmp_path, capsys):
+    """Also what the console shows (a header, one warning line for too few steps, a rounded summary
+    saying accuracies are percent) and TensorBoard: the tags a sweep's trials have, no bookkeeping,
+    per-class accuracy by class name, HParams with every knob."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
     out = tmp_path / "run"
     args = ["--dataset", "synthetic", "--subset", "256", "--epochs", "2", "--width", "0.25",
             "--batch-size", "64", "--measure-latency", "false", "--out-dir", str(out)]
     assert train.main(args) == 0
+    said = capsys.readouterr()
+    assert said.out.startswith(f"run {out}: loading synthetic, building squeezenet\n")
+    head = said.out.splitlines()[1]
+    assert head.startswith("synthetic 32x32, 10 classes: ") and " | squeezenet, 0.05M params" in head
+    assert "| cpu fp32" in head and "4 steps of 64 per epoch, 2 epochs" in head
+    assert said.err.count("\n") == 1 and "warning: only 4 optimiser steps per epoch" in said.err
+    printed = json.loads(said.out[said.out.index("\n{") + 1:])
+    assert printed["units"]["*acc*"] == "percent of images" and printed["test_acc"] == round(printed["test_acc"], 2)
+    assert all(len(str(v)) < 10 for v in printed.values() if isinstance(v, float))
+    events = EventAccumulator(str(out))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"ray/tune/val_acc", "ray/tune/train_loss", "ray/tune/test_acc", "ray/tune/test_acc_class/rings-low"} <= set(tags)
+    assert not {"ray/tune/done", "ray/tune/epoch", "ray/tune/should_checkpoint"} & set(tags)
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert hparams["batch_size"].number_value == 64 and hparams["optimizer"].string_value == "sgd"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_run"] == 2
     saved = json.loads((out / "config.json").read_text())
@@ -153,6 +177,7 @@ def test_help_documents_every_knob():
     assert proc.returncode == 0
     for flag in ("--label-smoothing", "--dsconv", "--finetune-hard-classes", "--config", "--resume"):
         assert flag in proc.stdout
+    assert "(default: None)" not in proc.stdout and "(default: 'cifar10')" in proc.stdout  # once per knob
 
 
 @pytest.mark.slow
@@ -164,3 +189,33 @@ def test_real_fashion_mnist_subset_learns(tmp_path):
                               data_dir=str(tmp_path)))
     print(json.dumps({k: summary[k] for k in ("test_acc", "best_val_acc", "wall_time_s")}))
     assert summary["test_acc"] >= 75.0
+
+
+def test_a_terminal_gets_a_progress_bar_per_epoch_with_images_per_second(tmp_path):
+    """On a terminal (a pseudo-terminal here) each epoch shows a tqdm bar: images done, img/s, ETA."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 120-column terminal
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--dataset", "synthetic", "--subset", "640",
+                             "--epochs", "1", "--width", "0.25", "--batch-size", "32", "--measure-latency", "false",
+                             "--device", "cpu", "--out-dir", str(tmp_path / "run")],
+                            stdout=follower, stderr=follower, cwd=ROOT)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")[-2000:]
+    text = seen.decode(errors="replace")
+    bar = re.search(r"epoch 1: +\d+%\|[^|]*\| *\d+/640 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+img/s\]", text)
+    assert bar, text[-2000:]  # images done of 640, elapsed<ETA, rate

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from training.config import DATASETS, ConfigError, default_data_dir
 from training.download import DatasetError, ensure_writable_dir, publish
-from training.sources import Payload, read_cifar, read_fashion_mnist
+from training.sources import (CIFAR_SPECS, FASHION_MNIST_FILES, FASHION_MNIST_SYSTEM_DIR, Payload,
+                              read_cifar, read_fashion_mnist)
 from training.sources_local import make_synthetic, read_image_folder
 
 __all__ = ["DatasetError", "ImageData", "channel_stats", "load_dataset", "prepare_dataset"]
@@ -97,6 +98,29 @@ def prepare_dataset(name: str, data_dir: str, image_size: int = 32) -> None:
             _build_cache(name, data_dir_path, allow_download=True)
     elif name != "synthetic":
         load_dataset(name, data_dir, image_size)
+
+
+# Download sizes, for --dry-run: the CIFAR python archives (170.5 and 169.0 MB) and Fashion-MNIST's
+# four .gz files (26.4 + 4.4 MB and two small label files), as their hosts serve them.
+DOWNLOAD_MB = {"cifar10": 170, "cifar100": 169, "fashion-mnist": 31}
+
+
+def data_source(name: str, data_dir: str) -> str:
+    """Where a dataset will come from, for a dry run: nothing is read or downloaded here."""
+    if name == "synthetic":
+        return "generated in memory"
+    if name.startswith("imagefolder:"):
+        return f"read from {name.split(':', 1)[1]}"
+    root = _resolve(data_dir)
+    if _cache_readable(_cache_path(name, root)):
+        return f"cached in {_cache_path(name, root)}"
+    if name in CIFAR_SPECS and (root / CIFAR_SPECS[name].filename).is_file():
+        return f"unpacked once from {root / CIFAR_SPECS[name].filename}"
+    if name == "fashion-mnist":
+        for folder in (root / "fashion-mnist", FASHION_MNIST_SYSTEM_DIR):
+            if all((folder / f).is_file() or (folder / f"{f}.gz").is_file() for f in FASHION_MNIST_FILES):
+                return f"read once from {folder}"
+    return f"downloaded once to {root} (about {DOWNLOAD_MB[name]} MB), verified and cached"
 
 
 def _resolve(data_dir: str) -> Path:

@@ -7,7 +7,7 @@ import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional, Protocol
 
 import torch
 from torch import nn
@@ -22,6 +22,16 @@ from training.metrics import count_flops, count_params, measure_latency_ms, mode
 from training.optim import build_optimizer, build_scheduler, set_constant_lr
 
 Report = Callable[[dict[str, Any], Optional[str]], None]
+
+
+class Progress(Protocol):
+    """What a console shows while fit() runs (train.py's; a sweep passes none)."""
+
+    def start(self, info: dict[str, Any]) -> None:
+        """Once, before the first epoch: the trial as built (:meth:`_Trial.describe`)."""
+
+    def epoch(self, batches: Iterable, steps: int, epoch: int) -> Iterable:
+        """One epoch's training batches (`steps` of them), passed through, e.g. with a progress bar."""
 
 
 @dataclass
@@ -40,6 +50,15 @@ class TrialState:
     last_lr: float = 0.0  # the lr of the latest optimiser step (at fine-tuning's start: the main phase's last)
     finetune_lr: float = 0.0  # the fine-tuning phase's constant lr, fixed when the phase starts
     final: dict[str, Any] = field(default_factory=dict)  # the summary, once the trial has ended
+
+
+CLASS_KEY = "test_acc_class/"  # + the class's name: one metric (and TensorBoard tag) per class
+
+
+def class_key(name: str) -> str:
+    """'test_acc_class/T-shirt_top': the metric of one class's test accuracy, named (a '/' or space in
+    the name becomes '_', so the tag stays one level below test_acc_class)."""
+    return CLASS_KEY + "_".join(str(name).replace("/", " ").split())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,16 +94,20 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
 
 
 def fit(cfg: TrainConfig, report: Report | None = None, resume_from: str | None = None,
-        checkpoint_dir: str | None = None) -> dict[str, Any]:
+        checkpoint_dir: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Train one trial; call `report(metrics, checkpoint_dir)` after every epoch; return the summary.
 
     `resume_from` is a checkpoint (file or directory) written by an earlier fit() of the same config.
     Checkpoints are written to `checkpoint_dir` (a temporary directory when None) every epoch.
+    `progress` (optional) is told what was built and sees every epoch's batches go by.
     """
     if checkpoint_dir is None:
         with tempfile.TemporaryDirectory(prefix="ablation-ckpt-") as tmp:
-            return fit(cfg, report, resume_from, tmp)
-    return _Trial(cfg, resume_from).run(report or (lambda metrics, path: None), checkpoint_dir)
+            return fit(cfg, report, resume_from, tmp, progress)
+    trial = _Trial(cfg, resume_from)
+    if progress is not None:
+        progress.start(trial.describe())
+    return trial.run(report or (lambda metrics, path: None), checkpoint_dir, progress)
 
 
 class _Trial:
@@ -172,7 +195,16 @@ class _Trial:
             s.hard_classes = sorted(order[:cfg.finetune_hard_classes])
 
     # ------------------------------------------------------------------ main loop
-    def run(self, report: Report, checkpoint_dir: str) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
+        """What was built, for a console's header: data, model, execution, steps per epoch."""
+        cfg = self.cfg
+        return {"dataset": cfg.dataset, "image_size": self.image_shape[-1], "classes": len(self.classes),
+                **self.sizes, "model": cfg.model, **self.cost, "device": str(self.device),
+                "precision": self.precision, "threads": torch.get_num_threads(), "batch_size": cfg.batch_size,
+                "steps_per_epoch": len(self.train_loader), "epochs": cfg.epochs + cfg.finetune_epochs,
+                "resumed_at_epoch": self.state.epoch}
+
+    def run(self, report: Report, checkpoint_dir: str, progress: Progress | None = None) -> dict[str, Any]:
         s, cfg = self.state, self.cfg
         started = time.perf_counter() - s.elapsed_s
         criterion = self._criterion()
@@ -185,6 +217,8 @@ class _Trial:
                 set_constant_lr(self.optimizer, s.finetune_lr)
             lr = self.optimizer.param_groups[0]["lr"]
             batches = self.train_loader.batches(epoch_generator(cfg.seed, s.epoch, self.device))
+            if progress is not None:
+                batches = progress.epoch(batches, len(self.train_loader), s.epoch + 1)
             result = train_epoch(self.forward, batches, self.optimizer,
                                  self.scheduler if s.phase == "main" else None, criterion, self.scaler,
                                  self.autocast, cfg.clip_grad_norm)
@@ -203,8 +237,8 @@ class _Trial:
 
     def summary(self) -> dict[str, Any]:
         """The final metrics, with per-class test accuracy keyed by class name."""
-        per_class = {name: self.state.final[f"test_acc_class_{i}"] for i, name in enumerate(self.classes)}
-        flat = {k: v for k, v in self.state.final.items() if not k.startswith("test_acc_class_")}
+        per_class = {name: self.state.final[class_key(name)] for name in self.classes}
+        flat = {k: v for k, v in self.state.final.items() if not k.startswith(CLASS_KEY)}
         return {**flat, "test_acc_per_class": per_class, **self.cost}
 
     def _evaluate_val(self):
@@ -243,7 +277,7 @@ class _Trial:
         return {
             "status": status, "done": True, "epochs_run": s.epoch,
             "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch, "final_val_acc": last["val_acc"], "test_acc": test.acc, "test_loss": test.loss,
-            **{f"test_acc_class_{i}": acc for i, acc in enumerate(test.per_class_acc)},
+            **{class_key(name): acc for name, acc in zip(self.classes, test.per_class_acc)},
             **latency, "wall_time_s": s.elapsed_s, "precision": self.precision, **self.sizes,
         }
 

@@ -1,0 +1,158 @@
+"""What a sweep prints: one table of trials in the report's words, one best, progress, and quiet Ray.
+
+Each trial's outcome is :func:`analysis.load.stop_reason` of its Ray status and last result (the
+report's rule): finished, stopped by ASHA (the scheduler), errored, diverged, early-stopped
+(patience), and while the sweep runs pending / running, or interrupted once it ended without them.
+The best trial and best arm follow :mod:`analysis.best`, as the summary and the report do. Above the
+table: trials done / running / left with an ETA from the times of the trials that ended (as tqdm
+estimates from the rate so far).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import pandas as pd
+from ray import tune
+
+from analysis.best import describe
+from analysis.effects import ablation_factors
+from analysis.load import stop_reason
+
+SCHEDULER_NAMES = {"asha": "ASHA", "hyperband": "HyperBand", "median": "the median rule", "fifo": "the scheduler"}
+LIVE = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
+METRIC_COLUMNS = {"epoch": "epoch", "val_acc": "val %", "best_val_acc": "best val %", "test_acc": "test %",
+                  "images_per_sec": "img/s"}
+
+
+def outcome_words(scheduler: str) -> dict[str, str]:
+    """The console's word for each stop reason of :mod:`analysis.load`."""
+    return {"finished": "finished", "early_stopped": "early-stopped (patience)", "diverged": "diverged",
+            "scheduler_stopped": f"stopped by {SCHEDULER_NAMES.get(scheduler, scheduler)}",
+            "errored": "errored", "unfinished": "interrupted"}
+
+
+def trial_frame(trials: Sequence[Any], scheduler: str, done: bool = False) -> pd.DataFrame:
+    """One row per Ray Trial: trial_id, stop_reason (analysis.load's rule), outcome (the console's
+    word), location, the trial's Ray config and its last metrics."""
+    words = outcome_words(scheduler)
+    rows = []
+    for trial in trials:
+        last = dict(trial.last_result or {})
+        reason = stop_reason(trial.status, last, trial.status == "ERROR")
+        word = LIVE.get(trial.status, words[reason]) if reason == "unfinished" and not done else words[reason]
+        where = last.get("node_ip") or ""
+        rows.append({**{k: v for k, v in last.items() if k in METRIC_COLUMNS or k in ("epochs_run", "time_total_s")},
+                     **trial.config, "trial_id": trial.trial_id, "name": str(trial), "stop_reason": reason,
+                     "outcome": word, "status": trial.status, "loc": where, "path": trial_path(trial)})
+    return pd.DataFrame(rows)
+
+
+def count_outcomes(frame: pd.DataFrame, scheduler: str) -> dict[str, int]:
+    """{word: n} of the trials in `frame`, in the order of analysis.load's stop reasons."""
+    order = [*outcome_words(scheduler).values(), *LIVE.values()]
+    counts = frame["outcome"].value_counts() if len(frame) else pd.Series(dtype=int)
+    return {word: int(counts[word]) for word in order if word in counts}
+
+
+def trial_path(trial: Any) -> str:
+    """The trial's directory on the storage path ('' before Ray has set it up)."""
+    try:
+        return str(trial.path or "")
+    except Exception:  # noqa: BLE001 (Ray raises various errors for a trial without storage)
+        return ""
+
+
+def progress_line(frame: pd.DataFrame, total: int, elapsed: float, scheduler: str) -> str:
+    """'8 trials: 3 done (2 finished, 1 stopped by ASHA), 1 running, 4 left; 0:00:25 elapsed, ETA ~0:01:10'."""
+    if frame.empty:
+        return f"{total} trials: none started; {clock(elapsed)} elapsed"
+    live = frame["status"].isin(tuple(LIVE))
+    ended = frame[~live]
+    running = int((frame["status"] == "RUNNING").sum())
+    left = max(total - len(ended) - running, 0)
+    counts = ", ".join(f"{n} {word}" for word, n in count_outcomes(ended, scheduler).items())
+    line = (f"{total} trials: {len(ended)} done" + (f" ({counts})" if counts else "")
+            + f", {running} running, {left} left; {clock(elapsed)} elapsed")
+    times = pd.to_numeric(ended.get("time_total_s", pd.Series(dtype=float)), errors="coerce").dropna()
+    if len(times) and (running or left):
+        ran = pd.to_numeric(frame.loc[frame["status"] == "RUNNING"].get("time_total_s", pd.Series(dtype=float)),
+                            errors="coerce").fillna(0.0)
+        work = left * times.mean() + (times.mean() - ran).clip(lower=0.0).sum()
+        line += f", ETA ~{clock(work / max(running, 1))}"
+    return line
+
+
+def clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def table(frame: pd.DataFrame, axes: Sequence[str]) -> str:
+    """Ray's trial table (psql style), with the outcome in the report's words."""
+    from tabulate import tabulate
+
+    columns = {"name": "Trial name", "outcome": "outcome", "loc": "loc", **{a: a for a in axes if a in frame},
+               **{k: v for k, v in METRIC_COLUMNS.items() if k in frame}}
+    shown = frame.reindex(columns=list(columns))
+    for column in ("val_acc", "best_val_acc", "test_acc"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+    for column in ("epoch", "images_per_sec"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
+    rows = shown.astype(object).where(shown.notna(), "").to_numpy().tolist()
+    return tabulate(rows, headers=list(columns.values()), tablefmt="psql", disable_numparse=True)
+
+
+class TrialTable(tune.CLIReporter):
+    """Ray's CLIReporter, printing our status: progress, the one best, the table in the report's words.
+    Every 30 s and at the end."""
+
+    def __init__(self, axes: Sequence[str], scheduler: str) -> None:
+        super().__init__(max_report_frequency=30)
+        self.axes, self.scheduler = list(axes), scheduler
+
+    def report(self, trials: list, done: bool, *sys_info: str) -> None:
+        print(self.status(trials, done), flush=True)
+
+    def status(self, trials: list, done: bool) -> str:
+        frame = trial_frame(trials, self.scheduler, done)
+        total = max(self._total_samples or 0, len(trials))
+        elapsed = time.time() - self._start_time
+        lines = [f"== {time.strftime('%H:%M:%S')} {progress_line(frame, total, elapsed, self.scheduler)}"]
+        if not frame.empty:
+            if frame["status"].ne("PENDING").any():
+                lines += describe(frame, ablation_factors(frame, (), self.axes))
+            lines.append(table(frame, self.axes))
+        return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ quiet Ray
+# Ray's lines that a successful or Ctrl-C'd sweep does not need: its own resume advice
+# (`Tuner.restore(...)`: ours is `--resume DIR`), the stop-signal notice, the run-time footer, token
+# auth on a private local Ray. Warnings and errors about anything else still print.
+QUIET_MESSAGES = ("Token authentication is enabled", "Experiment has been interrupted", "Trials did not complete",
+                  "Stop signal received", "Experiment state snapshotting has been triggered",
+                  "Wrote the latest version of all result files", "Total run time", "Started a local Ray instance")
+
+
+class QuietRay(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in QUIET_MESSAGES)
+
+
+QUIET = QuietRay()
+
+
+def quiet_ray() -> None:
+    """Filter Ray's known chatter (above) from the driver's console: on the loggers that
+    print it and on Ray's stderr handler, which takes every ``ray.*`` record. Call it again after
+    ``ray.init``, which may set up Ray's handler anew."""
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)  # its INFO lines: state files, run time
+    logger = logging.getLogger("ray")
+    for target in (logger, *logger.handlers):
+        if QUIET not in target.filters:
+            target.addFilter(QUIET)

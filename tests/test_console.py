@@ -1,0 +1,59 @@
+"""The sweep console's pieces on plain frames and log records (a real sweep's console is checked in
+test_analysis_experiment.py and test_reliability_sweep.py): progress and ETA, the outcome words for
+every stop reason, the best trial and arm, Ray's chatter filtered and everything else kept."""
+import logging
+
+import pandas as pd
+import pytest
+
+from analysis.best import best_arm, best_trial, describe
+from analysis.load import STOP_REASONS
+from sweep.console import QUIET, count_outcomes, outcome_words, progress_line
+
+
+def test_every_stop_reason_has_a_console_word():
+    words = outcome_words("asha")
+    assert set(words) == set(STOP_REASONS)
+    assert words["scheduler_stopped"] == "stopped by ASHA" and words["unfinished"] == "interrupted"
+
+
+def test_progress_counts_trials_and_estimates_the_time_left_from_ended_trials():
+    frame = pd.DataFrame({"status": ["TERMINATED", "TERMINATED", "RUNNING"],
+                          "outcome": ["finished", "stopped by ASHA", "running"], "time_total_s": [10.0, 20.0, 5.0]})
+    line = progress_line(frame, total=5, elapsed=65, scheduler="asha")
+    # 2 left at the mean 15 s, the running one 10 s from that mean, one trial at a time: 40 s
+    assert line == ("5 trials: 2 done (1 finished, 1 stopped by ASHA), 1 running, 2 left; 0:01:05 elapsed, "
+                    "ETA ~0:00:40")
+    assert count_outcomes(frame, "asha") == {"finished": 1, "stopped by ASHA": 1, "running": 1}
+
+
+def trials(rows):
+    return pd.DataFrame(rows, columns=["trial_id", "stop_reason", "attention", "seed", "best_val_acc", "test_acc",
+                                       "epochs_run"])
+
+
+def test_one_best_trial_among_those_that_ended_and_the_best_arm_over_seeds():
+    frame = trials([("a0", "finished", "none", 0, 70.0, 69.0, 3), ("a1", "finished", "none", 1, 60.0, 59.0, 3),
+                    ("b0", "finished", "channel", 0, 68.0, 67.0, 3), ("b1", "finished", "channel", 1, 67.0, 66.0, 3),
+                    ("c0", "scheduler_stopped", "eca", 0, 90.0, None, 1)])
+    assert best_trial(frame)["trial_id"] == "a0"  # not the stopped c0: its figure is from 1 epoch
+    arm = best_arm(frame, ["attention"])
+    assert arm["levels"] == {"attention": "channel"} and arm["n"] == 2 and arm["best_val_acc"] == 67.5
+    lines = describe(frame, ["attention"])
+    assert lines[0].endswith("a0: best val 70.00%, test 69.00%, 3 epochs; attention=none")
+    assert lines[1] == "best arm (mean over its 2 ended seeds): attention=channel: best val 67.50%, test 66.50%"
+    assert best_arm(frame.iloc[[0, 2]], ["attention"]) is None  # one seed per arm: no arm line
+    assert describe(frame.iloc[[4]], ["attention"])[0].endswith("none has ended yet")
+
+
+@pytest.mark.parametrize("message, shown", [
+    ("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled", False),
+    ("Experiment has been interrupted, but the most recent state was saved.\nResume experiment with: "
+     "Tuner.restore(path=...)", False),
+    ("Experiment state snapshotting has been triggered multiple times in the last 5.0 seconds", False),
+    ("Trial train_trial_00000 errored after 2 iterations", True),
+    ("Experiment state snapshotting failed:", True),
+])
+def test_only_rays_known_chatter_is_filtered(message, shown):
+    record = logging.LogRecord("ray.tune.tune", logging.WARNING, __file__, 1, message, None, None)
+    assert QUIET.filter(record) is shown
