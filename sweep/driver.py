@@ -32,7 +32,7 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: exp.Plan, reco
         print(f"experiment {plan.experiment_dir}: {record['expected_trials']} trials; "
               f"monitor with: tensorboard --logdir {plan.experiment_dir}", flush=True)
         results = exp.make_tuner(plan, params).fit()
-        return report(results, plan.experiment_dir)
+        return report(results, plan.experiment_dir, plan.objectives)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -44,7 +44,7 @@ def resume(args: argparse.Namespace) -> int:
     with connected(args.address):
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
         results = exp.restore_tuner(experiment_dir, plan, retry_errored=retries > 0).fit()
-        return report(results, experiment_dir)
+        return report(results, experiment_dir, plan.objectives)
 
 
 @contextlib.contextmanager
@@ -92,9 +92,9 @@ def prepare_data(data_dir: str, datasets: list[tuple[str, int]]) -> None:
         prepare_dataset(name, data_dir, image_size)
 
 
-def report(results, experiment_dir: str) -> int:
-    """Print the summary; exit status 130 when interrupted (Ctrl-C: Tune returns what it has), 1 when
-    every trial errored."""
+def report(results, experiment_dir: str, objectives: list[list[str]] | None = None) -> int:
+    """Print the summary (for a multi-objective sweep, its front, with latency measured alone); exit
+    status 130 when interrupted (Ctrl-C: Tune returns what it has), 1 when every trial errored."""
     summary = exp.summarize(results, experiment_dir)
     print(f"\n{summary['trials']} trials, {summary['errors']} errored: {experiment_dir}")
     best = summary.get("best")
@@ -103,6 +103,8 @@ def report(results, experiment_dir: str) -> int:
         print(f"best by validation accuracy: {best['best_val_acc']:.2f}% (trial {best['trial_id']}, "
               f"{best['epochs']} epochs, {best['status']}); its test accuracy: {test}")
         print("  config: " + " ".join(f"{k}={v}" for k, v in best["config"].items() if k != "data_dir"))
+    if objectives and not summary["unfinished"]:
+        print_front(experiment_dir, objectives)
     print(f"monitor: {summary['tensorboard']}\nanalyse: python -m analysis.report {experiment_dir}")
     if summary["errors"]:
         print(f"{summary['errors']} trial(s) errored (see error.txt in their directories); retry them "
@@ -112,3 +114,26 @@ def report(results, experiment_dir: str) -> int:
               f"python sweep/run.py --resume {experiment_dir}", file=sys.stderr)
         return 130
     return 1 if summary["trials"] and summary["errors"] == summary["trials"] else 0
+
+
+def print_front(experiment_dir: str, objectives: list[list[str]]) -> None:
+    """A finished multi-objective sweep: its models' latency measured alone, then its front."""
+    from pathlib import Path
+
+    from analysis.effects import completed
+    from analysis.load import load
+    from analysis.pareto import LATENCY_FILE, objective_front
+    from sweep.export import remeasure_front
+
+    if "://" in experiment_dir:
+        print(f"latency not re-measured: {experiment_dir} is not on this machine's disk")
+        return
+    alone = remeasure_front(Path(experiment_dir), objectives)
+    ended, _ = completed(load(experiment_dir).trials)
+    frame = objective_front(ended, objectives, alone)
+    on = frame[frame["pareto"]]
+    names = ", ".join(f"{m} ({d})" for m, d in frame.attrs["objectives"])
+    print(f"latency of {alone['which']} measured alone ({alone['threads']} thread, median of "
+          f"{alone['repeats']}): {experiment_dir}/{LATENCY_FILE}")
+    print(f"front of {names}: {len(on)} of the {len(frame)} trials that ran to their end: "
+          f"{', '.join(on['trial_id'])}")

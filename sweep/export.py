@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from analysis.pareto import LATENCY_FILE  # noqa: E402
 from training import checkpoint as ckpt  # noqa: E402
 from training.config import ConfigError, TrainConfig, UserError  # noqa: E402
 
@@ -286,6 +287,53 @@ def export_one(source: Source, out: Path, threads: int, calibration: int, repeat
               "machine": machine(), "rows": rows}
     (out / "export.json").write_text(json.dumps(record, indent=2))
     (out / "export.md").write_text(markdown(record))
+    return record
+
+
+# ----------------------------------------------------------------------------------- latency alone
+
+
+@torch.no_grad()
+def latency_alone(model: torch.nn.Module, image_shape: tuple[int, int, int], threads: int,
+                  repeats: int) -> dict[str, float]:
+    """Median PyTorch eager latency (ms) at each of BATCHES, in this process, on the CPU, with
+    `threads` threads, after warm-up: the figure a trial measured while other trials shared the
+    machine, measured again with the machine to itself."""
+    torch.set_num_threads(threads)
+    model = model.eval()
+    out = {}
+    for batch in BATCHES:
+        x = torch.randn(batch, *image_shape)
+        out[f"latency_ms_b{batch}"] = median_ms(lambda: model(x), repeats)
+    return out
+
+
+def remeasure_front(run_dir: Path, objectives: list[list[str]], threads: int = 1, repeats: int = 20) -> dict:
+    """After a multi-objective sweep: the latency of the front's models (of every trial that ran to
+    its end when a latency is an objective, so the front can be drawn again from these figures),
+    measured alone, one model at a time; written to RUN_DIR/latency_alone.json and returned."""
+    from analysis.effects import completed
+    from analysis.load import load
+    from analysis.pareto import front
+    from training.datasets import load_dataset
+
+    ended, _ = completed(load(run_dir).trials)
+    latency_objective = any(metric.startswith("latency_ms") for metric, _ in objectives)
+    chosen = ended if latency_objective else ended[front(ended, objectives).to_numpy()]
+    classes: dict[tuple[str, str], int] = {}
+    measured = {}
+    for row in chosen.itertuples():
+        cfg = read_config(run_dir / row.trial_dir / "trial_config.json")
+        key = (cfg.dataset, cfg.resolved_data_dir)
+        if key not in classes:
+            classes[key] = load_dataset(cfg.dataset, cfg.resolved_data_dir, cfg.image_size).num_classes
+        source = Source(row.trial_id, cfg, newest_checkpoint(run_dir / row.trial_dir), _number(row.test_acc))
+        model = build_model(source, classes[key])
+        measured[row.trial_id] = latency_alone(model, (3, cfg.image_size, cfg.image_size), threads, repeats)
+    record = {"threads": threads, "repeats": repeats, "machine": machine(), "device": "cpu",
+              "which": "every trial that ran to its end" if latency_objective else "the front's trials",
+              "trials": measured}
+    (run_dir / LATENCY_FILE).write_text(json.dumps(record, indent=2))
     return record
 
 
