@@ -17,7 +17,8 @@ accuracy was reported for),
 RUN_DIR is an experiment directory (``sweep/run.py``'s STORAGE/NAME; the trials chosen by
 ``--trial``, ``--best``: the highest best validation accuracy among the trials that ran to their
 own end, or ``--front``: those on the front of best validation accuracy against ``--front-cost``)
-or a ``train.py`` run directory. Selection is on validation accuracy only, never on test. Files go
+or a ``train.py`` run directory. A multi-objective sweep's ``--front`` is the front of its own
+objectives (with the latency measured alone after it, when it was). Selection is on validation accuracy only, never on test. Files go
 to ``RUN_DIR/export/<trial>/`` (``--out`` for another place).
 """
 from __future__ import annotations
@@ -76,9 +77,10 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
                        summary.get("test_acc"))]
     from analysis.effects import completed
     from analysis.load import load
-    from analysis.pareto import pareto_front
+    from analysis.pareto import objective_front, pareto_front, read_latency_alone
 
-    frame = load(run_dir).trials
+    experiment = load(run_dir)
+    frame = experiment.trials
     if trials:
         unknown = sorted(set(trials) - set(frame["trial_id"]))
         if unknown:
@@ -90,7 +92,11 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
         if ended.empty:
             raise UserError(f"no trial of {run_dir} has run to its own end yet: nothing to choose from "
                             "(--trial ID exports a given one)")
-        if front:
+        objectives = (experiment.sweep.get("plan") or {}).get("objectives") if isinstance(experiment.sweep, dict) else None
+        if front and objectives:  # a multi-objective sweep: its own front, latency measured alone if it was
+            marked = objective_front(ended, objectives, read_latency_alone(run_dir))
+            picked = marked[marked["pareto"]]
+        elif front:
             picked = ended[pareto_front(ended, "best_val_acc", front_cost).to_numpy()]
             picked = picked.sort_values(front_cost, kind="stable")
         else:
@@ -398,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--best", action="store_true",
                        help="the trial with the best validation accuracy among those that ran to their end (default)")
     which.add_argument("--front", action="store_true",
-                       help="every trial on the front of best validation accuracy against --front-cost")
+                       help="every trial on the front: of the sweep's objectives for a multi-objective sweep, "
+                            "else of best validation accuracy against --front-cost")
     p.add_argument("--front-cost", choices=FRONT_COSTS, default="flops", help="cost axis of --front (flops)")
     p.add_argument("--out", help="where the files go (default RUN_DIR/export)")
     p.add_argument("--threads", type=int, default=1, help="threads of every runtime while measuring (1)")

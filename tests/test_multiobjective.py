@@ -110,4 +110,7 @@ def test_a_real_multi_objective_sweep_records_both_objectives_and_its_front(tmp_
     section = report.split("## Front of the objectives")[1].split("\n## ")[0]
     assert {t for t in trials["trial_id"] if f"| {t}" in section} == expected
     assert (tmp_path / "report" / "objective_front.png").is_file()
+    from sweep import export  # --front of a multi-objective sweep: the same front
+
+    assert {s.name for s in export.choose(run_dir, [], False, True, "flops")} == expected
     assert "Traceback" not in proc.stderr
