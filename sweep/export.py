@@ -358,15 +358,9 @@ def ckpt_size_mb(model: torch.nn.Module) -> float:
 
 
 def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} logical CPUs, {platform.system()}"
+    from training.metrics import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()}"
 
 
 def table_text(record: dict[str, Any]) -> str:
