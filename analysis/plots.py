@@ -111,6 +111,24 @@ def readable_ticks(axis, counts: bool) -> None:
     axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)) if axis.get_scale() == "log" else MaxNLocator(nbins=4))
 
 
+def objective_front_plot(frame: pd.DataFrame, objectives: Sequence[Sequence[str]]) -> Figure:
+    """Each trial on the first two objectives: the front's trials in colour and joined, the
+    dominated ones grey (from :func:`analysis.pareto.objective_front`)."""
+    (x, x_mode), (y, y_mode) = objectives[0], objectives[1]
+    fig = Figure(figsize=(5.6, 4.2), layout="constrained")
+    ax = fig.subplots()
+    dominated, on = frame[~frame["pareto"]], frame[frame["pareto"]].sort_values(x)
+    ax.scatter(dominated[x], dominated[y], color="lightgray", edgecolors="gray", label="dominated")
+    ax.plot(on[x], on[y], "-o", color="tab:red", label="front")
+    ax.set(xlabel=f"{LABELS.get(x, x)} ({x_mode})", ylabel=f"{LABELS.get(y, y)} ({y_mode})")
+    for axis, column in ((ax.xaxis, x), (ax.yaxis, y)):
+        if frame[column].min() > 0 and frame[column].max() > 10 * frame[column].min():
+            (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{len(on)} of {len(frame)} trials on the front", fontsize=10)
+    return fig
+
+
 def stopping_plot(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_acc") -> Figure:
     """The scheduler's picture: every trial's `metric` by epoch, its last epoch marked by why it
     ended (x = stopped by the scheduler)."""

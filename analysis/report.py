@@ -27,7 +27,7 @@ from analysis.best import describe as describe_best  # noqa: E402
 from analysis.depth import depth_table, layers  # noqa: E402
 from analysis.importance import importance  # noqa: E402
 from analysis.load import STOP_REASONS, Experiment, load  # noqa: E402
-from analysis.pareto import arm_summary  # noqa: E402
+from analysis.pareto import arm_summary, objective_front, read_latency_alone  # noqa: E402
 from analysis.render import FORMATS, to_markdown, write_table  # noqa: E402
 from analysis.stages import stage_table, study_data_caveat  # noqa: E402
 from training.config import UserError  # noqa: E402
@@ -63,8 +63,37 @@ def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> lis
                            "depth_table", depth_table(trials)))
     compared = effects.compared_trials(trials, exp.epochs, exp.sweep.get("plan", {}).get("search"))
     out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes)
+    objectives = exp.sweep.get("plan", {}).get("objectives") if isinstance(exp.sweep.get("plan"), dict) else None
+    if objectives:
+        out.append(front_section(exp, objectives))
     out += figure_sections(exp, compared, columns)
     return out
+
+
+def front_section(exp: Experiment, objectives: list[list[str]]) -> Section:
+    """A multi-objective sweep's front: the trials that ran to their end, none dominated by another on
+    every objective; latency measured alone where the driver measured it."""
+    ended, note = effects.completed(exp.trials)
+    alone = read_latency_alone(exp.path)
+    frame = objective_front(ended, objectives, alone)
+    used = frame.attrs["objectives"]
+    factors = [c for c in effects.ablation_factors(ended, exp.config_columns) if c not in dict(used)]
+    shown = [c for c in ("trial_id", *factors, *dict(used), "best_val_acc", "test_acc", "latency_alone_ms_b1",
+                         "latency_alone_ms_b32") if c in frame]
+    table = frame[frame["pareto"]].sort_values(used[0][0], kind="stable")[list(dict.fromkeys(shown))]
+    text = (f"Objectives: {', '.join(f'{m} ({d})' for m, d in used)}; each trial's final report gives them "
+            f"(latency_alone_*: see below); {note}. "
+            f"{int(frame['pareto'].sum())} of {len(frame)} trials are on the front (no other trial is at least as "
+            "good on every objective and better on one); the table lists them, the figure greys the rest. "
+            "Selection is on validation; test accuracy is shown, not optimised. ")
+    if alone:
+        text += (f"latency_alone_ms_*: measured after the sweep for {alone['which']}, one model at a time, "
+                 f"{alone['threads']} thread, median of {alone['repeats']}, on {alone['machine']}"
+                 + ("; the front uses them" if "latency_alone_ms_b1" in dict(used) else "") + ".")
+    else:
+        text += SHARED_TEXT
+    figure = plots.objective_front_plot(frame, used) if len(used) >= 2 and len(frame) else None
+    return Section("Front of the objectives", text, "objective_front", table, figure)
 
 
 def overview(exp: Experiment) -> Section:

@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from training.metrics import cpu_model
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Dense peak FLOP/s of NVIDIA GPUs from the vendors' data sheets (no sparsity), by the precision the
@@ -71,16 +73,6 @@ def wait_for_quiet(max_load: float, wait_s: float) -> None:
     while load_average() >= max_load and time.monotonic() < deadline:
         print(f"# load {load_average():.2f} >= {max_load}: waiting", file=sys.stderr, flush=True)
         time.sleep(20)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(device: torch.device) -> dict[str, Any]:

@@ -114,6 +114,8 @@ def report(experiment_dir: str, plan: exp.Plan, record: dict[str, Any]) -> int:
     best = summary.get("best")
     if best and best.get("path"):
         print(f"  reproduce it: python train.py --config {best['path']}")
+    if plan.objectives and not summary["unfinished"]:
+        print_front(experiment_dir, plan.objectives)
     print(f"monitor: {summary['tensorboard']}\nanalyse: python -m analysis.report {experiment_dir}")
     if summary["errors"]:
         print(f"{summary['errors']} trial(s) errored (see error.txt in their directories); retry them "
@@ -123,3 +125,26 @@ def report(experiment_dir: str, plan: exp.Plan, record: dict[str, Any]) -> int:
               f"python sweep/run.py --resume {experiment_dir}", file=sys.stderr)
         return 130
     return 1 if summary["trials"] and summary["errors"] == summary["trials"] else 0
+
+
+def print_front(experiment_dir: str, objectives: list[list[str]]) -> None:
+    """A finished multi-objective sweep: its models' latency measured alone, then its front."""
+    from pathlib import Path
+
+    from analysis.effects import completed
+    from analysis.load import load
+    from analysis.pareto import LATENCY_FILE, objective_front
+    from sweep.export import remeasure_front
+
+    if "://" in experiment_dir:
+        print(f"latency not re-measured: {experiment_dir} is not on this machine's disk")
+        return
+    alone = remeasure_front(Path(experiment_dir), objectives)
+    ended, _ = completed(load(experiment_dir).trials)
+    frame = objective_front(ended, objectives, alone)
+    on = frame[frame["pareto"]]
+    names = ", ".join(f"{m} ({d})" for m, d in frame.attrs["objectives"])
+    print(f"latency of {alone['which']} measured alone ({alone['threads']} thread, median of "
+          f"{alone['repeats']}): {experiment_dir}/{LATENCY_FILE}")
+    print(f"front of {names}: {len(on)} of the {len(frame)} trials that ran to their end: "
+          f"{', '.join(on['trial_id'])}")

@@ -42,6 +42,7 @@ class Plan:
     max_failures: int
     search_seed: int
     smoke: bool = False  # --smoke-test: per-trial limits in the trainable
+    objectives: list[list[str]] | None = None  # [[metric, min|max], ...]: a multi-objective search
 
     @property
     def storage_path(self) -> str:
@@ -84,6 +85,10 @@ def make_searcher(plan: Plan):
     storage = None
     if "://" not in plan.experiment_dir:
         storage = optuna.storages.RDBStorage(f"sqlite:///{plan.experiment_dir}/optuna.db")
+    if plan.objectives:  # NSGA-II (Deb et al. 2002), told each trial's final metrics
+        return OptunaSearch(metric=[m for m, _ in plan.objectives], mode=[d for _, d in plan.objectives],
+                            sampler=optuna.samplers.NSGAIISampler(seed=plan.search_seed), storage=storage,
+                            study_name=plan.name if storage else None)
     return OptunaSearch(metric=METRIC, mode=MODE, seed=plan.search_seed, storage=storage,
                         study_name=plan.name if storage else None)
 
@@ -95,7 +100,16 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def allow_final_only_metrics(plan: Plan) -> None:
+    """A multi-objective searcher's metrics may come only with a trial's final report (latency,
+    final_val_acc); Tune would otherwise refuse every per-epoch result without them. The searcher
+    reads the final report alone (OptunaSearch.on_trial_complete), so nothing is lost."""
+    if plan.objectives:
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+
+
 def trainable_for(plan: Plan):
+    allow_final_only_metrics(plan)
     resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(train_trial, smoke=plan.smoke), resources)
 
@@ -119,7 +133,9 @@ def console_table(axes: list[str], scheduler: str) -> tune.CLIReporter:
 def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
     """A new Tuner over the sweep's params (constants and axes, as sweep.json records them)."""
     axes = [key for key, value in params.items() if isinstance(value, dict)]
-    tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=make_scheduler(plan),
+    single = not plan.objectives  # a multi-objective searcher carries its own metrics and modes
+    tune_config = tune.TuneConfig(metric=METRIC if single else None, mode=MODE if single else None,
+                                  scheduler=make_scheduler(plan),
                                   search_alg=make_searcher(plan), num_samples=plan.num_samples,
                                   max_concurrent_trials=plan.max_concurrent, reuse_actors=True)
     run_config = tune.RunConfig(

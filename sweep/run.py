@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix any TrainConfig field or bundle for every trial")
     p.add_argument("--search", choices=vocab.SEARCHES, help="default: the space's")
     p.add_argument("--scheduler", choices=vocab.SCHEDULERS, help="default: the space's, else asha")
+    p.add_argument("--objectives", metavar="METRIC:MODE,...",
+                   help="multi-objective search, e.g. best_val_acc:max,flops:min: Optuna's NSGA-II, every "
+                        "trial run to its end (default: the space's, if it names any)")
     p.add_argument("--grace-period", type=int, default=2,
                    help="ASHA/median: epochs before a trial can stop (default 2)")
     p.add_argument("--reduction-factor", type=float, default=3,
@@ -91,8 +94,23 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     overrides = dict(SMOKE_SETTINGS) if args.smoke_test else {}
     overrides.update({k: v for k, v in (("epochs", args.epochs), ("dataset", args.dataset)) if v is not None})
     overrides.update(parse_sets(args.sets))
+    objectives = (vocab.parse_objectives(args.objectives, "--objectives") if args.objectives is not None
+                  else space.get("objectives"))
+    scheduler = args.scheduler or space["scheduler"]
+    if objectives:
+        if args.search not in (None, "optuna"):
+            raise UserError(f"--objectives runs Optuna's NSGA-II; --search {args.search} cannot search "
+                            "several objectives")
+        if args.scheduler not in (None, "fifo"):
+            print(f"note: {args.scheduler} compares trials on one metric; a multi-objective search runs "
+                  "every trial to its end (fifo)", file=sys.stderr)
+        scheduler = "fifo"
+        if any(metric in vocab.LATENCY_METRICS for metric, _ in objectives):
+            if str(parse_sets(args.sets).get("measure_latency", True)).lower() in ("false", "0", "no"):
+                raise UserError("a latency objective needs measure_latency=true")
+            overrides["measure_latency"] = True
     params = vocab.apply_overrides(space, overrides, name)["params"]
-    search = args.search or space["search"]
+    search = "optuna" if objectives else args.search or space["search"]
     vocab.check_search(params, search, name)
     params, num_samples = vocab.add_seeds(params, search, args.samples or space["samples"])
     if args.smoke_test:
@@ -115,10 +133,10 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
         raise UserError("--gpus-per-trial takes a fraction up to 1 or a whole number of GPUs")
     storage = absolute_location(args.storage_path or os.environ.get(RESULTS_ENV) or "runs/sweeps")
     experiment = f"{storage.rstrip('/')}/{args.name or default_name(name, args.smoke_test)}"
-    plan = Plan(experiment, search, args.scheduler or space["scheduler"], num_samples,
+    plan = Plan(experiment, search, scheduler, num_samples,
                 vocab.max_epochs(params, args.smoke_test), args.grace_period, args.reduction_factor,
                 args.cpus_per_trial, args.gpus_per_trial or 0.0, args.max_concurrent, args.max_failures or 0,
-                args.search_seed, args.smoke_test)
+                args.search_seed, args.smoke_test, objectives)
     record = {"space_name": name, "space": space, "overrides": overrides, "params": params,
               "options": vars(args), "expected_trials": vocab.count_trials(params, num_samples),
               "metric": METRIC, "mode": MODE,
@@ -156,6 +174,9 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
     stops = " (the scheduler stops weak trials early: usually far fewer)" if plan.scheduler != "fifo" else ""
     print(f"cost: at most {trials * plan.max_t} trial-epochs{stops}; {plan.cpus_per_trial:g} CPU"
           + (f" and {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "") + " per trial")
+    if plan.objectives:
+        print("objectives: " + ", ".join(f"{m} ({d})" for m, d in plan.objectives)
+              + " by Optuna's NSGA-II, every trial to its end")
     print("fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
     if plan.search == "grid":
         rows = [{k: row[k] for k in axes} for row in vocab.expand_grid(params)]

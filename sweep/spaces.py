@@ -129,6 +129,18 @@ SPACES: dict[str, dict[str, Any]] = {
                    "augment": {"choice": ["none", "basic", "paper", "strong"]},
                    "dropout": {"uniform": [0.0, 0.6]}},
     },
+    "embedded": {
+        "description": "the accuracy/cost front of SqueezeNet for small devices: its toggles and width "
+                       "(0.25-1.5) under the holistic recipe, Optuna's NSGA-II on best val accuracy and FLOPs",
+        "search": "optuna", "scheduler": "fifo", "samples": 32,
+        "objectives": "best_val_acc:max,flops:min",
+        "params": {"model": "squeezenet", "recipe": "holistic", "batch_norm": True, "measure_latency": True,
+                   "width": {"uniform": [0.25, 1.5]},
+                   "attention": {"choice": ["none", "simple", "channel", "eca"]},
+                   "residual": {"choice": ["none", "simple"]},
+                   "dsconv": {"choice": [False, True]},
+                   "activation": {"choice": ["relu", "silu", "hardswish"]}},
+    },
     "resnet-depth": {
         "description": "ResNet-18/50/152: the ResNet study as it ran (ImageNet stem, Adam 5e-4, "
                        "ResNet-152 ImageNet-pretrained with only fc trained) vs ours (holistic recipe, "

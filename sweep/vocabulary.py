@@ -6,6 +6,7 @@ A YAML space file holds the same mapping as a named space in ``sweep.spaces``::
     search: grid            # grid | random | optuna (default: grid, random if an axis samples)
     scheduler: asha         # asha | fifo | hyperband | median (default asha; --scheduler overrides)
     samples: 8              # default --samples (optional)
+    objectives: best_val_acc:max,flops:min   # optional: a multi-objective search (Optuna's NSGA-II, FIFO)
     params:
       dataset: fashion-mnist                          # a plain value fixes the field
       attention: {grid: [none, channel]}              # every value, exhaustively (tune.grid_search)
@@ -29,7 +30,12 @@ from training.config import (ConfigError, TrainConfig, UserError, coerce, field_
 SEARCHES = ("grid", "random", "optuna")
 SCHEDULERS = ("asha", "fifo", "hyperband", "median")
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
-SPACE_KEYS = ("description", "search", "scheduler", "samples", "params")
+SPACE_KEYS = ("description", "search", "scheduler", "samples", "objectives", "params")
+# What a multi-objective search may optimise: metrics of every trial's final report. Never a test
+# metric: selection happens on validation, and the test set is only reported.
+OBJECTIVE_METRICS = ("best_val_acc", "val_acc", "final_val_acc", "val_loss", "params", "flops", "size_mb",
+                     "latency_ms_b1", "latency_ms_b256", "images_per_sec", "wall_time_s")
+LATENCY_METRICS = ("latency_ms_b1", "latency_ms_b256")
 
 
 def load_space(name_or_path: str) -> tuple[str, dict[str, Any]]:
@@ -63,7 +69,36 @@ def validate_space(space: Mapping[str, Any], source: str) -> dict[str, Any]:
                for key, spec in params.items()}
     sampled = any(isinstance(v, Mapping) and "grid" not in v for v in checked.values())
     search = check_choice("search", space.get("search", "random" if sampled else "grid"), SEARCHES, source)
-    return {**space, "search": search, "scheduler": scheduler, "samples": samples, "params": checked}
+    out = {**space, "search": search, "scheduler": scheduler, "samples": samples, "params": checked}
+    if space.get("objectives") is not None:
+        out["objectives"] = parse_objectives(space["objectives"], f"{source}: objectives")
+    return out
+
+
+def parse_objectives(text: Any, where: str) -> list[list[str]]:
+    """``best_val_acc:max,flops:min`` (or a list of ``metric:mode``) -> [[metric, mode], ...]: two or
+    more distinct metrics of :data:`OBJECTIVE_METRICS`, each with mode min or max."""
+    items = text.split(",") if isinstance(text, str) else text
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{where}: expected METRIC:MODE,METRIC:MODE, got {text!r}")
+    out = []
+    for item in (i.strip() for i in items):
+        metric, sep, mode = item.partition(":")
+        if not sep or not metric:
+            raise ConfigError(f"{where}: {item!r} is not METRIC:MODE (e.g. best_val_acc:max)")
+        if metric.startswith("test_"):
+            raise ConfigError(f"{where}: {metric} would choose models on the test set; optimise a "
+                              "validation metric (best_val_acc, val_acc) and let the report show test accuracy")
+        if metric not in OBJECTIVE_METRICS:
+            raise ConfigError(f"{where}: {metric!r} is not a metric every trial reports at its end; "
+                              f"one of: {', '.join(OBJECTIVE_METRICS)}")
+        if mode not in ("min", "max"):
+            raise ConfigError(f"{where}: mode {mode!r} of {metric} must be min or max")
+        out.append([metric, mode])
+    if len(out) < 2 or len({m for m, _ in out}) != len(out):
+        raise ConfigError(f"{where}: a multi-objective search needs two or more different metrics "
+                          "(one objective: --search optuna)")
+    return out
 
 
 def check_choice(what: str, value: Any, allowed: tuple[str, ...], source: str) -> str:

@@ -19,3 +19,23 @@ def isolated_data_dir(tmp_path_factory, monkeypatch):
 def needs_fashion_mnist():
     return pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DEBIAN),
                               reason="apt-get install dataset-fashion-mnist (CI installs it)")
+
+
+# A real Fashion-MNIST run that learns: 4,000 training images, 3 epochs, a half-width SqueezeNet on
+# CPU (>= 75% test accuracy), run once by train.py's CLI and shared by the tests that need a trained model.
+FASHION_MNIST_RUN = ["--dataset", "fashion-mnist", "--subset", "4000", "--epochs", "3", "--width", "0.5",
+                     "--batch-size", "128", "--lr", "0.1", "--augment", "none", "--measure-latency", "false",
+                     "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_run(tmp_path_factory):
+    """The run directory of FASHION_MNIST_RUN (train.py: config.json, checkpoint/, summary.json)."""
+    if not os.path.isdir(FASHION_MNIST_DEBIAN):
+        pytest.skip("apt-get install dataset-fashion-mnist (CI installs it)")
+    import train
+
+    run_dir = tmp_path_factory.mktemp("fashion-mnist-run") / "run"
+    data_dir = tmp_path_factory.mktemp("fashion-mnist-data")
+    assert train.main([*FASHION_MNIST_RUN, "--data-dir", str(data_dir), "--out-dir", str(run_dir)]) == 0
+    return run_dir

@@ -233,3 +233,26 @@ def test_report_of_an_interrupted_experiment_names_the_unfinished_trials(interru
         assert trial_id in text
     if exp.never_started:
         assert f"{exp.never_started} never started" in text
+
+
+def test_export_chooses_on_validation_from_a_real_experiment(finished):
+    """sweep.export's --best and --front on a real ASHA sweep: only trials that ran to their end, by
+    best validation accuracy (never test), the front checked against a brute force."""
+    from sweep import export
+    from training.config import UserError
+
+    trials = load(finished).trials
+    ended = trials[trials["stop_reason"] == "finished"]
+    best = export.choose(finished, [], True, False, "flops")
+    assert [s.name for s in best] == [ended.sort_values("best_val_acc", ascending=False)["trial_id"].iloc[0]]
+    rows = ended.to_dict("records")
+    front = {r["trial_id"] for r in rows
+             if not any(o["best_val_acc"] >= r["best_val_acc"] and o["flops"] <= r["flops"]
+                        and (o["best_val_acc"] > r["best_val_acc"] or o["flops"] < r["flops"]) for o in rows)}
+    assert {s.name for s in export.choose(finished, [], False, True, "flops")} == front
+    stopped = trials[trials["stop_reason"] == "scheduler_stopped"]["trial_id"].tolist()
+    if stopped:  # a trial ASHA stopped can still be exported by name (its best weights so far)
+        (chosen,) = export.choose(finished, stopped[:1], False, False, "flops")
+        assert chosen.checkpoint.is_file() and chosen.reported_test_acc is None
+    with pytest.raises(UserError, match="no trial nope"):
+        export.choose(finished, ["nope"], False, False, "flops")

@@ -144,6 +144,15 @@ def test_time_to_accuracy_quick_run_writes_json(tmp_path):
     assert len(saved["curves"]["squeezenet holistic"]) == row["epochs"] == 2
 
 
+def test_export_quick_run_writes_json(tmp_path):
+    from benchmarks import export
+
+    export.main(["--quick", "--out", str(tmp_path / "export.json")])
+    saved = read_result(tmp_path / "export.json", "export")
+    assert [r["format"] for r in saved["rows"]] == ["PyTorch fp32", "ONNX fp32", "ONNX int8 (QDQ)"]
+    assert saved["settings"]["threads"] == 1 and all(r["latency_ms_b1"] > 0 for r in saved["rows"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
 def test_packing_refuses_without_a_gpu_in_one_line():
     done = subprocess.run([sys.executable, "benchmarks/packing.py", "--quick"], cwd=REPO, capture_output=True,

@@ -58,3 +58,17 @@ def measure_latency_ms(model: nn.Module, image_shape: tuple[int, int, int], batc
     finally:
         model.train(was_training)
     return 1000.0 * sorted(times)[len(times) // 2]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

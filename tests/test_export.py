@@ -1,0 +1,79 @@
+"""sweep.export on real runs: a SqueezeNet that learned on real Fashion-MNIST (conftest's shared run)
+exported to ONNX (checked against PyTorch) and int8 (within 2 points of fp32), with the table; bad
+input is one line, exit 2."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweep import export
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def test_a_model_that_learned_exports_verified_with_its_measured_table(fashion_mnist_run, tmp_path, capsys):
+    out = tmp_path / "exported"
+    assert export.main([str(fashion_mnist_run), "--out", str(out), "--repeats", "5", "--calibration", "128"]) == 0
+    files = out / fashion_mnist_run.name
+    record = json.loads((files / "export.json").read_text())
+    rows = {row["format"]: row for row in record["rows"]}
+    assert set(rows) == {"PyTorch fp32", "ONNX fp32", "ONNX int8 (QDQ)"}
+    reported = json.loads((fashion_mnist_run / "summary.json").read_text())["test_acc"]
+    # The best-validation weights, as the run reported them, on the whole test set.
+    assert record["reported_test_acc"] == reported and record["test_images"] == 10_000
+    assert abs(rows["PyTorch fp32"]["test_acc"] - reported) <= 0.05
+    assert abs(rows["ONNX fp32"]["test_acc"] - rows["PyTorch fp32"]["test_acc"]) <= 0.05
+    assert rows["ONNX fp32"]["test_acc"] >= 75.0
+    assert abs(rows["ONNX int8 (QDQ)"]["test_acc"] - rows["ONNX fp32"]["test_acc"]) <= 2.0
+    assert record["max_abs_logit_diff_fp32"] <= export.ATOL * 100  # checked inside against atol + rtol|x|
+    assert rows["ONNX int8 (QDQ)"]["size_mb"] < rows["ONNX fp32"]["size_mb"]
+    for row in rows.values():
+        assert row["latency_ms_b1"] > 0 and row["latency_ms_b32"] > 0
+    assert (files / "model.onnx").is_file() and (files / "model-int8.onnx").is_file()
+    assert not (files / "model-prepared.onnx").exists()
+    markdown = (files / "export.md").read_text()
+    assert "| ONNX int8 (QDQ)" in markdown and "median of 5 runs" in markdown
+    printed = capsys.readouterr().out
+    assert "| ONNX fp32" in printed and "Traceback" not in printed
+    # The exported file runs on its own, at a batch size it was not exported with.
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(files / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"images": np.zeros((7, 3, 32, 32), np.float32)})[0].shape == (7, 10)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--trial", "abc"], "--trial and --front are for sweeps"),
+    (["--best", "--front"], "not allowed with argument"),
+])
+def test_bad_flags_are_one_line_exit_2(fashion_mnist_run, args, words, capsys):
+    assert export.main([str(fashion_mnist_run), *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_run_directories_are_one_line_exit_2(fashion_mnist_run, tmp_path, capsys):
+    no_checkpoint = tmp_path / "no-checkpoint"
+    no_checkpoint.mkdir()
+    shutil.copy(fashion_mnist_run / "config.json", no_checkpoint)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("[1, 2]")
+    for run_dir, words in ((tmp_path / "missing", "is not a directory"), (no_checkpoint, "has no checkpoint"),
+                           (broken, "does not hold a JSON object"), (tmp_path, "not a Ray Tune experiment")):
+        assert export.main([str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not (no_checkpoint / "export").exists()
+
+
+def test_the_script_runs_from_the_repository_root(tmp_path):
+    proc = subprocess.run([sys.executable, "sweep/export.py", str(tmp_path / "none")], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.startswith("export: error:") and "Traceback" not in proc.stderr
