@@ -33,7 +33,7 @@ def test_every_named_space_resolves_to_valid_trials_and_models(name):
     loaded_name, space = vocab.load_space(name)
     params, num_samples = vocab.add_seeds(space["params"], space["search"], 2)
     configs = vocab.check_trials(params, False, exhaustive=space["search"] == "grid", source=name)
-    vocab.check_models(configs, name)
+    vocab.check_arms(configs, name)
     assert loaded_name == name and all(isinstance(c, TrainConfig) for c in configs)
 
 
@@ -104,8 +104,9 @@ def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path)
                      "--storage-path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"space {name}: {trials} trials" in out
-    table = out.splitlines()[3:]  # header line, fixed line, column names
-    assert len(table) == trials and table[-1].split()[0] == str(trials - 1)
+    assert f"each row runs with {samples} seed(s)" in out  # the arms once, not once per seed
+    table = out.splitlines()[4:]  # header line, fixed line, seeds line, column names
+    assert len(table) == trials // samples and table[-1].split()[0] == str(trials // samples - 1)
     assert not any(tmp_path.iterdir())
 
 
