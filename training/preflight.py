@@ -18,8 +18,7 @@ from training.config import ConfigError, TrainConfig
 from training.datasets import DatasetSizes
 from training.loader import split_sizes
 
-BYTES_PER_PARAM = 16  # fp32 weights, gradients and two optimiser buffers (Adam; SGD momentum needs one)
-BYTES_PER_ACTIVATION = 8  # fp32 activations kept for the backward pass, and their gradients
+BYTES_PER_PARAM = 4  # fp32 weights; training needs more (gradients, optimiser state, activations)
 
 
 def check_trial(cfg: TrainConfig, sizes: DatasetSizes) -> None:
@@ -29,45 +28,35 @@ def check_trial(cfg: TrainConfig, sizes: DatasetSizes) -> None:
         raise ConfigError(f"finetune_hard_classes={cfg.finetune_hard_classes} but {sizes.name} has "
                           f"{sizes.classes} classes")
     model = meta_model(cfg, sizes.classes)
-    activations = activation_count(model, cfg)
-    needed = (sum(p.numel() for p in model.parameters()) * BYTES_PER_PARAM
-              + activations * cfg.batch_size * BYTES_PER_ACTIVATION
-              + sizes.images * 3 * cfg.image_size ** 2)  # the uint8 dataset, resident
+    check_image_size(model, cfg)
+    # A lower bound, so that only what cannot fit is refused: the weights and the uint8 dataset, both
+    # in this machine's memory at the start of every trial (on any device); nothing for activations.
+    needed = sum(p.numel() for p in model.parameters()) * BYTES_PER_PARAM + sizes.images * 3 * cfg.image_size ** 2
     available = physical_memory()
     if needed > available:
-        raise ConfigError(f"model={cfg.model} width={cfg.width:g} at image_size={cfg.image_size} with "
-                          f"batch_size={cfg.batch_size} needs about {needed / 2**30:.1f} GiB for weights, "
-                          f"activations and data; this machine has {available / 2**30:.1f} GiB")
+        raise ConfigError(f"model={cfg.model} width={cfg.width:g} at image_size={cfg.image_size} needs at least "
+                          f"{needed / 2**30:.1f} GiB for its weights and the {sizes.name} images; this machine has "
+                          f"{available / 2**30:.1f} GiB")
 
 
 def meta_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """The model on PyTorch's meta device: shapes only, no memory, no weights downloaded."""
+    """The model on PyTorch's meta device: shapes only, no memory; without ImageNet weights (no
+    download here: the shapes are the same) and unfrozen."""
     from models import create_model
 
+    bare = cfg.replace(pretrained=False, fresh_stem=False, freeze="none")
     with torch.device("meta"):
-        return create_model(cfg, num_classes)
+        return create_model(bare, num_classes)
 
 
-def activation_count(model: nn.Module, cfg: TrainConfig) -> int:
-    """Elements of every module output for one image, from a forward pass on the meta device; a
-    ConfigError when the model cannot take the image size (its feature map shrinks below 1x1)."""
-    count = 0
-
-    def add(_module, _inputs, output) -> None:
-        nonlocal count
-        if isinstance(output, torch.Tensor):
-            count += output.numel()
-
-    hooks = [m.register_forward_hook(add) for m in model.modules() if not list(m.children())]
+def check_image_size(model: nn.Module, cfg: TrainConfig) -> None:
+    """A forward pass on the meta device: a ConfigError when the model cannot take the image size
+    (its feature map shrinks below 1x1)."""
     try:
         model.eval()(torch.empty(1, 3, cfg.image_size, cfg.image_size, device="meta"))
     except RuntimeError as exc:
         raise ConfigError(f"image_size={cfg.image_size} is too small for model={cfg.model} with "
                           f"stem={cfg.stem}: {str(exc).splitlines()[0]}") from None
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return count
 
 
 def physical_memory() -> int:
