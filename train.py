@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from training.checkpoint import WriteError, write_failure
 from training.config import TrainConfig, UserError, field_names, load_mapping
 from training.loop import fit
+from training.signals import sigterm_as_ctrl_c
 
 __all__ = ["TrainConfig", "fit", "main"]
 
@@ -224,8 +224,11 @@ def restore_lost_metrics(run_dir: Path, saved: dict[str, Any]) -> None:
     if not isinstance(metrics, dict):
         return
     path = run_dir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    if not any(line.strip() and json.loads(line).get("epoch") == metrics.get("epoch") for line in lines):
+    epochs = set()
+    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
+        with contextlib.suppress(ValueError, AttributeError):
+            epochs.add(json.loads(line).get("epoch"))
+    if metrics.get("epoch") not in epochs:
         with path.open("a") as out:
             out.write(json.dumps(metrics) + "\n")
 
@@ -235,31 +238,20 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / "train" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}-{name}"
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what SLURM and Kubernetes send before killing): handled like Ctrl-C."""
-
-
-def raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        summary = run(args)
-    except UserError as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        run_dir = getattr(args, "run_dir", None)
-        after = (f"continue with: python train.py --resume {run_dir}" if run_dir and (run_dir / "config.json").is_file()
-                 else "nothing was written")
-        print(f"train.py: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}; {after}",
-              file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_ctrl_c() as terminated:
+        try:
+            summary = run(args)
+        except UserError as exc:
+            print(f"train.py: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            run_dir = getattr(args, "run_dir", None)
+            after = (f"continue with: python train.py --resume {run_dir}"
+                     if run_dir and (run_dir / "config.json").is_file() else "nothing was written")
+            print(f"train.py: {'terminated' if terminated else 'interrupted'}; {after}", file=sys.stderr)
+            return 143 if terminated else 130
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -10,13 +10,12 @@ experiment; `--address` runs on an existing Ray cluster.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: import from the repository root, not from sweep/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
@@ -25,6 +24,7 @@ from sweep import vocabulary as vocab  # noqa: E402
 from sweep.experiment import METRIC, MODE, Plan, absolute_location, check_searcher  # noqa: E402
 from sweep.spaces import SMOKE_SETTINGS, SPACES, smoke_params, smoke_samples  # noqa: E402
 from training.config import UserError  # noqa: E402
+from training.signals import sigterm_as_ctrl_c  # noqa: E402
 
 RESULTS_ENV = "ABLATION_RESULTS_DIR"
 
@@ -201,33 +201,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # before Tune ran (it returns what it has instead of raising)
         print("run.py: interrupted before any trial ran", file=sys.stderr)
         return 130
-    except SystemExit as exc:  # SIGTERM while ray.init held its own handler, which exits
+    except SystemExit as exc:  # SIGTERM while ray.init held its own handler (it exits; Ray then dumps its stack)
         if exc.code != signal.SIGTERM:
             raise
         print("run.py: terminated before any trial ran", file=sys.stderr)
         return 143
-
-
-@contextlib.contextmanager
-def sigterm_as_ctrl_c() -> Iterator[list[int]]:
-    """SIGTERM (what SLURM and Kubernetes send first) does what Ctrl-C does: while Tune runs, its
-    SIGINT handler saves the experiment and returns what it has; before, KeyboardInterrupt. Yields
-    the signals received. (Ray's own handler, which ray.init installs and sweep.driver.connected
-    replaces again, exits at once, and Ray then dumps its stack and aborts: exit 134, nothing said.)"""
-    received: list[int] = []
-
-    def like_ctrl_c(signum: int, frame: Any) -> None:
-        received.append(signum)
-        handler = signal.getsignal(signal.SIGINT)
-        if not callable(handler):
-            raise KeyboardInterrupt
-        handler(signal.SIGINT, frame)
-
-    previous = signal.signal(signal.SIGTERM, like_ctrl_c)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
