@@ -17,6 +17,7 @@ A storage URI (s3://...) is left to its service: none of this applies there.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -48,7 +49,13 @@ def reserve(experiment_dir: str) -> None:
     path = Path(experiment_dir, RESERVE_FILE)
     try:
         with path.open("wb") as out:
-            os.posix_fallocate(out.fileno(), 0, RESERVE_BYTES)
+            try:
+                os.posix_fallocate(out.fileno(), 0, RESERVE_BYTES)
+            except OSError as exc:  # a filesystem without fallocate (some NFS): write the bytes
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                for _ in range(RESERVE_BYTES >> 20):
+                    out.write(bytes(1 << 20))
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise WriteError(f"cannot write to {experiment_dir} ({exc.strerror or exc}); free space (the sweep "
