@@ -43,6 +43,7 @@ def train_trial(config: dict[str, Any], smoke: bool = False, experiment_dir: str
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             checkpoint.to_directory(checkpoint_dir)
+
         def report(metrics: dict[str, Any], path: str | None) -> None:
             wait_while_full(experiment_dir)
             report_to_tune(metrics, path)
