@@ -650,3 +650,21 @@ def test_the_report_skips_trials_whose_files_cannot_be_read(tmp_path):
     for state_content in (b"\xff", b"[]", b'{"trial_data": {"a": 1}}'):
         state.write_bytes(state_content)
         assert report_main([str(experiment), "--out", str(out)]) == 0
+
+
+def test_the_driver_record_restores_results_a_full_disk_cut_from_rays_files(tmp_path):
+    """Ray's result.json of a finished trial left at 0 bytes (as a full disk left it) and no progress.csv:
+    the rows come from the driver's own record, trial_records/<trial_id>.json (sweep/storage.py)."""
+    from analysis.load import RECORDS_DIR, load
+    from tests.test_analysis_load import TRIALS, trial_dir_name, write_experiment
+
+    experiment = write_experiment(tmp_path / "exp")
+    trial_dir = experiment / trial_dir_name("aaaaa_00000", "none")
+    (trial_dir / "result.json").write_bytes(b"")
+    (trial_dir / "progress.csv").unlink(missing_ok=True)
+    (experiment / RECORDS_DIR).mkdir()
+    (experiment / RECORDS_DIR / "aaaaa_00000.json").write_text(
+        json.dumps({"trial_id": "aaaaa_00000", "rows": TRIALS["aaaaa_00000"][2]}))
+    loaded = load(experiment)
+    assert loaded.epochs[loaded.epochs["trial_id"] == "aaaaa_00000"]["epoch"].tolist() == [1, 2]
+    assert loaded.trials.set_index("trial_id").loc["aaaaa_00000", "stop_reason"] == "finished"
