@@ -4,21 +4,28 @@ Every TrainConfig field is a flag (`--label-smoothing 0.1`, `--dsconv true`); `-
 the same keys from YAML or JSON, and flags override it; `--config TRIAL_DIR` re-runs a sweep's trial
 (its trial_config.json: the same seed, threads, device and precision, so the same metrics on CPU).
 The run directory receives TensorBoard scalars, the latest checkpoint, one JSON line per epoch, the
-resolved config with provenance and a final summary.json. `--resume RUN_DIR` continues an interrupted run from its checkpoint.
+resolved config with provenance and a final summary.json. `--resume RUN_DIR` continues an interrupted
+run from its checkpoint (also after Ctrl-C, SIGTERM or a full disk); an existing run directory is
+never replaced without `--overwrite`.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from training.checkpoint import WriteError, write_failure
 from training.config import TrainConfig, UserError, field_names, load_mapping
 from training.loop import fit
+from training.signals import sigterm_as_ctrl_c
 
 __all__ = ["TrainConfig", "fit", "main"]
 
@@ -46,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", metavar="DIR",
                         help="run directory (default: runs/train/<time>-<model>-<dataset>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --out-dir (its checkpoint, config, metrics, summary and "
+                             "TensorBoard files) instead of refusing")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines (the summary still prints)")
     knobs = parser.add_argument_group("training knobs (TrainConfig)")
     helps, defaults = field_help(), TrainConfig().to_dict()
@@ -56,15 +66,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", "checkpoint")  # + TensorBoard's events.out.*
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: --config and flags, or with --resume the run's own, which flags may repeat
+    but not change (its checkpoint continues only the config it was written with)."""
     overrides = {k: v for k, v in vars(args).items() if k in field_names() and v is not None}
     if args.resume:
-        saved = Path(args.resume) / "config.json"
-        if not saved.is_file():
-            raise UserError(f"{args.resume} is not a train.py run directory (no config.json)")
-        return TrainConfig.from_dict({**json.loads(saved.read_text())["config"], **overrides})
+        path = Path(args.resume) / "config.json"
+        saved = load_mapping(path).get("config") if path.is_file() else None
+        if not isinstance(saved, dict):
+            raise UserError(f"{args.resume} is not a train.py run directory (no config.json with a config)")
+        cfg = TrainConfig.from_dict(saved)
+        asked = TrainConfig.from_dict({**saved, **overrides})
+        changed = [f"--{k.replace('_', '-')}" for k, v in asked.to_dict().items() if getattr(cfg, k) != v]
+        if changed:
+            raise UserError(f"--resume continues {args.resume} as it was configured, but {', '.join(changed)} "
+                            "would change it; start a fresh --out-dir instead (with --init-from to start "
+                            "from its weights)")
+        return cfg
     base = load_config(args.config) if args.config else {}
     return TrainConfig.from_dict({**base, **overrides})
+
+
+def check_out_dir(run_dir: Path, overwrite: bool) -> None:
+    """A new run's directory: absent, empty, or (with --overwrite) a run to replace; inside a
+    writable directory."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out-dir {run_dir} is a file, not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise UserError(f"{run_dir} already holds files: continue its run with --resume {run_dir}, choose a "
+                        "fresh --out-dir, or pass --overwrite to replace it")
+    parent = run_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out-dir {run_dir} is inside {parent}, which is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out-dir {run_dir}: {parent} is not writable")
+
+
+def remove_run(run_dir: Path) -> None:
+    """--overwrite: only the files train.py writes go; anything else in the directory stays."""
+    for path in [*(run_dir / name for name in RUN_FILES), *run_dir.glob("events.out.tfevents.*")]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def check_resumable(run_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """The checkpoint a resumed run continues from, loaded and checked against its config."""
+    from training.checkpoint import check_same_config, load_checkpoint
+
+    if not (run_dir / "checkpoint").is_dir():
+        raise UserError(f"{run_dir} has no checkpoint/ to resume from")
+    saved = load_checkpoint(run_dir / "checkpoint")
+    check_same_config(saved, cfg.to_dict())
+    return saved
 
 
 RECORDS = ("trial_config.json", "config.json")  # a sweep trial's record, a train.py run's record
@@ -99,8 +159,12 @@ class ConsoleAndTensorBoard:
     def __init__(self, run_dir: Path, quiet: bool, cfg: TrainConfig) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir))
-        self.lines = (run_dir / "metrics.jsonl").open("a")
+        self.run_dir = run_dir
+        try:
+            self.writer = SummaryWriter(str(run_dir))
+            self.lines = (run_dir / "metrics.jsonl").open("a")
+        except OSError as exc:
+            raise WriteError(f"cannot write to {run_dir}: {write_failure(exc, run_dir)}") from None
         self.quiet, self.cfg = quiet, cfg
         self.bar = sys.stdout.isatty() and not quiet
         self.last_tags: dict[str, float] = {}
@@ -124,18 +188,32 @@ class ConsoleAndTensorBoard:
     def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         from training.tb_tags import scalars
 
+        self.append(metrics)
         step = metrics["epoch"]
         self.last_tags = scalars(metrics)
-        for tag, value in self.last_tags.items():
-            self.writer.add_scalar(tag, value, step)
-        self.writer.flush()
-        self.lines.write(json.dumps(metrics) + "\n")
-        self.lines.flush()
+        try:
+            for tag, value in self.last_tags.items():
+                self.writer.add_scalar(tag, value, step)
+            self.writer.flush()
+        except Exception as exc:  # TensorBoard's writer re-raises its thread's failure here
+            raise WriteError(f"cannot write TensorBoard events to {self.run_dir}: "
+                             f"{write_failure(exc, self.run_dir)}") from None
         if not self.quiet:
             print(f"epoch {step:3d} [{metrics['phase']}] loss {metrics['train_loss']:.4f} "
                   f"train {metrics['train_acc']:6.2f}% val {metrics['val_acc']:6.2f}% "
                   f"lr {metrics['lr']:.2e} {metrics['images_per_sec']:8.0f} img/s"
                   + ("  DIVERGED" if metrics["status"] == "diverged" else ""), flush=True)
+
+    def append(self, metrics: dict[str, Any]) -> None:
+        """One line of metrics.jsonl, whole or not at all (a full disk may take half a line)."""
+        size = self.lines.tell()
+        try:
+            self.lines.write(json.dumps(metrics) + "\n")
+            self.lines.flush()
+        except OSError as exc:
+            reason = write_failure(exc, self.run_dir)
+            self.lines.truncate(size)
+            raise WriteError(f"cannot write {self.run_dir / 'metrics.jsonl'}: {reason}") from None
 
     def close(self) -> None:
         """HParams (every knob against the final metrics, as a sweep's trials have them), then close."""
@@ -143,11 +221,13 @@ class ConsoleAndTensorBoard:
 
         from training.tb_tags import hparam_metrics, hparam_values
 
-        if self.last_tags:
-            for summary in hparams(hparam_values(self.cfg.to_dict()), hparam_metrics(self.last_tags)):
-                self.writer.file_writer.add_summary(summary)
-        self.writer.close()
-        self.lines.close()
+        with contextlib.suppress(Exception):  # a failure was reported where it happened
+            if self.last_tags:
+                for summary in hparams(hparam_values(self.cfg.to_dict()), hparam_metrics(self.last_tags)):
+                    self.writer.file_writer.add_summary(summary)
+            self.writer.close()
+        with contextlib.suppress(OSError):
+            self.lines.close()
 
 
 def header(info: dict[str, Any]) -> str:
@@ -176,31 +256,67 @@ def rounded(value: Any, key: str = "") -> Any:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from training.checkpoint import provenance
-    from training.datasets import prepare_dataset
+    """Every check first (config, device, output path, dataset sizes, --init-from, the checkpoint to
+    resume), then the dataset, then the first write."""
+    from training.checkpoint import provenance, write_text_atomically
+    from training.datasets import dataset_sizes, prepare_dataset
     from training.loop import resolve_device, resolve_precision
+    from training.preflight import check_init_from, check_trial
 
     cfg = resolve_config(args)
-    resolve_precision(cfg.precision, resolve_device(cfg.device))  # fail before anything is written
-    run_dir = Path(args.resume or args.out_dir or default_run_dir(cfg)).resolve()
-    resume_from = str(run_dir / "checkpoint") if args.resume else None
-    if args.resume and not (run_dir / "checkpoint").is_dir():
-        raise UserError(f"{run_dir} has no checkpoint/ to resume from")
+    resolve_precision(cfg.precision, resolve_device(cfg.device))
+    run_dir = args.run_dir = Path(args.resume or args.out_dir or default_run_dir(cfg)).resolve()
+    if args.resume:
+        saved = check_resumable(run_dir, cfg)
+    else:
+        check_out_dir(run_dir, args.overwrite)
+    sizes = dataset_sizes(cfg.dataset)
+    check_trial(cfg, sizes)
+    check_init_from(cfg, sizes.classes)
     if not args.quiet:  # at once: loading the data and building the model take seconds
         print(f"{'resuming' if args.resume else 'run'} {run_dir}: loading {cfg.dataset}, building {cfg.model}",
               flush=True)
     prepare_dataset(cfg.dataset, cfg.resolved_data_dir, cfg.image_size)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), **provenance()}, indent=2))
-    reporter = ConsoleAndTensorBoard(run_dir, args.quiet, cfg)
     try:
-        summary = fit(cfg, reporter, resume_from=resume_from, checkpoint_dir=str(run_dir / "checkpoint"),
-                      progress=reporter)
-    finally:
-        reporter.close()
-    summary = {**summary, "units": UNITS, "run_dir": str(run_dir)}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if args.resume:
+            restore_lost_metrics(run_dir, saved)
+        else:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WriteError(f"cannot create {run_dir}: {write_failure(exc, run_dir.parent)}") from None
+            remove_run(run_dir)
+            write_text_atomically(run_dir / "config.json",
+                                  json.dumps({"config": cfg.to_dict(), **provenance()}, indent=2))
+        reporter = ConsoleAndTensorBoard(run_dir, args.quiet, cfg)
+        try:
+            summary = fit(cfg, reporter, resume_from=str(run_dir / "checkpoint") if args.resume else None,
+                          checkpoint_dir=str(run_dir / "checkpoint"), progress=reporter)
+        finally:
+            reporter.close()
+        summary = {**summary, "units": UNITS, "run_dir": str(run_dir)}
+        write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2))
+    except WriteError as exc:
+        if not (run_dir / "config.json").is_file():
+            raise
+        raise WriteError(f"{exc}; every finished epoch is kept: once it is fixed, continue with: "
+                         f"python train.py --resume {run_dir}") from None
     return summary
+
+
+def restore_lost_metrics(run_dir: Path, saved: dict[str, Any]) -> None:
+    """The checkpoint's epoch, when its metrics line never reached metrics.jsonl (a full disk)."""
+    metrics = saved.get("metrics")
+    if not isinstance(metrics, dict):
+        return
+    path = run_dir / "metrics.jsonl"
+    epochs = set()
+    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
+        with contextlib.suppress(ValueError, AttributeError):
+            epochs.add(json.loads(line).get("epoch"))
+    if metrics.get("epoch") not in epochs:
+        with path.open("a") as out:
+            out.write(json.dumps(metrics) + "\n")
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -210,14 +326,18 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        summary = run(args)
-    except UserError as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("train.py: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
-        return 130
+    with sigterm_as_ctrl_c() as terminated:
+        try:
+            summary = run(args)
+        except UserError as exc:
+            print(f"train.py: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            run_dir = getattr(args, "run_dir", None)
+            after = (f"continue with: python train.py --resume {run_dir}"
+                     if run_dir and (run_dir / "config.json").is_file() else "nothing was written")
+            print(f"train.py: {'terminated' if terminated else 'interrupted'}; {after}", file=sys.stderr)
+            return 143 if terminated else 130
     print(json.dumps(rounded(summary), indent=2))
     return 0
 

@@ -8,7 +8,8 @@ finished, interrupted or still-running experiment:
 - per trial directory: ``result.json`` (one JSON line per ``tune.report``, i.e. per epoch),
   ``params.json`` (the Ray config), ``trial_config.json`` (the resolved TrainConfig, by our
   trainable) and ``error.txt`` for errored trials;
-- ``sweep.json``: what our driver ran (space, options, expected trial count).
+- ``sweep.json``: what our driver ran (space, options, expected trial count);
+- ``trial_records/<trial_id>.json``: the driver's own copy of every result (rows Ray's files lack).
 
 Why a trial ended (``stop_reason``), checked in this order:
 
@@ -46,6 +47,7 @@ SUMMARY_COLUMNS = ("epochs_run", "best_val_acc", "final_val_acc", "test_acc", "t
                    "flops", "size_mb", "latency_ms_b1", "latency_ms_b256", "wall_time_s", "elapsed_s",
                    "time_total_s")
 RENAMED = {"precision": "precision_used"}  # the final report's precision clashes with the config field
+RECORDS_DIR = "trial_records"  # the sweep driver's own record of every result, one file per trial
 TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
 
 
@@ -61,6 +63,7 @@ class Experiment:
     epochs: pd.DataFrame  # one row per trial-epoch: trial_id + EPOCH_COLUMNS
     config_columns: tuple[str, ...]  # TrainConfig fields, then bundle keys (stage, recipe)
     sweep: dict[str, Any] = field(default_factory=dict)  # sweep.json, {} when absent
+    skipped: tuple[str, ...] = ()  # trials whose files could not be read: "trial_id (why)"
 
     @property
     def unfinished(self) -> pd.DataFrame:
@@ -87,7 +90,7 @@ def load(run_dir: str | Path) -> Experiment:
     path = Path(run_dir).expanduser()
     if not path.is_dir():
         raise ExperimentError(f"{path} is not a directory")
-    sweep = read_json(path / "sweep.json") or {}
+    sweep = sweep_record(path)
     state = with_unsaved_trials(read_state(path), path)
     if not state and not sweep:
         inside = sorted(d.name for d in path.iterdir() if d.is_dir() and is_experiment(d))
@@ -95,13 +98,32 @@ def load(run_dir: str | Path) -> Experiment:
         raise ExperimentError(f"{path} is not a Ray Tune experiment directory (no experiment_state-*.json, "
                               f"sweep.json or trial directories){hint}")
     smoke = bool(sweep.get("plan", {}).get("smoke", False))
-    read = [read_trial(path / info["relative_logdir"], trial_id, info, smoke)
-            for trial_id, info in sorted(state.items())]
+    read, skipped = [], []
+    for trial_id, info in sorted(state.items()):
+        try:
+            read.append(read_trial(path / info["relative_logdir"], trial_id, info, smoke))
+        except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:  # files not as Ray writes them
+            skipped.append(f"{trial_id} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
     bundle_keys = dict.fromkeys(k for info in state.values() for k in flatten(info["config"])
                                 if k not in field_names())
     config_columns = (*field_names(), *bundle_keys)
     return Experiment(path, trials_frame([row for row, _ in read], config_columns),
-                      epochs_frame([epochs for _, epochs in read]), config_columns, sweep)
+                      epochs_frame([epochs for _, epochs in read]), config_columns, sweep, tuple(skipped))
+
+
+PLAN_KEYS = ("search", "scheduler", "max_t")  # what the report reads from sweep.json's plan
+
+
+def sweep_record(path: Path) -> dict[str, Any]:
+    """sweep.json as far as it has the expected shape: {} when it is missing or not an object; a plan
+    without the keys the report reads, or a non-integer trial count, is left out."""
+    sweep = read_json(path / "sweep.json", dict) or {}
+    plan = sweep.get("plan")
+    if not (isinstance(plan, dict) and all(k in plan for k in PLAN_KEYS)):
+        sweep.pop("plan", None)
+    if not isinstance(sweep.get("expected_trials", 0), int):
+        sweep.pop("expected_trials")
+    return sweep
 
 
 def with_unsaved_trials(state: dict[str, dict[str, Any]], path: Path) -> dict[str, dict[str, Any]]:
@@ -111,7 +133,7 @@ def with_unsaved_trials(state: dict[str, dict[str, Any]], path: Path) -> dict[st
     for trial_dir in path.iterdir():
         found = TRIAL_ID.search(trial_dir.name)
         if found and found.group(1) not in state and (trial_dir / "params.json").is_file():
-            state[found.group(1)] = {"status": None, "config": read_json(trial_dir / "params.json") or {},
+            state[found.group(1)] = {"status": None, "config": read_json(trial_dir / "params.json", dict) or {},
                                      "relative_logdir": trial_dir.name}
     return state
 
@@ -121,47 +143,60 @@ def is_experiment(path: Path) -> bool:
 
 
 def read_state(path: Path) -> dict[str, dict[str, Any]]:
-    """trial_id -> {status, config, relative_logdir} from the newest experiment_state-*.json.
+    """trial_id -> {status, config, relative_logdir} from the newest readable experiment_state-*.json.
 
     Newest by Ray's own rule (``_find_newest_experiment_checkpoint``: the greatest file name, which
     ends in the session's start time, ``%Y-%m-%d_%H-%M-%S``), never by the file's modification time:
     a resumed run writes a new file, while the first run's file can carry a later timestamp (a
-    late flush, a copy). A file that cannot be read (cut short by a kill) gives way to the next."""
-    data = None
-    for state_file in sorted(path.glob("experiment_state-*.json"), key=lambda p: p.name, reverse=True):
-        data = read_json(state_file)
-        if isinstance(data, dict):
-            break
-    else:
-        data = None
+    late flush, a copy). A file that cannot be read (cut short by a kill or a full disk) gives way to
+    the next."""
+    files = sorted(path.glob("experiment_state-*.json"), key=lambda p: p.name, reverse=True)
+    data = next((d for d in (read_json(f, dict) for f in files) if d is not None), None)
     trials = {}
-    for entry in (data or {}).get("trial_data", []):
-        info = json.loads(entry[0]) if isinstance(entry, list) else entry
-        trials[info["trial_id"]] = {"status": info.get("status"), "config": info.get("config") or {},
-                                    "relative_logdir": info.get("relative_logdir") or info["trial_id"]}
+    entries = (data or {}).get("trial_data", [])
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            info = json.loads(entry[0]) if isinstance(entry, list) else entry
+            trials[info["trial_id"]] = {"status": info.get("status"),
+                                        "config": info.get("config") if isinstance(info.get("config"), dict) else {},
+                                        "relative_logdir": info.get("relative_logdir") or info["trial_id"]}
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+            continue  # an entry not as Ray writes it: the trial may still be found by its directory
     return trials
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or None when it is missing or unreadable (e.g. half written)."""
+def read_json(path: Path, kind: type | None = None) -> Any:
+    """A JSON file's content, or None when it is missing, unreadable (half written, not UTF-8) or,
+    given `kind`, of another type (a list where an object belongs)."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return data if kind is None or isinstance(data, kind) else None
+
+
+def read_record(path: Path) -> list[dict[str, Any]]:
+    """The rows of the sweep driver's own record of a trial (sweep.storage: written atomically, so
+    whole even when a full disk cut Ray's result files short); [] without one."""
+    record = read_json(path, dict) or {}
+    rows = record.get("rows")
+    return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     """result.json's lines; a line cut short by a killed process is skipped."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return []
     results = []
     for line in lines:
         try:
-            results.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             continue
+        if isinstance(row, dict):
+            results.append(row)
     return results
 
 
@@ -169,10 +204,13 @@ def read_trial(trial_dir: Path, trial_id: str, info: dict[str, Any],
                smoke: bool) -> tuple[dict[str, Any], pd.DataFrame]:
     """One trial's row (config, stop reason, final metrics) and its per-epoch frame."""
     results = read_results(trial_dir / "result.json")
-    results = sorted(lost_rows(trial_dir / "progress.csv", results) + results,
-                     key=lambda r: r.get("training_iteration") or 0)
+    results += lost_rows(trial_dir / "progress.csv", results)
+    seen = {r.get("training_iteration") for r in results}
+    results += [r for r in read_record(trial_dir.parent / RECORDS_DIR / f"{trial_id}.json")
+                if r.get("training_iteration") not in seen]
+    results.sort(key=lambda r: r.get("training_iteration") or 0)
     last = results[-1] if results else {}
-    params = flatten(read_json(trial_dir / "params.json") or info["config"])
+    params = flatten(read_json(trial_dir / "params.json", dict) or info["config"])
     config = {**params, **trial_config(trial_dir, params, smoke)}
     error = error_message(trial_dir / "error.txt")
     metrics = {RENAMED.get(k, k): v for k, v in last.items() if k not in NOT_SUMMARY_KEYS}
@@ -255,7 +293,7 @@ def stop_reason(ray_status: str | None, last: dict[str, Any], has_error: bool) -
 def error_message(path: Path) -> str | None:
     """The last non-empty line of Ray's error.txt (the exception), or None without one."""
     try:
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return None
     return lines[-1] if lines else ""

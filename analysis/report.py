@@ -112,6 +112,7 @@ def overview(exp: Experiment) -> Section:
                           for r in STOP_REASONS if counts.get(r, 0)])
     errored = trials[trials["stop_reason"] == "errored"]
     lines += [f"Errored `{t}`: {msg}" for t, msg in zip(errored["trial_id"], errored["error"])]
+    lines += [f"Skipped (its files could not be read): {what}" for what in exp.skipped]
     return Section("Trials", "\n\n".join(lines), "trial_outcomes", table)
 
 

@@ -6,52 +6,74 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
-from dataclasses import asdict
-from typing import Any, Iterator
+from dataclasses import asdict, replace
+from typing import Any, Callable, Iterator
 
 import ray
 
 from sweep import experiment as exp
+from sweep import storage
 from training.checkpoint import provenance
 from training.config import UserError
 
 
 def start(args: argparse.Namespace, params: dict[str, Any], plan: exp.Plan, record: dict[str, Any]) -> int:
-    """A new experiment: nothing is written before the cluster and the data are known to be good."""
-    if exp.experiment_exists(plan.experiment_dir):
-        raise UserError(f"{plan.experiment_dir} already exists: use --resume {plan.experiment_dir} "
-                        "or another --name")
-    with connected(args.address):
-        plan.gpus_per_trial = check_resources(plan.cpus_per_trial, args.gpus_per_trial)
+    """A new experiment: claim its directory (two starts with one --name cannot share it), then the
+    data, the cluster and the record; a failure before the record leaves no directory behind."""
+    made = exp.claim(plan.experiment_dir)
+    try:
         prepare_data(params["data_dir"], record["datasets"])
-        try:
+        with connected(args.address):
+            plan.gpus_per_trial = check_resources(plan.cpus_per_trial, args.gpus_per_trial)
             exp.write_record(plan.experiment_dir, {**record, "plan": asdict(plan), **provenance()})
-        except OSError as exc:
-            raise UserError(f"cannot write the experiment to {plan.experiment_dir} "
-                            f"({exc.strerror or exc}); choose a writable --storage-path") from None
-        print(f"experiment {plan.experiment_dir}: {record['expected_trials']} trials; "
-              f"monitor with: tensorboard --logdir {plan.experiment_dir}", flush=True)
-        exp.make_tuner(plan, params).fit()
-        return report(plan.experiment_dir, plan, record)
+            print(f"experiment {plan.experiment_dir}: {record['expected_trials']} trials; "
+                  f"monitor with: tensorboard --logdir {plan.experiment_dir}", flush=True)
+            return run_tuner(lambda: exp.make_tuner(plan, params), plan, record)
+    finally:
+        exp.release_claim(plan.experiment_dir, made)
 
 
 def resume(args: argparse.Namespace) -> int:
     """--resume DIR: the experiment's own plan from sweep.json. The cluster address may change, and
     --max-failures N > 0 (or the experiment's own) resumes errored trials from their checkpoints."""
     experiment_dir = exp.absolute_location(args.resume)
-    plan = exp.load_plan(experiment_dir)
+    plan = replace(exp.load_plan(experiment_dir), experiment_dir=experiment_dir)  # it may have moved
     retries = plan.max_failures if args.max_failures is None else args.max_failures
     with connected(args.address):
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
         print(exp.resume_line(experiment_dir, retry_errored=retries > 0), flush=True)
-        exp.restore_tuner(experiment_dir, plan, retry_errored=retries > 0).fit()
-        return report(experiment_dir, plan, exp.read_record(experiment_dir))
+        return run_tuner(lambda: exp.restore_tuner(experiment_dir, plan, retry_errored=retries > 0),
+                         plan, exp.read_record(experiment_dir))
+
+
+def run_tuner(make_tuner: Callable[[], Any], plan: exp.Plan, record: dict[str, Any]) -> int:
+    """Run the trials with the disk space reserve held (sweep.storage): a full disk stops them like
+    Ctrl-C and is one line, with every finished result kept and --resume to continue."""
+    experiment_dir = plan.experiment_dir
+    storage.reserve(experiment_dir)
+    try:
+        with ray_logs_shown():
+            make_tuner().fit()
+        if not storage.stopped_full(experiment_dir):
+            return report(experiment_dir, plan, record)
+    except (OSError, EOFError):  # Ray reading back a file it could not write
+        if not storage.stopped_full(experiment_dir):
+            raise
+    finally:
+        storage.release(experiment_dir)
+    raise UserError(f"no space left on the device of {experiment_dir}: the sweep stopped, and every finished "
+                    "trial's results are kept; free space, then continue with: python sweep/run.py --resume "
+                    f"{experiment_dir}")
 
 
 @contextlib.contextmanager
 def connected(address: str | None) -> Iterator[None]:
-    """Join the cluster at `address`, or start a local Ray; leave a Ray the caller started alone."""
+    """Join the cluster at `address`, or start a local Ray; leave a Ray the caller started alone.
+    Ray's own log lines stay hidden until the checks after it started have passed (ray_logs_shown):
+    an error found there is the one line of the contract, not the third. Ray's known chatter is
+    filtered throughout (sweep.console.quiet_ray)."""
     from sweep.console import quiet_ray
 
     quiet_ray()
@@ -60,9 +82,11 @@ def connected(address: str | None) -> Iterator[None]:
         return
     if address == "local":  # a private Ray: every port on 127.0.0.1, not on the machine's network
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ours = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=address, logging_level=logging.WARNING)
-        quiet_ray()
+        ray.init(address=address, logging_level=logging.ERROR)
+        signal.signal(signal.SIGTERM, ours)  # ray.init installs its own, which exits without saving
+        quiet_ray()  # ray.init may have set up its handler anew
     except (ConnectionError, ValueError) as exc:
         where = address or "the address `ray start` last recorded on this machine"
         raise UserError(f"cannot connect to the Ray cluster at {where}: {str(exc).splitlines()[0]} "
@@ -71,6 +95,19 @@ def connected(address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def ray_logs_shown() -> Iterator[None]:
+    """Ray's warnings while the trials run (what connected() hid at start-up), its known chatter
+    still filtered."""
+    ray_log = logging.getLogger("ray")
+    level = ray_log.level
+    ray_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        ray_log.setLevel(level)
 
 
 def check_resources(cpus_per_trial: float, gpus_per_trial: float | None) -> float:

@@ -5,6 +5,7 @@ and crashes ``Tuner.fit``; ``ray.train.report`` fails inside a Tune trainable.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from typing import Any, Mapping
 import pandas as pd
 from ray import tune
 
+from sweep import storage
 from sweep.board import TrialBoard
 from sweep.trainable import RANK_METRIC, train_trial
 from sweep.vocabulary import to_param_space
@@ -108,10 +110,30 @@ def allow_final_only_metrics(plan: Plan) -> None:
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
 
 
+def check_searcher(plan: Plan, params: dict[str, Any]) -> None:
+    """Let Optuna convert the space and draw one trial, in memory, so a space or seed it rejects is a
+    one-line error before anything is written (not an error inside Tuner.fit)."""
+    if plan.search != "optuna":
+        return
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory"
+    try:
+        space = OptunaSearch.convert_search_space(to_param_space(params))
+        OptunaSearch(space=space, metric=METRIC, mode=MODE, seed=plan.search_seed).suggest("check")
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"Optuna rejects this search: {str(exc).splitlines()[0]}") from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
 def trainable_for(plan: Plan):
     allow_final_only_metrics(plan)
     resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(train_trial, smoke=plan.smoke), resources)
+    return tune.with_resources(tune.with_parameters(train_trial, smoke=plan.smoke,
+                                                    experiment_dir=plan.experiment_dir), resources)
 
 
 def use_table_output() -> None:
@@ -143,7 +165,8 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         progress_reporter=console_table(axes, plan.scheduler), verbose=1,
-        callbacks=[TrialBoard(plan.smoke)],  # TensorBoard with train.py's tags (sweep/board.py)
+        # TensorBoard with train.py's tags (sweep/board.py); a full disk stops the sweep like Ctrl-C
+        callbacks=[TrialBoard(plan.smoke), storage.StorageGuard(plan.experiment_dir)],
         # trial_config.json is written in the trial's working directory, on whichever node runs it
         sync_config=tune.SyncConfig(sync_artifacts=True))
     return tune.Tuner(trainable_for(plan), param_space=to_param_space(params), tune_config=tune_config,
@@ -153,8 +176,64 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
 def load_plan(experiment_dir: str) -> Plan:
     """The plan sweep.json recorded, after checking the directory is a restorable experiment."""
     if not tune.Tuner.can_restore(experiment_dir) and not experiment_exists(f"{experiment_dir}/{SWEEP_FILE}"):
-        raise UserError(f"{experiment_dir} is not an experiment directory (no tuner.pkl or {SWEEP_FILE})")
-    return Plan(**read_record(experiment_dir)["plan"])
+        empty = ("; it is empty: if a start claimed it and stopped (or is still starting) before recording its "
+                 "plan, nothing ran: remove it and start again") if _is_empty_dir(experiment_dir) else ""
+        raise UserError(f"{experiment_dir} is not an experiment directory (no tuner.pkl or {SWEEP_FILE}){empty}")
+    record = read_record(experiment_dir)
+    try:
+        return Plan(**record["plan"])
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{experiment_dir}/{SWEEP_FILE} does not hold a plan this version can read "
+                        f"({type(exc).__name__}: {exc})") from None
+
+
+def claim(experiment_dir: str) -> str:
+    """Make the experiment directory, atomically, before anything else: of two starts with the same
+    --name and --storage-path, one gets it and the other stops here. Returns the topmost directory
+    it made (the storage path too, when it was new), for release_claim. (An object store has no
+    atomic create: there it is an existence check.)"""
+    already = (f"{experiment_dir} already exists: use --resume {experiment_dir} or another --name")
+    if "://" in experiment_dir:
+        if experiment_exists(experiment_dir):
+            raise UserError(already)
+        return experiment_dir
+    unwritable = ("cannot write the experiment to {} ({}); choose a writable --storage-path")
+    path = Path(experiment_dir)
+    made = next((p for p in reversed(path.parents) if not p.exists()), path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(unwritable.format(experiment_dir, exc.strerror or exc)) from None
+    try:
+        os.mkdir(experiment_dir)
+    except FileExistsError:
+        if _is_empty_dir(experiment_dir):
+            raise UserError(f"{experiment_dir} already exists, empty: another start is claiming it, or one "
+                            "stopped before recording its plan; if none is running, remove it, or use another "
+                            "--name") from None
+        raise UserError(already) from None
+    except OSError as exc:
+        raise UserError(unwritable.format(experiment_dir, exc.strerror or exc)) from None
+    return str(made)
+
+
+def release_claim(experiment_dir: str, made: str) -> None:
+    """Undo claim() when the start stopped before writing anything: the experiment directory and the
+    directories claim made above it, as long as they are empty."""
+    if "://" in experiment_dir:
+        return
+    path = Path(experiment_dir)
+    for directory in [path, *path.parents]:
+        try:
+            directory.rmdir()  # only an empty directory goes
+        except OSError:
+            return
+        if str(directory) == made:
+            return
+
+
+def _is_empty_dir(path: str) -> bool:
+    return "://" not in path and os.path.isdir(path) and not os.listdir(path)
 
 
 def restore_tuner(experiment_dir: str, plan: Plan, retry_errored: bool) -> tune.Tuner:
@@ -188,10 +267,16 @@ def write_record(experiment_dir: str, record: Mapping[str, Any]) -> None:
     """sweep.json at the experiment root, on a local disk or any pyarrow filesystem URI. Written to a
     temporary name and moved into place, so a driver killed meanwhile never leaves half a record."""
     filesystem, path = _filesystem(experiment_dir)
-    filesystem.create_dir(path, recursive=True)
-    with filesystem.open_output_stream(f"{path}/{SWEEP_FILE}.partial") as out:
-        out.write(json.dumps(record, indent=2, default=str).encode())
-    filesystem.move(f"{path}/{SWEEP_FILE}.partial", f"{path}/{SWEEP_FILE}")
+    try:
+        filesystem.create_dir(path, recursive=True)
+        with filesystem.open_output_stream(f"{path}/{SWEEP_FILE}.partial") as out:
+            out.write(json.dumps(record, indent=2, default=str).encode())
+        filesystem.move(f"{path}/{SWEEP_FILE}.partial", f"{path}/{SWEEP_FILE}")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            filesystem.delete_file(f"{path}/{SWEEP_FILE}.partial")
+        raise UserError(f"cannot write {SWEEP_FILE} to {experiment_dir} ({exc.strerror or exc}); "
+                        "free space or choose a writable --storage-path") from None
 
 
 def _has_trial_state(experiment_dir: str) -> bool:
@@ -204,14 +289,20 @@ def _has_trial_state(experiment_dir: str) -> bool:
 
 
 def read_record(experiment_dir: str) -> dict[str, Any]:
+    """sweep.json, checked to be a mapping with the plan and the params (what --resume needs)."""
     filesystem, path = _filesystem(experiment_dir)
     try:
         with filesystem.open_input_stream(f"{path}/{SWEEP_FILE}") as stream:
-            return json.loads(stream.read())
+            record = json.loads(stream.read())
     except (FileNotFoundError, OSError):
         raise UserError(f"{experiment_dir} has no {SWEEP_FILE}: it was not started by sweep/run.py") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise UserError(f"{experiment_dir}/{SWEEP_FILE} is not valid JSON ({exc})") from None
+    if not (isinstance(record, dict) and isinstance(record.get("plan"), dict)
+            and isinstance(record.get("params"), dict)):
+        raise UserError(f"{experiment_dir}/{SWEEP_FILE} is not a sweep record (a JSON object with `plan` "
+                        "and `params`)")
+    return record
 
 
 def experiment_exists(experiment_dir: str) -> bool:

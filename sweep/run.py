@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,9 +21,10 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from sweep import vocabulary as vocab  # noqa: E402
-from sweep.experiment import METRIC, MODE, Plan, absolute_location  # noqa: E402
+from sweep.experiment import METRIC, MODE, Plan, absolute_location, check_searcher  # noqa: E402
 from sweep.spaces import SMOKE_SETTINGS, SPACES, smoke_params, smoke_samples  # noqa: E402
 from training.config import UserError  # noqa: E402
+from training.signals import sigterm_as_ctrl_c  # noqa: E402
 
 RESULTS_ENV = "ABLATION_RESULTS_DIR"
 
@@ -117,7 +119,7 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
         params, num_samples = smoke_params(params), smoke_samples(search, num_samples)
     params["data_dir"] = absolute_data_dir(params)
     configs = vocab.check_trials(params, args.smoke_test, exhaustive=search == "grid", source=name)
-    vocab.check_models(configs, name)
+    vocab.check_arms(configs, name)
     for number, flag in ((args.samples, "--samples"), (args.max_concurrent, "--max-concurrent"),
                          (args.grace_period, "--grace-period")):
         if number is not None and number < 1:
@@ -128,11 +130,13 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
         raise UserError("--reduction-factor must be > 1 (each rung keeps 1/F of the trials)")
     if args.cpus_per_trial <= 0:
         raise UserError("--cpus-per-trial must be > 0")
+    if not 0 <= args.search_seed < 2**32:  # numpy's and Optuna's seeds alike
+        raise UserError("--search-seed must be in [0, 2**32 - 1]")
     if args.gpus_per_trial is not None and (args.gpus_per_trial < 0 or
                                             args.gpus_per_trial > 1 and not args.gpus_per_trial.is_integer()):
         raise UserError("--gpus-per-trial takes a fraction up to 1 or a whole number of GPUs")
     storage = absolute_location(args.storage_path or os.environ.get(RESULTS_ENV) or "runs/sweeps")
-    experiment = f"{storage.rstrip('/')}/{args.name or default_name(name, args.smoke_test)}"
+    experiment = f"{storage.rstrip('/')}/{experiment_name(args.name) or default_name(name, args.smoke_test)}"
     plan = Plan(experiment, search, scheduler, num_samples,
                 vocab.max_epochs(params, args.smoke_test), args.grace_period, args.reduction_factor,
                 args.cpus_per_trial, args.gpus_per_trial or 0.0, args.max_concurrent, args.max_failures or 0,
@@ -141,7 +145,16 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
               "options": vars(args), "expected_trials": vocab.count_trials(params, num_samples),
               "metric": METRIC, "mode": MODE,
               "datasets": sorted({(c.dataset, c.image_size) for c in configs})}
+    check_searcher(plan, params)
     return params, plan, record
+
+
+def experiment_name(name: str | None) -> str | None:
+    """--name is one directory inside --storage-path: no separators, no `..`."""
+    if name is not None and (not name.strip() or "/" in name or os.sep in name or ".." in name):
+        raise UserError(f"--name {name!r} must be a plain directory name (no '/', no '..'): the experiment "
+                        "goes inside --storage-path")
+    return name
 
 
 def absolute_data_dir(params: dict[str, Any]) -> str:
@@ -178,9 +191,13 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
         print("objectives: " + ", ".join(f"{m} ({d})" for m, d in plan.objectives)
               + " by Optuna's NSGA-II, every trial to its end")
     print("fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
-    if plan.search == "grid":
-        rows = [{k: row[k] for k in axes} for row in vocab.expand_grid(params)]
-        print(pd.DataFrame(rows).to_string(index=True))
+    if plan.search == "grid":  # each arm once: a grid of many seeds is the same table
+        seeds = params.get("seed")
+        rows = [{k: row[k] for k in axes if k != "seed"}
+                for row in vocab.expand_grid({k: v for k, v in params.items() if k != "seed"})]
+        if isinstance(seeds, dict):
+            print(f"each row runs with {len(seeds['grid'])} seed(s)")
+        print(pd.DataFrame(rows).to_string(index=True) if any(rows) else "(one arm)")
     else:
         print(f"{plan.num_samples} draw(s) by {plan.search} from:")
         print(pd.DataFrame([{"key": k, "kind": next(iter(v)), "values": next(iter(v.values()))}
@@ -192,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    with sigterm_as_ctrl_c() as terminated:
+        code = run(args)
+    return 143 if terminated and code == 130 else code
+
+
+def run(args: argparse.Namespace) -> int:
     from sweep import driver
 
     try:
@@ -205,6 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before Tune ran (it returns what it has instead of raising)
+        print("run.py: interrupted before any trial ran", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # SIGTERM while ray.init held its own handler (it exits; Ray then dumps its stack)
+        if exc.code != signal.SIGTERM:
+            raise
+        print("run.py: terminated before any trial ran", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

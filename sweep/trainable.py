@@ -22,6 +22,7 @@ import torch
 from ray import tune
 
 from sweep.spaces import resolve_config
+from sweep.storage import wait_while_full
 from training.checkpoint import provenance
 from training.config import TrainConfig
 from training.loop import fit, resolve_device, resolve_precision
@@ -32,18 +33,23 @@ TRIAL_CONFIG_FILE = "trial_config.json"
 logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
 
-def train_trial(config: dict[str, Any], smoke: bool = False) -> None:
+def train_trial(config: dict[str, Any], smoke: bool = False, experiment_dir: str | None = None) -> None:
     """Ray Tune function trainable; `smoke` (via ``tune.with_parameters``) applies --smoke-test's
-    per-trial limits (``sweep.spaces.smoke_limits``)."""
+    per-trial limits (``sweep.spaces.smoke_limits``); before each report it waits while the disk
+    under `experiment_dir` is full (``sweep.storage``)."""
     cfg = effective_config(resolve_config(config, smoke))
     write_trial_config(cfg, config)
     with tempfile.TemporaryDirectory(prefix="ablation-trial-") as checkpoint_dir:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             checkpoint.to_directory(checkpoint_dir)
+
+        def report(metrics: dict[str, Any], path: str | None) -> None:
+            wait_while_full(experiment_dir)
+            report_to_tune(metrics, path)
+
         try:
-            fit(cfg, report_to_tune, resume_from=checkpoint_dir if checkpoint else None,
-                checkpoint_dir=checkpoint_dir)
+            fit(cfg, report, resume_from=checkpoint_dir if checkpoint else None, checkpoint_dir=checkpoint_dir)
         finally:
             release_gpu_memory()
 

@@ -144,9 +144,9 @@ def check_range(key: str, kind: str, args: Any, where: str) -> list[float]:
     if field_type not in (int, float) or (kind_type is float and field_type is int):
         raise ConfigError(f"{where}: {kind} needs a {kind_type.__name__} field; {key} is not one")
     ok = (isinstance(args, list) and len(args) == 2
-          and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args))
+          and all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in args))
     if not ok or not args[0] < args[1] or (kind == "loguniform" and args[0] <= 0):
-        raise ConfigError(f"{where}: {kind} needs [low, high] with low < high"
+        raise ConfigError(f"{where}: {kind} needs finite [low, high] with low < high"
                           + (" and low > 0" if kind == "loguniform" else ""))
     if kind == "randint" and not all(float(a).is_integer() for a in args):
         raise ConfigError(f"{where}: randint needs integer bounds")
@@ -155,15 +155,17 @@ def check_range(key: str, kind: str, args: Any, where: str) -> list[float]:
 
 def check_trials(params: Mapping[str, Any], smoke: bool, exhaustive: bool,
                  source: str) -> list[TrainConfig]:
-    """Resolve trials before anything runs: every grid combination when `exhaustive` (else one), and
-    each choice value and reachable range end of the other axes on top of the first."""
+    """The distinct trials to check before anything runs: every grid combination when `exhaustive`
+    (else one), and each choice value and reachable range end of the other axes on top of the first.
+    Seeds change no trial's validity: one seed stands for all (a grid of 10^6 seeds is one arm)."""
+    params = {k: representative(v) if k == "seed" else v for k, v in params.items()}
     base = {k: representative(v) for k, v in params.items()}
     configs = expand_grid(params) if exhaustive else [base]
     for key, spec in params.items():
         if isinstance(spec, Mapping) and "grid" not in spec:
             configs += [{**base, key: value} for value in reachable(spec)]
     try:
-        return [resolve_config(config, smoke) for config in configs]
+        return list(dict.fromkeys(resolve_config(config, smoke) for config in configs))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
@@ -173,22 +175,19 @@ MODEL_FIELDS = ("model", "width", "attention", "residual", "dsconv", "activation
                 "dropout", "init", "stem")
 
 
-def check_models(configs: list[TrainConfig], source: str) -> None:
-    """Build each distinct network on PyTorch's meta device (no memory, no weights downloaded), so a
-    knob a model rejects (a ResNet with width 0.25) stops the sweep before any trial starts."""
-    import torch
+def check_arms(configs: list[TrainConfig], source: str) -> None:
+    """Each distinct trial against its dataset's real sizes and this machine (training.preflight: the
+    split, hard classes, the image size the model can take, memory), so a knob every trial would
+    fail on stops the sweep before anything is written."""
+    from training.datasets import dataset_sizes
+    from training.preflight import check_trial
 
-    from models import create_model
-
-    built = set()
+    sizes = {}
     for cfg in configs:
-        arch = tuple(getattr(cfg, name) for name in MODEL_FIELDS)
-        if arch in built:
-            continue
-        built.add(arch)
         try:
-            with torch.device("meta"):
-                create_model(TrainConfig.from_dict(dict(zip(MODEL_FIELDS, arch))), 10)
+            if cfg.dataset not in sizes:
+                sizes[cfg.dataset] = dataset_sizes(cfg.dataset)
+            check_trial(cfg, sizes[cfg.dataset])
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 

@@ -330,6 +330,9 @@ def test_imagefolder_errors(tmp_path):
         load_dataset(f"imagefolder:{tmp_path}", "")
     (tmp_path / "cls").mkdir()
     (tmp_path / "cls" / "x.png").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="has one class folder"):  # 100% accuracy would mean nothing
+        load_dataset(f"imagefolder:{tmp_path}", "")
+    (tmp_path / "cls2").mkdir()
     with pytest.raises(DatasetError, match="no readable images"):
         load_dataset(f"imagefolder:{tmp_path}", "")
 

@@ -11,6 +11,7 @@ Every test stays on this machine: downloads come from file:// URLs (``make_cifar
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import io
@@ -359,3 +360,311 @@ def test_nan_and_inf_are_refused_in_every_float_knob():
         for bad in ("nan", "inf", "-inf"):
             with pytest.raises(ConfigError, match=f"{name}=.* must be a finite number"):
                 TrainConfig.from_dict({name: bad})
+
+
+# ------------------------------------------------------------------------------ issue 16: train.py
+def files_of(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_an_existing_run_is_refused_and_replaced_only_with_overwrite(three_runs, tmp_path, capsys):
+    """--out-dir naming a finished run: one line naming --resume and a fresh directory, nothing touched;
+    --overwrite replaces train.py's own files (metrics.jsonl holds the new run only) and nothing else."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(three_runs / "a", run_dir)
+    (run_dir / "notes.txt").write_text("mine")
+    before = files_of(run_dir)
+    assert train.main([*REPRO, "--out-dir", str(run_dir)]) == 2
+    err = one_line_error(capsys.readouterr().err, "train.py")
+    assert f"--resume {run_dir}" in err and "fresh --out-dir" in err and "--overwrite" in err
+    assert files_of(run_dir) == before
+    quick = [*REPRO, "--epochs", "1", "--subset", "64"]
+    assert train.main([*quick, "--out-dir", str(run_dir), "--overwrite"]) == 0
+    assert list(rows_by_epoch(run_dir)) == [1] and (run_dir / "notes.txt").read_text() == "mine"
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert json.loads((run_dir / "config.json").read_text())["config"]["epochs"] == 1
+
+
+def test_resume_with_a_changed_knob_writes_nothing(three_runs, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(three_runs / "a", run_dir)
+    before = files_of(run_dir)
+    assert train.main(["--resume", str(run_dir), "--lr", "0.5"]) == 2
+    err = one_line_error(capsys.readouterr().err, "train.py")
+    assert "--lr would change it" in err and "fresh --out-dir" in err
+    assert files_of(run_dir) == before
+    assert train.main(["--resume", str(run_dir), "--seed", "7", "--quiet"]) == 0  # repeating a knob is fine
+    assert summary_of(run_dir) == summary_of(three_runs / "a")
+
+
+def test_resume_puts_back_the_metrics_line_a_full_disk_lost(three_runs, tmp_path):
+    """The checkpoint of the last epoch was written, then the disk filled before its metrics line and the
+    summary: each checkpoint carries its epoch's metrics, and --resume puts the line back."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(three_runs / "a", run_dir)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    (run_dir / "summary.json").unlink()
+    assert train.main(["--resume", str(run_dir), "--quiet"]) == 0
+    assert rows_by_epoch(run_dir) == rows_by_epoch(three_runs / "a")
+    assert summary_of(run_dir) == summary_of(three_runs / "a")
+
+
+def bare_tensor(path: Path) -> Path:
+    torch.save(torch.zeros(3), path)
+    return path
+
+
+@pytest.mark.parametrize("make_args, words", [
+    (lambda d: ["--subset", "20000"], "subset=20000 with val_fraction=0.1 needs 20000 + 2222 images, but the "
+                                      "dataset has 10000"),
+    (lambda d: ["--image-size", "4", "--stem", "imagenet"], "image_size=4 is too small for model=squeezenet"),
+    (lambda d: ["--width", "4000"], "GiB for its weights and the synthetic images; this machine has"),
+    (lambda d: ["--image-size", "60000", "--width", "0.25"], "GiB for its weights and the synthetic images"),
+    (lambda d: ["--finetune-hard-classes", "11", "--finetune-epochs", "1"],
+     "finetune_hard_classes=11 but synthetic has 10 classes"),
+    (lambda d: ["--init-from", str(bare_tensor(d / "bare.pt"))], "holds a Tensor, not a dict"),
+    (lambda d: ["--model", "resnet18", "--width", "1", "--init-from", str(d / "a" / "checkpoint")],
+     "does not fit model=resnet18 with 10 classes: weights"),
+    (lambda d: ["--config", str(d / "int_keys.yaml")], "every key must be a name, not int 1"),
+    (lambda d: ["--config", str(d / "latin1.yaml")], "is not UTF-8 text"),
+    (lambda d: ["--config", str(d / "list.json")], "must hold a mapping of key: value, not a list"),
+])
+def test_train_py_catches_what_the_run_would_fail_on_before_creating_its_directory(
+        make_args, words, three_runs, tmp_path, capsys):
+    """Checked against the dataset's real sizes, this machine's memory and the model's own weights."""
+    shutil.copytree(three_runs / "a", tmp_path / "a")
+    (tmp_path / "int_keys.yaml").write_text("dataset: synthetic\n1: 2\n")
+    (tmp_path / "latin1.yaml").write_bytes("dataset: synth\xe9tic\n".encode("latin-1"))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    out = tmp_path / "new"
+    code = train.main(["--dataset", "synthetic", "--width", "0.25", "--batch-size", "32", *make_args(tmp_path),
+                       "--out-dir", str(out)])
+    assert code == 2 and words in one_line_error(capsys.readouterr().err, "train.py")
+    assert not out.exists()
+
+
+def test_an_out_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    for out in (tmp_path / "file", tmp_path / "file" / "below"):
+        (tmp_path / "file").write_text("keep")
+        assert train.main(["--dataset", "synthetic", "--out-dir", str(out)]) == 2
+        assert "a file" in one_line_error(capsys.readouterr().err, "train.py")
+        assert (tmp_path / "file").read_text() == "keep"
+
+
+def write_png(path: Path, size: tuple[int, int] = (8, 8)) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (120, 30, 200)).save(path)
+
+
+def test_image_folders_that_cannot_train_a_classifier_are_one_line(tmp_path, monkeypatch, capsys):
+    """One class (it reported 100% test accuracy); an image PIL refuses as a decompression bomb (its
+    limit lowered here, so that the refusal is PIL's own on a small file)."""
+    from PIL import Image
+
+    one = tmp_path / "one"
+    for i in range(10):
+        write_png(one / "cat" / f"{i}.png")
+    args = ["--epochs", "1", "--width", "0.25", "--out-dir", str(tmp_path / "o")]
+    assert train.main(["--dataset", f"imagefolder:{one}", *args]) == 2
+    assert "has one class folder (cat); a classifier needs at least two" in one_line_error(
+        capsys.readouterr().err, "train.py")
+    assert run.main(["--space", "smoke", "--dataset", f"imagefolder:{one}", "--dry-run"]) == 2
+    assert "a classifier needs at least two" in one_line_error(capsys.readouterr().err, "run.py")
+    two = tmp_path / "two"
+    for name in ("cat", "dog"):
+        for i in range(5):
+            write_png(two / name / f"{i}.png", (64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 = 4096 > 2 x 1000: PIL raises
+    assert train.main(["--dataset", f"imagefolder:{two}", *args]) == 2
+    assert "has more pixels than PIL will open" in one_line_error(capsys.readouterr().err, "train.py")
+    assert not (tmp_path / "o").exists()
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A tmpfs of `size` mounted at `path` (root only: else the test is skipped), unmounted after."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip() or 'not root'})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with tmpfs(tmp_path / "disk", "24m") as disk:
+        yield disk
+
+
+def fill(disk: Path) -> None:
+    """Write zeros into `disk` until the device is full to the brim (ENOSPC)."""
+    with (disk / "filler").open("wb") as out:
+        with pytest.raises(OSError, match="No space left"):
+            while True:
+                out.write(bytes(1 << 20))
+                out.flush()
+
+
+def test_a_full_disk_stops_train_py_in_one_line_and_resume_finishes_the_same_run(three_runs, small_disk):
+    """The disk fills to the brim after epoch 1: one line naming the full disk and --resume, exit 2, no
+    partial checkpoint; after freeing space --resume ends with the metrics of the uninterrupted run."""
+    run_dir = small_disk / "run"
+    process = train_process(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.02)
+    fill(small_disk)
+    assert process.wait(timeout=120) == 2
+    err = one_line_error(process.stderr.read(), "train.py")
+    assert "no space left on device" in err and f"continue with: python train.py --resume {run_dir}" in err
+    assert not list(run_dir.rglob("*.tmp"))  # no partial checkpoint left
+    assert not (run_dir / "summary.json").exists(), "the disk filled too late"
+    (small_disk / "filler").unlink()
+    assert train.main(["--resume", str(run_dir), "--quiet"]) == 0
+    assert rows_by_epoch(run_dir) == rows_by_epoch(three_runs / "a")
+    assert summary_of(run_dir) == summary_of(three_runs / "a")
+
+
+def test_sigterm_stops_train_py_like_ctrl_c(tmp_path):
+    """SIGTERM (what SLURM and Kubernetes send) after epoch 1: exit 143 with the --resume line."""
+    run_dir = tmp_path / "run"
+    process = train_process(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    err = process.stderr.read()
+    assert err == f"train.py: terminated; continue with: python train.py --resume {run_dir}\n", err
+    assert not list(run_dir.rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------ issue 16: sweeps, no Ray
+@pytest.mark.parametrize("argv, words", [
+    (["--name", "../outside"], "--name '../outside' must be a plain directory name"),
+    (["--name", "a/b"], "must be a plain directory name"),
+    (["--search-seed", "-1"], "--search-seed must be in [0, 2**32 - 1]"),
+    (["--search-seed", str(2**32)], "--search-seed must be in [0, 2**32 - 1]"),
+    (["--set", "subset=20000"], "subset=20000 with val_fraction=0.5 needs 20000 + 20000 images, but the "
+                                "dataset has 10000"),
+    (["--set", "image_size=4", "--set", "stem=imagenet"], "image_size=4 is too small"),
+    (["--set", "width=4000"], "GiB for its weights and the synthetic images"),
+    (["--set", "finetune_hard_classes=11", "--set", "finetune_epochs=1"], "but synthetic has 10 classes"),
+    (["--dataset", "cifar100", "--set", "subset=60000"], "the dataset has 50000 training images"),
+])
+def test_sweep_inputs_every_trial_would_fail_on_are_one_line_before_anything_runs(argv, words, tmp_path, capsys):
+    """Each distinct arm against its dataset's real sizes (no download: CIFAR-100 is not on disk here)."""
+    out = tmp_path / "runs"
+    code = run.main(["--space", "smoke", *argv, "--storage-path", str(out)])
+    assert code == 2 and words in one_line_error(capsys.readouterr().err, "run.py")
+    assert not out.exists() and not (tmp_path / "outside").exists()
+
+
+def test_searcher_rejections_are_one_line_before_anything_runs(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    for params, words in (("  lr: {loguniform: [1.0e-3, .inf]}\n", "needs finite [low, high]"),
+                          ("  lr: {uniform: [.nan, 0.1]}\n", "needs finite [low, high]")):
+        space.write_text(f"search: optuna\nparams:\n  dataset: synthetic\n{params}")
+        assert run.main(["--space", str(space), "--storage-path", str(tmp_path / "runs")]) == 2
+        assert words in one_line_error(capsys.readouterr().err, "run.py")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_dry_run_of_a_million_seeds_checks_each_arm_once(tmp_path, capsys):
+    started = time.monotonic()
+    assert run.main(["--space", "smoke", "--samples", "1000000", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert time.monotonic() - started < 20 and "2000000 trials" in out and "1000000 seed(s)" in out
+
+
+def test_a_start_claims_its_directory_atomically(tmp_path):
+    """Eight processes claim one experiment directory at the same moment: exactly one gets it; the others
+    hear why in one line. A claimed, empty directory is explained to --resume too."""
+    import multiprocessing
+
+    experiment = str(tmp_path / "runs" / "same")
+    with multiprocessing.get_context("fork").Pool(8) as pool:
+        outcomes = pool.map(try_claim, [experiment] * 8)
+    assert outcomes.count("claimed") == 1, outcomes
+    assert all("already exists" in o for o in outcomes if o != "claimed"), outcomes
+    from sweep.experiment import load_plan
+
+    with pytest.raises(UserError, match="it is empty: if a start claimed it and stopped"):
+        load_plan(experiment)
+
+
+def try_claim(experiment: str) -> str:
+    from sweep.experiment import claim
+
+    try:
+        claim(experiment)
+    except UserError as exc:
+        return str(exc)
+    return "claimed"
+
+
+@pytest.mark.parametrize("content", ["", "[]", '{"plan": []}', '{"params": {}}', '{"plan": {"x": 1}, "params": {}}',
+                                     b"\xff\xfe"])
+def test_resume_of_a_broken_sweep_record_is_one_line(content, tmp_path, capsys):
+    experiment = tmp_path / "exp"
+    experiment.mkdir()
+    path = experiment / "sweep.json"
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    assert run.main(["--resume", str(experiment)]) == 2
+    assert "sweep.json" in one_line_error(capsys.readouterr().err, "run.py")
+
+
+def test_the_report_skips_trials_whose_files_cannot_be_read(tmp_path):
+    """Files of another encoding, the wrong top-level type or without the keys the report reads: the
+    report is written and lists what it skipped."""
+    from analysis.report import main as report_main
+    from tests.test_analysis_load import write_experiment
+
+    experiment = write_experiment(tmp_path / "exp")
+    (experiment / "sweep.json").write_text(json.dumps({"plan": {"search": "grid"}, "expected_trials": "eight"}))
+    state = next(experiment.glob("experiment_state-*.json"))
+    data = json.loads(state.read_text())
+    data["trial_data"].append([json.dumps({"status": "RUNNING"}), "{}"])  # no trial_id: not a trial
+    data["trial_data"].append([json.dumps({"trial_id": "bbbbb_00000", "relative_logdir": 5}), "{}"])  # unreadable
+    state.write_text(json.dumps(data))
+    dirs = sorted(d for d in experiment.iterdir() if d.is_dir())
+    (dirs[0] / "result.json").write_bytes(b"\xff\xfe not utf-8\n[1, 2]\n")
+    (dirs[1] / "params.json").write_text("[1, 2]")
+    (dirs[2] / "error.txt").write_bytes(b"\xff\xfe")
+    (dirs[3] / "trial_config.json").write_text('"a string"')
+    (dirs[4] / "progress.csv").write_bytes(b"\xff\xfe\x00,,\n1")
+    out = tmp_path / "report"
+    assert report_main([str(experiment), "--out", str(out)]) == 0  # in this process: a traceback fails the test
+    assert "Skipped (its files could not be read): bbbbb_00000 (TypeError" in (out / "report.md").read_text()
+    (experiment / "sweep.json").write_text("[]")
+    for state_content in (b"\xff", b"[]", b'{"trial_data": {"a": 1}}'):
+        state.write_bytes(state_content)
+        assert report_main([str(experiment), "--out", str(out)]) == 0
+
+
+def test_the_driver_record_restores_results_a_full_disk_cut_from_rays_files(tmp_path):
+    """Ray's result.json of a finished trial left at 0 bytes (as a full disk left it) and no progress.csv:
+    the rows come from the driver's own record, trial_records/<trial_id>.json (sweep/storage.py)."""
+    from analysis.load import RECORDS_DIR, load
+    from tests.test_analysis_load import TRIALS, trial_dir_name, write_experiment
+
+    experiment = write_experiment(tmp_path / "exp")
+    trial_dir = experiment / trial_dir_name("aaaaa_00000", "none")
+    (trial_dir / "result.json").write_bytes(b"")
+    (trial_dir / "progress.csv").unlink(missing_ok=True)
+    (experiment / RECORDS_DIR).mkdir()
+    (experiment / RECORDS_DIR / "aaaaa_00000.json").write_text(
+        json.dumps({"trial_id": "aaaaa_00000", "rows": TRIALS["aaaaa_00000"][2]}))
+    loaded = load(experiment)
+    assert loaded.epochs[loaded.epochs["trial_id"] == "aaaaa_00000"]["epoch"].tolist() == [1, 2]
+    assert loaded.trials.set_index("trial_id").loc["aaaaa_00000", "stop_reason"] == "finished"

@@ -239,7 +239,7 @@ def faulty_trainable(record_dir: str):
     attention=channel one. Each attempt appends (pid, whether Tune handed it a checkpoint) to
     RECORD_DIR/<trial_id>. Defined in a closure so Ray ships it by value to its workers."""
 
-    def train_trial(config, smoke=False):
+    def train_trial(config, smoke=False, experiment_dir=None):
         import torch
         from ray import tune as ray_tune
 
@@ -261,7 +261,7 @@ def faulty_trainable(record_dir: str):
 
         trainable.report_to_tune = report_then_fail
         try:
-            trainable.train_trial(config, smoke)
+            trainable.train_trial(config, smoke, experiment_dir)
         finally:
             trainable.report_to_tune = real
 
@@ -447,3 +447,90 @@ def test_records_cut_short_by_a_kill_are_handled(tmp_path):
     (experiment / "sweep.json").write_text('{"plan": ')
     with pytest.raises(UserError, match="sweep.json is not valid JSON"):
         exp.load_plan(plan.experiment_dir)
+
+
+# ------------------------------------------------------------------------------------ issue 16
+def test_two_starts_at_once_one_runs_then_sigterm_saves_it_like_ctrl_c(tmp_path, cli_env):
+    """Two drivers started together with one --name: one claims the directory, the other is one line, exit
+    2. SIGTERM to the winner (the driver alone, as Kubernetes sends it) mid-trial: Tune saves the
+    experiment, the --resume line, exit 143 (it was Ray's stack dump and exit 134)."""
+    experiment = tmp_path / "same"
+    argv = ["--space", "smoke", "--epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1",
+            "--storage-path", str(tmp_path), "--name", "same"]
+    drivers = [launch(tmp_path / f"{i}.log", cli_env, *argv) for i in range(2)]
+    try:
+        wait_for(lambda: any(d.poll() is not None for d in drivers), None, 180, "one start to stop")
+        (loser, lost), (winner, won) = sorted(enumerate(drivers), key=lambda item: item[1].poll() is None)
+        said = (tmp_path / f"{loser}.log").read_text()
+        assert lost.returncode == 2 and said.count("\n") == 1 and said.startswith("run.py: error: "), said
+        assert f"{experiment} already exists" in said
+        wait_for(lambda: any(rows(d) for d in trial_dirs(experiment).values()) if experiment.is_dir() else False,
+                 won, 240, "the first trial's first epoch")
+        won.send_signal(signal.SIGTERM)
+        code = finish(won, timeout=120)
+    finally:
+        for driver in drivers:
+            finish(driver, timeout=60)
+    log = (tmp_path / f"{winner}.log").read_text()
+    assert code == 143 and f"continue with: python sweep/run.py --resume {experiment}" in log, log[-3000:]
+    assert "Traceback" not in log and "Stack trace" not in log, log[-3000:]
+    assert json.loads((experiment / "sweep.json").read_text())["plan"]["experiment_dir"] == str(experiment)
+    assert tune.Tuner.can_restore(str(experiment))
+    statuses = ray_statuses(experiment)
+    assert len(statuses) >= 1 and "ERROR" not in statuses.values() and set(statuses.values()) != {"TERMINATED"}
+
+
+def test_a_full_disk_stops_the_sweep_in_one_line_and_resume_continues(local_ray, tmp_path, capfd):
+    """The storage's tmpfs filled to the brim (by another thread) once the first of two trials has finished:
+    the sweep stops with one line saying so (exit 2), the finished trial's results are kept; after
+    freeing space --resume runs the second trial and leaves the first as it was."""
+    from tests.test_reliability import fill, tmpfs
+
+    with tmpfs(tmp_path / "disk", "64m") as disk:
+        experiment = disk / "full"
+        filled = threading.Event()
+
+        def fill_once_the_first_trial_finished() -> None:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                dirs = list(trial_dirs(experiment).values()) if experiment.is_dir() else []
+                if dirs and any("epochs_run" in row for row in rows(dirs[0])):
+                    fill(disk)
+                    filled.set()
+                    return
+                time.sleep(0.05)
+
+        filler = threading.Thread(target=fill_once_the_first_trial_finished, daemon=True)
+        filler.start()
+        # two epochs: the second trial reports twice, and from the fill on it waits before reporting
+        code = run.main(["--space", "smoke", "--epochs", "2", "--scheduler", "fifo", "--max-concurrent", "1",
+                         "--storage-path", str(disk), "--name", "full"])
+        filler.join()
+        out, err = capfd.readouterr()
+        assert filled.is_set() and code == 2, err[-3000:]
+        assert [line for line in err.splitlines() if "error" in line.lower()] == [
+            f"run.py: error: no space left on the device of {experiment}: the sweep stopped, and every finished "
+            f"trial's results are kept; free space, then continue with: python sweep/run.py --resume "
+            f"{experiment}"], err[-3000:]
+        assert "Traceback" not in out + err, (out + err)[-3000:]
+        first_id = next(iter(trial_dirs(experiment)))
+        before = [row for row in load(experiment).epochs.to_dict("records") if row["trial_id"] == first_id]
+        assert [row["epoch"] for row in before] == [1, 2]
+        (disk / "filler").unlink()
+        assert run.main(["--resume", str(experiment)]) == 0
+        trials = load(experiment).trials.set_index("trial_id")
+        assert len(trials) == 2 and set(trials["stop_reason"]) == {"finished"}, trials["stop_reason"]
+        after = [row for row in load(experiment).epochs.to_dict("records") if row["trial_id"] == first_id]
+        assert after == before  # finished before the disk filled: not run again
+
+
+def test_an_error_found_after_ray_started_is_still_one_line(tmp_path, cli_env):
+    """--gpus-per-trial 1 on a machine without GPUs can only be checked against the cluster: Ray's own
+    warnings (token authentication, "Started a local Ray instance") used to come before our line."""
+    proc = subprocess.run([sys.executable, "sweep/run.py", "--space", "smoke", "--gpus-per-trial", "1",
+                           "--address", "local", "--storage-path", str(tmp_path / "runs"), "--name", "x"],
+                          cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert proc.stderr == "run.py: error: --gpus-per-trial 1 but the largest node of the Ray cluster has 0 GPU(s)\n", \
+        proc.stderr
+    assert not (tmp_path / "runs").exists()  # the claim is given back, the storage path it made too

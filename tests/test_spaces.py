@@ -35,7 +35,7 @@ def test_every_named_space_resolves_to_valid_trials_and_models(name):
     loaded_name, space = vocab.load_space(name)
     params, num_samples = vocab.add_seeds(space["params"], space["search"], 2)
     configs = vocab.check_trials(params, False, exhaustive=space["search"] == "grid", source=name)
-    vocab.check_models(configs, name)
+    vocab.check_arms(configs, name)
     assert loaded_name == name and all(isinstance(c, TrainConfig) for c in configs)
 
 
@@ -110,8 +110,9 @@ def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path)
     data = os.environ["ABLATION_DATA_DIR"]  # empty (conftest): CIFAR-10, the default, is not there yet
     assert f"data: cifar10 at 32x32, downloaded once to {data} (about 170 MB)" in out
     assert f"cost: at most {trials * epochs} trial-epochs" in out
-    table = out.splitlines()[5:]  # header, data, cost and fixed lines, column names
-    assert len(table) == trials and table[-1].split()[0] == str(trials - 1)
+    assert f"each row runs with {samples} seed(s)" in out  # the arms once, not once per seed
+    table = out.splitlines()[6:]  # header, data, cost, fixed and seeds lines, column names
+    assert len(table) == trials // samples and table[-1].split()[0] == str(trials // samples - 1)
     assert not any(tmp_path.iterdir())
 
 

@@ -1,14 +1,17 @@
 """Checkpoints that resume a trial exactly, and the provenance saved beside every run."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.metadata
 import os
 import pickle
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -17,16 +20,61 @@ from training.config import UserError
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
+class WriteError(UserError):
+    """A file of a run could not be written (a full disk, a quota, a path in the way): the files
+    written before it are intact, and the run can continue from them once the cause is fixed."""
+
+
 def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write `state` to DIR/checkpoint.pt atomically (temp file + rename): a kill mid-write leaves the
-    previous checkpoint intact."""
+    """Write `state` to DIR/checkpoint.pt atomically (temp file + rename): a kill or a full disk
+    mid-write leaves the previous checkpoint intact and no temporary file behind."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, directory / CHECKPOINT_FILE)
+    with written(directory / CHECKPOINT_FILE) as tmp:
+        torch.save(state, tmp)
     return directory / CHECKPOINT_FILE
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """A small file of a run (config, summary, record), complete or not at all."""
+    with written(Path(path)) as tmp:
+        Path(tmp).write_text(text)
+
+
+@contextlib.contextmanager
+def written(path: Path) -> Iterator[str]:
+    """Yield a temporary name beside `path`, moved into place when the body succeeds; any failure to
+    write (OSError, or torch's RuntimeError, which carries no errno) becomes a WriteError naming the
+    cause, with the temporary file removed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # readable by all, as a plain open() would make it (mkstemp makes 0600)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        raise WriteError(f"cannot write {path}: {write_failure(exc, path.parent)}") from None
+    finally:  # also on Ctrl-C; after the move there is nothing to remove
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def write_failure(exc: BaseException, directory: Path) -> str:
+    """Why a write failed, in a few words: a full disk is named as such."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device"
+    try:
+        if shutil.disk_usage(directory).free < FULL_BELOW_BYTES:
+            return "no space left on device"
+    except OSError:
+        pass
+    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0])
+
+
+FULL_BELOW_BYTES = 1 << 20  # a write that failed with less free than this ran out of space
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -38,19 +86,31 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        loaded = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # torch's message is a page of advice on how to load it unsafely
         raise UserError(f"{path} is not a readable checkpoint: it holds Python objects beyond tensors and "
                         "plain containers, which weights-only loading refuses (they could run code)") from None
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise UserError(f"{path} is not a readable checkpoint: {str(exc).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path} is not a checkpoint of this project: it holds a {type(loaded).__name__}, "
+                        "not a dict with the model's weights")
+    return loaded
 
 
 def model_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model state dict of a checkpoint written by fit() (what --init-from starts from)."""
-    if "model" not in checkpoint:
-        raise UserError("checkpoint holds no model weights (expected a key 'model')")
+    if not isinstance(checkpoint.get("model"), dict):
+        raise UserError("checkpoint holds no model weights (expected a key 'model' with a state dict)")
     return checkpoint["model"]
+
+
+def check_same_config(saved: dict[str, Any], config: dict[str, Any]) -> None:
+    """A checkpoint resumes only the config it was written with."""
+    written_with = saved.get("config") if isinstance(saved.get("config"), dict) else {}
+    if written_with != config:
+        changed = sorted(k for k, v in config.items() if written_with.get(k) != v)
+        raise UserError(f"checkpoint was written with a different config (differs in: {', '.join(changed)})")
 
 
 def capture_rng() -> dict[str, Any]:

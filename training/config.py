@@ -215,6 +215,8 @@ def load_mapping(path: str | os.PathLike) -> dict[str, Any]:
         text = p.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -224,6 +226,9 @@ def load_mapping(path: str | os.PathLike) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p} must hold a mapping of key: value, not a {type(data).__name__}")
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:
+        raise ConfigError(f"{p}: every key must be a name, not {type(odd[0]).__name__} {odd[0]!r}")
     return data
 
 

@@ -24,9 +24,10 @@ from training.config import DATASETS, ConfigError, default_data_dir
 from training.download import DatasetError, ensure_writable_dir, publish
 from training.sources import (CIFAR_SPECS, FASHION_MNIST_FILES, FASHION_MNIST_SYSTEM_DIR, Payload,
                               read_cifar, read_fashion_mnist)
-from training.sources_local import make_synthetic, read_image_folder
+from training.sources_local import SYNTHETIC_TEST, SYNTHETIC_TRAIN, make_synthetic, read_image_folder
 
-__all__ = ["DatasetError", "ImageData", "channel_stats", "load_dataset", "prepare_dataset"]
+__all__ = ["DatasetError", "DatasetSizes", "ImageData", "channel_stats", "dataset_sizes", "load_dataset",
+           "prepare_dataset"]
 
 Stats = tuple[float, float, float]
 IMAGEFOLDER_PREFIX = "imagefolder:"
@@ -47,6 +48,34 @@ _CACHED_READERS: dict[str, Callable[[Path, bool], Payload]] = {
     "cifar100": partial(read_cifar, "cifar100"),
     "fashion-mnist": read_fashion_mnist,
 }
+
+
+@dataclass(frozen=True)
+class DatasetSizes:
+    """What a trial's config is checked against before anything runs (training.preflight)."""
+    name: str
+    train: int  # training images (before the validation split)
+    test: int
+    classes: int
+
+    @property
+    def images(self) -> int:
+        return self.train + self.test
+
+
+# (train, test, classes) of the sources whose sizes are fixed, as their authors publish them.
+KNOWN_SIZES = {"cifar10": (50_000, 10_000, 10), "cifar100": (50_000, 10_000, 100),
+               "fashion-mnist": (60_000, 10_000, 10), "synthetic": (SYNTHETIC_TRAIN, SYNTHETIC_TEST, 10)}
+
+
+def dataset_sizes(name: str) -> DatasetSizes:
+    """A dataset's sizes without downloading or loading it; an image folder is read (at 1x1 pixel)."""
+    if name in KNOWN_SIZES:
+        return DatasetSizes(name, *KNOWN_SIZES[name])
+    if name.startswith(IMAGEFOLDER_PREFIX) and len(name) > len(IMAGEFOLDER_PREFIX):
+        payload = read_image_folder(Path(name[len(IMAGEFOLDER_PREFIX):]).expanduser().absolute(), 1)
+        return DatasetSizes(name, len(payload["train_y"]), len(payload["test_y"]), len(payload["classes"]))
+    raise ConfigError(f"dataset={name!r} is not one of: {', '.join(DATASETS)}, {IMAGEFOLDER_PREFIX}PATH")
 
 
 @dataclass

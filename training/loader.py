@@ -20,7 +20,15 @@ CHUNK_BYTES = 96 * 2**20  # float32 images prepared at once (CIFAR: 8,192 images
 
 
 def split_indices(n_train: int, val_fraction: float, subset: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded disjoint (train, val) index tensors into the `n_train` training images.
+    """Seeded disjoint (train, val) index tensors into the `n_train` training images, of the sizes
+    :func:`split_sizes` gives."""
+    n_fit, n_val = split_sizes(n_train, val_fraction, subset)
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:n_val + n_fit], perm[:n_val]
+
+
+def split_sizes(n_train: int, val_fraction: float, subset: int) -> tuple[int, int]:
+    """(train, validation) image counts, or a ConfigError when the dataset cannot give them.
 
     With ``subset == 0`` validation gets ``round(val_fraction * n_train)`` images and training the
     rest. With ``subset > 0`` training gets `subset` images and validation
@@ -41,8 +49,7 @@ def split_indices(n_train: int, val_fraction: float, subset: int, seed: int) -> 
         n_fit = n_train - n_val
     if n_fit == 0:
         raise ConfigError(f"val_fraction={val_fraction} leaves no training images out of {n_train}")
-    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
-    return perm[n_val:n_val + n_fit], perm[:n_val]
+    return n_fit, n_val
 
 
 class DeviceLoader:

@@ -231,7 +231,8 @@ class _Trial:
             if self._next_phase() is None:
                 s.final = self._final_metrics(metrics)
                 metrics.update(s.final)
-            ckpt.save_checkpoint(checkpoint_dir, self._checkpoint_state())
+            # the epoch's metrics ride along: a run whose metrics line was lost (a full disk) gets it back
+            ckpt.save_checkpoint(checkpoint_dir, {**self._checkpoint_state(), "metrics": metrics})
             report(metrics, checkpoint_dir)
         return self.summary()
 
@@ -296,9 +297,7 @@ class _Trial:
         }
 
     def _restore(self, saved: dict[str, Any]) -> None:
-        if saved.get("config") != self.cfg.to_dict():
-            changed = sorted(k for k, v in self.cfg.to_dict().items() if saved.get("config", {}).get(k) != v)
-            raise UserError(f"checkpoint was written with a different config (differs in: {', '.join(changed)})")
+        ckpt.check_same_config(saved, self.cfg.to_dict())
         self.model.load_state_dict(saved["model"])
         self.best_weights = saved["best_model"]
         self.optimizer.load_state_dict(saved["optimizer"])

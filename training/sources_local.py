@@ -91,6 +91,9 @@ def read_image_folder(root: Path, image_size: int) -> Payload:
         raise DatasetError(f"imagefolder: {root} is not a directory")
     train_dir = root / "train" if (root / "train").is_dir() else root
     classes = _class_names(train_dir)
+    if len(classes) < 2:  # every prediction would be right: a meaningless 100% test accuracy
+        raise DatasetError(f"imagefolder: {train_dir} has one class folder ({classes[0]}); a classifier "
+                           "needs at least two")
     train_x, train_y = _read_split(train_dir, classes, image_size)
     if (root / "test").is_dir() and train_dir != root:
         test_x, test_y = _read_split(root / "test", classes, image_size)
@@ -121,6 +124,9 @@ def _read_split(folder: Path, classes: list[str], image_size: int) -> tuple[torc
             try:
                 with Image.open(path) as img:
                     rgb = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+            except Image.DecompressionBombError:  # PIL refuses it rather than risk memory
+                raise DatasetError(f"imagefolder: {path} has more pixels than PIL will open "
+                                   f"({Image.MAX_IMAGE_PIXELS:,} at most); shrink or remove it") from None
             except (OSError, ValueError):  # not an image, truncated, or an unsupported mode
                 continue
             images.append(np.asarray(rgb))

@@ -1,0 +1,129 @@
+"""A full disk under --storage-path stops the sweep like Ctrl-C, with every finished result kept.
+
+Ray writes its files to the storage path without checking for space: when the disk fills, result
+files and the experiment state are cut short and the driver dies (EOFError), and a later --resume
+starts over. So, while a sweep runs on a local storage path:
+
+- the driver holds a reserve file (``RESERVE_FILE``, ``RESERVE_BYTES``) in the experiment directory;
+- before each step, the driver's :class:`StorageGuard` checks the free space; below ``LOW_BYTES`` it
+  deletes the reserve, which gives Tune the room to save the experiment one last time, and
+  interrupts Tune as Ctrl-C does (Tune's SIGUSR1 handler): trials stay resumable;
+- a trial checks before each report (``wait_while_full``): while the disk is low or the reserve is
+  gone, it waits rather than fail writing its checkpoint (Tune stops it when the sweep ends);
+- the guard also keeps our own record of every result, ``trial_records/<trial_id>.json``, written
+  atomically: the analysis takes rows from it that Ray's result files lack.
+
+A storage URI (s3://...) is left to its service: none of this applies there.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from analysis.load import RECORDS_DIR, read_record
+from training.checkpoint import WriteError, write_text_atomically
+
+RESERVE_FILE = ".space-reserve"
+RESERVE_BYTES = 32 << 20  # room for Tune's last save of the experiment state and result files
+LOW_BYTES = 8 << 20  # free space below which the sweep stops
+CHECK_EVERY_S = 0.5
+
+
+def is_local(experiment_dir: str) -> bool:
+    return "://" not in experiment_dir
+
+
+def reserve(experiment_dir: str) -> None:
+    """Claim the reserve before trials run; a disk that cannot hold it is full already."""
+    if not is_local(experiment_dir):
+        return
+    path = Path(experiment_dir, RESERVE_FILE)
+    try:
+        with path.open("wb") as out:
+            try:
+                os.posix_fallocate(out.fileno(), 0, RESERVE_BYTES)
+            except OSError as exc:  # a filesystem without fallocate (some NFS): write the bytes
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                for _ in range(RESERVE_BYTES >> 20):
+                    out.write(bytes(1 << 20))
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise WriteError(f"cannot write to {experiment_dir} ({exc.strerror or exc}); free space (the sweep "
+                         f"needs {RESERVE_BYTES >> 20} MiB to run), then continue with: python sweep/run.py "
+                         f"--resume {experiment_dir}") from None
+
+
+def release(experiment_dir: str) -> None:
+    if is_local(experiment_dir):
+        Path(experiment_dir, RESERVE_FILE).unlink(missing_ok=True)
+
+
+def stopped_full(experiment_dir: str) -> bool:
+    """After the trials: whether the guard stopped them (it gave up the reserve)."""
+    return is_local(experiment_dir) and not Path(experiment_dir, RESERVE_FILE).exists()
+
+
+def is_low(experiment_dir: str) -> bool:
+    """Free space under the experiment directory below LOW_BYTES, or the guard has already stopped."""
+    if not os.path.isdir(experiment_dir):  # not this node's to check
+        return False
+    try:
+        return (shutil.disk_usage(experiment_dir).free < LOW_BYTES
+                or not Path(experiment_dir, RESERVE_FILE).exists())
+    except OSError:
+        return False
+
+
+def wait_while_full(experiment_dir: str | None) -> None:
+    """In a trial, before it reports: wait while the storage is low, so that the checkpoint is not
+    written into a full disk (the driver stops the sweep meanwhile, and Tune stops this trial)."""
+    while experiment_dir and is_local(experiment_dir) and is_low(experiment_dir):
+        time.sleep(CHECK_EVERY_S)
+
+
+class StorageGuard(tune.Callback):
+    """The driver's side: record every result atomically; stop the sweep like Ctrl-C when the disk
+    under the experiment is (nearly) full. `full` says whether it did."""
+
+    def __init__(self, experiment_dir: str) -> None:
+        self.experiment_dir = experiment_dir
+        self.full = False
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.checked = 0.0
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.full or not is_local(self.experiment_dir) or time.monotonic() - self.checked < CHECK_EVERY_S:
+            return
+        self.checked = time.monotonic()
+        if shutil.disk_usage(self.experiment_dir).free < LOW_BYTES:
+            self.stop()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if self.full or not is_local(self.experiment_dir):
+            return
+        path = Path(self.experiment_dir, RECORDS_DIR, f"{trial.trial_id}.json")
+        if trial.trial_id not in self.rows:  # a resumed sweep adds to the record of the first run
+            self.rows[trial.trial_id] = read_record(path)
+        rows = self.rows[trial.trial_id]
+        rows.append({k: v for k, v in result.items() if k != "config"})
+        try:
+            write_text_atomically(path, json.dumps({"trial_id": trial.trial_id, "rows": rows}, default=str))
+        except WriteError:
+            self.stop()
+
+    def stop(self) -> None:
+        """Give Tune the reserve for its last save, and interrupt it as Ctrl-C would."""
+        self.full = True
+        release(self.experiment_dir)
+        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # not "Stop signal received (Ctrl+C)"
+        signal.raise_signal(signal.SIGUSR1)
