@@ -80,7 +80,8 @@ def test_a_multi_objective_search_runs_every_trial_to_its_end(capsys):
 def test_a_real_multi_objective_sweep_records_both_objectives_and_its_front(tmp_path):
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "ABLATION_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.run([sys.executable, "sweep/run.py", "--space", "embedded", "--smoke-test", "--samples", "4",
-                           "--objectives", "best_val_acc:max,latency_ms_b1:min", "--storage-path", str(tmp_path),
+                           "--objectives", "best_val_acc:max,latency_ms_b1:min", "--set", "subset=1024",
+                           "--storage-path", str(tmp_path),
                            "--name", "mo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = tmp_path / "mo"
