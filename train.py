@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from training.checkpoint import WriteError, write_failure
-from training.config import TrainConfig, UserError, field_names, load_mapping
+from training.config import Parser, TrainConfig, UserError, field_names, load_mapping
 from training.loop import fit
 from training.signals import sigterm_as_ctrl_c
 
@@ -35,11 +35,6 @@ def field_help() -> dict[str, str]:
     source = Path(__file__).with_name("training").joinpath("config.py").read_text()
     pattern = re.compile(r"^    (\w+): \w+ = .*?  # (.*)$", re.MULTILINE)
     return {name: text for name, text in pattern.findall(source)}
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line (no usage dump), like every other input error
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

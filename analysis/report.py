@@ -10,7 +10,6 @@ also writes every table as a file.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from analysis.load import STOP_REASONS, Experiment, load  # noqa: E402
 from analysis.pareto import arm_summary, objective_front, read_latency_alone  # noqa: E402
 from analysis.render import FORMATS, to_markdown, write_table  # noqa: E402
 from analysis.stages import stage_table, study_data_caveat  # noqa: E402
-from training.config import UserError  # noqa: E402
+from training.config import Parser, UserError  # noqa: E402
 
 MEANING = {"finished": "ran every epoch", "early_stopped": "stopped by its own patience (early_stop_patience)",
            "diverged": "loss became NaN/inf", "scheduler_stopped": "stopped early by the scheduler (ASHA)",
@@ -264,11 +263,6 @@ def write_report(exp: Experiment, out: Path, fmt: str = "md",
     path = out / "report.md"
     path.write_text("\n\n".join(parts) + "\n")
     return path
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, like the other input errors
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,7 @@ import torch  # noqa: E402
 
 from analysis.pareto import LATENCY_FILE  # noqa: E402
 from training import checkpoint as ckpt  # noqa: E402
-from training.config import ConfigError, TrainConfig, UserError  # noqa: E402
+from training.config import ConfigError, Parser, TrainConfig, UserError  # noqa: E402
 
 ATOL, RTOL = 1e-4, 1e-4  # ONNX fp32 logits against PyTorch's (float reassociation differs by ~1e-6)
 VERIFY_IMAGES = 512  # test images the fp32 ONNX model is checked on
@@ -385,11 +385,6 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------- CLI
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m sweep.export", description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("run_dir", metavar="RUN_DIR", help="an experiment directory or a train.py run directory")

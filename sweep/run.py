@@ -23,15 +23,10 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
 from sweep import vocabulary as vocab  # noqa: E402
 from sweep.experiment import METRIC, MODE, Plan, absolute_location, check_searcher  # noqa: E402
 from sweep.spaces import SMOKE_SETTINGS, SPACES, smoke_params, smoke_samples  # noqa: E402
-from training.config import UserError  # noqa: E402
+from training.config import Parser, UserError  # noqa: E402
 from training.signals import sigterm_as_ctrl_c  # noqa: E402
 
 RESULTS_ENV = "ABLATION_RESULTS_DIR"
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, like every other input error of the CLI
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

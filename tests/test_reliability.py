@@ -78,6 +78,17 @@ def train_process(out: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def train_process_after_epoch_1(run_dir: Path) -> subprocess.Popen:
+    """train_process, once its first epoch's metrics line is written."""
+    process = train_process(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.02)
+    return process
+
+
 # ------------------------------------------------------------------------------ reproducibility
 @pytest.fixture(scope="module")
 def three_runs(tmp_path_factory):
@@ -516,12 +527,7 @@ def test_a_full_disk_stops_train_py_in_one_line_and_resume_finishes_the_same_run
     """The disk fills to the brim after epoch 1: one line naming the full disk and --resume, exit 2, no
     partial checkpoint; after freeing space --resume ends with the metrics of the uninterrupted run."""
     run_dir = small_disk / "run"
-    process = train_process(run_dir)
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
-        time.sleep(0.02)
+    process = train_process_after_epoch_1(run_dir)
     fill(small_disk)
     assert process.wait(timeout=120) == 2
     err = one_line_error(process.stderr.read(), "train.py")
@@ -537,12 +543,7 @@ def test_a_full_disk_stops_train_py_in_one_line_and_resume_finishes_the_same_run
 def test_sigterm_stops_train_py_like_ctrl_c(tmp_path):
     """SIGTERM (what SLURM and Kubernetes send) after epoch 1: exit 143 with the --resume line."""
     run_dir = tmp_path / "run"
-    process = train_process(run_dir)
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
-        time.sleep(0.02)
+    process = train_process_after_epoch_1(run_dir)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143
     err = "".join(line for line in process.stderr.read().splitlines(keepends=True)

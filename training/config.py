@@ -7,6 +7,7 @@ that does not match the schema is an error, never silently ignored).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -46,6 +47,14 @@ DATASETS = ("cifar10", "cifar100", "fashion-mnist", "synthetic")
 class UserError(Exception):
     """A user mistake (bad knob, missing dataset, bad path): its message is one line, fit for a CLI
     error with exit status 2. Everything else is a bug and keeps its traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    """Every CLI's argument parser: a bad flag is one line and exit status 2, like every other input
+    error (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class ConfigError(UserError, ValueError):
