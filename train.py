@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from training.checkpoint import WriteError, write_failure
-from training.config import Parser, TrainConfig, UserError, field_names, load_mapping
+from training.config import Parser, TrainConfig, UserError, field_names, load_mapping, run_cli
 from training.loop import fit
 from training.signals import sigterm_as_ctrl_c
 
@@ -338,4 +338,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

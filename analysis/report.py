@@ -29,7 +29,7 @@ from analysis.load import STOP_REASONS, Experiment, load  # noqa: E402
 from analysis.pareto import arm_summary, objective_front, read_latency_alone  # noqa: E402
 from analysis.render import FORMATS, to_markdown, write_table  # noqa: E402
 from analysis.stages import stage_table, study_data_caveat  # noqa: E402
-from training.config import Parser, UserError  # noqa: E402
+from training.config import Parser, UserError, run_cli  # noqa: E402
 
 MEANING = {"finished": "ran every epoch", "early_stopped": "stopped by its own patience (early_stop_patience)",
            "diverged": "loss became NaN/inf", "scheduler_stopped": "stopped early by the scheduler (ASHA)",
@@ -101,8 +101,8 @@ def overview(exp: Experiment) -> Section:
     lines = [f"Experiment `{exp.path}`" + (f": space `{sweep['space_name']}`" if "space_name" in sweep
                                            else " (no sweep.json: not started by sweep/run.py)")]
     if plan:
-        lines.append(f"{plan['search']} search, {plan['scheduler']} scheduler, at most {plan['max_t']} "
-                     "epochs per trial")
+        epochs = f"{plan['max_t']} epoch{'s' if plan['max_t'] != 1 else ''}"
+        lines.append(f"{plan['search']} search, {plan['scheduler']} scheduler, at most {epochs} per trial")
     lines.append(f"{len(trials)} trials recorded"
                  + (f" of {sweep['expected_trials']} expected" if "expected_trials" in sweep else ""))
     lines += describe_best(trials, effects.ablation_factors(trials, exp.config_columns, exp.axes))
@@ -290,4 +290,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -46,7 +46,7 @@ import torch  # noqa: E402
 
 from analysis.pareto import LATENCY_FILE  # noqa: E402
 from training import checkpoint as ckpt  # noqa: E402
-from training.config import ConfigError, Parser, TrainConfig, UserError  # noqa: E402
+from training.config import ConfigError, Parser, TrainConfig, UserError, run_cli  # noqa: E402
 
 ATOL, RTOL = 1e-4, 1e-4  # ONNX fp32 logits against PyTorch's (float reassociation differs by ~1e-6)
 VERIFY_IMAGES = 512  # test images the fp32 ONNX model is checked on
@@ -430,4 +430,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
 from sweep import vocabulary as vocab  # noqa: E402
 from sweep.experiment import METRIC, MODE, Plan, absolute_location, check_searcher  # noqa: E402
 from sweep.spaces import SMOKE_SETTINGS, SPACES, smoke_params, smoke_samples  # noqa: E402
-from training.config import Parser, UserError  # noqa: E402
+from training.config import Parser, UserError, run_cli  # noqa: E402
 from training.signals import sigterm_as_ctrl_c  # noqa: E402
 
 RESULTS_ENV = "ABLATION_RESULTS_DIR"
@@ -176,7 +176,7 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
     axes = {k: v for k, v in params.items() if isinstance(v, dict)}
     trials = record["expected_trials"]
     print(f"space {record['space_name']}: {trials} trials, {plan.search} search, "
-          f"{plan.scheduler} scheduler, at most {plan.max_t} epochs each")
+          f"{plan.scheduler} scheduler, at most {plan.max_t} epoch{'s' if plan.max_t != 1 else ''} each")
     for dataset, size in record["datasets"]:
         print(f"data: {dataset} at {size}x{size}, {data_source(dataset, params['data_dir'])}")
     stops = " (the scheduler stops weak trials early: usually far fewer)" if plan.scheduler != "fifo" else ""
@@ -234,4 +234,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -671,3 +671,12 @@ def test_the_driver_record_restores_results_a_full_disk_cut_from_rays_files(tmp_
     loaded = load(experiment)
     assert loaded.epochs[loaded.epochs["trial_id"] == "aaaaa_00000"]["epoch"].tolist() == [1, 2]
     assert loaded.trials.set_index("trial_id").loc["aaaaa_00000", "stop_reason"] == "finished"
+
+
+def test_a_reader_that_leaves_early_is_not_a_traceback():
+    """`run.py --dry-run | head -2`: the writer of a closed pipe exits 141, as shell tools do, silently."""
+    process = subprocess.Popen([sys.executable, "sweep/run.py", "--space", "ablation", "--dry-run"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader leaves before the first line (imports take the CLI seconds)
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == b""

@@ -57,6 +57,20 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def run_cli(main) -> None:
+    """``sys.exit(main())`` for every CLI; when the reader of its output has gone (``... | head``),
+    the exit status of a pipe's writer, 141, without a traceback."""
+    import sys
+
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        status = 141
+    sys.exit(status)
+
+
 class ConfigError(UserError, ValueError):
     """A configuration value that the schema rejects."""
 
