@@ -51,13 +51,18 @@ def resume(args: argparse.Namespace) -> int:
 def run_tuner(make_tuner: Callable[[], Any], plan: exp.Plan, record: dict[str, Any]) -> int:
     """Run the trials with the disk space reserve held (sweep.storage): a full disk stops them like
     Ctrl-C and is one line, with every finished result kept and --resume to continue."""
-    experiment_dir = plan.experiment_dir
+    experiment_dir = storage.running_dir = plan.experiment_dir
     storage.reserve(experiment_dir)
     try:
         with ray_logs_shown():
             make_tuner().fit()
         if not storage.stopped_full(experiment_dir):
-            return report(experiment_dir, plan, record)
+            try:
+                return report(experiment_dir, plan, record)
+            except KeyboardInterrupt:  # Tune's own handler is gone once fit() returns
+                print(f"run.py: interrupted while summarising; every result is saved: python -m analysis.report "
+                      f"{experiment_dir}", file=sys.stderr)
+                return 130
     except (OSError, EOFError):  # Ray reading back a file it could not write
         if not storage.stopped_full(experiment_dir):
             raise

@@ -94,13 +94,14 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     objectives = (vocab.parse_objectives(args.objectives, "--objectives") if args.objectives is not None
                   else space.get("objectives"))
     scheduler = args.scheduler or space["scheduler"]
+    notes = []  # printed once every check has passed: an error stays the one line on stderr
     if objectives:
         if args.search not in (None, "optuna"):
             raise UserError(f"--objectives runs Optuna's NSGA-II; --search {args.search} cannot search "
                             "several objectives")
         if args.scheduler not in (None, "fifo"):
-            print(f"note: {args.scheduler} compares trials on one metric; a multi-objective search runs "
-                  "every trial to its end (fifo)", file=sys.stderr)
+            notes.append(f"note: {args.scheduler} compares trials on one metric; a multi-objective search "
+                         "runs every trial to its end (fifo)")
         scheduler = "fifo"
         if any(metric in vocab.LATENCY_METRICS for metric, _ in objectives):
             if str(parse_sets(args.sets).get("measure_latency", True)).lower() in ("false", "0", "no"):
@@ -141,6 +142,8 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
               "metric": METRIC, "mode": MODE,
               "datasets": sorted({(c.dataset, c.image_size) for c in configs})}
     check_searcher(plan, params)
+    for note in notes:
+        print(note, file=sys.stderr)
     return params, plan, record
 
 
@@ -224,12 +227,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"run.py: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before Tune ran (it returns what it has instead of raising)
-        print("run.py: interrupted before any trial ran", file=sys.stderr)
+        print("run.py: interrupted before the trials started; nothing new ran", file=sys.stderr)
         return 130
     except SystemExit as exc:  # SIGTERM while ray.init held its own handler (it exits; Ray then dumps its stack)
         if exc.code != signal.SIGTERM:
             raise
-        print("run.py: terminated before any trial ran", file=sys.stderr)
+        print("run.py: terminated before the trials started; nothing new ran", file=sys.stderr)
         return 143
 
 

@@ -91,15 +91,25 @@ def wait_while_full(experiment_dir: str | None) -> None:
         time.sleep(CHECK_EVERY_S)
 
 
+# The experiment directory the driver runs now (run_tuner sets it). A restored Tuner's callbacks are
+# unpickled from tuner.pkl with the directory the experiment was started in, which a user may since
+# have moved: the guard follows the running one.
+running_dir: str | None = None
+
+
 class StorageGuard(tune.Callback):
     """The driver's side: record every result atomically; stop the sweep like Ctrl-C when the disk
     under the experiment is (nearly) full. `full` says whether it did."""
 
     def __init__(self, experiment_dir: str) -> None:
-        self.experiment_dir = experiment_dir
+        self.started_in = experiment_dir
         self.full = False
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.checked = 0.0
+
+    @property
+    def experiment_dir(self) -> str:
+        return running_dir or self.started_in
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self.full or not is_local(self.experiment_dir) or time.monotonic() - self.checked < CHECK_EVERY_S:

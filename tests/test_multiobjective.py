@@ -62,6 +62,8 @@ def test_latency_measured_alone_replaces_the_in_trial_figure_only_when_every_tri
     (["--objectives", "best_val_acc:max,flops:min", "--search", "grid"], "cannot search several objectives"),
     (["--objectives", "best_val_acc:max,latency_ms_b1:min", "--set", "measure_latency=false"],
      "needs measure_latency=true"),
+    # the note on ASHA is printed only once every check has passed: an error stays one line
+    (["--objectives", "best_val_acc:max,flops:min", "--scheduler", "asha"], "Optuna samples, it does not enumerate"),
 ])
 def test_bad_objectives_are_one_line_exit_2(args, words, capsys):
     assert run.main(["--space", "smoke", "--dry-run", *args]) == 2

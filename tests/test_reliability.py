@@ -680,3 +680,21 @@ def test_a_reader_that_leaves_early_is_not_a_traceback():
     process.stdout.close()  # the reader leaves before the first line (imports take the CLI seconds)
     assert process.wait(timeout=60) == 141
     assert process.stderr.read() == b""
+
+
+def test_the_disk_guard_follows_an_experiment_that_was_moved(tmp_path, monkeypatch):
+    """A resumed Tuner's callbacks come from tuner.pkl with the directory the sweep started in; after
+    the user moved the experiment, the guard records results in (and watches) the running one."""
+    from types import SimpleNamespace
+
+    from analysis.load import RECORDS_DIR
+    from sweep import storage
+
+    guard = storage.StorageGuard(str(tmp_path / "where-it-started"))  # gone: moved
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    monkeypatch.setattr(storage, "running_dir", str(moved))
+    guard.on_step_begin(0, [])  # checks the free space of the running directory (the old one is gone)
+    guard.on_trial_result(0, [], SimpleNamespace(trial_id="t1"), {"epoch": 1, "val_acc": 50.0})
+    assert json.loads((moved / RECORDS_DIR / "t1.json").read_text())["rows"] == [{"epoch": 1, "val_acc": 50.0}]
+    assert not (tmp_path / "where-it-started").exists() and not guard.full
