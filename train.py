@@ -294,8 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except WriteError as exc:
         if not (run_dir / "config.json").is_file():
             raise
-        raise WriteError(f"{exc}; every finished epoch is kept: once it is fixed, continue with: "
-                         f"python train.py --resume {run_dir}") from None
+        raise WriteError(f"{exc}; once it is fixed, {after_stop(run_dir)}") from None
     return summary
 
 
@@ -314,6 +313,14 @@ def restore_lost_metrics(run_dir: Path, saved: dict[str, Any]) -> None:
             out.write(json.dumps(metrics) + "\n")
 
 
+def after_stop(run_dir: Path) -> str:
+    """What to do after a run stopped early: resume from its checkpoint, or, before its first epoch
+    ended (no checkpoint yet), start it again."""
+    if (run_dir / "checkpoint").is_dir():
+        return f"every finished epoch is kept; continue with: python train.py --resume {run_dir}"
+    return f"no epoch had finished; start again (--out-dir {run_dir} --overwrite, or a fresh --out-dir)"
+
+
 def default_run_dir(cfg: TrainConfig) -> Path:
     name = cfg.dataset.split(":")[0]
     return Path("runs") / "train" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}-{name}"
@@ -329,8 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except KeyboardInterrupt:
             run_dir = getattr(args, "run_dir", None)
-            after = (f"continue with: python train.py --resume {run_dir}"
-                     if run_dir and (run_dir / "config.json").is_file() else "nothing was written")
+            after = after_stop(run_dir) if run_dir and (run_dir / "config.json").is_file() else "nothing was written"
             print(f"train.py: {'terminated' if terminated else 'interrupted'}; {after}", file=sys.stderr)
             return 143 if terminated else 130
     print(json.dumps(rounded(summary), indent=2))

@@ -548,7 +548,8 @@ def test_sigterm_stops_train_py_like_ctrl_c(tmp_path):
     assert process.wait(timeout=60) == 143
     err = "".join(line for line in process.stderr.read().splitlines(keepends=True)
                   if not line.startswith("train.py: warning: "))  # REPRO's 14 steps per epoch
-    assert err == f"train.py: terminated; continue with: python train.py --resume {run_dir}\n", err
+    assert err == (f"train.py: terminated; every finished epoch is kept; continue with: python train.py --resume "
+                   f"{run_dir}\n"), err
     assert not list(run_dir.rglob("*.tmp"))
 
 
@@ -698,3 +699,10 @@ def test_the_disk_guard_follows_an_experiment_that_was_moved(tmp_path, monkeypat
     guard.on_trial_result(0, [], SimpleNamespace(trial_id="t1"), {"epoch": 1, "val_acc": 50.0})
     assert json.loads((moved / RECORDS_DIR / "t1.json").read_text())["rows"] == [{"epoch": 1, "val_acc": 50.0}]
     assert not (tmp_path / "where-it-started").exists() and not guard.full
+
+
+def test_the_advice_after_a_stop_resumes_only_a_run_with_a_checkpoint(tmp_path):
+    """Stopped before its first epoch ended (config.json, no checkpoint yet): start again, not --resume."""
+    assert "start again" in train.after_stop(tmp_path) and "--resume" not in train.after_stop(tmp_path)
+    (tmp_path / "checkpoint").mkdir()
+    assert train.after_stop(tmp_path).endswith(f"continue with: python train.py --resume {tmp_path}")
