@@ -227,6 +227,7 @@ def export_one(source: Source, out: Path, threads: int, calibration: int, repeat
 
     from training.datasets import load_dataset
     from training.loader import split_indices
+    from training.metrics import model_size_mb
 
     cfg = source.cfg
     torch.set_num_threads(threads)
@@ -277,7 +278,7 @@ def export_one(source: Source, out: Path, threads: int, calibration: int, repeat
     rows = []
     ort_name = f"onnxruntime {onnxruntime.__version__}"
     for fmt, runtime, file, predict, size in (
-            ("PyTorch fp32", f"torch {torch.__version__} eager", "", run_torch, ckpt_size_mb(model)),
+            ("PyTorch fp32", f"torch {torch.__version__} eager", "", run_torch, model_size_mb(model)),
             ("ONNX fp32", ort_name, fp32.name, run_onnx(fp32_session), mb(fp32)),
             ("ONNX int8 (QDQ)", ort_name, int8.name, run_onnx(int8_session), mb(int8))):
         row = {"format": fmt, "runtime": runtime, "file": file, "size_mb": size,
@@ -299,19 +300,19 @@ def export_one(source: Source, out: Path, threads: int, calibration: int, repeat
 # ----------------------------------------------------------------------------------- latency alone
 
 
-@torch.no_grad()
 def latency_alone(model: torch.nn.Module, image_shape: tuple[int, int, int], threads: int,
                   repeats: int) -> dict[str, float]:
     """Median PyTorch eager latency (ms) at each of BATCHES, in this process, on the CPU, with
-    `threads` threads, after warm-up: the figure a trial measured while other trials shared the
-    machine, measured again with the machine to itself."""
+    `threads` threads, after warm-up (training.metrics.measure_latency_ms, as a trial measures it):
+    the figure a trial measured while other trials shared the machine, measured with the machine to
+    itself."""
+    from training.metrics import measure_latency_ms
+
     torch.set_num_threads(threads)
-    model = model.eval()
-    out = {}
-    for batch in BATCHES:
-        x = torch.randn(batch, *image_shape)
-        out[f"latency_ms_b{batch}"] = median_ms(lambda: model(x), repeats)
-    return out
+    cpu = torch.device("cpu")
+    return {f"latency_ms_b{batch}": measure_latency_ms(model, image_shape, batch, cpu, repeats,
+                                                       contextlib.nullcontext())
+            for batch in BATCHES}
 
 
 def remeasure_front(run_dir: Path, objectives: list[list[str]], threads: int = 1, repeats: int = 20) -> dict:
@@ -349,12 +350,6 @@ class ExportMismatch(Exception):
 
 def mb(path: Path) -> float:
     return path.stat().st_size / 2 ** 20
-
-
-def ckpt_size_mb(model: torch.nn.Module) -> float:
-    from training.metrics import model_size_mb
-
-    return model_size_mb(model)
 
 
 def machine() -> str:
