@@ -67,19 +67,21 @@ def percent(value: Any) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{float(value):.2f}%"
 
 
-def describe(trials: pd.DataFrame, factors: Sequence[str]) -> list[str]:
-    """The lines that state the best trial and the best arm, as the console and the report print them."""
+def describe(trials: pd.DataFrame, factors: Sequence[str], test: bool = True) -> list[str]:
+    """The lines that state the best trial and the best arm, as the console and the report print them;
+    without their test accuracy when not `test` (a screen that a confirm phase follows: test accuracy
+    is read from the confirm phase only)."""
     best = best_trial(trials)
     if best is None:
         return [f"best trial ({RULE}): none has ended yet"]
     levels = " ".join(f"{f}={level(best[f])}" for f in factors if f in best.index)
     epochs = best.get("epochs_run", best.get("last_epoch"))
     lines = [f"best trial ({RULE}): {best['trial_id']}: best val {percent(best['best_val_acc'])}, "
-             f"test {percent(best.get('test_acc'))}" + (f", {int(epochs)} epoch{'s' if int(epochs) != 1 else ''}" if pd.notna(epochs) else "")
+             + (f"test {percent(best.get('test_acc'))}" if test else "validation only") + (f", {int(epochs)} epoch{'s' if int(epochs) != 1 else ''}" if pd.notna(epochs) else "")
              + (f"; {levels}" if levels else "")]
     arm = best_arm(trials, factors)
     if arm:
         levels = " ".join(f"{f}={level(v)}" for f, v in arm["levels"].items())
         lines.append(f"best arm (mean over its {arm['n']} ended seeds): {levels}: best val "
-                     f"{percent(arm['best_val_acc'])}, test {percent(arm['test_acc'])}")
+                     f"{percent(arm['best_val_acc'])}" + (f", test {percent(arm['test_acc'])}" if test else ""))
     return lines

@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from sweep.spaces import merge_config
+from sweep.plan import trial_values
 from training.config import ConfigError, TrainConfig, UserError, field_names
 
 FINAL_STATUSES = ("finished", "early_stopped", "diverged")  # our loop's status on its final report
@@ -274,7 +274,7 @@ def trial_config(trial_dir: Path, params: dict[str, Any], smoke: bool) -> dict[s
     if isinstance(record, dict) and isinstance(record.get("config"), dict):
         return record["config"]
     try:
-        return merge_config(params, smoke)
+        return trial_values(params, smoke)
     except (ConfigError, KeyError):  # a preset this version does not know: fields as given
         return {**TrainConfig().to_dict(), **{k: v for k, v in params.items() if k in field_names()}}
 

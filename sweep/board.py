@@ -9,7 +9,7 @@ from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
-from sweep.spaces import merge_config
+from sweep.plan import trial_values
 from training.tb_tags import BOOKKEEPING, hparam_metrics, hparam_values
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class TrialBoard(TBXLoggerCallback):
         from tensorboardX.summary import hparams
 
         try:
-            knobs = {**merge_config(trial.config, self.smoke), **trial.config}  # bundle keys too
+            knobs = {**trial_values(trial.config, self.smoke), **trial.config}  # bundle keys too
         except (ValueError, KeyError):  # a config the trainable would reject: the values as given
             knobs = dict(trial.config)
         try:

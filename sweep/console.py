@@ -110,21 +110,23 @@ class TrialTable(tune.CLIReporter):
     """Ray's CLIReporter, printing our status: progress, the one best, the table in the report's words.
     Every 30 s and at the end."""
 
-    def __init__(self, axes: Sequence[str], scheduler: str) -> None:
+    def __init__(self, axes: Sequence[str], scheduler: str, test_shown: bool = True) -> None:
         super().__init__(max_report_frequency=30)
-        self.axes, self.scheduler = list(axes), scheduler
+        self.axes, self.scheduler, self.test_shown = list(axes), scheduler, test_shown
 
     def report(self, trials: list, done: bool, *sys_info: str) -> None:
         print(self.status(trials, done), flush=True)
 
     def status(self, trials: list, done: bool) -> str:
         frame = trial_frame(trials, self.scheduler, done)
+        if not self.test_shown:  # a screen: test accuracy is read from the confirm phase only
+            frame = frame.drop(columns="test_acc", errors="ignore")
         total = max(self._total_samples or 0, len(trials))
         elapsed = time.time() - self._start_time
         lines = [f"== {time.strftime('%H:%M:%S')} {progress_line(frame, total, elapsed, self.scheduler)}"]
         if not frame.empty:
             if frame["status"].ne("PENDING").any():
-                lines += describe(frame, ablation_factors(frame, (), self.axes))
+                lines += describe(frame, ablation_factors(frame, (), self.axes), self.test_shown)
             lines.append(table(frame, self.axes))
         return "\n".join(lines) + "\n"
 

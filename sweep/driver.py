@@ -14,12 +14,14 @@ from typing import Any, Callable, Iterator
 import ray
 
 from sweep import experiment as exp
+from sweep import plan as sweep_plan
 from sweep import storage
+from sweep.plan import Plan
 from training.checkpoint import provenance
 from training.config import UserError
 
 
-def start(args: argparse.Namespace, params: dict[str, Any], plan: exp.Plan, record: dict[str, Any]) -> int:
+def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: dict[str, Any]) -> int:
     """A new experiment: claim its directory (two starts with one --name cannot share it), then the
     data, the cluster and the record; a failure before the record leaves no directory behind."""
     made = exp.claim(plan.experiment_dir)
@@ -27,50 +29,178 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: exp.Plan, reco
         prepare_data(params["data_dir"], record["datasets"])
         with connected(args.address):
             plan.gpus_per_trial = check_resources(plan.cpus_per_trial, args.gpus_per_trial)
-            exp.write_record(plan.experiment_dir, {**record, "plan": asdict(plan), **provenance()})
-            print(f"experiment {plan.experiment_dir}: {record['expected_trials']} trials; "
-                  f"monitor with: tensorboard --logdir {plan.experiment_dir}", flush=True)
-            return run_tuner(lambda: exp.make_tuner(plan, params), plan, record)
+            record = {**record, "plan": asdict(plan), **provenance()}
+            exp.write_record(plan.experiment_dir, record)
+            print(f"experiment {plan.experiment_dir}: {phases_line(record)}; monitor with: tensorboard --logdir "
+                  f"{plan.experiment_dir}", flush=True)
+            return run_phases(plan, record, retry_errored=False)
     finally:
         exp.release_claim(plan.experiment_dir, made)
 
 
 def resume(args: argparse.Namespace) -> int:
-    """--resume DIR: the experiment's own plan from sweep.json. The cluster address may change, and
-    --max-failures N > 0 (or the experiment's own) resumes errored trials from their checkpoints."""
-    experiment_dir = exp.absolute_location(args.resume)
-    plan = replace(exp.load_plan(experiment_dir), experiment_dir=experiment_dir)  # it may have moved
+    """--resume DIR: the experiment's own plan from sweep.json, each phase where it stopped. The
+    cluster address may change, and --max-failures N > 0 (or the experiment's own) resumes errored
+    trials from their checkpoints."""
+    plan, record = recorded(args.resume)
     retries = plan.max_failures if args.max_failures is None else args.max_failures
     with connected(args.address):
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
-        print(exp.resume_line(experiment_dir, retry_errored=retries > 0), flush=True)
-        return run_tuner(lambda: exp.restore_tuner(experiment_dir, plan, retry_errored=retries > 0),
-                         plan, exp.read_record(experiment_dir))
+        left = []
+        for name, (_, phase) in sweep_plan.phase_plans(record, plan).items():
+            done, todo = exp.phase_left(phase, expected_trials(record, name), retry_errored=retries > 0)
+            left.append(f"{done} done, {todo} left" + (f" ({name})" if plan.phase else ""))
+        print(f"resuming {plan.experiment_dir}: {'; '.join(left)}", flush=True)
+        return run_phases(plan, record, retry_errored=retries > 0)
 
 
-def run_tuner(make_tuner: Callable[[], Any], plan: exp.Plan, record: dict[str, Any]) -> int:
+def confirm_again(args: argparse.Namespace) -> int:
+    """--confirm DIR: the confirm phase of a screened experiment, added or run again with other
+    --confirm-top/--confirm-seeds. An earlier confirm phase keeps its directory and stays listed in
+    sweep.json (phases.earlier_confirms); the report reads the newest."""
+    plan, record = recorded(args.confirm)
+    if plan.objectives:
+        raise UserError(f"{plan.experiment_dir} ran a multi-objective search: it has a front, not a best arm to "
+                        "confirm")
+    phases = record.setdefault("phases", {sweep_plan.SCREEN: {"dir": "", "expected_trials": record["expected_trials"]}})
+    earlier = [phases[sweep_plan.CONFIRM]] if sweep_plan.CONFIRM in phases else []
+    earlier = phases.get("earlier_confirms", []) + earlier
+    previous = (phases.get(sweep_plan.CONFIRM) or {})
+    top = args.confirm_top or previous.get("top", sweep_plan.CONFIRM_TOP)
+    seeds = args.confirm_seeds or len(previous.get("seeds", [])) or sweep_plan.CONFIRM_SEEDS
+    name = sweep_plan.CONFIRM if not earlier else f"{sweep_plan.CONFIRM}-{len(earlier) + 1}"
+    with connected(args.address):
+        check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
+        done, todo = exp.phase_left(plan, expected_trials(record, sweep_plan.SCREEN), retry_errored=False)
+        if todo:
+            raise UserError(f"the screen of {plan.experiment_dir} is unfinished ({done} done, {todo} left): "
+                            f"continue it with --resume {plan.experiment_dir}, which then confirms")
+        phases[sweep_plan.CONFIRM] = sweep_plan.new_confirm(record["params"], top, seeds, name)
+        if earlier:
+            phases["earlier_confirms"] = earlier
+        exp.write_record(plan.experiment_dir, record)
+        return run_phases(plan, record, retry_errored=False)
+
+
+def recorded(location: str) -> tuple[Plan, dict[str, Any]]:
+    """The screen's plan and sweep.json of an existing experiment (which may have moved)."""
+    experiment_dir = sweep_plan.absolute_location(location)
+    plan = replace(exp.load_plan(experiment_dir), experiment_dir=experiment_dir)
+    return plan, exp.read_record(experiment_dir)
+
+
+def expected_trials(record: dict[str, Any], phase: str) -> int:
+    phases = record.get("phases") or {}
+    default = record.get("expected_trials", 0) if phase == sweep_plan.SCREEN else 0
+    return int(phases.get(phase, {}).get("expected_trials", default))
+
+
+def phases_line(record: dict[str, Any]) -> str:
+    """'screen of 48 trials, then a confirm phase (top 3, 3 fresh seeds)'."""
+    confirm = record["phases"].get(sweep_plan.CONFIRM)
+    line = f"screen of {expected_trials(record, sweep_plan.SCREEN)} trials"
+    if confirm:
+        line += f", then a confirm phase (top {confirm['top']}, {len(confirm['seeds'])} fresh seeds)"
+    return line
+
+
+def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
+    """The screen, then (when sweep.json plans one) the confirm phase; a phase that has ended is not
+    run again. The confirm's arms are chosen once the screen has ended and recorded before it runs."""
+    axes = [k for k, v in record["params"].items() if isinstance(v, dict)]
+    code = run_phase(plan, record["params"], expected_trials(record, sweep_plan.SCREEN), retry_errored, axes,
+                     last=sweep_plan.CONFIRM not in record.get("phases", {}))
+    confirm = record.get("phases", {}).get(sweep_plan.CONFIRM)
+    if code or not confirm:
+        return code
+    if not confirm.get("arms"):
+        choose_arms(plan, record)
+    params, phase = sweep_plan.phase_plans(record, plan)[sweep_plan.CONFIRM]
+    code = run_phase(phase, params, expected_trials(record, sweep_plan.CONFIRM), retry_errored, axes, last=True)
+    if code != 130:
+        print_confirmed(plan.experiment_dir)
+    return code
+
+
+def choose_arms(plan: Plan, record: dict[str, Any]) -> None:
+    """The confirm set from the screen (analysis.confirm.confirm_set: top K by the screen's ranking,
+    the best arm's leave-one-out neighbours and the all-reference arm for a grid), recorded in
+    sweep.json before anything of it runs, and printed."""
+    import pandas as pd
+
+    from analysis.confirm import confirm_set, screen_ranking
+    from analysis.effects import reference_level
+    from analysis.load import load
+
+    confirm = record["phases"][sweep_plan.CONFIRM]
+    factors, params = confirm["factors"], record["params"]
+    screen = load(plan.tune_dir)
+    ranking = screen_ranking(screen.trials, screen.epochs, factors)
+    grid = plan.search == "grid" and all("grid" in params[f] for f in factors)
+    references = ({f: plain(reference_level(pd.Series(params[f]["grid"], name=f))) for f in factors}
+                  if grid and factors else None)
+    chosen = confirm_set(ranking, factors, references, confirm["top"])
+    if chosen.empty:
+        raise UserError(f"no trial of the screen reported a validation accuracy: nothing to confirm; the screen's "
+                        f"trials are in {plan.tune_dir}")
+    confirm.update(references=references, expected_trials=len(chosen) * len(confirm["seeds"]),
+                   arms=[{"levels": {f: plain(row[f]) for f in factors}, "why": row["why"]}
+                         for row in chosen.to_dict("records")])
+    exp.write_record(plan.experiment_dir, record)
+    print(f"\nconfirm: {len(chosen)} arm{'s' if len(chosen) != 1 else ''} x {len(confirm['seeds'])} fresh seeds "
+          f"{confirm['seeds']} = {confirm['expected_trials']} trials, each to its end (fifo):", flush=True)
+    for arm in confirm["arms"]:
+        levels = " ".join(f"{f}={v}" for f, v in arm["levels"].items()) or "(one arm)"
+        print(f"  {levels}: {arm['why']}", flush=True)
+
+
+def plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value JSON and Ray's config hold."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: bool, axes: list[str],
+              last: bool) -> int:
+    """Run (or continue) one phase unless it has ended, then print its summary; the exit status of
+    report(). `last`: the closing lines (reproduce, monitor, analyse) follow this phase."""
+    done, left = exp.phase_left(plan, expected, retry_errored)
+    if plan.phase:
+        print(f"\n{plan.phase}: {expected} trials, {plan.search} search, {plan.scheduler} scheduler"
+              + (f"; {done} done already" if done else "") + (": nothing left to run" if not left else ""),
+              flush=True)
+    if left:
+        def make() -> Any:
+            if exp.experiment_exists(plan.tune_dir):
+                return exp.restore_tuner(plan, params, retry_errored=retry_errored)
+            return exp.make_tuner(plan, params)
+
+        stopped = run_tuner(make, plan)
+        if stopped is not None:
+            return stopped
+    return report(plan, expected, axes, last)
+
+
+def run_tuner(make_tuner: Callable[[], Any], plan: Plan) -> int | None:
     """Run the trials with the disk space reserve held (sweep.storage): a full disk stops them like
-    Ctrl-C and is one line, with every finished result kept and --resume to continue."""
-    experiment_dir = storage.running_dir = plan.experiment_dir
-    storage.reserve(experiment_dir)
+    Ctrl-C and is one line, with every finished result kept and --resume to continue. None when the
+    trials ran (whether or not all ended: report() tells), 130 on Ctrl-C while summarising."""
+    tune_dir = storage.running_dir = plan.tune_dir
+    if storage.is_local(tune_dir):
+        os.makedirs(tune_dir, exist_ok=True)
+    storage.reserve(tune_dir)
     try:
         with ray_logs_shown():
             make_tuner().fit()
-        if not storage.stopped_full(experiment_dir):
-            try:
-                return report(experiment_dir, plan, record)
-            except KeyboardInterrupt:  # Tune's own handler is gone once fit() returns
-                print(f"run.py: interrupted while summarising; every result is saved: python -m analysis.report "
-                      f"{experiment_dir}", file=sys.stderr)
-                return 130
+        if not storage.stopped_full(tune_dir):
+            return None
     except (OSError, EOFError):  # Ray reading back a file it could not write
-        if not storage.stopped_full(experiment_dir):
+        if not storage.stopped_full(tune_dir):
             raise
     finally:
-        storage.release(experiment_dir)
-    raise UserError(f"no space left on the device of {experiment_dir}: the sweep stopped, and every finished "
+        storage.release(tune_dir)
+    raise UserError(f"no space left on the device of {plan.experiment_dir}: the sweep stopped, and every finished "
                     "trial's results are kept; free space, then continue with: python sweep/run.py --resume "
-                    f"{experiment_dir}")
+                    f"{plan.experiment_dir}")
 
 
 @contextlib.contextmanager
@@ -140,33 +270,54 @@ def prepare_data(data_dir: str, datasets: list[tuple[str, int]]) -> None:
         prepare_dataset(name, data_dir, image_size)
 
 
-def report(experiment_dir: str, plan: exp.Plan, record: dict[str, Any]) -> int:
-    """Print the summary: every trial's outcome, the best trial and arm (as the live table and the
-    report give them); exit status 130 when interrupted (Ctrl-C: Tune returns what it has), 1 when
-    every trial errored. `record` is sweep.json's (params, expected_trials)."""
-    summary = exp.summarize(experiment_dir, plan, [k for k, v in record["params"].items() if isinstance(v, dict)])
-    outcomes = [f"{n} {word}" for word, n in summary["outcomes"].items()]
-    expected = max(int(record.get("expected_trials", 0)), summary["trials"])
-    if expected > summary["trials"]:
-        outcomes.append(f"{expected - summary['trials']} not started")
-        summary["unfinished"] += expected - summary["trials"]
-    print(f"\n{expected} trials: {', '.join(outcomes) or 'none ran'}: {experiment_dir}")
-    for line in summary["best_lines"]:
-        print(line)
-    best = summary.get("best")
-    if best and best.get("path"):
-        print(f"  reproduce it: python train.py --config {best['path']}")
-    if plan.objectives and not summary["unfinished"]:
-        print_front(experiment_dir, plan.objectives)
-    print(f"monitor: {summary['tensorboard']}\nanalyse: python -m analysis.report {experiment_dir}")
+def report(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
+    """Print a phase's summary: every trial's outcome; for a sweep without a confirm phase, its best
+    trial and arm (as the live table and the report give them); after the last phase, where to look.
+    Exit status 130 when interrupted (Ctrl-C: Tune returns what it has), 1 when every trial errored."""
+    experiment_dir = plan.experiment_dir
+    try:
+        summary = exp.summarize(experiment_dir, plan, axes)
+        outcomes = [f"{n} {word}" for word, n in summary["outcomes"].items()]
+        expected = max(expected, summary["trials"])
+        if expected > summary["trials"]:
+            outcomes.append(f"{expected - summary['trials']} not started")
+            summary["unfinished"] += expected - summary["trials"]
+        print(f"\n{plan.phase + ': ' if plan.phase else ''}{expected} trials: {', '.join(outcomes) or 'none ran'}: "
+              f"{plan.tune_dir}")
+        code = (130 if summary["unfinished"] else
+                1 if summary["trials"] and summary["errors"] == summary["trials"] else 0)
+        if last and plan.points is None:  # no confirm phase: the screen's best is the answer
+            for line in summary["best_lines"]:
+                print(line)
+            best = summary.get("best")
+            if best and best.get("path"):
+                print(f"  reproduce it: python train.py --config {best['path']}")
+            if plan.objectives and not summary["unfinished"]:
+                print_front(experiment_dir, plan.objectives)
+        if last or code:
+            print(f"monitor: {summary['tensorboard']}\nanalyse: python -m analysis.report {experiment_dir}")
+    except KeyboardInterrupt:  # Tune's own handler is gone once fit() returns
+        print(f"run.py: interrupted while summarising; every result is saved: python -m analysis.report "
+              f"{experiment_dir}", file=sys.stderr)
+        return 130
     if summary["errors"]:
         print(f"{summary['errors']} trial(s) errored (see error.txt in their directories); retry them "
               f"from their checkpoints with: --resume {experiment_dir} --max-failures 1", file=sys.stderr)
     if summary["unfinished"]:
         print(f"interrupted with {summary['unfinished']} trial(s) unfinished; continue with: "
               f"python sweep/run.py --resume {experiment_dir}", file=sys.stderr)
-        return 130
-    return 1 if summary["trials"] and summary["errors"] == summary["trials"] else 0
+    return code
+
+
+def print_confirmed(experiment_dir: str) -> None:
+    """After the confirm phase: the confirmed best arm with its test accuracy interval, and what
+    removing each component of the screen's best costs (analysis.confirm)."""
+    from analysis.confirm import confirmed
+    from analysis.load import load
+
+    result = confirmed(load(experiment_dir))
+    if result is not None:
+        print(result.line)
 
 
 def print_front(experiment_dir: str, objectives: list[list[str]]) -> None:

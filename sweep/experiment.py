@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,40 +18,13 @@ from ray import tune
 
 from sweep import storage
 from sweep.board import TrialBoard
-from sweep.trainable import RANK_METRIC, train_trial
+from sweep.plan import METRIC, MODE, Plan
+from sweep.trainable import train_trial
 from sweep.vocabulary import to_param_space
 from training.config import UserError
 
-METRIC, MODE = RANK_METRIC, "max"  # what ASHA compares at each rung and the searcher maximises
 SWEEP_FILE = "sweep.json"  # the experiment's record at its root, read by --resume and the analysis
 CHECKPOINTS_KEPT = 2  # per trial: the latest two epochs (resume needs only the last)
-
-
-@dataclass
-class Plan:
-    """Everything a Tuner needs, as plain data (what sweep.json stores, so --resume can rebuild it)."""
-    experiment_dir: str  # storage_path/name: a local directory or a URI Ray supports
-    search: str
-    scheduler: str
-    num_samples: int
-    max_t: int  # most epochs any trial runs (ASHA/HyperBand's max_t)
-    grace_period: int
-    reduction_factor: float
-    cpus_per_trial: float
-    gpus_per_trial: float
-    max_concurrent: int | None
-    max_failures: int
-    search_seed: int
-    smoke: bool = False  # --smoke-test: per-trial limits in the trainable
-    objectives: list[list[str]] | None = None  # [[metric, min|max], ...]: a multi-objective search
-
-    @property
-    def storage_path(self) -> str:
-        return self.experiment_dir.rstrip("/").rsplit("/", 1)[0]
-
-    @property
-    def name(self) -> str:
-        return self.experiment_dir.rstrip("/").rsplit("/", 1)[1]
 
 
 def make_scheduler(plan: Plan):
@@ -72,8 +44,13 @@ def make_scheduler(plan: Plan):
 
 
 def make_searcher(plan: Plan):
-    """None (Tune's grid/random variant generator) or Optuna's TPE, seeded. A local experiment keeps
-    the Optuna study in EXPERIMENT/optuna.db, so it can be loaded after the sweep."""
+    """None (Tune's grid/random variant generator), the confirm phase's arms, or Optuna's TPE, seeded.
+    A local experiment keeps the Optuna study in EXPERIMENT/optuna.db, named as the experiment, so it
+    can be loaded after the sweep."""
+    if plan.points is not None:  # the confirm phase: each arm, with every seed of its grid
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(points_to_evaluate=[dict(point) for point in plan.points])
     if plan.search == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -90,9 +67,9 @@ def make_searcher(plan: Plan):
     if plan.objectives:  # NSGA-II (Deb et al. 2002), told each trial's final metrics
         return OptunaSearch(metric=[m for m, _ in plan.objectives], mode=[d for _, d in plan.objectives],
                             sampler=optuna.samplers.NSGAIISampler(seed=plan.search_seed), storage=storage,
-                            study_name=plan.name if storage else None)
+                            study_name=plan.experiment_name if storage else None)
     return OptunaSearch(metric=METRIC, mode=MODE, seed=plan.search_seed, storage=storage,
-                        study_name=plan.name if storage else None)
+                        study_name=plan.experiment_name if storage else None)
 
 
 def quiet_optuna() -> None:
@@ -133,7 +110,7 @@ def trainable_for(plan: Plan):
     allow_final_only_metrics(plan)
     resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(train_trial, smoke=plan.smoke,
-                                                    experiment_dir=plan.experiment_dir), resources)
+                                                    experiment_dir=plan.tune_dir), resources)
 
 
 def use_table_output() -> None:
@@ -143,13 +120,13 @@ def use_table_output() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def console_table(axes: list[str], scheduler: str) -> tune.CLIReporter:
+def console_table(axes: list[str], plan: Plan) -> tune.CLIReporter:
     """The table (sweep.console): progress, the one best trial and arm, every trial in the report's
     words, every 30 s and at the end."""
     from sweep.console import TrialTable
 
     use_table_output()
-    return TrialTable(axes, scheduler)
+    return TrialTable(axes, plan.scheduler, plan.test_shown)
 
 
 def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
@@ -164,9 +141,9 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
         name=plan.name, storage_path=plan.storage_path,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-        progress_reporter=console_table(axes, plan.scheduler), verbose=1,
+        progress_reporter=console_table(axes, plan), verbose=1,
         # TensorBoard with train.py's tags (sweep/board.py); a full disk stops the sweep like Ctrl-C
-        callbacks=[TrialBoard(plan.smoke), storage.StorageGuard(plan.experiment_dir)],
+        callbacks=[TrialBoard(plan.smoke), storage.StorageGuard(plan.tune_dir)],
         # trial_config.json is written in the trial's working directory, on whichever node runs it
         sync_config=tune.SyncConfig(sync_artifacts=True))
     return tune.Tuner(trainable_for(plan), param_space=to_param_space(params), tune_config=tune_config,
@@ -236,11 +213,12 @@ def _is_empty_dir(path: str) -> bool:
     return "://" not in path and os.path.isdir(path) and not os.listdir(path)
 
 
-def restore_tuner(experiment_dir: str, plan: Plan, retry_errored: bool) -> tune.Tuner:
-    """Continue an interrupted experiment (Tuner.restore): finished trials are kept, unfinished ones
+def restore_tuner(plan: Plan, params: dict[str, Any], retry_errored: bool) -> tune.Tuner:
+    """Continue an interrupted phase (Tuner.restore): finished trials are kept, unfinished ones
     continue from their latest checkpoint, errored ones too when `retry_errored`. A driver killed after
-    writing sweep.json but before Ray saved its state (tuner.pkl) ran nothing: it starts as recorded."""
-    params = read_record(experiment_dir)["params"]
+    writing sweep.json but before Ray saved the phase's state (tuner.pkl) ran nothing of it: it starts
+    as recorded."""
+    experiment_dir = plan.tune_dir
     if not tune.Tuner.can_restore(experiment_dir):
         return make_tuner(plan, params)
     use_table_output()  # the saved run config holds the table reporter
@@ -257,10 +235,6 @@ def restore_tuner(experiment_dir: str, plan: Plan, retry_errored: bool) -> tune.
             raise UserError(f"{experiment_dir}/tuner.pkl cannot be read ({exc or type(exc).__name__}), "
                             "but trials have run: the experiment cannot be resumed") from None
         return make_tuner(plan, params)
-
-
-def absolute_location(location: str) -> str:
-    return location if "://" in location else str(Path(location).expanduser().resolve())
 
 
 def write_record(experiment_dir: str, record: Mapping[str, Any]) -> None:
@@ -332,13 +306,13 @@ def trials_of(experiment_dir: str) -> list:
         analysis_log.setLevel(level)
 
 
-def resume_line(experiment_dir: str, retry_errored: bool) -> str:
-    """'resuming DIR: N done, M left' before a resumed run starts (errored trials count as left when
-    they are retried)."""
-    statuses = [trial.status for trial in trials_of(experiment_dir)] if _has_trial_state(experiment_dir) else []
+def phase_left(plan: Plan, expected: int, retry_errored: bool) -> tuple[int, int]:
+    """(done, left) of a phase's trials: errored ones count as left when they are retried."""
+    tune_dir = plan.tune_dir
+    started = experiment_exists(tune_dir) and _has_trial_state(tune_dir)
+    statuses = [trial.status for trial in trials_of(tune_dir)] if started else []
     done = sum(s == "TERMINATED" or (s == "ERROR" and not retry_errored) for s in statuses)
-    expected = int(read_record(experiment_dir).get("expected_trials", len(statuses)))
-    return f"resuming {experiment_dir}: {done} done, {max(expected, len(statuses)) - done} left"
+    return done, max(expected, len(statuses)) - done
 
 
 def summarize(experiment_dir: str, plan: Plan, axes: list[str]) -> dict[str, Any]:
@@ -348,7 +322,7 @@ def summarize(experiment_dir: str, plan: Plan, axes: list[str]) -> dict[str, Any
     from analysis.effects import ablation_factors
     from sweep.console import count_outcomes, trial_frame
 
-    frame = trial_frame(trials_of(experiment_dir), plan.scheduler, done=True)
+    frame = trial_frame(trials_of(plan.tune_dir), plan.scheduler, done=True)
     reasons = frame["stop_reason"] if len(frame) else pd.Series(dtype=object)
     summary: dict[str, Any] = {"experiment": experiment_dir, "trials": len(frame),
                                "outcomes": count_outcomes(frame, plan.scheduler),

@@ -10,10 +10,8 @@ experiment; `--address` runs on an existing Ray cluster.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,11 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from sweep import vocabulary as vocab  # noqa: E402
-from sweep.experiment import METRIC, MODE, Plan, absolute_location, check_searcher  # noqa: E402
-from sweep.spaces import SMOKE_SETTINGS, SPACES, smoke_params, smoke_samples  # noqa: E402
+from sweep.plan import (CONFIRM, CONFIRM_SEEDS, CONFIRM_TOP, RESULTS_ENV, Plan, check_confirm_numbers,  # noqa: E402
+                        confirm_bound, plan_sweep)
+from sweep.spaces import SPACES  # noqa: E402
 from training.config import Parser, UserError, run_cli  # noqa: E402
 from training.signals import sigterm_as_ctrl_c  # noqa: E402
-
-RESULTS_ENV = "ABLATION_RESULTS_DIR"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--space", help=f"named space ({', '.join(SPACES)}) or a YAML/JSON space file")
     what.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted experiment")
+    what.add_argument("--confirm", metavar="EXPERIMENT_DIR",
+                      help="add the confirm phase to a screened experiment, or run it again with other "
+                           "--confirm-top/--confirm-seeds")
     p.add_argument("--samples", type=int, help="seeds per arm (grid) or trials (random/optuna); "
                                                "default: the space's (1 unless it says)")
     p.add_argument("--epochs", type=int, help="epochs of every trial (overrides presets)")
@@ -67,106 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address",
                    help="Ray cluster: auto | HOST:PORT | ray://HOST:PORT | local (a private one; "
                         "default: a `ray start` cluster on this machine, else local)")
+    p.add_argument("--confirm-top", type=int, metavar="K",
+                   help=f"confirm the screen's K best arms (default {CONFIRM_TOP}), with the best arm's "
+                        "leave-one-out neighbours and the all-reference arm")
+    p.add_argument("--confirm-seeds", type=int, metavar="S",
+                   help=f"fresh seeds per confirmed arm, each run to its end (default {CONFIRM_SEEDS})")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="the screen only (a full factorial to the end: --scheduler fifo --samples 3 --no-confirm)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trials the space expands to; run nothing")
     p.add_argument("--smoke-test", action="store_true",
                    help="synthetic data, tiny subset, 1 epoch, a few trials: about a minute on 2 CPU "
                         "cores")
     return p
-
-
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set takes KEY=VALUE, got {item!r}")
-        out[key.replace("-", "_")] = value
-    return out
-
-
-def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str, Any]]:
-    """(params, plan, record): the validated space with every override, and its Ray settings."""
-    name, space = vocab.load_space(args.space)
-    overrides = dict(SMOKE_SETTINGS) if args.smoke_test else {}
-    overrides.update({k: v for k, v in (("epochs", args.epochs), ("dataset", args.dataset)) if v is not None})
-    overrides.update(parse_sets(args.sets))
-    objectives = (vocab.parse_objectives(args.objectives, "--objectives") if args.objectives is not None
-                  else space.get("objectives"))
-    scheduler = args.scheduler or space["scheduler"]
-    notes = []  # printed once every check has passed: an error stays the one line on stderr
-    if objectives:
-        if args.search not in (None, "optuna"):
-            raise UserError(f"--objectives runs Optuna's NSGA-II; --search {args.search} cannot search "
-                            "several objectives")
-        if args.scheduler not in (None, "fifo"):
-            notes.append(f"note: {args.scheduler} compares trials on one metric; a multi-objective search "
-                         "runs every trial to its end (fifo)")
-        scheduler = "fifo"
-        if any(metric in vocab.LATENCY_METRICS for metric, _ in objectives):
-            if str(parse_sets(args.sets).get("measure_latency", True)).lower() in ("false", "0", "no"):
-                raise UserError("a latency objective needs measure_latency=true")
-            overrides["measure_latency"] = True
-    params = vocab.apply_overrides(space, overrides, name)["params"]
-    search = "optuna" if objectives else args.search or space["search"]
-    vocab.check_search(params, search, name)
-    params, num_samples = vocab.add_seeds(params, search, args.samples or space["samples"])
-    if args.smoke_test:
-        params, num_samples = smoke_params(params), smoke_samples(search, num_samples)
-    params["data_dir"] = absolute_data_dir(params)
-    configs = vocab.check_trials(params, args.smoke_test, exhaustive=search == "grid", source=name)
-    vocab.check_arms(configs, name)
-    for number, flag in ((args.samples, "--samples"), (args.max_concurrent, "--max-concurrent"),
-                         (args.grace_period, "--grace-period")):
-        if number is not None and number < 1:
-            raise UserError(f"{flag} must be >= 1")
-    if args.max_failures is not None and args.max_failures < 0:
-        raise UserError("--max-failures must be >= 0 (retries of an errored trial)")
-    if args.reduction_factor <= 1:
-        raise UserError("--reduction-factor must be > 1 (each rung keeps 1/F of the trials)")
-    if args.cpus_per_trial <= 0:
-        raise UserError("--cpus-per-trial must be > 0")
-    if not 0 <= args.search_seed < 2**32:  # numpy's and Optuna's seeds alike
-        raise UserError("--search-seed must be in [0, 2**32 - 1]")
-    if args.gpus_per_trial is not None and (args.gpus_per_trial < 0 or
-                                            args.gpus_per_trial > 1 and not args.gpus_per_trial.is_integer()):
-        raise UserError("--gpus-per-trial takes a fraction up to 1 or a whole number of GPUs")
-    storage = absolute_location(args.storage_path or os.environ.get(RESULTS_ENV) or "runs/sweeps")
-    experiment = f"{storage.rstrip('/')}/{experiment_name(args.name) or default_name(name, args.smoke_test)}"
-    plan = Plan(experiment, search, scheduler, num_samples,
-                vocab.max_epochs(params, args.smoke_test), args.grace_period, args.reduction_factor,
-                args.cpus_per_trial, args.gpus_per_trial or 0.0, args.max_concurrent, args.max_failures or 0,
-                args.search_seed, args.smoke_test, objectives)
-    record = {"space_name": name, "space": space, "overrides": overrides, "params": params,
-              "options": vars(args), "expected_trials": vocab.count_trials(params, num_samples),
-              "metric": METRIC, "mode": MODE,
-              "datasets": sorted({(c.dataset, c.image_size) for c in configs})}
-    check_searcher(plan, params)
-    for note in notes:
-        print(note, file=sys.stderr)
-    return params, plan, record
-
-
-def experiment_name(name: str | None) -> str | None:
-    """--name is one directory inside --storage-path: no separators, no `..`."""
-    if name is not None and (not name.strip() or "/" in name or os.sep in name or ".." in name):
-        raise UserError(f"--name {name!r} must be a plain directory name (no '/', no '..'): the experiment "
-                        "goes inside --storage-path")
-    return name
-
-
-def absolute_data_dir(params: dict[str, Any]) -> str:
-    """Trials run in their own working directories (and maybe other nodes): pass an absolute path."""
-    from training.config import default_data_dir
-
-    given = params.get("data_dir", "")
-    if not isinstance(given, str):
-        raise UserError("data_dir must be one fixed path, not an axis")
-    return str(Path(given).expanduser().resolve()) if given else default_data_dir()
-
-
-def default_name(space: str, smoke: bool) -> str:
-    return f"{space}{'-smoke' if smoke else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) -> None:
@@ -178,12 +91,21 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
     fixed = {k: v for k, v in params.items() if not isinstance(v, dict)}
     axes = {k: v for k, v in params.items() if isinstance(v, dict)}
     trials = record["expected_trials"]
-    print(f"space {record['space_name']}: {trials} trials, {plan.search} search, "
+    confirm = record["phases"].get(CONFIRM)
+    print(f"space {record['space_name']}: {trials} trials{' (the screen)' if confirm else ''}, {plan.search} search, "
           f"{plan.scheduler} scheduler, at most {plan.max_t} epoch{'s' if plan.max_t != 1 else ''} each")
     for dataset, size in record["datasets"]:
         print(f"data: {dataset} at {size}x{size}, {data_source(dataset, params['data_dir'])}")
     stops = " (the scheduler stops weak trials early: usually far fewer)" if plan.scheduler != "fifo" else ""
-    print(f"cost: at most {trials * plan.max_t} trial-epochs{stops}; {plan.cpus_per_trial:g} CPU"
+    if confirm:
+        arms = confirm_bound(params, confirm)
+        seeds = len(confirm["seeds"])
+        what = (f"top {confirm['top']} + the best arm's leave-one-out neighbours (at most one per factor) + the "
+                "all-reference arm" if plan.search == "grid" else f"the top {confirm['top']} configs")
+        print(f"then confirm: at most {arms} arms ({what}) x {seeds} fresh seeds {confirm['seeds']} = at most "
+              f"{arms * seeds} trials, each to its end (fifo), chosen when the screen ends")
+    worst = (trials + (arms * seeds if confirm else 0)) * plan.max_t
+    print(f"cost: at most {worst} trial-epochs{stops}; {plan.cpus_per_trial:g} CPU"
           + (f" and {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "") + " per trial")
     if plan.objectives:
         print("objectives: " + ", ".join(f"{m} ({d})" for m, d in plan.objectives)
@@ -202,6 +124,15 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
                             for k, v in axes.items()]).to_string(index=False))
 
 
+def check_confirm_flags(args: argparse.Namespace) -> None:
+    """--confirm DIR takes its phase's flags only (the screen's come from the experiment's record)."""
+    if args.no_confirm:
+        raise UserError("--confirm runs the confirm phase; drop --no-confirm")
+    check_confirm_numbers(args)
+    if args.dry_run:
+        raise UserError("--dry-run plans a new sweep; --confirm chooses its arms from the screen's results")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -218,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.resume:
             return driver.resume(args)
+        if args.confirm:
+            check_confirm_flags(args)
+            return driver.confirm_again(args)
         params, plan, record = plan_sweep(args)
         if args.dry_run:
             print_dry_run(params, plan, record)

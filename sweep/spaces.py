@@ -4,6 +4,7 @@ A space is a small declarative dict, the same shape a YAML space file holds (see
 ``sweep.vocabulary``)::
 
     {"description": str, "search": "grid" | "random" | "optuna", "scheduler": "asha" | "fifo" | ...,
+     "confirm": bool (default True: the confirm phase of sweep/plan.py follows the screen),
      "params": {key: value | {"grid": [...]} | {"choice": [...]} | {"uniform": [lo, hi]}
                           | {"loguniform": [lo, hi]} | {"randint": [lo, hi]}}}
 
@@ -93,7 +94,7 @@ BUNDLES: dict[str, dict[str, dict[str, Any]]] = {"stage": STAGES, "recipe": RECI
 SPACES: dict[str, dict[str, Any]] = {
     "smoke": {
         "description": "tiny synthetic space the tests use: 2 arms x seeds, 2 short epochs that learn",
-        "search": "grid", "scheduler": "asha",
+        "search": "grid", "scheduler": "asha", "confirm": False,
         "params": {"dataset": "synthetic", "subset": 512, "val_fraction": 0.5, "width": 0.25, "epochs": 2,
                    "batch_size": 32, "eval_batch_size": 512, "augment": "none", "dropout": 0.0,
                    "init": "kaiming", "scheduler": "none", "lr": 0.05, "measure_latency": False,
@@ -101,7 +102,7 @@ SPACES: dict[str, dict[str, Any]] = {
     },
     "stages": {
         "description": "the SqueezeNet study's five stages, each run to the end (x seeds)",
-        "search": "grid", "scheduler": "fifo",
+        "search": "grid", "scheduler": "fifo", "confirm": False,
         "params": {"stage": {"grid": list(STAGES)}},
     },
     "ablation": {
@@ -145,57 +146,17 @@ SPACES: dict[str, dict[str, Any]] = {
         "description": "ResNet-18/50/152: the ResNet study as it ran (ImageNet stem, Adam 5e-4, "
                        "ResNet-152 ImageNet-pretrained with only fc trained) vs ours (holistic recipe, "
                        "CIFAR stem, from scratch); 50 epochs each, no early stopping",
-        "search": "grid", "scheduler": "fifo",
+        "search": "grid", "scheduler": "fifo", "confirm": False,
         "params": {"epochs": 50, "early_stop_patience": 0,
                    "recipe": {"grid": ["resnet_study", "holistic"]},
                    "model": {"grid": ["resnet18", "resnet50", "resnet152"]}},
     },
 }
 
-# ------------------------------------------------------------------------------------- smoke test
-# --smoke-test, after the Ray Tune examples' flag of that name: synthetic data, 4,096 training images
-# of 16x16 (and 1,365 for validation), two epochs of 128 steps, no latency timing (explicit fields, so the user's
-# --epochs/--dataset/--set still win), then per trial (smoke_limits) SqueezeNet at a quarter width at
-# most and any preset's fine-tuning phase at one epoch at most; the space is cut to a few trials
-# (smoke_params). Enough steps to learn with any recipe (the ablation's baseline and holistic arms
-# reached 57% and 30% validation accuracy here, chance 10%, in ~6 s each on one core); 512 images at
-# batch 64 gave 7 steps and stayed below chance.
-SMOKE_SETTINGS: dict[str, Any] = {"dataset": "synthetic", "subset": 4096, "val_fraction": 0.25, "image_size": 16,
-                                  "epochs": 2, "batch_size": 32, "eval_batch_size": 512, "measure_latency": False}
-SMOKE_MAX_SAMPLES = 4  # trials of a random/optuna space under --smoke-test
-
-
-def smoke_limits(values: dict[str, Any]) -> dict[str, Any]:
-    """Cap the expensive knobs of one resolved trial (ResNets have no width knob: they keep theirs)."""
-    limited = {**values, "finetune_epochs": min(values["finetune_epochs"], 1)}
-    if values["model"].startswith("squeezenet"):
-        limited["width"] = min(values["width"], 0.25)
-    return limited
-
-
-def smoke_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Cut grid axes for --smoke-test: the first axis keeps its first and last values (baseline vs
-    holistic, none vs channel), every other grid axis its first value only."""
-    cut, first = {}, True
-    for key, spec in params.items():
-        if isinstance(spec, Mapping) and "grid" in spec:
-            values = spec["grid"]
-            cut[key] = ({"grid": [values[0], values[-1]] if len(values) > 1 else values} if first
-                        else values[0])
-            first = False
-        else:
-            cut[key] = spec
-    return cut
-
-
-def smoke_samples(search: str, samples: int) -> int:
-    return samples if search == "grid" else min(samples, SMOKE_MAX_SAMPLES)
-
-
-def merge_config(config: Mapping[str, Any], smoke: bool = False) -> dict[str, Any]:
+def merge_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Every field of one trial from its Ray config: defaults <- bundle presets <- explicit fields
-    <- the presets' by_model entries for the resolved model, on fields not set explicitly
-    (<- smoke_limits under --smoke-test). Not yet validated (see :func:`resolve_config`)."""
+    <- the presets' by_model entries for the resolved model, on fields not set explicitly. Not yet
+    validated (see :func:`resolve_config`; --smoke-test's limits: ``sweep.plan.trial_values``)."""
     values = TrainConfig().to_dict()
     chosen = [preset_of(key, config[key]) for key in BUNDLES if key in config]
     for preset in chosen:
@@ -206,7 +167,7 @@ def merge_config(config: Mapping[str, Any], smoke: bool = False) -> dict[str, An
     for preset in chosen:
         per_model = preset.get(BY_MODEL, {}).get(values["model"], {})
         values.update({k: v for k, v in per_model.items() if k not in explicit})
-    return smoke_limits(values) if smoke else values
+    return values
 
 
 def preset_of(key: str, name: str) -> dict[str, Any]:
@@ -217,6 +178,6 @@ def preset_of(key: str, name: str) -> dict[str, Any]:
     return presets[name]
 
 
-def resolve_config(config: Mapping[str, Any], smoke: bool = False) -> TrainConfig:
+def resolve_config(config: Mapping[str, Any]) -> TrainConfig:
     """One trial's validated TrainConfig from its Ray config (bundle keys expanded)."""
-    return TrainConfig.from_dict(merge_config(config, smoke))
+    return TrainConfig.from_dict(merge_config(config))

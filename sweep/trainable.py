@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 from ray import tune
 
-from sweep.spaces import resolve_config
+from sweep.plan import METRIC, trial_config
 from sweep.storage import wait_while_full
 from training.checkpoint import provenance
 from training.config import TrainConfig
@@ -35,9 +35,9 @@ logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
 def train_trial(config: dict[str, Any], smoke: bool = False, experiment_dir: str | None = None) -> None:
     """Ray Tune function trainable; `smoke` (via ``tune.with_parameters``) applies --smoke-test's
-    per-trial limits (``sweep.spaces.smoke_limits``); before each report it waits while the disk
+    per-trial limits (``sweep.plan.smoke_limits``); before each report it waits while the disk
     under `experiment_dir` is full (``sweep.storage``)."""
-    cfg = effective_config(resolve_config(config, smoke))
+    cfg = effective_config(trial_config(config, smoke))
     write_trial_config(cfg, config)
     with tempfile.TemporaryDirectory(prefix="ablation-trial-") as checkpoint_dir:
         checkpoint = tune.get_checkpoint()
@@ -67,11 +67,8 @@ def report_to_tune(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
     """fit()'s per-epoch callback: Tune persists the checkpoint directory before it returns."""
     checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
     if "val_acc" in metrics:
-        metrics = {**metrics, RANK_METRIC: rank_score(metrics["val_acc"], metrics.get("val_loss"))}
+        metrics = {**metrics, METRIC: rank_score(metrics["val_acc"], metrics.get("val_loss"))}
     tune.report(metrics, checkpoint=checkpoint)
-
-
-RANK_METRIC = "val_rank"  # what the scheduler and searcher compare: val_acc, ties broken by val_loss
 
 
 def rank_score(val_acc: float, val_loss: float | None) -> float:

@@ -7,6 +7,7 @@ A YAML space file holds the same mapping as a named space in ``sweep.spaces``::
     scheduler: asha         # asha | fifo | hyperband | median (default asha; --scheduler overrides)
     samples: 8              # default --samples (optional)
     objectives: best_val_acc:max,flops:min   # optional: a multi-objective search (Optuna's NSGA-II, FIFO)
+    confirm: true           # run the confirm phase after the screen (default true; sweep/plan.py)
     params:
       dataset: fashion-mnist                          # a plain value fixes the field
       attention: {grid: [none, channel]}              # every value, exhaustively (tune.grid_search)
@@ -23,14 +24,14 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from sweep.spaces import BUNDLES, SPACES, merge_config, resolve_config
+from sweep.spaces import BUNDLES, SPACES
 from training.config import (ConfigError, TrainConfig, UserError, coerce, field_names, field_types,
                              load_mapping)
 
 SEARCHES = ("grid", "random", "optuna")
 SCHEDULERS = ("asha", "fifo", "hyperband", "median")
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
-SPACE_KEYS = ("description", "search", "scheduler", "samples", "objectives", "params")
+SPACE_KEYS = ("description", "search", "scheduler", "samples", "objectives", "confirm", "params")
 # What a multi-objective search may optimise: metrics of every trial's final report. Never a test
 # metric: selection happens on validation, and the test set is only reported.
 OBJECTIVE_METRICS = ("best_val_acc", "val_acc", "final_val_acc", "val_loss", "params", "flops", "size_mb",
@@ -69,6 +70,8 @@ def validate_space(space: Mapping[str, Any], source: str) -> dict[str, Any]:
                for key, spec in params.items()}
     sampled = any(isinstance(v, Mapping) and "grid" not in v for v in checked.values())
     search = check_choice("search", space.get("search", "random" if sampled else "grid"), SEARCHES, source)
+    if not isinstance(space.get("confirm", True), bool):
+        raise ConfigError(f"{source}: confirm={space['confirm']!r} must be true or false")
     out = {**space, "search": search, "scheduler": scheduler, "samples": samples, "params": checked}
     if space.get("objectives") is not None:
         out["objectives"] = parse_objectives(space["objectives"], f"{source}: objectives")
@@ -126,7 +129,7 @@ def check_param(key: str, spec: Any, where: str) -> Any:
 
 
 def check_value(key: str, value: Any, where: str) -> Any:
-    """A bundle's preset name, or a value coerced to the field's type (ranges: :func:`check_trials`)."""
+    """A bundle's preset name, or a value coerced to the field's type (ranges: ``sweep.plan.check_trials``)."""
     if key in BUNDLES:
         if value not in BUNDLES[key]:
             raise ConfigError(f"{where}: {key}={value!r} is not one of: {', '.join(BUNDLES[key])}")
@@ -151,23 +154,6 @@ def check_range(key: str, kind: str, args: Any, where: str) -> list[float]:
     if kind == "randint" and not all(float(a).is_integer() for a in args):
         raise ConfigError(f"{where}: randint needs integer bounds")
     return [int(a) for a in args] if kind == "randint" else [float(a) for a in args]
-
-
-def check_trials(params: Mapping[str, Any], smoke: bool, exhaustive: bool,
-                 source: str) -> list[TrainConfig]:
-    """The distinct trials to check before anything runs: every grid combination when `exhaustive`
-    (else one), and each choice value and reachable range end of the other axes on top of the first.
-    Seeds change no trial's validity: one seed stands for all (a grid of 10^6 seeds is one arm)."""
-    params = {k: representative(v) if k == "seed" else v for k, v in params.items()}
-    base = {k: representative(v) for k, v in params.items()}
-    configs = expand_grid(params) if exhaustive else [base]
-    for key, spec in params.items():
-        if isinstance(spec, Mapping) and "grid" not in spec:
-            configs += [{**base, key: value} for value in reachable(spec)]
-    try:
-        return list(dict.fromkeys(resolve_config(config, smoke) for config in configs))
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
 
 
 # The TrainConfig fields a model is built from (the "model" block of training/config.py).
@@ -269,12 +255,3 @@ def representative(spec: Any) -> Any:
     if not isinstance(spec, Mapping):
         return spec
     return next(iter(spec.values()))[0]
-
-
-def max_epochs(params: Mapping[str, Any], smoke: bool) -> int:
-    """The most epochs (main + fine-tuning) any trial of the space can run: ASHA's max_t."""
-    relevant = {k: reachable(v) if isinstance(v, Mapping) else [v]
-                for k, v in params.items() if k in (*BUNDLES, "epochs", "finetune_epochs")}
-    return max(values["epochs"] + values["finetune_epochs"]
-               for values in (merge_config(dict(zip(relevant, combo)), smoke)
-                              for combo in itertools.product(*relevant.values())))

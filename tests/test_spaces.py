@@ -8,7 +8,8 @@ import pytest
 from ray import tune
 
 from sweep import run, vocabulary as vocab
-from sweep.spaces import BUNDLES, BY_MODEL, RECIPES, SPACES, STAGES, resolve_config, smoke_limits
+from sweep.plan import check_trials, max_epochs, smoke_limits, trial_config
+from sweep.spaces import BUNDLES, BY_MODEL, RECIPES, SPACES, STAGES, resolve_config
 from tests.conftest import FASHION_MNIST_DEBIAN
 from training.config import CHOICES, ConfigError, TrainConfig, field_names
 
@@ -34,7 +35,7 @@ def test_every_key_of_every_preset_is_a_field(bundle):
 def test_every_named_space_resolves_to_valid_trials_and_models(name):
     loaded_name, space = vocab.load_space(name)
     params, num_samples = vocab.add_seeds(space["params"], space["search"], 2)
-    configs = vocab.check_trials(params, False, exhaustive=space["search"] == "grid", source=name)
+    configs = check_trials(params, False, exhaustive=space["search"] == "grid", source=name)
     vocab.check_arms(configs, name)
     assert loaded_name == name and all(isinstance(c, TrainConfig) for c in configs)
 
@@ -109,9 +110,10 @@ def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path)
     epochs = 35 if name == "stages" else 30  # stages fine-tune 5 epochs after the main 30
     data = os.environ["ABLATION_DATA_DIR"]  # empty (conftest): CIFAR-10, the default, is not there yet
     assert f"data: cifar10 at 32x32, downloaded once to {data} (about 170 MB)" in out
-    assert f"cost: at most {trials * epochs} trial-epochs" in out
+    confirm = 27 if name == "ablation" else 0  # at most 9 arms x 3 fresh seeds (stages: no confirm phase)
+    assert f"cost: at most {(trials + confirm) * epochs} trial-epochs" in out
     assert f"each row runs with {samples} seed(s)" in out  # the arms once, not once per seed
-    table = out.splitlines()[6:]  # header, data, cost, fixed and seeds lines, column names
+    table = out.splitlines()[6 + bool(confirm):]  # header, data, (confirm), cost, fixed and seeds lines, columns
     assert len(table) == trials // samples and table[-1].split()[0] == str(trials // samples - 1)
     assert not any(tmp_path.iterdir())
 
@@ -166,7 +168,7 @@ def test_yaml_space_uses_the_whole_vocabulary(tmp_path):
     assert isinstance(ray_space["lr"], tune.search.sample.Float)
     assert isinstance(ray_space["finetune_epochs"], tune.search.sample.Integer)
     assert vocab.count_trials(space["params"], 3) == 6
-    assert vocab.max_epochs(space["params"], False) == 30 + 2
+    assert max_epochs(space["params"], False) == 30 + 2
 
 
 BAD_SPACES = {
@@ -212,7 +214,7 @@ def test_malformed_spaces_are_one_line_errors_and_write_nothing(text, message, t
     (["--space", "stages", "--samples", "0"], "--samples must be >= 1"),
     (["--resume", "REPLACED"], "is not an experiment directory"),
     (["--space", "stages", "--resume", "x"], "not allowed with argument"),
-    ([], "one of the arguments --space --resume is required"),
+    ([], "one of the arguments --space --resume --confirm is required"),
 ])
 def test_bad_cli_input_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path, capsys):
     argv = [str(tmp_path) if a == "REPLACED" else a for a in argv]
@@ -253,7 +255,7 @@ def test_the_smoke_test_learns_in_each_arm_it_runs():
     threads = torch.get_num_threads()
     try:
         for arm in vocab.expand_grid(params):
-            cfg = resolve_config(arm, smoke=True).replace(threads=1, device="cpu")  # as a sweep's trial runs
+            cfg = trial_config(arm, smoke=True).replace(threads=1, device="cpu")  # as a sweep's trial runs
             assert fit(cfg)["best_val_acc"] > 20, arm["recipe"]
     finally:
         torch.set_num_threads(threads)

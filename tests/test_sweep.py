@@ -1,16 +1,11 @@
 """Real Ray Tune experiments on CPU through sweep/run.py: the smoke space end to end, TensorBoard
 read back, ASHA stopping a clear loser, Optuna proposing and recording trials, errors, the driver
-killed mid-run and resumed, and a real-data sweep on Fashion-MNIST.
+killed mid-run and resumed (test_sweep_confirm.py), and a real-data sweep on Fashion-MNIST.
 
 One local Ray (2 CPUs, no dashboard, on 127.0.0.1: conftest sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)
-serves the in-process tests; the resume test runs the CLI as subprocesses with their own Ray.
+serves the tests.
 """
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -129,53 +124,6 @@ def test_every_trial_erroring_exits_1_and_counts_the_errors(local_ray, tmp_path,
     assert run.main(argv) == 1
     assert "2 trials: 2 errored" in capsys.readouterr().out
     assert results_of(tmp_path / "broken").num_errors == 2
-
-
-def launch(log: Path, *args: str) -> subprocess.Popen:
-    """The CLI as a subprocess (output to `log`), in its own session so the test can kill it and the
-    Ray it started."""
-    with log.open("w") as out:
-        return subprocess.Popen([sys.executable, "sweep/run.py", *args, "--address", "local"], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def finished_trials(experiment: Path) -> list[Path]:
-    done = []
-    for path in experiment.glob("*/result.json"):
-        lines = path.read_text().splitlines()
-        if lines and json.loads(lines[-1]).get("done"):
-            done.append(path.parent)
-    return done
-
-
-def test_resume_after_the_driver_is_killed_finishes_every_trial(tmp_path):
-    experiment = tmp_path / "killed"
-    argv = ["--space", "smoke", "--samples", "3", "--set", "attention=none", "--epochs", "3",
-            "--scheduler", "fifo", "--storage-path", str(tmp_path), "--name", "killed"]
-    driver = launch(tmp_path / "first.log", *argv)
-    try:
-        deadline = time.monotonic() + 240
-        while not finished_trials(experiment) and time.monotonic() < deadline and driver.poll() is None:
-            time.sleep(0.5)
-        assert finished_trials(experiment), "no trial finished before the deadline"
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        driver.wait()
-    before = {path.name: rows_of(str(path)) for path in finished_trials(experiment)}
-    assert len(before) < 3, "every trial finished before the kill: nothing left to resume"
-
-    resumed = launch(tmp_path / "resumed.log", "--resume", str(experiment))
-    assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
-    results = results_of(experiment)
-    assert len(results) == 3 and results.num_errors == 0
-    assert all(r.metrics["epoch"] == 3 and r.metrics["status"] == "finished" for r in results)
-    for name, rows in before.items():
-        # Finished before the kill: results kept, not trained again from the start. Tune's experiment
-        # snapshot may predate the last epoch (it is forced every CheckpointConfig.num_to_keep = 2
-        # checkpoints of a trial, else taken every 10 s), so that epoch may run once more.
-        after = rows_of(str(experiment / name))
-        epochs = [row["epoch"] for row in after]
-        assert after[:len(rows)] == rows and epochs.count(1) == 1 and epochs == sorted(epochs), epochs
 
 
 @needs_fashion_mnist()

@@ -1,0 +1,199 @@
+"""Screen, then confirm, through sweep/run.py with real Ray Tune runs on CPU (sweep/plan.py).
+
+A space built so that the answer is known: `lr` in {1e-5, 0.05} (the reference is the first level,
+1e-5: nothing learns at it in two epochs) x `attention` in {none, channel}. The screen's best arm has
+lr 0.05, so its leave-one-out neighbours are known (lr set back to 1e-5; attention set back to none if
+the best has channel), and removing lr 0.05 must cost many points. Then: the confirm phase run again
+on the same screen with other K/S (`--confirm DIR`), the driver SIGKILLed in the screen and again in
+the confirm phase and resumed, and the flags' one-line errors.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from analysis.confirm import confirmed
+from analysis.load import load
+from analysis.report import write_report
+from sweep import run
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+KNOWN = """params:
+  dataset: synthetic
+  subset: 512
+  val_fraction: 0.5
+  width: 0.25
+  epochs: 2
+  batch_size: 32
+  eval_batch_size: 512
+  augment: none
+  dropout: 0.0
+  init: kaiming
+  scheduler: none
+  measure_latency: false
+  lr: {grid: [1.0e-5, 0.05]}
+  attention: {grid: [none, channel]}
+"""
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def known(local_ray, tmp_path_factory):
+    """One command: the screen (4 arms, ASHA), then the confirm phase (top 1, 2 fresh seeds)."""
+    tmp = tmp_path_factory.mktemp("confirm")
+    space = tmp / "known.yaml"
+    space.write_text(KNOWN)
+    argv = ["--space", str(space), "--grace-period", "1", "--confirm-top", "1", "--confirm-seeds", "2",
+            "--storage-path", str(tmp), "--name", "known"]
+    return run.main(argv), tmp / "known"
+
+
+def record(experiment: Path) -> dict:
+    return json.loads((experiment / "sweep.json").read_text())
+
+
+def test_screen_then_confirm_in_one_command(known, capsys):
+    code, experiment = known
+    assert code == 0
+    phases = record(experiment)["phases"]
+    assert phases["screen"]["expected_trials"] == 4 and phases["confirm"]["seeds"] == [1, 2]  # never seed 0
+    arms = phases["confirm"]["arms"]
+    best = arms[0]["levels"]
+    assert best["lr"] == 0.05 and arms[0]["why"].startswith("screen rank 1")
+    expected = [{**best, "lr": 1e-5}] + ([{**best, "attention": "none"}] if best["attention"] != "none" else [])
+    assert [a["levels"] for a in arms[1:]][:len(expected)] == expected  # the leave-one-out neighbours
+    assert arms[-1]["levels"] == {"lr": 1e-5, "attention": "none"} and "all-reference" in arms[-1]["why"]
+    assert phases["confirm"]["expected_trials"] == 2 * len(arms)
+    exp = load(experiment)
+    confirm = exp.trials[exp.trials["phase"] == "confirm"]
+    assert len(confirm) == 2 * len(arms) and set(confirm["stop_reason"]) == {"finished"}
+    assert sorted(confirm["seed"].unique()) == [1, 2]
+    assert len(exp.trials[exp.trials["phase"] == "screen"]) == 4
+    for phase in ("screen", "confirm"):  # TensorBoard shows both phases
+        assert list((experiment / phase).glob("*/events.out.tfevents.*"))
+
+
+def test_leave_one_out_on_the_known_space(known, tmp_path):
+    _, experiment = known
+    result = confirmed(load(experiment))
+    loo = result.loo.set_index("arm")
+    lr_row = loo[loo["removed"].str.startswith("without lr=0.05")].iloc[0]
+    assert lr_row["cost"] > 10 and lr_row["ci_low"] > 0 and lr_row["n"] == 2 and lr_row["n_best"] == 2
+    assert "confirmed best arm lr=0.05" in result.line or "confirmed best arm attention=" in result.line
+    text = write_report(load(experiment), tmp_path / "report").read_text()
+    assert "Leave-one-out" in text and "Confirmed ranking" in text and "Screen ranking" in text
+
+
+def test_confirm_again_with_other_top_and_seeds(known, capsys):
+    _, experiment = known
+    first = record(experiment)["phases"]["confirm"]
+    assert run.main(["--confirm", str(experiment), "--confirm-top", "2", "--confirm-seeds", "2"]) == 0
+    phases = record(experiment)["phases"]
+    assert phases["earlier_confirms"][0]["dir"] == "confirm" and phases["earlier_confirms"][0]["arms"] == first["arms"]
+    again = phases["confirm"]
+    assert again["dir"] == "confirm-2" and again["top"] == 2 and [a["why"] for a in again["arms"]][1] == "screen rank 2"
+    assert len(load(experiment / "confirm-2").trials) == 2 * len(again["arms"])
+    assert "confirmed best arm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--confirm-top", "0"], "--confirm-top must be >= 1"),
+    (["--confirm-seeds", "1"], "--confirm-seeds must be >= 2"),
+    (["--no-confirm", "--confirm-top", "2"], "--no-confirm runs the screen only"),
+    (["--objectives", "best_val_acc:max,flops:min", "--confirm-top", "2"], "has no confirm phase"),
+])
+def test_bad_confirm_flags_are_one_line_errors(argv, message, tmp_path, capsys):
+    assert run.main(["--space", "ablation", "--smoke-test", "--storage-path", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_confirm_of_what_is_not_a_screened_experiment(tmp_path, capsys):
+    assert run.main(["--confirm", str(tmp_path / "nothing")]) == 2
+    assert "is not an experiment directory" in capsys.readouterr().err
+    assert run.main(["--confirm", str(tmp_path), "--dry-run"]) == 2
+    assert "--dry-run plans a new sweep" in capsys.readouterr().err
+
+
+def test_dry_run_prints_both_phases(capsys):
+    assert run.main(["--space", "ablation", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "48 trials (the screen)" in out
+    # top 3 + 5 leave-one-out neighbours + the all-reference arm, 3 fresh seeds each, 30 epochs at most
+    assert "at most 9 arms" in out and "= at most 27 trials" in out and "at most 2250 trial-epochs" in out
+    assert run.main(["--space", "ablation", "--dry-run", "--no-confirm"]) == 0
+    assert "confirm" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ resume
+def launch(log: Path, *args: str) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "sweep/run.py", *args, "--address", "local"], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_when(driver: subprocess.Popen, condition, what: str, timeout: float = 240) -> None:
+    try:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+        assert condition(), f"{what} did not happen before the driver ended or the deadline"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+
+
+def finished(phase_dir: Path) -> dict[str, list[dict]]:
+    """trial directory name -> its result rows, for the trials whose last row is final."""
+    out = {}
+    for path in phase_dir.glob("*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+        if rows and rows[-1].get("status") == "finished":
+            out[path.parent.name] = rows
+    return out
+
+
+def test_resume_after_kills_in_the_screen_and_in_the_confirm_phase(tmp_path):
+    """SIGKILL once a screen trial has finished, resume; SIGKILL again once a confirm trial has
+    finished, resume: both phases end with every expected trial, none trained twice to its end."""
+    experiment = tmp_path / "killed"
+    argv = ["--space", "smoke", "--samples", "2", "--epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1",
+            "--confirm-top", "1", "--confirm-seeds", "2", "--storage-path", str(tmp_path), "--name", "killed"]
+    kill_when(launch(tmp_path / "first.log", *argv), lambda: finished(experiment / "screen"), "a finished screen trial")
+    assert len(finished(experiment / "screen")) < 4, "the screen ended before the kill"
+    kill_when(launch(tmp_path / "second.log", "--resume", str(experiment)),
+              lambda: finished(experiment / "confirm"), "a finished confirm trial")
+    second = (tmp_path / "second.log").read_text()
+    assert "resuming" in second and "confirm:" in second
+    screen_rows = finished(experiment / "screen")
+    confirm_rows = finished(experiment / "confirm")
+    arms = record(experiment)["phases"]["confirm"]["arms"]
+    assert len(screen_rows) == 4 and len(confirm_rows) < 2 * len(arms)
+
+    resumed = launch(tmp_path / "third.log", "--resume", str(experiment))
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "third.log").read_text()[-3000:]
+    assert "confirmed best arm" in (tmp_path / "third.log").read_text()
+    assert record(experiment)["phases"]["confirm"]["arms"] == arms  # chosen once
+    assert finished(experiment / "screen") == screen_rows  # the ended screen did not run again
+    after = finished(experiment / "confirm")
+    for name, rows in confirm_rows.items():  # kept, not trained again from the start
+        epochs = [row["epoch"] for row in after[name]]
+        assert after[name][:len(rows)] == rows and epochs.count(1) == 1, epochs
+    exp = load(experiment)
+    confirm = exp.trials[exp.trials["phase"] == "confirm"]
+    assert len(confirm) == 2 * len(arms) and set(confirm["stop_reason"]) == {"finished"}
+    pairs = set(zip(confirm["attention"], confirm["seed"]))
+    assert pairs == {(a["levels"]["attention"], s) for a in arms for s in (2, 3)}  # screen seeds 0, 1
