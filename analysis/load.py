@@ -9,6 +9,11 @@ finished, interrupted or still-running experiment:
   ``params.json`` (the Ray config), ``trial_config.json`` (the resolved TrainConfig, by our
   trainable) and ``error.txt`` for errored trials;
 - ``sweep.json``: what our driver ran (space, options, expected trial count);
+A *phased* experiment (screen, then confirm: sweep.json's ``phases``) keeps each phase's trials in
+its own Ray Tune experiment directory below it (``screen/``, ``confirm/``, without their own
+sweep.json); :func:`load` reads every phase that exists into one pair of frames, the trials frame's
+``phase`` column saying which ("screen" for every trial of an experiment without phases), and
+:meth:`Experiment.phase` gives one phase's view. The top sweep.json's plan is the screen's.
 - ``trial_records/<trial_id>.json``: the driver's own copy of every result (rows Ray's files lack).
 
 Why a trial ended (``stop_reason``), checked in this order:
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,7 @@ SUMMARY_COLUMNS = ("epochs_run", "best_val_acc", "final_val_acc", "test_acc", "t
 RENAMED = {"precision": "precision_used"}  # the final report's precision clashes with the config field
 RECORDS_DIR = "trial_records"  # the sweep driver's own record of every result, one file per trial
 TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
+PHASES = ("screen", "confirm")  # a phased experiment's phases, in the order they run
 
 
 class ExperimentError(UserError):
@@ -80,35 +86,92 @@ class Experiment:
         return tuple(key for key, value in params.items() if isinstance(value, dict))
 
     @property
+    def phases(self) -> dict[str, dict[str, Any]]:
+        """sweep.json's ``phases`` (name -> {"dir", "expected_trials", ...}); {} for an experiment
+        without phases (written before screen-then-confirm, or a phase's own view)."""
+        return self.sweep.get("phases", {})
+
+    @property
     def never_started(self) -> int:
-        """Trials sweep.json expected that Ray has no record of (0 when unknown)."""
+        """Trials sweep.json expected that Ray has no record of (0 when unknown), each phase
+        counted against its own expected trials."""
+        if self.phases:
+            return sum(self.phase(name).never_started for name in self.phases)
         return max(int(self.sweep.get("expected_trials", 0)) - len(self.trials), 0)
+
+    def phase(self, name: str) -> Experiment:
+        """One phase's trials and epochs, as an experiment without phases: its directory, its expected
+        trials (unknown until the driver records them), the plan only for the screen (the top
+        sweep.json's plan is the screen's). Without phases, "screen" is the whole experiment."""
+        if name not in PHASES:
+            raise ValueError(f"unknown phase {name!r}: one of {', '.join(PHASES)}")
+        if not self.phases:
+            keep = self.trials["phase"] == name
+            return replace(self, trials=self.trials[keep].reset_index(drop=True),
+                           epochs=self.epochs[self.epochs["trial_id"].isin(self.trials["trial_id"][keep])])
+        spec = self.phases.get(name, {"dir": name})
+        record = {k: v for k, v in self.sweep.items() if k not in ("phases", "expected_trials")
+                  and (k != "plan" or name == "screen")}
+        if "expected_trials" in spec:
+            record["expected_trials"] = spec["expected_trials"]
+        trials = self.trials[self.trials["phase"] == name].reset_index(drop=True)
+        return Experiment(self.path / spec["dir"], trials,
+                          self.epochs[self.epochs["trial_id"].isin(trials["trial_id"])].reset_index(drop=True),
+                          self.config_columns, record,
+                          tuple(s for s in self.skipped if s.startswith(f"{spec['dir']}/")))
 
 
 def load(run_dir: str | Path) -> Experiment:
-    """Read `run_dir` (Ray's ``storage_path/name``) into an :class:`Experiment`."""
+    """Read `run_dir` (Ray's ``storage_path/name``) into an :class:`Experiment`: every phase of a
+    phased experiment; a phase's own directory as that phase's view of the whole."""
     path = Path(run_dir).expanduser()
     if not path.is_dir():
         raise ExperimentError(f"{path} is not a directory")
     sweep = sweep_record(path)
-    state = with_unsaved_trials(read_state(path), path)
-    if not state and not sweep:
+    parent = {} if sweep else sweep_record(path.parent)
+    for name, spec in parent.get("phases", {}).items():
+        if spec["dir"] == path.name:
+            return load(path.parent).phase(name)
+    smoke = bool(sweep.get("plan", {}).get("smoke", False))
+    phases = sweep.get("phases", {})
+    read = ([read_directory(path / spec["dir"], name, f"{spec['dir']}/", smoke) for name, spec in phases.items()
+             if (path / spec["dir"]).is_dir()] if phases else [read_directory(path, "screen", "", smoke)])
+    if not any(part.state for part in read) and not sweep:
         inside = sorted(d.name for d in path.iterdir() if d.is_dir() and is_experiment(d))
         hint = f"; experiments inside: {', '.join(inside)}" if inside else "; pass STORAGE/NAME"
         raise ExperimentError(f"{path} is not a Ray Tune experiment directory (no experiment_state-*.json, "
                               f"sweep.json or trial directories){hint}")
-    smoke = bool(sweep.get("plan", {}).get("smoke", False))
-    read, skipped = [], []
-    for trial_id, info in sorted(state.items()):
-        try:
-            read.append(read_trial(path / info["relative_logdir"], trial_id, info, smoke))
-        except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:  # files not as Ray writes them
-            skipped.append(f"{trial_id} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
-    bundle_keys = dict.fromkeys(k for info in state.values() for k in flatten(info["config"])
-                                if k not in field_names())
+    bundle_keys = dict.fromkeys(k for part in read for info in part.state.values()
+                                for k in flatten(info["config"]) if k not in field_names())
     config_columns = (*field_names(), *bundle_keys)
-    return Experiment(path, trials_frame([row for row, _ in read], config_columns),
-                      epochs_frame([epochs for _, epochs in read]), config_columns, sweep, tuple(skipped))
+    return Experiment(path, trials_frame([row for part in read for row in part.rows], config_columns),
+                      epochs_frame([epochs for part in read for epochs in part.epochs]), config_columns, sweep,
+                      tuple(what for part in read for what in part.skipped))
+
+
+@dataclass
+class DirectoryRead:
+    """One Ray Tune experiment directory as read: its state, each trial's row (with its phase) and
+    epochs, and the trials whose files could not be read ("prefix/trial_id (why)")."""
+    state: dict[str, dict[str, Any]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[pd.DataFrame] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def read_directory(path: Path, phase: str, prefix: str, smoke: bool) -> DirectoryRead:
+    """Every trial of one Ray Tune experiment directory, its rows marked with `phase`."""
+    read = DirectoryRead(with_unsaved_trials(read_state(path), path))
+    for trial_id, info in sorted(read.state.items()):
+        try:
+            row, epochs = read_trial(path / info["relative_logdir"], trial_id, info, smoke)
+        except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:  # files not as Ray writes them
+            read.skipped.append(f"{prefix}{trial_id} ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''})")
+            continue
+        read.rows.append({**row, "phase": phase})
+        read.epochs.append(epochs)
+    return read
 
 
 PLAN_KEYS = ("search", "scheduler", "max_t")  # what the report reads from sweep.json's plan
@@ -123,7 +186,23 @@ def sweep_record(path: Path) -> dict[str, Any]:
         sweep.pop("plan", None)
     if not isinstance(sweep.get("expected_trials", 0), int):
         sweep.pop("expected_trials")
+    phases = {name: phase_record(sweep.get("phases"), name) for name in PHASES}
+    sweep.pop("phases", None)
+    if phases["screen"]:
+        sweep["phases"] = {name: spec for name, spec in phases.items() if spec}
     return sweep
+
+
+def phase_record(phases: Any, name: str) -> dict[str, Any] | None:
+    """sweep.json's record of one phase, or None when it has none of the expected shape (its ``dir``
+    one plain directory name); a non-integer trial count is left out."""
+    spec = phases.get(name) if isinstance(phases, dict) else None
+    if not (isinstance(spec, dict) and isinstance(spec.get("dir"), str)
+            and spec["dir"] not in ("", ".", "..") and "/" not in spec["dir"] and "\\" not in spec["dir"]):
+        return None
+    if not isinstance(spec.get("expected_trials", 0), int):
+        spec = {k: v for k, v in spec.items() if k != "expected_trials"}
+    return spec
 
 
 def with_unsaved_trials(state: dict[str, dict[str, Any]], path: Path) -> dict[str, dict[str, Any]]:
@@ -312,7 +391,7 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def trials_frame(rows: list[dict[str, Any]], config_columns: tuple[str, ...]) -> pd.DataFrame:
     """Rows in a fixed column order: identity, config, then metrics as they came."""
-    first = ["trial_id", "stop_reason", "ray_status", *config_columns]
+    first = ["trial_id", "phase", "stop_reason", "ray_status", *config_columns]
     last = ["last_epoch", "error", "trial_dir", "started_at", "ended_at", "node", "timing"]
     frame = pd.DataFrame(rows, columns=None if rows else [*first, *last])
     frame["timing"] = timing(frame) if rows else pd.Series(dtype=object)
