@@ -20,10 +20,17 @@ seed-to-seed scatter included). Differences come from one model, ``test_acc ~ C(
 seed, and the *cost* of removing a component is
 ``EMM(best) - EMM(neighbour)``, with its t interval, raw p and Holm-adjusted p over the table (one
 family), as for the factorial effects.
+
+:func:`confirmed` gathers them for an experiment (the report's sections and the driver's console line
+use it); :func:`screen_table` is the screen's ranking with why each arm was or was not confirmed.
+Their inputs are sweep.json's ``phases.confirm`` (``factors``, ``references``, ``arms``: the arms the
+driver chose, the screen's rank 1 first) and the confirm trials that ran to their end (a final report
+with a test accuracy); the others (errored, unfinished, never started) are counted, never imputed.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,6 +38,7 @@ import pandas as pd
 from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import factorial
+from analysis.load import FINAL_STATUSES, Experiment
 
 ARM = "arm"
 
@@ -147,10 +155,105 @@ def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: p
 
     text = f"confirmed best arm {described(means.iloc[0])}"
     screen_best = arm_label(best, factors)
-    if means.iloc[0][ARM] != screen_best:
+    if screen_best not in set(means[ARM]):
+        text += f"; the screen's best, {screen_best}, has no confirm trial that ran to its end"
+    elif means.iloc[0][ARM] != screen_best:
         text += f"; the screen's best, {described(means[means[ARM] == screen_best].iloc[0])}"
     if len(loo):
         costs = "; ".join(f"{r['removed'].split(' (')[0]} {r['cost']:+.2f}" + ("*" if r["significant"] else "")
                           for r in loo.to_dict("records"))
-        text += f"; removing from the screen's best costs: {costs} (* Holm p < 0.05)"
+        text += f"; removing from the screen's best costs: {costs}" + (" (* Holm p < 0.05)" if loo["significant"].any()
+                                                                       else " (none with Holm p < 0.05)")
     return text
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """The confirm phase's numbers (module docstring), from its trials that ran to their end."""
+    factors: list[str]
+    best: dict[str, Any]  # the screen's best arm (its rank 1): the arm the leave-one-out starts from
+    means: pd.DataFrame  # arm_means, with `why` the arm was confirmed; row 0 the confirmed best
+    loo: pd.DataFrame  # leave_one_out_table; no rows without references or neighbours (loo_note says why)
+    loo_note: str  # the model fitted (factorial.FactorialFit.describe), or why there is no table
+    n: int  # confirm trials used
+    excluded: dict[str, int]  # stop_reason -> confirm trials left out (no final report with a test accuracy)
+    never_started: int  # confirm trials the driver expected that Ray has no record of
+    summary: str  # summary_line: the console's line
+
+    @property
+    def note(self) -> str:
+        """'n = 17 confirm trials that ran to their end; left out: 1 errored'."""
+        left = [f"{n} {reason}" for reason, n in self.excluded.items()]
+        left += [f"{self.never_started} never started"] if self.never_started else []
+        return (f"n = {self.n} confirm trial{'s' if self.n != 1 else ''} that ran to their end"
+                + (f"; left out: {', '.join(left)}" if left else "; none left out"))
+
+
+def confirm_record(exp: Experiment) -> dict[str, Any] | None:
+    """sweep.json's ``phases.confirm`` once the screen chose its arms (factors, arms with levels of
+    every factor, references of factors only or none), else None."""
+    spec = exp.phases.get("confirm") or {}
+    factors, arms, references = spec.get("factors"), spec.get("arms"), spec.get("references")
+    if not (isinstance(factors, list) and factors and isinstance(arms, list) and arms):
+        return None
+    if not all(isinstance(a, dict) and isinstance(a.get("levels"), dict) and set(factors) <= set(a["levels"])
+               for a in arms):
+        return None
+    if not (references is None or isinstance(references, dict) and set(references) <= set(factors)):
+        return None
+    return spec
+
+
+def screen_table(exp: Experiment) -> pd.DataFrame | None:
+    """The screen's ranking of arms (:func:`screen_ranking`, validation accuracy only) with
+    ``chosen``: why the confirm phase runs the arm, '' when it does not; None before the screen
+    chose its arms."""
+    spec = confirm_record(exp)
+    screen = exp.phase("screen")
+    if spec is None or screen.epochs.empty:
+        return None
+    factors = spec["factors"]
+    ranking = screen_ranking(screen.trials, screen.epochs, factors)
+    why = {arm_label(a["levels"], factors): str(a.get("why", "")) for a in spec["arms"]}
+    return ranking.assign(chosen=[why.get(arm_label(arm, factors), "")
+                                  for arm in ranking[factors].to_dict("records")])
+
+
+def confirmed(exp: Experiment) -> Confirmed | None:
+    """The confirmed ranking, the leave-one-out table (grid screens: references recorded) and the
+    console's line, from the confirm trials that ran to their end; None when none has yet."""
+    spec = confirm_record(exp)
+    if spec is None:
+        return None
+    factors, best = spec["factors"], spec["arms"][0]["levels"]
+    view = exp.phase("confirm")
+    trials = view.trials
+    ran = trials["stop_reason"].isin(FINAL_STATUSES) & pd.to_numeric(trials["test_acc"]).notna()
+    used = trials[ran].assign(test_acc=pd.to_numeric(trials["test_acc"][ran]))
+    if used.empty:
+        return None
+    why = {arm_label(a["levels"], factors): str(a.get("why", "")) for a in spec["arms"]}
+    means = arm_means(used, factors)
+    means["why"] = means[ARM].map(why).fillna("")
+    loo, loo_note = leave_one_out_costs(used, factors, best, spec.get("references"))
+    excluded = {str(k): int(v) for k, v in trials[~ran]["stop_reason"].value_counts(sort=False).items()}
+    return Confirmed(list(factors), best, means, loo, loo_note, len(used), excluded, view.never_started,
+                     summary_line(best, factors, means, loo))
+
+
+def leave_one_out_costs(used: pd.DataFrame, factors: Sequence[str], best: dict,
+                        references: dict | None) -> tuple[pd.DataFrame, str]:
+    """(leave_one_out_table, the model's description) from the confirm trials `used`, or (no rows,
+    why not): no references, the best arm at every reference, or no trial of it or of a neighbour."""
+    empty = pd.DataFrame(columns=LOO_COLUMNS)
+    if not references:
+        return empty, "no reference levels recorded (a random or Optuna screen): no leave-one-out"
+    labels = {arm_label(a, factors) for a in used[list(factors)].to_dict("records")}
+    neighbours = [arm for arm, _ in leave_one_out(best, references) if arm_label(arm, factors) in labels]
+    if not leave_one_out(best, references):
+        return empty, "the screen's best arm is at every reference level: nothing to leave out"
+    if arm_label(best, factors) not in labels or not neighbours:
+        return empty, ("no leave-one-out: the screen's best arm or all of its neighbours have no confirm "
+                       "trial that ran to its end")
+    ff = fit_arms(used, factors, best)
+    return leave_one_out_table(ff, best, references, factors), ff.describe()
