@@ -102,7 +102,9 @@ class Experiment:
     def phase(self, name: str) -> Experiment:
         """One phase's trials and epochs, as an experiment without phases: its directory, its expected
         trials (unknown until the driver records them), the plan only for the screen (the top
-        sweep.json's plan is the screen's). Without phases, "screen" is the whole experiment."""
+        sweep.json's plan is the screen's), and for a screen that a confirm phase follows,
+        ``confirm_follows`` (its test accuracy is not to be shown). Without phases, "screen" is the
+        whole experiment."""
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r}: one of {', '.join(PHASES)}")
         if not self.phases:
@@ -114,6 +116,8 @@ class Experiment:
                   and (k != "plan" or name == "screen")}
         if "expected_trials" in spec:
             record["expected_trials"] = spec["expected_trials"]
+        if name == "screen" and "confirm" in self.phases:
+            record["confirm_follows"] = True
         trials = self.trials[self.trials["phase"] == name].reset_index(drop=True)
         return Experiment(self.path / spec["dir"], trials,
                           self.epochs[self.epochs["trial_id"].isin(trials["trial_id"])].reset_index(drop=True),

@@ -25,7 +25,8 @@ from analysis import effects, plots  # noqa: E402
 from analysis.best import describe as describe_best  # noqa: E402
 from analysis.depth import depth_table, layers  # noqa: E402
 from analysis.importance import importance  # noqa: E402
-from analysis.load import STOP_REASONS, Experiment, load  # noqa: E402
+from analysis.confirm import ARM, arm_label, confirm_record, confirmed, screen_table  # noqa: E402
+from analysis.load import FINAL_STATUSES, PHASES, STOP_REASONS, Experiment, load  # noqa: E402
 from analysis.pareto import arm_summary, objective_front, read_latency_alone  # noqa: E402
 from analysis.render import FORMATS, to_markdown, write_table  # noqa: E402
 from analysis.stages import stage_table, study_data_caveat  # noqa: E402
@@ -47,11 +48,19 @@ class Section:
 
 
 def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> list[Section]:
-    """Every block of the report, in order; blocks that do not apply to this sweep are left out."""
-    trials, columns = exp.trials, exp.config_columns
+    """Every block of the report, in order; blocks that do not apply to this sweep are left out. With
+    phases, the study's blocks are the screen's alone, then come the confirm phase's."""
     out = [overview(exp)]
     if len(exp.unfinished) or exp.never_started:
         out.append(unfinished_section(exp))
+    out += study_sections(exp.phase("screen"), margin)
+    return out + (confirm_sections(exp) if "confirm" in exp.phases else [])
+
+
+def study_sections(exp: Experiment, margin: float) -> list[Section]:
+    """Stages, depth, effects, importance, the front and the figures of one phase's trials."""
+    trials, columns = exp.trials, exp.config_columns
+    out = []
     if "stage" in trials and trials["stage"].notna().any():
         staged = trials[trials["stage"].notna()]
         out.append(Section("Stages (the SqueezeNet study's Table I)", with_caveat(STAGE_TEXT, staged),
@@ -102,23 +111,51 @@ def overview(exp: Experiment) -> Section:
                                            else " (no sweep.json: not started by sweep/run.py)")]
     if plan:
         epochs = f"{plan['max_t']} epoch{'s' if plan['max_t'] != 1 else ''}"
-        lines.append(f"{plan['search']} search, {plan['scheduler']} scheduler, at most {epochs} per trial")
-    lines.append(f"{len(trials)} trials recorded"
-                 + (f" of {sweep['expected_trials']} expected" if "expected_trials" in sweep else ""))
-    lines += describe_best(trials, effects.ablation_factors(trials, exp.config_columns, exp.axes))
-    counts = trials["stop_reason"].value_counts()
-    table = pd.DataFrame([{"stop_reason": r, "n": int(counts.get(r, 0)), "meaning": MEANING[r]}
-                          for r in STOP_REASONS if counts.get(r, 0)])
+        lines.append(("Screen: " if exp.phases else "")
+                     + f"{plan['search']} search, {plan['scheduler']} scheduler, at most {epochs} per trial")
+    if exp.phases:
+        lines += [phase_line(exp, name) for name in PHASES if name in exp.phases] + [PHASES_TEXT]
+    else:
+        lines.append(f"{len(trials)} trials recorded"
+                     + (f" of {sweep['expected_trials']} expected" if "expected_trials" in sweep else ""))
+    screen = exp.phase("screen")
+    lines += describe_best(screen.trials, effects.ablation_factors(screen.trials, exp.config_columns, exp.axes),
+                           test=not ("confirm" in exp.phases or sweep.get("confirm_follows")))
+    if "confirm" in exp.phases:
+        result = confirmed(exp)
+        lines.append(result.summary if result else "confirm phase: no trial has run to its end yet")
     errored = trials[trials["stop_reason"] == "errored"]
     lines += [f"Errored `{t}`: {msg}" for t, msg in zip(errored["trial_id"], errored["error"])]
     lines += [f"Skipped (its files could not be read): {what}" for what in exp.skipped]
-    return Section("Trials", "\n\n".join(lines), "trial_outcomes", table)
+    return Section("Trials", "\n\n".join(lines), "trial_outcomes", outcomes_table(exp))
+
+
+def phase_line(exp: Experiment, name: str) -> str:
+    """'Confirm (`EXP/confirm`): 17 trials recorded of 18 expected: 16 finished, 1 errored'."""
+    view = exp.phase(name)
+    expected = view.sweep.get("expected_trials")
+    counts = view.trials["stop_reason"].value_counts()
+    ended = ", ".join(f"{int(counts[r])} {r}" for r in STOP_REASONS if counts.get(r, 0))
+    return (f"{name.capitalize()} (`{view.path}`): {len(view.trials)} trials recorded"
+            + (f" of {expected} expected" if expected is not None else " (how many: not yet chosen)")
+            + (f": {ended}" if ended else ""))
+
+
+def outcomes_table(exp: Experiment) -> pd.DataFrame:
+    """How the trials ended: per stop reason, n (with phases: n per phase) and what it means."""
+    names = [name for name in PHASES if name in exp.phases] or [None]
+    counts = {name: (exp.trials if name is None else exp.phase(name).trials)["stop_reason"].value_counts()
+              for name in names}
+    return pd.DataFrame([{"stop_reason": r, **{name or "n": int(counts[name].get(r, 0)) for name in names},
+                          "meaning": MEANING[r]}
+                         for r in STOP_REASONS if any(c.get(r, 0) for c in counts.values())])
 
 
 def unfinished_section(exp: Experiment) -> Section:
     """Which trials an interrupted (or running) experiment has not finished, with their factors."""
     factors = effects.ablation_factors(exp.trials, exp.config_columns, exp.axes)
-    table = exp.unfinished[["trial_id", "ray_status", *factors, "seed", "last_epoch", "trial_dir"]]
+    table = exp.unfinished[["trial_id", *(["phase"] if exp.phases else []), "ray_status", *factors, "seed",
+                            "last_epoch", "trial_dir"]]
     text = (f"**The experiment is interrupted or still running: {len(table)} trial(s) unfinished"
             + (f", {exp.never_started} never started" if exp.never_started else "")
             + ".** Unfinished trials have no test accuracy and are left out of the tables below; "
@@ -132,6 +169,9 @@ def with_caveat(text: str, trials: pd.DataFrame) -> str:
     return f"{caveat}\n\n{text}" if caveat else text
 
 
+PHASES_TEXT = ("Screen, then confirm: the sections up to Accuracy against cost are the screen's (its trials "
+               "only; validation accuracy ranks the arms); the last sections are the confirm phase's, whose "
+               "trials alone give test accuracy.")
 SHARED_TEXT = ("Latency and wall time come from inside the trials: where `timing` is `shared`, other "
                "trials ran on the same machine at the same time, so these figures are inflated and noisy.")
 STAGE_TEXT = ("Test accuracy (%) of the best-validation weights, params (M), GFLOPs and wall time (min): "
@@ -217,6 +257,64 @@ BEST_TEXT = ("The 10 best of the trials that ran to their own end, by best valid
              "selection on validation), with their test accuracy; single trials, no interval.")
 IMPORTANCE_TEXT = ("Share of the variance of the metric explained by each factor alone (fANOVA on a random "
                    "forest); the last row is the rest (interactions and noise), so the column sums to 1.")
+
+
+def confirm_sections(exp: Experiment) -> list[Section]:
+    """The screen's ranking, the confirmed ranking and the leave-one-out table (analysis.confirm)."""
+    ranking, result, spec = screen_table(exp), confirmed(exp), confirm_record(exp)
+    if ranking is None:
+        return [Section("Screen ranking", "The screen has not chosen the arms to confirm yet.")]
+    factors = spec["factors"]
+    ranked = {arm_label(arm, factors) for arm in ranking[factors].to_dict("records")}
+    missing = "".join(f" Chosen, not in the screen's ranking (no epoch there): {label} ({a.get('why', '')})."
+                      for a in spec["arms"] if (label := arm_label(a["levels"], factors)) not in ranked)
+    out = [Section("Screen ranking", SCREEN_RANKING_TEXT + missing, "screen_ranking", ranking)]
+    status = confirm_status(exp.phase("confirm"))
+    if result is None:
+        return out + [Section(CONFIRMED_TITLE, status or "No confirm trial has run to its end yet.")]
+    table = result.means.rename(columns={"mean": "mean_test_acc"})[
+        [ARM, "n", "mean_test_acc", "ci_low", "ci_high", "mean_best_val", "why"]]
+    out.append(Section(CONFIRMED_TITLE, status + CONFIRMED_TEXT.format(note=result.note), "confirmed_ranking",
+                       table))
+    if spec.get("references"):
+        text = (LOO_TEXT.format(rows=len(result.loo)) + f" Model: {result.loo_note}." if len(result.loo)
+                else f"No rows: {result.loo_note}.")
+        out.append(Section("Leave-one-out from the screen's best arm", status + text, "leave_one_out", result.loo))
+    return out
+
+
+def confirm_status(view: Experiment) -> str:
+    """A bold line when the confirm phase has trials still to run, else ''."""
+    ended = view.trials["stop_reason"].isin(FINAL_STATUSES).sum()
+    if not (len(view.unfinished) or view.never_started or "expected_trials" not in view.sweep):
+        return ""
+    return (f"**The confirm phase is unfinished: {ended} of {view.sweep.get('expected_trials', 'its')} trials have "
+            "run to their end; the numbers below are from those and will change.** ")
+
+
+CONFIRMED_TITLE = "Confirmed ranking (fresh seeds, run to the end)"
+SCREEN_RANKING_TEXT = ("The screen's picture, validation accuracy only (test accuracy is not read from the "
+                       "screen). Per arm: its trials; deepest_epoch, the last epoch any of them reached (how "
+                       "long the scheduler kept the arm); mean_best_val, the mean over its trials of their best "
+                       "validation accuracy; rank, by deepest_epoch, then mean_best_val (an arm stopped at a "
+                       "rung was not compared with the arms past it); chosen: why the confirm phase runs the "
+                       "arm (the top arms, the best arm's leave-one-out neighbours, the all-reference arm), "
+                       "empty when it does not.")
+CONFIRMED_TEXT = ("Each chosen arm retrained with the same fresh seeds and run to its end (no early stop by a "
+                  "scheduler). Estimand: the arm's mean test accuracy (%) over training seeds, of the "
+                  "best-validation weights. {note} (errored, unfinished or never started trials have no test "
+                  "accuracy: left out, not imputed). n: the arm's trials used; ci: 95% t interval of the mean "
+                  "from the arm's own trials (n − 1 df; it includes the seed-to-seed scatter; none for n = 1 "
+                  "or identical values), not adjusted for multiplicity. Rows are ordered by mean_best_val "
+                  "(selection on validation, never on test): the first row is the confirmed best. why: why "
+                  "the arm was chosen.")
+LOO_TEXT = ("Cost of removing one component from the screen's best arm (the factor set back to its "
+            "reference level, the rest unchanged) = EMM(best) − EMM(neighbour) from one OLS model of the "
+            "confirm trials, test_acc ~ C(arm) + C(seed): the seed is a block, so the difference is paired by "
+            "seed; positive: the component helped. n, n_best: the neighbour's and the best arm's trials. "
+            "ci: 95% t interval from the model's residual variance (one variance for every confirm arm), not "
+            "adjusted; p: two-sided t test of cost = 0; p_holm: Holm-adjusted over the table's {rows} "
+            "row(s) (one family); significant only where p_holm < 0.05.")
 
 
 def figure_sections(exp: Experiment, compared: effects.Compared,
