@@ -1,0 +1,215 @@
+"""Screen, then confirm, as the analysis reads it: a phased experiment (sweep.json's ``phases``, each
+phase a Ray Tune experiment directory below it) loaded whole and phase by phase, the confirm phase's
+numbers (analysis.confirm.confirmed) and the report's sections. Hand-built directories (every way a
+trial can end, in both phases) for the edge cases; a real one run here by `sweep/run.py` (a screen
+under ASHA, then its chosen arms with fresh seeds under FIFO) for the report."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import confirm
+from analysis.load import Experiment, load
+from analysis.report import sections, write_report
+from tests.test_analysis_load import write_experiment
+
+CONFIRM_SPEC = {"dir": "confirm", "top": 1, "seeds": [0], "factors": ["attention"],
+                "references": {"attention": "none"},
+                "arms": [{"levels": {"attention": "channel"}, "why": "screen rank 1"},
+                         {"levels": {"attention": "none"}, "why": "without attention=channel (-> none)"}],
+                "expected_trials": 9}
+
+
+def renamed_copy(source: Path, target: Path, old: str, new: str) -> None:
+    """A copy of an experiment directory with every trial id's `old` prefix made `new` (each phase is
+    its own Ray experiment, with its own ids)."""
+    shutil.copytree(source, target)
+    for path in sorted(target.rglob("*"), key=lambda p: -len(p.parts)):
+        if path.is_file():
+            path.write_text(path.read_text().replace(old, new))
+        if old in path.name:
+            path.rename(path.with_name(path.name.replace(old, new)))
+
+
+def write_phased(path: Path, confirm_spec: dict | None = CONFIRM_SPEC, smoke: bool = False,
+                 confirm_ran: bool = True) -> Path:
+    """Both phases from test_analysis_load's hand-built experiment (7 trials each, every way to end),
+    their own sweep.json removed, the top one with the phases block (the confirm phase's directory
+    only when it `confirm_ran`)."""
+    screen = write_experiment(path / "screen")
+    (screen / "sweep.json").unlink()
+    phases = {"screen": {"dir": "screen", "expected_trials": 8}}
+    if confirm_spec is not None:
+        phases["confirm"] = confirm_spec
+    if confirm_spec is not None and confirm_ran:
+        renamed_copy(screen, path / "confirm", "aaaaa", "bbbbb")
+    plan = {"search": "grid", "scheduler": "asha", "max_t": 30, "smoke": smoke, "phase": "screen"}
+    (path / "sweep.json").write_text(json.dumps({"space_name": "toy", "expected_trials": 8, "plan": plan,
+                                                 "params": {"attention": {"grid": ["none", "channel"]}},
+                                                 "phases": phases}))
+    return path
+
+
+def test_a_phased_experiment_loads_every_phase_and_each_phase_alone(tmp_path):
+    exp = load(write_phased(tmp_path / "exp"))
+    assert exp.trials.groupby("phase").size().to_dict() == {"screen": 7, "confirm": 7}
+    assert list(exp.trials.columns[:3]) == ["trial_id", "phase", "stop_reason"]
+    screen, confirm_view = exp.phase("screen"), exp.phase("confirm")
+    assert set(screen.trials["trial_id"].str[:5]) == {"aaaaa"} and set(confirm_view.trials["trial_id"].str[:5]) == {"bbbbb"}
+    assert set(screen.epochs["trial_id"]) <= set(screen.trials["trial_id"]) and len(screen.epochs) == 6
+    assert len(exp.epochs) == len(screen.epochs) + len(confirm_view.epochs)
+    # Each phase against its own expected trials: 8 - 7 and 9 - 7.
+    assert (screen.never_started, confirm_view.never_started, exp.never_started) == (1, 2, 3)
+    assert len(exp.unfinished) == 6 and len(screen.unfinished) == 3
+    assert screen.path == exp.path / "screen" and screen.phases == {} and screen.sweep["plan"]["scheduler"] == "asha"
+    assert "plan" not in confirm_view.sweep  # the top plan is the screen's
+    # A phase's own directory (no sweep.json of its own) loads as that phase's view of the whole.
+    alone = load(exp.path / "confirm")
+    assert alone.path == confirm_view.path and alone.trials.equals(confirm_view.trials)
+    assert alone.never_started == 2
+    with pytest.raises(ValueError, match="unknown phase"):
+        exp.phase("final")
+
+
+def test_a_phase_without_its_directory_yet_and_the_smoke_flag_of_the_top_plan(tmp_path):
+    spec = {k: v for k, v in CONFIRM_SPEC.items() if k not in ("arms", "expected_trials")}
+    exp = load(write_phased(tmp_path / "exp", smoke=True))
+    pending = exp.trials.set_index("trial_id").loc["aaaaa_00004"]  # never started: its Ray config resolved
+    assert pending["width"] == 0.25  # smoke_limits, as the trainable would have applied them
+    exp = load(write_phased(tmp_path / "before", confirm_spec=spec, confirm_ran=False))
+    assert set(exp.trials["phase"]) == {"screen"} and exp.phase("confirm").trials.empty
+    assert exp.never_started == 1  # the confirm phase's count is not known yet
+    assert confirm.confirmed(exp) is None and confirm.screen_table(exp) is None
+    text = "\n".join(s.text for s in sections(exp))
+    assert "Confirm (`" in text and "(how many: not yet chosen)" in text
+    assert "The screen has not chosen the arms to confirm yet." in text
+
+
+def test_legacy_experiments_are_one_screen_phase(tmp_path):
+    exp = load(write_experiment(tmp_path / "legacy"))
+    assert set(exp.trials["phase"]) == {"screen"} and exp.phases == {}
+    assert exp.phase("screen").trials.equals(exp.trials) and exp.phase("confirm").trials.empty
+    assert [s.title for s in sections(exp)][:2] == ["Trials", "Unfinished trials"]
+    assert "trial_outcomes" in [s.name for s in sections(exp)]
+    assert "n" in sections(exp)[0].table.columns
+
+
+def test_confirmed_uses_only_confirm_trials_that_ran_to_their_end_and_counts_the_rest(tmp_path):
+    """The hand-built confirm phase: one finished and one diverged trial (both attention=none: one arm,
+    n = 2), the rest left out by reason; the screen's best (channel) never ended: no leave-one-out."""
+    exp = load(write_phased(tmp_path / "exp"))
+    result = confirm.confirmed(exp)
+    assert result.n == 2 and list(result.means["arm"]) == ["attention=none"]
+    expected = exp.phase("confirm").trials.set_index("trial_id").loc[["bbbbb_00000", "bbbbb_00005"], "test_acc"]
+    assert result.means.loc[0, "mean"] == pytest.approx(expected.mean())
+    assert result.excluded == {"scheduler_stopped": 1, "errored": 1, "unfinished": 3}
+    assert result.never_started == 2
+    assert result.note == ("n = 2 confirm trials that ran to their end; left out: 1 scheduler_stopped, 1 errored, "
+                           "3 unfinished, 2 never started")
+    assert result.loo.empty and "no confirm trial" in result.loo_note
+    assert "the screen's best, attention=channel, has no confirm trial that ran to its end" in result.summary
+    assert result.means.loc[0, "why"] == "without attention=channel (-> none)"
+
+
+def frames_experiment(tmp_path: Path, rows: list[tuple], references: dict | None) -> Experiment:
+    """An Experiment straight from frames: confirm trials (attention, seed, test_acc), all finished."""
+    trials = pd.DataFrame([{"trial_id": f"c{i}", "phase": "confirm", "stop_reason": "finished", "attention": a,
+                            "seed": s, "test_acc": t, "best_val_acc": t + 1} for i, (a, s, t) in enumerate(rows)])
+    spec = {**CONFIRM_SPEC, "references": references, "expected_trials": len(rows)}
+    sweep = {"phases": {"screen": {"dir": "screen"}, "confirm": spec}}
+    return Experiment(tmp_path, trials, pd.DataFrame(columns=["trial_id", "epoch", "val_acc"]), ("attention", "seed"),
+                      sweep)
+
+
+def test_an_arm_with_one_trial_has_no_interval_and_a_random_screen_no_leave_one_out(tmp_path):
+    rows = [("channel", 1, 80.0), ("channel", 2, 82.0), ("channel", 3, 81.0), ("none", 1, 78.0)]
+    result = confirm.confirmed(frames_experiment(tmp_path, rows, {"attention": "none"}))
+    means = result.means.set_index("arm")
+    assert means.loc["attention=none", "n"] == 1 and np.isnan(means.loc["attention=none", "ci_low"])
+    assert means.loc["attention=channel", "ci_low"] < 81.0 < means.loc["attention=channel", "ci_high"]
+    # Paired by seed: seed 1 is the only pair, so the cost is 80 - 78 exactly.
+    assert result.loo.loc[0, "cost"] == pytest.approx(2.0)
+    unpaired = confirm.confirmed(frames_experiment(tmp_path, rows, None))
+    assert unpaired.loo.empty and "no reference levels" in unpaired.loo_note
+    titles = [s.title for s in sections(load(write_phased(tmp_path / "random", {**CONFIRM_SPEC, "references": None})))]
+    assert "Confirmed ranking (fresh seeds, run to the end)" in titles
+    assert not any(t.startswith("Leave-one-out") for t in titles)
+
+
+# ---------------------------------------------------------------------------- a real experiment
+@pytest.fixture(scope="module")
+def phased(tmp_path_factory):
+    """A screen (the smoke space: attention none/channel x 2 seeds, 3 epochs, ASHA with rungs at 1
+    and 2), its two arms chosen as the driver chooses them, then both run with fresh seeds 1 and 2 for
+    2 epochs under FIFO; the phases' own sweep.json replaced by the top one (about a minute)."""
+    from sweep import run
+
+    exp = tmp_path_factory.mktemp("sweeps") / "phased"
+    assert run.main(["--space", "smoke", "--samples", "2", "--epochs", "3", "--grace-period", "1",
+                     "--reduction-factor", "2", "--storage-path", str(exp), "--name", "screen"]) == 0
+    screen = load(exp / "screen")
+    ranking = confirm.screen_ranking(screen.trials, screen.epochs, ["attention"])
+    chosen = confirm.confirm_set(ranking, ["attention"], {"attention": "none"}, top=2)
+    space = tmp_path_factory.mktemp("space") / "confirm.json"
+    params = {**{k: v for k, v in screen.sweep["params"].items() if not isinstance(v, dict)}, "epochs": 2,
+              "attention": {"grid": list(chosen["attention"])}, "seed": {"grid": [1, 2]}}
+    space.write_text(json.dumps({"scheduler": "fifo", "params": params}))
+    assert run.main(["--space", str(space), "--storage-path", str(exp), "--name", "confirm"]) == 0
+    top = json.loads((exp / "screen" / "sweep.json").read_text())
+    for phase in ("screen", "confirm"):
+        (exp / phase / "sweep.json").unlink()
+    top["plan"]["phase"] = "screen"
+    top["phases"] = {"screen": {"dir": "screen", "expected_trials": 4},
+                     "confirm": {"dir": "confirm", "top": 2, "seeds": [1, 2], "factors": ["attention"],
+                                 "references": {"attention": "none"}, "expected_trials": 4,
+                                 "arms": [{"levels": {"attention": a}, "why": w}
+                                          for a, w in zip(chosen["attention"], chosen["why"])]}}
+    (exp / "sweep.json").write_text(json.dumps(top))
+    return exp
+
+
+@pytest.mark.slow
+def test_a_real_phased_experiment_loads_by_phase(phased):
+    exp = load(phased)
+    assert exp.trials.groupby("phase").size().to_dict() == {"screen": 4, "confirm": 4}
+    assert exp.never_started == 0 and exp.unfinished.empty
+    view = exp.phase("confirm")
+    assert (view.trials["stop_reason"] == "finished").all() and set(view.trials["seed"]) == {1, 2}
+    assert view.epochs.groupby("trial_id")["epoch"].max().eq(2).all()
+    assert load(phased / "screen").trials.equals(exp.phase("screen").trials)
+
+
+@pytest.mark.slow
+def test_the_report_of_a_real_phased_experiment(phased, tmp_path):
+    exp = load(phased)
+    path = write_report(exp, tmp_path)
+    text = path.read_text()
+    titles = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert titles[-3:] == ["Screen ranking", "Confirmed ranking (fresh seeds, run to the end)",
+                           "Leave-one-out from the screen's best arm"]
+    assert "Unfinished trials" not in titles
+    overview = text.split("## ")[1]
+    assert "Screen (`" in overview and "Confirm (`" in overview and "4 trials recorded of 4 expected" in overview
+    best = [line for line in overview.splitlines() if line.startswith(("best trial", "best arm"))]
+    assert best and not any("test " in line for line in best)  # the screen shows validation only
+    result = confirm.confirmed(exp)
+    assert result.summary in overview and result.n == 4 and result.note.endswith("none left out")
+    # The confirmed ranking: test accuracy of the confirm trials, per arm, never of the screen's.
+    trials = exp.phase("confirm").trials
+    for row in result.means.to_dict("records"):
+        arm = trials[trials["attention"] == row["arm"].split("=")[1]]
+        assert row["n"] == 2 and row["mean"] == pytest.approx(arm["test_acc"].mean())
+    # Leave-one-out: paired by seed, the cost is the mean over seeds of best - neighbour.
+    if len(result.loo):
+        best = trials[trials["attention"] == result.best["attention"]].set_index("seed")["test_acc"]
+        other = trials[trials["attention"] != result.best["attention"]].set_index("seed")["test_acc"]
+        assert result.loo.loc[0, "cost"] == pytest.approx((best - other).mean())
+    ranking = confirm.screen_table(exp)
+    assert list(ranking["trials"]) == [2, 2] and ranking.loc[0, "chosen"].startswith("screen rank 1")
+    # The study's sections are the screen's: the pareto table's arms hold the 4 screen trials.
+    pareto = next(s for s in sections(exp) if s.name == "pareto").table
+    assert pareto["n"].sum() <= 4
+    assert len(pd.read_csv(tmp_path / "trials.csv")) == 8
