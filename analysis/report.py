@@ -4,8 +4,9 @@ Reads a finished, interrupted or running experiment directory (STORAGE/NAME; no 
 and writes DIR/report.md (default DIR: RUN_DIR/report) with its tables and PNG figures: which trials
 ended how (and which are unfinished), the SqueezeNet study's stage table and the ResNet study's depth
 table when the sweep ran those, the ablation's main effects, recipe interactions and fANOVA
-importance, accuracy against cost with the Pareto front, and the learning curves (how each number is
-made: docs/ANALYSIS.md). trials.csv and epochs.csv hold the frames behind it; ``--format csv|tex``
+importance, accuracy against cost with the Pareto front, and the learning curves; after a screen
+with a confirm phase, those are the screen's, followed by the screen's ranking, the confirmed ranking
+and the leave-one-out costs (how each number is made: docs/ANALYSIS.md). trials.csv and epochs.csv hold the frames behind it; ``--format csv|tex``
 also writes every table as a file.
 """
 from __future__ import annotations
