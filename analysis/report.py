@@ -6,8 +6,8 @@ ended how (and which are unfinished), the SqueezeNet study's stage table and the
 table when the sweep ran those, the ablation's main effects, recipe interactions and fANOVA
 importance, accuracy against cost with the Pareto front, and the learning curves; after a screen
 with a confirm phase, those are the screen's, followed by the screen's ranking, the confirmed ranking
-and the leave-one-out costs (how each number is made: docs/ANALYSIS.md). trials.csv and epochs.csv hold the frames behind it; ``--format csv|tex``
-also writes every table as a file.
+and the leave-one-out costs (how each number is made: docs/ANALYSIS.md). trials.csv and epochs.csv
+hold the frames behind it; ``--format csv|tex`` also writes every table as a file.
 """
 from __future__ import annotations
 
@@ -170,9 +170,9 @@ def with_caveat(text: str, trials: pd.DataFrame) -> str:
     return f"{caveat}\n\n{text}" if caveat else text
 
 
-PHASES_TEXT = ("Screen, then confirm: the sections up to Accuracy against cost are the screen's (its trials "
-               "only; validation accuracy ranks the arms); the last sections are the confirm phase's, whose "
-               "trials alone give test accuracy.")
+PHASES_TEXT = ("Screen, then confirm: the sections before Screen ranking are the screen's (its trials only); "
+               "from Screen ranking on, the screen's arms are ranked on validation accuracy and the chosen "
+               "ones confirmed on the confirm phase's test accuracy.")
 SHARED_TEXT = ("Latency and wall time come from inside the trials: where `timing` is `shared`, other "
                "trials ran on the same machine at the same time, so these figures are inflated and noisy.")
 STAGE_TEXT = ("Test accuracy (%) of the best-validation weights, params (M), GFLOPs and wall time (min): "
