@@ -178,7 +178,7 @@ class Confirmed:
     n: int  # confirm trials used
     excluded: dict[str, int]  # stop_reason -> confirm trials left out (no final report with a test accuracy)
     never_started: int  # confirm trials the driver expected that Ray has no record of
-    summary: str  # summary_line: the console's line
+    line: str  # summary_line: the one line the console prints after the confirm phase
 
     @property
     def note(self) -> str:

@@ -87,9 +87,9 @@ class Experiment:
 
     @property
     def phases(self) -> dict[str, dict[str, Any]]:
-        """sweep.json's ``phases`` (name -> {"dir", "expected_trials", ...}); {} for an experiment
-        without phases (written before screen-then-confirm, or a phase's own view)."""
-        return self.sweep.get("phases", {})
+        """sweep.json's phases of :data:`PHASES` (name -> {"dir", "expected_trials", ...}); {} for an
+        experiment without phases (written before screen-then-confirm, or a phase's own view)."""
+        return phase_specs(self.sweep)
 
     @property
     def never_started(self) -> int:
@@ -133,11 +133,11 @@ def load(run_dir: str | Path) -> Experiment:
         raise ExperimentError(f"{path} is not a directory")
     sweep = sweep_record(path)
     parent = {} if sweep else sweep_record(path.parent)
-    for name, spec in parent.get("phases", {}).items():
+    for name, spec in phase_specs(parent).items():
         if spec["dir"] == path.name:
             return load(path.parent).phase(name)
     smoke = bool(sweep.get("plan", {}).get("smoke", False))
-    phases = sweep.get("phases", {})
+    phases = phase_specs(sweep)
     read = ([read_directory(path / spec["dir"], name, f"{spec['dir']}/", smoke) for name, spec in phases.items()
              if (path / spec["dir"]).is_dir()] if phases else [read_directory(path, "screen", "", smoke)])
     if not any(part.state for part in read) and not sweep:
@@ -190,11 +190,17 @@ def sweep_record(path: Path) -> dict[str, Any]:
         sweep.pop("plan", None)
     if not isinstance(sweep.get("expected_trials", 0), int):
         sweep.pop("expected_trials")
-    phases = {name: phase_record(sweep.get("phases"), name) for name in PHASES}
-    sweep.pop("phases", None)
-    if phases["screen"]:
-        sweep["phases"] = {name: spec for name, spec in phases.items() if spec}
+    recorded = sweep.pop("phases", None)
+    phases = {name: spec for name in PHASES if (spec := phase_record(recorded, name))}
+    if "screen" in phases:  # the driver's other entries (earlier_confirms) kept as they are
+        sweep["phases"] = {**{k: v for k, v in recorded.items() if k not in PHASES}, **phases}
     return sweep
+
+
+def phase_specs(sweep: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The phases of :data:`PHASES` a checked sweep record has, in order; {} without phases."""
+    recorded = sweep.get("phases", {})
+    return {name: recorded[name] for name in PHASES if name in recorded}
 
 
 def phase_record(phases: Any, name: str) -> dict[str, Any] | None:

@@ -124,7 +124,7 @@ def overview(exp: Experiment) -> Section:
                            test=not ("confirm" in exp.phases or sweep.get("confirm_follows")))
     if "confirm" in exp.phases:
         result = confirmed(exp)
-        lines.append(result.summary if result else "confirm phase: no trial has run to its end yet")
+        lines.append(result.line if result else "confirm phase: no trial has run to its end yet")
     errored = trials[trials["stop_reason"] == "errored"]
     lines += [f"Errored `{t}`: {msg}" for t, msg in zip(errored["trial_id"], errored["error"])]
     lines += [f"Skipped (its files could not be read): {what}" for what in exp.skipped]
@@ -303,8 +303,8 @@ SCREEN_RANKING_TEXT = ("The screen's picture, validation accuracy only (test acc
                        "empty when it does not.")
 CONFIRMED_TEXT = ("Each chosen arm retrained with the same fresh seeds and run to its end (no early stop by a "
                   "scheduler). Estimand: the arm's mean test accuracy (%) over training seeds, of the "
-                  "best-validation weights. {note} (errored, unfinished or never started trials have no test "
-                  "accuracy: left out, not imputed). n: the arm's trials used; ci: 95% t interval of the mean "
+                  "best-validation weights. {note}: errored, unfinished and never-started trials have no test "
+                  "accuracy, so they are left out, not imputed. n: the arm's trials used; ci: 95% t interval of the mean "
                   "from the arm's own trials (n − 1 df; it includes the seed-to-seed scatter; none for n = 1 "
                   "or identical values), not adjusted for multiplicity. Rows are ordered by mean_best_val "
                   "(selection on validation, never on test): the first row is the confirmed best. why: why "

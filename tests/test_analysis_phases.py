@@ -88,6 +88,20 @@ def test_a_phase_without_its_directory_yet_and_the_smoke_flag_of_the_top_plan(tm
     assert "The screen has not chosen the arms to confirm yet." in text
 
 
+def test_a_confirm_phase_run_again_reads_its_own_directory(tmp_path):
+    """`run.py --confirm EXP` again: phases.confirm is the new run (confirm-2), the earlier one kept in
+    the driver's record under earlier_confirms and not read as a phase."""
+    path = write_phased(tmp_path / "exp", {**CONFIRM_SPEC, "dir": "confirm-2"}, confirm_ran=False)
+    renamed_copy(path / "screen", path / "confirm-2", "aaaaa", "ccccc")
+    record = json.loads((path / "sweep.json").read_text())
+    record["phases"]["earlier_confirms"] = [{**CONFIRM_SPEC, "dir": "confirm"}]
+    (path / "sweep.json").write_text(json.dumps(record))
+    exp = load(path)
+    assert set(exp.phases) == {"screen", "confirm"} and "earlier_confirms" in exp.sweep["phases"]
+    assert set(exp.phase("confirm").trials["trial_id"].str[:5]) == {"ccccc"}
+    assert load(path / "confirm-2").path == path / "confirm-2"
+
+
 def test_legacy_experiments_are_one_screen_phase(tmp_path):
     exp = load(write_experiment(tmp_path / "legacy"))
     assert set(exp.trials["phase"]) == {"screen"} and exp.phases == {}
@@ -110,7 +124,7 @@ def test_confirmed_uses_only_confirm_trials_that_ran_to_their_end_and_counts_the
     assert result.note == ("n = 2 confirm trials that ran to their end; left out: 1 scheduler_stopped, 1 errored, "
                            "3 unfinished, 2 never started")
     assert result.loo.empty and "no confirm trial" in result.loo_note
-    assert "the screen's best, attention=channel, has no confirm trial that ran to its end" in result.summary
+    assert "the screen's best, attention=channel, has no confirm trial that ran to its end" in result.line
     assert result.means.loc[0, "why"] == "without attention=channel (-> none)"
 
 
@@ -142,33 +156,16 @@ def test_an_arm_with_one_trial_has_no_interval_and_a_random_screen_no_leave_one_
 # ---------------------------------------------------------------------------- a real experiment
 @pytest.fixture(scope="module")
 def phased(tmp_path_factory):
-    """A screen (the smoke space: attention none/channel x 2 seeds, 3 epochs, ASHA with rungs at 1
-    and 2), its two arms chosen as the driver chooses them, then both run with fresh seeds 1 and 2 for
-    2 epochs under FIFO; the phases' own sweep.json replaced by the top one (about a minute)."""
+    """One `sweep/run.py` command: a screen of the smoke space (attention none/channel x 2 seeds,
+    3 epochs, ASHA with rungs at epochs 1 and 2), then its top 2 arms with 2 fresh seeds each, run to
+    the end under FIFO (about a minute on 2 cores)."""
     from sweep import run
 
-    exp = tmp_path_factory.mktemp("sweeps") / "phased"
+    storage = tmp_path_factory.mktemp("sweeps")
     assert run.main(["--space", "smoke", "--samples", "2", "--epochs", "3", "--grace-period", "1",
-                     "--reduction-factor", "2", "--storage-path", str(exp), "--name", "screen"]) == 0
-    screen = load(exp / "screen")
-    ranking = confirm.screen_ranking(screen.trials, screen.epochs, ["attention"])
-    chosen = confirm.confirm_set(ranking, ["attention"], {"attention": "none"}, top=2)
-    space = tmp_path_factory.mktemp("space") / "confirm.json"
-    params = {**{k: v for k, v in screen.sweep["params"].items() if not isinstance(v, dict)}, "epochs": 2,
-              "attention": {"grid": list(chosen["attention"])}, "seed": {"grid": [1, 2]}}
-    space.write_text(json.dumps({"scheduler": "fifo", "params": params}))
-    assert run.main(["--space", str(space), "--storage-path", str(exp), "--name", "confirm"]) == 0
-    top = json.loads((exp / "screen" / "sweep.json").read_text())
-    for phase in ("screen", "confirm"):
-        (exp / phase / "sweep.json").unlink()
-    top["plan"]["phase"] = "screen"
-    top["phases"] = {"screen": {"dir": "screen", "expected_trials": 4},
-                     "confirm": {"dir": "confirm", "top": 2, "seeds": [1, 2], "factors": ["attention"],
-                                 "references": {"attention": "none"}, "expected_trials": 4,
-                                 "arms": [{"levels": {"attention": a}, "why": w}
-                                          for a, w in zip(chosen["attention"], chosen["why"])]}}
-    (exp / "sweep.json").write_text(json.dumps(top))
-    return exp
+                     "--reduction-factor", "2", "--confirm-top", "2", "--confirm-seeds", "2",
+                     "--storage-path", str(storage), "--name", "phased"]) == 0
+    return storage / "phased"
 
 
 @pytest.mark.slow
@@ -177,8 +174,8 @@ def test_a_real_phased_experiment_loads_by_phase(phased):
     assert exp.trials.groupby("phase").size().to_dict() == {"screen": 4, "confirm": 4}
     assert exp.never_started == 0 and exp.unfinished.empty
     view = exp.phase("confirm")
-    assert (view.trials["stop_reason"] == "finished").all() and set(view.trials["seed"]) == {1, 2}
-    assert view.epochs.groupby("trial_id")["epoch"].max().eq(2).all()
+    assert (view.trials["stop_reason"] == "finished").all() and set(view.trials["seed"]) == {2, 3}  # fresh
+    assert view.epochs.groupby("trial_id")["epoch"].max().eq(3).all()
     assert load(phased / "screen").trials.equals(exp.phase("screen").trials)
 
 
@@ -196,7 +193,7 @@ def test_the_report_of_a_real_phased_experiment(phased, tmp_path):
     best = [line for line in overview.splitlines() if line.startswith(("best trial", "best arm"))]
     assert best and not any("test " in line for line in best)  # the screen shows validation only
     result = confirm.confirmed(exp)
-    assert result.summary in overview and result.n == 4 and result.note.endswith("none left out")
+    assert result.line in overview and result.n == 4 and result.note.endswith("none left out")
     # The confirmed ranking: test accuracy of the confirm trials, per arm, never of the screen's.
     trials = exp.phase("confirm").trials
     for row in result.means.to_dict("records"):
