@@ -9,12 +9,13 @@ finished, interrupted or still-running experiment:
   ``params.json`` (the Ray config), ``trial_config.json`` (the resolved TrainConfig, by our
   trainable) and ``error.txt`` for errored trials;
 - ``sweep.json``: what our driver ran (space, options, expected trial count);
+- ``trial_records/<trial_id>.json``: the driver's own copy of every result (rows Ray's files lack).
+
 A *phased* experiment (screen, then confirm: sweep.json's ``phases``) keeps each phase's trials in
 its own Ray Tune experiment directory below it (``screen/``, ``confirm/``, without their own
 sweep.json); :func:`load` reads every phase that exists into one pair of frames, the trials frame's
 ``phase`` column saying which ("screen" for every trial of an experiment without phases), and
 :meth:`Experiment.phase` gives one phase's view. The top sweep.json's plan is the screen's.
-- ``trial_records/<trial_id>.json``: the driver's own copy of every result (rows Ray's files lack).
 
 Why a trial ended (``stop_reason``), checked in this order:
 
