@@ -1,10 +1,14 @@
-"""Benchmark 4, sweep efficiency: the `ablation` space run twice through the sweep CLI, with ASHA and
-with FIFO (every trial to the end), on the same reduced settings: total trial-epochs, wall time, and
-whether the arm ASHA picks is FIFO's best arm (or how many points of FIFO's accuracy it gives up).
+"""Benchmark 4, sweep efficiency: the `ablation` space through the sweep CLI as it runs by default,
+a screen under ASHA (one seed per arm) then the confirm phase (the screen's top K arms, the best arm's
+leave-one-out neighbours and the all-reference arm, S fresh seeds each, to the end), against the full
+factorial to the end under FIFO with S seeds per arm (`--scheduler fifo --samples S --no-confirm`), on
+the same reduced settings: total trial-epochs, wall time, and whether the confirmed best arm is the
+full factorial's best arm (or its test accuracy inside the interval of the full factorial's best).
 
-An arm is one combination of the space's grid axes; with several seeds its accuracy is the seeds'
-mean. Each run picks the arm with the best validation accuracy (as sweep/run.py's summary does); the
-comparison reads both picks' accuracies in the FIFO run, where every arm trained to the end.
+An arm is one combination of the space's grid axes. Both runs pick the arm with the best mean
+validation accuracy over its seeds (the confirm run among its confirmed arms, over the fresh seeds);
+the comparison reads both picks in the full factorial, where every arm trained to the end with S seeds
+(mean test accuracy, 95% t interval over the seeds: analysis.confirm.arm_means).
 
     python benchmarks/sweep_efficiency.py --quick
     python benchmarks/sweep_efficiency.py --out benchmarks/results/cpu-sweep-efficiency.json
@@ -25,59 +29,46 @@ from benchmarks import common  # noqa: E402
 # A CPU-sized ablation: a quarter-width SqueezeNet on 512 Fashion-MNIST images (plus 512 for
 # validation, so one image is 0.2 points), 9 epochs. ASHA's rungs at 1 and 3 epochs (grace 1,
 # reduction 3) keep the ratio max_t / grace = 9 of the full-size default (18 / 2).
-FULL = {"dataset": "fashion-mnist", "epochs": 9, "grace_period": 1, "reduction_factor": 3,
+FULL = {"dataset": "fashion-mnist", "epochs": 9, "grace_period": 1, "reduction_factor": 3, "seeds": 3, "top": 3,
         "sets": ["subset=512", "val_fraction=0.5", "width=0.25", "batch_size=32", "measure_latency=false"]}
-# --quick: four arms (activation x recipe) of synthetic data, a few seconds of training per run.
-QUICK = {"dataset": "synthetic", "epochs": 3, "grace_period": 1, "reduction_factor": 3,
+# --quick: four arms (activation x recipe) of synthetic data, a few seconds of training per run; the
+# machinery only (with 4 arms, the confirm set is most of the grid).
+QUICK = {"dataset": "synthetic", "epochs": 3, "grace_period": 1, "reduction_factor": 3, "seeds": 2, "top": 1,
          "sets": ["subset=128", "val_fraction=0.5", "width=0.25", "batch_size=32", "measure_latency=false",
                   "attention=none", "residual=none", "dsconv=false"]}
+TARGET_SHARE = 0.35  # screen + confirm at most 35% of the full factorial's trial-epochs (issue #11)
 
 
-def run_sweep(scheduler: str, args, plan: dict, storage: str) -> float:
+def run_sweep(name: str, args, plan: dict, storage: str, extra: list[str]) -> float:
     """One sweep through the CLI's own entry point; its wall time in seconds."""
     from sweep import run
 
-    argv = ["--space", args.space, "--scheduler", scheduler, "--dataset", plan["dataset"],
-            "--epochs", str(plan["epochs"]), "--grace-period", str(plan["grace_period"]),
-            "--reduction-factor", str(plan["reduction_factor"]), "--samples", str(args.samples),
-            "--cpus-per-trial", str(args.cpus_per_trial), "--storage-path", storage, "--name", scheduler,
-            "--set", *plan["sets"], *args.set]
+    argv = ["--space", args.space, "--dataset", plan["dataset"], "--epochs", str(plan["epochs"]),
+            "--grace-period", str(plan["grace_period"]), "--reduction-factor", str(plan["reduction_factor"]),
+            "--cpus-per-trial", str(args.cpus_per_trial), "--storage-path", storage, "--name", name,
+            *extra, "--set", *plan["sets"], *args.set]
     started = time.perf_counter()
     status = run.main(argv)
     if status != 0:
-        raise SystemExit(f"sweep_efficiency.py: the {scheduler} sweep failed (exit {status}): "
+        raise SystemExit(f"sweep_efficiency.py: the {name} sweep failed (exit {status}): "
                          f"python sweep/run.py {' '.join(argv)}")
     return time.perf_counter() - started
 
 
-def arm_table(experiment):
-    """Mean best validation and test accuracy per arm (the space's grid axes), best arm first."""
-    axes = [k for k, v in experiment.sweep["params"].items() if isinstance(v, dict) and k != "seed"]
-    trials = experiment.trials.copy()
-    trials["arm"] = trials[axes].astype(str).agg(" ".join, axis=1)
-    table = trials.groupby("arm")[["best_val_acc", "test_acc"]].mean()
-    return table.sort_values("best_val_acc", ascending=False), axes
+def arm_table(trials, factors):
+    """Per arm (analysis.confirm.arm_means): n, mean best validation accuracy, mean test accuracy with
+    its 95% t interval over the seeds; best by validation first, indexed by the arm's label."""
+    from analysis.confirm import arm_means
 
-
-def summarise(name: str, experiment, wall: float, fifo_arms) -> dict:
-    arms, axes = arm_table(experiment)
-    pick = arms.index[0]
-    in_fifo = fifo_arms.loc[pick]
-    best = fifo_arms.iloc[0]
-    return {"scheduler": name, "trials": len(experiment.trials), "trial-epochs": len(experiment.epochs),
-            "errored": int((experiment.trials["stop_reason"] == "errored").sum()), "wall s": wall,
-            "picked arm": pick, "own val %": float(arms.iloc[0]["best_val_acc"]),
-            "FIFO val % of pick": float(in_fifo["best_val_acc"]),
-            "FIFO test % of pick": float(in_fifo["test_acc"]),
-            "val gap pts": float(best["best_val_acc"] - in_fifo["best_val_acc"]),
-            "test gap pts": float(best["test_acc"] - in_fifo["test_acc"]),
-            "rank in FIFO": int(list(fifo_arms.index).index(pick)) + 1, "axes": " ".join(axes)}
+    return arm_means(trials, factors).set_index("arm")
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = common.make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--space", default="ablation")
-    p.add_argument("--samples", type=int, default=1, help="seeds per arm")
+    p.add_argument("--seeds", type=int, help="S: fresh seeds per confirmed arm, and seeds per arm of the full "
+                                             "factorial (default 3; --quick 2)")
+    p.add_argument("--top", type=int, help="K: the screen's best arms confirmed (default 3; --quick 1)")
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="more TrainConfig fields for every trial of both runs (e.g. width=0.5)")
@@ -85,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     device = common.setup(args)
     plan = QUICK if args.quick else FULL
+    args.seeds, args.top = args.seeds or plan["seeds"], args.top or plan["top"]
     import ray
 
     from analysis.load import load
@@ -94,23 +86,46 @@ def main(argv: list[str] | None = None) -> dict:
         storage = str(Path(args.storage_path or tmp).resolve())
         ray.init(include_dashboard=False)  # one Ray for both runs: the CLI leaves it running
         try:
-            walls = {s: run_sweep(s, args, plan, storage) for s in ("asha", "fifo")}
+            walls = {"confirm": run_sweep("confirm", args, plan, storage, [
+                         "--confirm-top", str(args.top), "--confirm-seeds", str(args.seeds)]),
+                     "fifo": run_sweep("fifo", args, plan, storage, [
+                         "--scheduler", "fifo", "--samples", str(args.seeds), "--no-confirm"])}
         finally:
             ray.shutdown()
-        experiments = {s: load(Path(storage) / s) for s in walls}
-        fifo_arms, _ = arm_table(experiments["fifo"])
-        rows = [summarise(s, experiments[s], walls[s], fifo_arms) for s in walls]
-    fifo_epochs = rows[1]["trial-epochs"]
+        runs = {name: load(Path(storage) / name) for name in walls}
+    screen, confirm = runs["confirm"].phase("screen"), runs["confirm"].phase("confirm")
+    factors = runs["confirm"].sweep["phases"]["confirm"]["factors"]
+    full = arm_table(runs["fifo"].trials, factors)
+    confirmed = arm_table(confirm.trials, factors)
+    pick, best = confirmed.index[0], full.iloc[0]
+    in_full = full.loc[pick]
+    epochs = {"screen": len(screen.epochs), "confirm": len(confirm.epochs), "fifo": len(runs["fifo"].epochs)}
+    rows = [{"run": "screen (asha, 1 seed)", "trials": len(screen.trials), "trial-epochs": epochs["screen"]},
+            {"run": f"confirm (fifo, {args.seeds} fresh seeds)", "trials": len(confirm.trials),
+             "trial-epochs": epochs["confirm"]},
+            {"run": "screen + confirm", "trials": len(screen.trials) + len(confirm.trials),
+             "trial-epochs": epochs["screen"] + epochs["confirm"], "wall s": walls["confirm"], "picked arm": pick},
+            {"run": f"full factorial (fifo, {args.seeds} seeds)", "trials": len(runs["fifo"].trials),
+             "trial-epochs": epochs["fifo"], "wall s": walls["fifo"], "picked arm": full.index[0]}]
     for row in rows:
-        row["share of FIFO epochs"] = row["trial-epochs"] / fifo_epochs
-    targets = {"asha_epochs_at_most_35pct": rows[0]["share of FIFO epochs"] <= 0.35,
-               "asha_pick_within_0.5pt_val": rows[0]["val gap pts"] <= 0.5,
-               "asha_pick_within_0.5pt_test": rows[0]["test gap pts"] <= 0.5}
-    settings = {"space": args.space, "samples": args.samples, "cpus_per_trial": args.cpus_per_trial,
+        row["share of full epochs"] = row["trial-epochs"] / epochs["fifo"]
+    share = rows[2]["share of full epochs"]
+    comparison = {"confirmed arm": pick, "its confirmed test % (fresh seeds)": float(confirmed.iloc[0]["mean"]),
+                  "its full-factorial test %": float(in_full["mean"]), "full best arm": full.index[0],
+                  "full best test %": float(best["mean"]),
+                  "full best 95% CI": [float(best["ci_low"]), float(best["ci_high"])],
+                  "rank of the confirmed arm in the full factorial": int(list(full.index).index(pick)) + 1,
+                  "arms confirmed": len(confirmed), "arms in the full factorial": len(full)}
+    targets = {f"screen_plus_confirm_epochs_at_most_{TARGET_SHARE:.0%}": share <= TARGET_SHARE,
+               "confirmed_arm_is_the_full_best_or_inside_its_interval":
+                   bool(pick == full.index[0] or best["ci_low"] <= in_full["mean"] <= best["ci_high"])}
+    settings = {"space": args.space, "seeds": args.seeds, "top": args.top, "cpus_per_trial": args.cpus_per_trial,
                 **plan, "sets": plan["sets"] + args.set}
-    top = fifo_arms.head(5).round(2).reset_index().to_dict("records")
+    top = full.head(5)[["n", "mean_best_val", "mean", "ci_low", "ci_high"]].round(2).reset_index()
     return common.finish(args, device, "sweep_efficiency", settings, rows,
-                         {"targets": targets, "fifo_top5_arms": top})
+                         {"targets": targets, "comparison": comparison,
+                          "full_factorial_top5_arms": top.to_dict("records"),
+                          "confirmed_arms": confirmed.round(2).reset_index().to_dict("records")})
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Screen, then confirm, as the analysis reads it: a phased experiment (sweep.json's ``phases``, each
 phase a Ray Tune experiment directory below it) loaded whole and phase by phase, the confirm phase's
 numbers (analysis.confirm.confirmed) and the report's sections. Hand-built directories (every way a
-trial can end, in both phases) for the edge cases; a real one run here by `sweep/run.py` (a screen
-under ASHA, then its chosen arms with fresh seeds under FIFO) for the report."""
+trial can end, in both phases) for the edge cases; a real one, run by `sweep/run.py`, is read in
+tests/test_sweep_confirm.py."""
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +13,7 @@ import pytest
 
 from analysis import confirm
 from analysis.load import Experiment, load
-from analysis.report import sections, write_report
+from analysis.report import sections
 from tests.test_analysis_load import write_experiment
 
 CONFIRM_SPEC = {"dir": "confirm", "top": 1, "seeds": [0], "factors": ["attention"],
@@ -151,62 +151,3 @@ def test_an_arm_with_one_trial_has_no_interval_and_a_random_screen_no_leave_one_
     titles = [s.title for s in sections(load(write_phased(tmp_path / "random", {**CONFIRM_SPEC, "references": None})))]
     assert "Confirmed ranking (fresh seeds, run to the end)" in titles
     assert not any(t.startswith("Leave-one-out") for t in titles)
-
-
-# ---------------------------------------------------------------------------- a real experiment
-@pytest.fixture(scope="module")
-def phased(tmp_path_factory):
-    """One `sweep/run.py` command: a screen of the smoke space (attention none/channel x 2 seeds,
-    3 epochs, ASHA with rungs at epochs 1 and 2), then its top 2 arms with 2 fresh seeds each, run to
-    the end under FIFO (about a minute on 2 cores)."""
-    from sweep import run
-
-    storage = tmp_path_factory.mktemp("sweeps")
-    assert run.main(["--space", "smoke", "--samples", "2", "--epochs", "3", "--grace-period", "1",
-                     "--reduction-factor", "2", "--confirm-top", "2", "--confirm-seeds", "2",
-                     "--storage-path", str(storage), "--name", "phased"]) == 0
-    return storage / "phased"
-
-
-@pytest.mark.slow
-def test_a_real_phased_experiment_loads_by_phase(phased):
-    exp = load(phased)
-    assert exp.trials.groupby("phase").size().to_dict() == {"screen": 4, "confirm": 4}
-    assert exp.never_started == 0 and exp.unfinished.empty
-    view = exp.phase("confirm")
-    assert (view.trials["stop_reason"] == "finished").all() and set(view.trials["seed"]) == {2, 3}  # fresh
-    assert view.epochs.groupby("trial_id")["epoch"].max().eq(3).all()
-    assert load(phased / "screen").trials.equals(exp.phase("screen").trials)
-
-
-@pytest.mark.slow
-def test_the_report_of_a_real_phased_experiment(phased, tmp_path):
-    exp = load(phased)
-    path = write_report(exp, tmp_path)
-    text = path.read_text()
-    titles = [line[3:] for line in text.splitlines() if line.startswith("## ")]
-    assert titles[-3:] == ["Screen ranking", "Confirmed ranking (fresh seeds, run to the end)",
-                           "Leave-one-out from the screen's best arm"]
-    assert "Unfinished trials" not in titles
-    overview = text.split("## ")[1]
-    assert "Screen (`" in overview and "Confirm (`" in overview and "4 trials recorded of 4 expected" in overview
-    best = [line for line in overview.splitlines() if line.startswith(("best trial", "best arm"))]
-    assert best and not any("test " in line for line in best)  # the screen shows validation only
-    result = confirm.confirmed(exp)
-    assert result.line in overview and result.n == 4 and result.note.endswith("none left out")
-    # The confirmed ranking: test accuracy of the confirm trials, per arm, never of the screen's.
-    trials = exp.phase("confirm").trials
-    for row in result.means.to_dict("records"):
-        arm = trials[trials["attention"] == row["arm"].split("=")[1]]
-        assert row["n"] == 2 and row["mean"] == pytest.approx(arm["test_acc"].mean())
-    # Leave-one-out: paired by seed, the cost is the mean over seeds of best - neighbour.
-    if len(result.loo):
-        best = trials[trials["attention"] == result.best["attention"]].set_index("seed")["test_acc"]
-        other = trials[trials["attention"] != result.best["attention"]].set_index("seed")["test_acc"]
-        assert result.loo.loc[0, "cost"] == pytest.approx((best - other).mean())
-    ranking = confirm.screen_table(exp)
-    assert list(ranking["trials"]) == [2, 2] and ranking.loc[0, "chosen"].startswith("screen rank 1")
-    # The study's sections are the screen's: the pareto table's arms hold the 4 screen trials.
-    pareto = next(s for s in sections(exp) if s.name == "pareto").table
-    assert pareto["n"].sum() <= 4
-    assert len(pd.read_csv(tmp_path / "trials.csv")) == 8

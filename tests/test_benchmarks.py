@@ -172,7 +172,11 @@ def test_sweep_efficiency_quick_run_writes_json(tmp_path):
 
     sweep_efficiency.main(["--quick", "--out", str(tmp_path / "s.json")])
     saved = read_result(tmp_path / "s.json", "sweep_efficiency")
-    asha, fifo = saved["rows"]
-    assert (asha["scheduler"], fifo["scheduler"]) == ("asha", "fifo")
-    assert fifo["trial-epochs"] == 4 * 3 and asha["trial-epochs"] <= fifo["trial-epochs"]
-    assert set(saved["targets"]) >= {"asha_epochs_at_most_35pct", "asha_pick_within_0.5pt_val"}
+    screen, confirm, both, full = saved["rows"]
+    assert full["trial-epochs"] == 4 * 2 * 3 and screen["trial-epochs"] <= 4 * 3  # 4 arms, 2 seeds, 3 epochs
+    assert confirm["trial-epochs"] == 3 * confirm["trials"] == 3 * 2 * saved["comparison"]["arms confirmed"]
+    assert both["trial-epochs"] == screen["trial-epochs"] + confirm["trial-epochs"]
+    assert both["share of full epochs"] == pytest.approx(both["trial-epochs"] / full["trial-epochs"], rel=1e-3)
+    assert set(saved["targets"]) == {"screen_plus_confirm_epochs_at_most_35%",
+                                     "confirmed_arm_is_the_full_best_or_inside_its_interval"}
+    assert saved["comparison"]["arms in the full factorial"] == 4

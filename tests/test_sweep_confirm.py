@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
 
-from analysis.confirm import confirmed
+from analysis.confirm import arm_label, confirmed, screen_table
 from analysis.load import load
 from analysis.report import write_report
 from sweep import run
@@ -52,11 +53,12 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def known(local_ray, tmp_path_factory):
-    """One command: the screen (4 arms, ASHA), then the confirm phase (top 1, 2 fresh seeds)."""
+    """One command: the screen (4 arms, seed 0, ASHA), then the confirm phase (top 2, the leave-one-out
+    neighbours of the best, the all-reference arm; 3 fresh seeds each)."""
     tmp = tmp_path_factory.mktemp("confirm")
     space = tmp / "known.yaml"
     space.write_text(KNOWN)
-    argv = ["--space", str(space), "--grace-period", "1", "--confirm-top", "1", "--confirm-seeds", "2",
+    argv = ["--space", str(space), "--grace-period", "1", "--confirm-top", "2", "--confirm-seeds", "3",
             "--storage-path", str(tmp), "--name", "known"]
     return run.main(argv), tmp / "known"
 
@@ -69,43 +71,68 @@ def test_screen_then_confirm_in_one_command(known, capsys):
     code, experiment = known
     assert code == 0
     phases = record(experiment)["phases"]
-    assert phases["screen"]["expected_trials"] == 4 and phases["confirm"]["seeds"] == [1, 2]  # never seed 0
+    assert phases["screen"]["expected_trials"] == 4 and phases["confirm"]["seeds"] == [1, 2, 3]  # never seed 0
     arms = phases["confirm"]["arms"]
     best = arms[0]["levels"]
     assert best["lr"] == 0.05 and arms[0]["why"].startswith("screen rank 1")
-    expected = [{**best, "lr": 1e-5}] + ([{**best, "attention": "none"}] if best["attention"] != "none" else [])
-    assert [a["levels"] for a in arms[1:]][:len(expected)] == expected  # the leave-one-out neighbours
-    assert arms[-1]["levels"] == {"lr": 1e-5, "attention": "none"} and "all-reference" in arms[-1]["why"]
-    assert phases["confirm"]["expected_trials"] == 2 * len(arms)
+    neighbours = [{**best, "lr": 1e-5}] + ([{**best, "attention": "none"}] if best["attention"] != "none" else [])
+    levels = [a["levels"] for a in arms]
+    assert all(n in levels for n in neighbours)
+    assert {"lr": 1e-5, "attention": "none"} in levels and "all-reference baseline" in arms[levels.index(
+        {"lr": 1e-5, "attention": "none"})]["why"]
+    assert phases["confirm"]["expected_trials"] == 3 * len(arms)
     exp = load(experiment)
-    confirm = exp.trials[exp.trials["phase"] == "confirm"]
-    assert len(confirm) == 2 * len(arms) and set(confirm["stop_reason"]) == {"finished"}
-    assert sorted(confirm["seed"].unique()) == [1, 2]
-    assert len(exp.trials[exp.trials["phase"] == "screen"]) == 4
+    assert exp.trials.groupby("phase").size().to_dict() == {"screen": 4, "confirm": 3 * len(arms)}
+    assert exp.never_started == 0 and exp.unfinished.empty
+    view = exp.phase("confirm")
+    assert set(view.trials["stop_reason"]) == {"finished"} and sorted(view.trials["seed"].unique()) == [1, 2, 3]
+    assert view.epochs.groupby("trial_id")["epoch"].max().eq(2).all()
+    assert load(experiment / "screen").trials.equals(exp.phase("screen").trials)
     for phase in ("screen", "confirm"):  # TensorBoard shows both phases
         assert list((experiment / phase).glob("*/events.out.tfevents.*"))
 
 
-def test_leave_one_out_on_the_known_space(known, tmp_path):
+def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
     _, experiment = known
-    result = confirmed(load(experiment))
-    loo = result.loo.set_index("arm")
-    lr_row = loo[loo["removed"].str.startswith("without lr=0.05")].iloc[0]
-    assert lr_row["cost"] > 10 and lr_row["ci_low"] > 0 and lr_row["n"] == 2 and lr_row["n_best"] == 2
-    assert "confirmed best arm lr=0.05" in result.line or "confirmed best arm attention=" in result.line
-    text = write_report(load(experiment), tmp_path / "report").read_text()
-    assert "Leave-one-out" in text and "Confirmed ranking" in text and "Screen ranking" in text
+    exp = load(experiment)
+    result = confirmed(exp)
+    trials = exp.phase("confirm").trials
+    labels = pd.Series([arm_label(a, result.factors) for a in trials[result.factors].to_dict("records")],
+                       index=trials.index)
+    assert result.n == len(trials) and result.note.endswith("none left out")
+    for row in result.means.to_dict("records"):  # test accuracy of the confirm trials, per arm
+        assert row["n"] == 3 and row["mean"] == pytest.approx(trials.loc[labels == row["arm"], "test_acc"].mean())
+    # Removing lr 0.05 from the best arm: paired by seed, the cost is the mean over seeds of best - neighbour.
+    lr_row = result.loo[result.loo["removed"].str.startswith("without lr=0.05")].iloc[0]
+    by_seed = trials.assign(arm=labels).pivot(index="seed", columns="arm", values="test_acc")
+    best = arm_label(result.best, result.factors)
+    assert lr_row["cost"] == pytest.approx((by_seed[best] - by_seed[lr_row["arm"]]).mean())
+    assert lr_row["cost"] > 10 and lr_row["ci_low"] > 0 and lr_row["n"] == lr_row["n_best"] == 3
+    assert result.line.startswith("confirmed best arm lr=0.05")
+
+    text = write_report(exp, tmp_path / "report").read_text()
+    titles = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert titles[-3:] == ["Screen ranking", "Confirmed ranking (fresh seeds, run to the end)",
+                           "Leave-one-out from the screen's best arm"] and "Unfinished trials" not in titles
+    overview = text.split("## ")[1]
+    best_lines = [line for line in overview.splitlines() if line.startswith(("best trial", "best arm"))]
+    assert best_lines and not any("test " in line for line in best_lines)  # the screen shows validation only
+    assert result.line in overview
+    ranking = screen_table(exp)
+    assert list(ranking["trials"]) == [1] * 4 and ranking.loc[0, "chosen"].startswith("screen rank 1")
 
 
 def test_confirm_again_with_other_top_and_seeds(known, capsys):
     _, experiment = known
     first = record(experiment)["phases"]["confirm"]
-    assert run.main(["--confirm", str(experiment), "--confirm-top", "2", "--confirm-seeds", "2"]) == 0
+    assert run.main(["--confirm", str(experiment), "--confirm-top", "1", "--confirm-seeds", "2"]) == 0
     phases = record(experiment)["phases"]
     assert phases["earlier_confirms"][0]["dir"] == "confirm" and phases["earlier_confirms"][0]["arms"] == first["arms"]
     again = phases["confirm"]
-    assert again["dir"] == "confirm-2" and again["top"] == 2 and [a["why"] for a in again["arms"]][1] == "screen rank 2"
-    assert len(load(experiment / "confirm-2").trials) == 2 * len(again["arms"])
+    assert again["dir"] == "confirm-2" and again["top"] == 1 and again["seeds"] == [1, 2]
+    assert [a["why"] for a in again["arms"]].count("screen rank 2") == 0
+    exp = load(experiment)
+    assert len(exp.phase("confirm").trials) == 2 * len(again["arms"])  # the newest confirm phase
     assert "confirmed best arm" in capsys.readouterr().out
 
 
@@ -113,7 +140,7 @@ def test_confirm_again_with_other_top_and_seeds(known, capsys):
     (["--confirm-top", "0"], "--confirm-top must be >= 1"),
     (["--confirm-seeds", "1"], "--confirm-seeds must be >= 2"),
     (["--no-confirm", "--confirm-top", "2"], "--no-confirm runs the screen only"),
-    (["--objectives", "best_val_acc:max,flops:min", "--confirm-top", "2"], "has no confirm phase"),
+    (["--space", "embedded", "--confirm-top", "2"], "has no confirm phase"),  # a multi-objective search
 ])
 def test_bad_confirm_flags_are_one_line_errors(argv, message, tmp_path, capsys):
     assert run.main(["--space", "ablation", "--smoke-test", "--storage-path", str(tmp_path), *argv]) == 2
@@ -156,44 +183,46 @@ def kill_when(driver: subprocess.Popen, condition, what: str, timeout: float = 2
         driver.wait()
 
 
-def finished(phase_dir: Path) -> dict[str, list[dict]]:
-    """trial directory name -> its result rows, for the trials whose last row is final."""
+def reported(phase_dir: Path, final: bool = True) -> dict[str, list[dict]]:
+    """trial directory name -> its result rows, for the trials whose last row is final (or, without
+    `final`, that reported an epoch)."""
     out = {}
     for path in phase_dir.glob("*/result.json"):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
-        if rows and rows[-1].get("status") == "finished":
+        if rows and (rows[-1].get("status") == "finished" or not final):
             out[path.parent.name] = rows
     return out
 
 
 def test_resume_after_kills_in_the_screen_and_in_the_confirm_phase(tmp_path):
     """SIGKILL once a screen trial has finished, resume; SIGKILL again once a confirm trial has
-    finished, resume: both phases end with every expected trial, none trained twice to its end."""
+    reported an epoch, resume: both phases end with every expected trial, none trained twice to its end."""
     experiment = tmp_path / "killed"
     argv = ["--space", "smoke", "--samples", "2", "--epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1",
-            "--confirm-top", "1", "--confirm-seeds", "2", "--storage-path", str(tmp_path), "--name", "killed"]
-    kill_when(launch(tmp_path / "first.log", *argv), lambda: finished(experiment / "screen"), "a finished screen trial")
-    assert len(finished(experiment / "screen")) < 4, "the screen ended before the kill"
+            "--confirm-top", "1", "--confirm-seeds", "3", "--storage-path", str(tmp_path), "--name", "killed"]
+    kill_when(launch(tmp_path / "first.log", *argv), lambda: reported(experiment / "screen"), "a finished screen trial")
+    assert len(reported(experiment / "screen")) < 4, "the screen ended before the kill"
     kill_when(launch(tmp_path / "second.log", "--resume", str(experiment)),
-              lambda: finished(experiment / "confirm"), "a finished confirm trial")
+              lambda: reported(experiment / "confirm", final=False), "a confirm trial's first epoch")
     second = (tmp_path / "second.log").read_text()
     assert "resuming" in second and "confirm:" in second
-    screen_rows = finished(experiment / "screen")
-    confirm_rows = finished(experiment / "confirm")
+    screen_rows = reported(experiment / "screen")
+    confirm_rows = reported(experiment / "confirm")  # the confirm trials that finished before the kill
     arms = record(experiment)["phases"]["confirm"]["arms"]
-    assert len(screen_rows) == 4 and len(confirm_rows) < 2 * len(arms)
+    assert len(screen_rows) == 4 and len(confirm_rows) < 3 * len(arms)
 
     resumed = launch(tmp_path / "third.log", "--resume", str(experiment))
     assert resumed.wait(timeout=300) == 0, (tmp_path / "third.log").read_text()[-3000:]
     assert "confirmed best arm" in (tmp_path / "third.log").read_text()
     assert record(experiment)["phases"]["confirm"]["arms"] == arms  # chosen once
-    assert finished(experiment / "screen") == screen_rows  # the ended screen did not run again
-    after = finished(experiment / "confirm")
-    for name, rows in confirm_rows.items():  # kept, not trained again from the start
+    assert reported(experiment / "screen") == screen_rows  # the ended screen did not run again
+    after = reported(experiment / "confirm")
+    for name, rows in confirm_rows.items():  # kept, not trained again from the start (Tune's snapshot
+        # may predate a trial's last epoch, which may then run once more; never its first)
         epochs = [row["epoch"] for row in after[name]]
         assert after[name][:len(rows)] == rows and epochs.count(1) == 1, epochs
     exp = load(experiment)
     confirm = exp.trials[exp.trials["phase"] == "confirm"]
-    assert len(confirm) == 2 * len(arms) and set(confirm["stop_reason"]) == {"finished"}
+    assert len(confirm) == 3 * len(arms) and set(confirm["stop_reason"]) == {"finished"}
     pairs = set(zip(confirm["attention"], confirm["seed"]))
-    assert pairs == {(a["levels"]["attention"], s) for a in arms for s in (2, 3)}  # screen seeds 0, 1
+    assert pairs == {(a["levels"]["attention"], s) for a in arms for s in (2, 3, 4)}  # screen seeds 0, 1
