@@ -120,6 +120,7 @@ class Experiment:
         if name == "screen" and "confirm" in self.phases:
             record["confirm_follows"] = True
         trials = self.trials[self.trials["phase"] == name].reset_index(drop=True)
+        trials["trial_dir"] = trials["trial_dir"].str.removeprefix(f"{spec['dir']}/")  # relative to the view's path
         return Experiment(self.path / spec["dir"], trials,
                           self.epochs[self.epochs["trial_id"].isin(trials["trial_id"])].reset_index(drop=True),
                           self.config_columns, record,
@@ -165,7 +166,8 @@ class DirectoryRead:
 
 
 def read_directory(path: Path, phase: str, prefix: str, smoke: bool) -> DirectoryRead:
-    """Every trial of one Ray Tune experiment directory, its rows marked with `phase`."""
+    """Every trial of one Ray Tune experiment directory, its rows marked with `phase`, their
+    ``trial_dir`` relative to the experiment (`prefix`: the phase's directory and a slash)."""
     read = DirectoryRead(with_unsaved_trials(read_state(path), path))
     for trial_id, info in sorted(read.state.items()):
         try:
@@ -174,7 +176,7 @@ def read_directory(path: Path, phase: str, prefix: str, smoke: bool) -> Director
             read.skipped.append(f"{prefix}{trial_id} ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''})")
             continue
-        read.rows.append({**row, "phase": phase})
+        read.rows.append({**row, "phase": phase, "trial_dir": prefix + row["trial_dir"]})
         read.epochs.append(epochs)
     return read
 

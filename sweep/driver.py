@@ -49,7 +49,8 @@ def resume(args: argparse.Namespace) -> int:
         left = []
         for name, (_, phase) in sweep_plan.phase_plans(record, plan).items():
             done, todo = exp.phase_left(phase, expected_trials(record, name), retry_errored=retries > 0)
-            left.append(f"{done} done, {todo} left" + (f" ({name})" if plan.phase else ""))
+            two = sweep_plan.CONFIRM in record.get("phases", {})
+            left.append(f"{done} done, {todo} left" + (f" ({name})" if two else ""))
         print(f"resuming {plan.experiment_dir}: {'; '.join(left)}", flush=True)
         return run_phases(plan, record, retry_errored=retries > 0)
 
@@ -108,9 +109,9 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
     """The screen, then (when sweep.json plans one) the confirm phase; a phase that has ended is not
     run again. The confirm's arms are chosen once the screen has ended and recorded before it runs."""
     axes = [k for k, v in record["params"].items() if isinstance(v, dict)]
-    code = run_phase(plan, record["params"], expected_trials(record, sweep_plan.SCREEN), retry_errored, axes,
-                     last=sweep_plan.CONFIRM not in record.get("phases", {}))
     confirm = record.get("phases", {}).get(sweep_plan.CONFIRM)
+    code = run_phase(plan, record["params"], expected_trials(record, sweep_plan.SCREEN), retry_errored, axes,
+                     last=not confirm)
     if code or not confirm:
         return code
     if not confirm.get("arms"):
@@ -123,48 +124,32 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
 
 
 def choose_arms(plan: Plan, record: dict[str, Any]) -> None:
-    """The confirm set from the screen (analysis.confirm.confirm_set: top K by the screen's ranking,
-    the best arm's leave-one-out neighbours and the all-reference arm for a grid), recorded in
-    sweep.json before anything of it runs, and printed."""
-    import pandas as pd
-
-    from analysis.confirm import confirm_set, screen_ranking
-    from analysis.effects import reference_level
+    """The confirm set from the screen's results (sweep.plan.confirm_arms), recorded in sweep.json
+    before anything of it runs, and printed."""
     from analysis.load import load
 
     confirm = record["phases"][sweep_plan.CONFIRM]
-    factors, params = confirm["factors"], record["params"]
     screen = load(plan.tune_dir)
-    ranking = screen_ranking(screen.trials, screen.epochs, factors)
-    grid = plan.search == "grid" and all("grid" in params[f] for f in factors)
-    references = ({f: plain(reference_level(pd.Series(params[f]["grid"], name=f))) for f in factors}
-                  if grid and factors else None)
-    chosen = confirm_set(ranking, factors, references, confirm["top"])
-    if chosen.empty:
+    arms, references = sweep_plan.confirm_arms(screen.trials, screen.epochs, record["params"], confirm, plan.search)
+    if not arms:
         raise UserError(f"no trial of the screen reported a validation accuracy: nothing to confirm; the screen's "
                         f"trials are in {plan.tune_dir}")
-    confirm.update(references=references, expected_trials=len(chosen) * len(confirm["seeds"]),
-                   arms=[{"levels": {f: plain(row[f]) for f in factors}, "why": row["why"]}
-                         for row in chosen.to_dict("records")])
+    confirm.update(references=references, expected_trials=len(arms) * len(confirm["seeds"]), arms=arms)
     exp.write_record(plan.experiment_dir, record)
-    print(f"\nconfirm: {len(chosen)} arm{'s' if len(chosen) != 1 else ''} x {len(confirm['seeds'])} fresh seeds "
+    print(f"\nconfirm: {len(arms)} arm{'s' if len(arms) != 1 else ''} x {len(confirm['seeds'])} fresh seeds "
           f"{confirm['seeds']} = {confirm['expected_trials']} trials, each to its end (fifo):", flush=True)
     for arm in confirm["arms"]:
         levels = " ".join(f"{f}={v}" for f, v in arm["levels"].items()) or "(one arm)"
         print(f"  {levels}: {arm['why']}", flush=True)
 
 
-def plain(value: Any) -> Any:
-    """A NumPy scalar as the Python value JSON and Ray's config hold."""
-    return value.item() if hasattr(value, "item") else value
-
-
 def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: bool, axes: list[str],
               last: bool) -> int:
     """Run (or continue) one phase unless it has ended, then print its summary; the exit status of
-    report(). `last`: the closing lines (reproduce, monitor, analyse) follow this phase."""
+    report(). `last`: the closing lines (reproduce, monitor, analyse) follow this phase. The phases
+    are named on the console when there are two."""
     done, left = exp.phase_left(plan, expected, retry_errored)
-    if plan.phase:
+    if named(plan, last):
         print(f"\n{plan.phase}: {expected} trials, {plan.search} search, {plan.scheduler} scheduler"
               + (f"; {done} done already" if done else "") + (": nothing left to run" if not left else ""),
               flush=True)
@@ -178,6 +163,11 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
         if stopped is not None:
             return stopped
     return report(plan, expected, axes, last)
+
+
+def named(plan: Plan, last: bool) -> bool:
+    """Whether the console names the phase: a screen that a confirm phase follows, or a confirm phase."""
+    return bool(plan.phase) and (not last or plan.points is not None)
 
 
 def run_tuner(make_tuner: Callable[[], Any], plan: Plan) -> int | None:
@@ -282,8 +272,8 @@ def report(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
         if expected > summary["trials"]:
             outcomes.append(f"{expected - summary['trials']} not started")
             summary["unfinished"] += expected - summary["trials"]
-        print(f"\n{plan.phase + ': ' if plan.phase else ''}{expected} trials: {', '.join(outcomes) or 'none ran'}: "
-              f"{plan.tune_dir}")
+        print(f"\n{plan.phase + ': ' if named(plan, last) else ''}{expected} trials: "
+              f"{', '.join(outcomes) or 'none ran'}: {plan.tune_dir}")
         code = (130 if summary["unfinished"] else
                 1 if summary["trials"] and summary["errors"] == summary["trials"] else 0)
         if last and plan.points is None:  # no confirm phase: the screen's best is the answer

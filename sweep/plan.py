@@ -325,6 +325,31 @@ def confirm_bound(params: Mapping[str, Any], confirm: Mapping[str, Any]) -> int:
     return confirm["top"]
 
 
+def confirm_arms(trials: Any, epochs: Any, params: Mapping[str, Any], confirm: Mapping[str, Any],
+                 search: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """([{"levels", "why"}, ...], references): the confirm set of the screen's trial and epoch frames
+    (analysis.confirm: the ranking on validation, then top K, the best arm's leave-one-out neighbours
+    and the all-reference arm). References exist for a grid screen only: per factor, the level effects
+    are measured against (analysis.effects.reference_level) among the space's values."""
+    import pandas as pd
+
+    from analysis.confirm import confirm_set, screen_ranking
+    from analysis.effects import reference_level
+
+    factors = confirm["factors"]
+    grid = search == "grid" and all("grid" in params[f] for f in factors)
+    references = ({f: plain(reference_level(pd.Series(params[f]["grid"], name=f))) for f in factors}
+                  if grid and factors else None)
+    chosen = confirm_set(screen_ranking(trials, epochs, factors), factors, references, confirm["top"])
+    arms = [{"levels": {f: plain(row[f]) for f in factors}, "why": row["why"]} for row in chosen.to_dict("records")]
+    return arms, references
+
+
+def plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value JSON and Ray's config hold."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def confirm_phase(screen: Plan, params: Mapping[str, Any], confirm: Mapping[str, Any]) -> tuple[dict[str, Any], Plan]:
     """(params, plan) of the confirm phase of `confirm` (sweep.json's phases.confirm, arms chosen):
     the screen's fixed values, each factor a choice of the chosen arms' levels, the fresh seeds as a

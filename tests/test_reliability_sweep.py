@@ -61,19 +61,25 @@ def rows(trial_dir: Path) -> list[dict]:
     return out
 
 
+def screen(experiment: Path) -> Path:
+    """The screen phase's Ray Tune experiment (sweep/plan.py): every sweep here has that one phase."""
+    return experiment / "screen"
+
+
 def trial_dirs(experiment: Path) -> dict[str, Path]:
     """trial_id -> directory, in the order Tune created them."""
-    found = {TRIAL_ID.search(d.name).group(1): d for d in experiment.iterdir()
+    found = {TRIAL_ID.search(d.name).group(1): d for d in screen(experiment).iterdir()
              if d.is_dir() and TRIAL_ID.search(d.name)}
     return dict(sorted(found.items()))
 
 
 def results_of(experiment: Path) -> tune.ResultGrid:
-    return tune.ResultGrid(tune.ExperimentAnalysis(str(experiment), default_metric="val_acc", default_mode="max"))
+    return tune.ResultGrid(tune.ExperimentAnalysis(str(screen(experiment)), default_metric="val_acc",
+                                                   default_mode="max"))
 
 
 def ray_statuses(experiment: Path) -> dict[str, str]:
-    return {t.trial_id: t.status for t in tune.ExperimentAnalysis(str(experiment)).trials}
+    return {t.trial_id: t.status for t in tune.ExperimentAnalysis(str(screen(experiment))).trials}
 
 
 def epochs_of(trial_dir: Path) -> list[int]:
@@ -163,7 +169,7 @@ def test_ctrl_c_mid_trial_then_resume_runs_nothing_twice(tmp_path, cli_env):
 
     def second_trial_mid_run() -> bool:
         sockets.update(listening_sockets(driver.pid))
-        dirs = list(trial_dirs(experiment).values()) if experiment.is_dir() else []
+        dirs = list(trial_dirs(experiment).values()) if screen(experiment).is_dir() else []
         if len(dirs) < 2:
             return False
         first_rows = rows(dirs[0])
@@ -199,7 +205,7 @@ def test_ctrl_c_mid_trial_then_resume_runs_nothing_twice(tmp_path, cli_env):
     assert load(experiment).trials["stop_reason"].tolist() == ["finished"] * 3
 
 
-@pytest.mark.parametrize("moment", ["sweep.json", "tuner.pkl"])
+@pytest.mark.parametrize("moment", ["sweep.json", "screen/tuner.pkl"])
 def test_driver_killed_at_its_first_moments_can_be_resumed(moment, tmp_path, cli_env):
     """SIGKILL as soon as `moment` exists: sweep.json is written before Ray's Tuner saves tuner.pkl, and
     tuner.pkl before any trial or search state is saved. --resume must still run the space's trials."""
@@ -329,7 +335,7 @@ def test_a_killed_worker_process_is_retried_from_its_checkpoint(local_ray, tmp_p
     def kill_first_worker():
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            for trial_id, trial_dir in trial_dirs(experiment).items() if experiment.is_dir() else []:
+            for trial_id, trial_dir in trial_dirs(experiment).items() if screen(experiment).is_dir() else []:
                 seen = rows(trial_dir)
                 if seen and "epochs_run" not in seen[-1]:
                     killed.update(trial_id=trial_id, pid=seen[-1]["pid"], epoch=seen[-1]["epoch"])
@@ -433,17 +439,18 @@ def test_records_cut_short_by_a_kill_are_handled(tmp_path):
 
     args = run.build_parser().parse_args(["--space", "smoke", "--scheduler", "fifo", "--storage-path",
                                           str(tmp_path), "--name", "cut"])
-    _, plan, record = run.plan_sweep(args)
+    params, plan, record = run.plan_sweep(args)
     exp.write_record(plan.experiment_dir, {**record, "plan": dataclasses.asdict(plan)})
     experiment = Path(plan.experiment_dir)
     assert sorted(p.name for p in experiment.iterdir()) == ["sweep.json"]  # no partial file left
-    (experiment / "tuner.pkl").write_bytes(b"\x80\x05")  # a pickle cut short
-    tuner = exp.restore_tuner(plan.experiment_dir, plan, retry_errored=False)
-    assert isinstance(tuner, tune.Tuner) and (experiment / "tuner.pkl").stat().st_size > 100
-    (experiment / "tuner.pkl").write_bytes(b"")
-    (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    screen(experiment).mkdir()
+    (screen(experiment) / "tuner.pkl").write_bytes(b"\x80\x05")  # a pickle cut short
+    tuner = exp.restore_tuner(plan, params, retry_errored=False)
+    assert isinstance(tuner, tune.Tuner) and (screen(experiment) / "tuner.pkl").stat().st_size > 100
+    (screen(experiment) / "tuner.pkl").write_bytes(b"")
+    (screen(experiment) / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
     with pytest.raises(UserError, match="tuner.pkl cannot be read .* trials have run"):
-        exp.restore_tuner(plan.experiment_dir, plan, retry_errored=False)
+        exp.restore_tuner(plan, params, retry_errored=False)
     (experiment / "sweep.json").write_text('{"plan": ')
     with pytest.raises(UserError, match="sweep.json is not valid JSON"):
         exp.load_plan(plan.experiment_dir)
@@ -464,7 +471,7 @@ def test_two_starts_at_once_one_runs_then_sigterm_saves_it_like_ctrl_c(tmp_path,
         said = (tmp_path / f"{loser}.log").read_text()
         assert lost.returncode == 2 and said.count("\n") == 1 and said.startswith("run.py: error: "), said
         assert f"{experiment} already exists" in said
-        wait_for(lambda: any(rows(d) for d in trial_dirs(experiment).values()) if experiment.is_dir() else False,
+        wait_for(lambda: any(rows(d) for d in trial_dirs(experiment).values()) if screen(experiment).is_dir() else False,
                  won, 240, "the first trial's first epoch")
         won.send_signal(signal.SIGTERM)
         code = finish(won, timeout=120)
@@ -475,7 +482,7 @@ def test_two_starts_at_once_one_runs_then_sigterm_saves_it_like_ctrl_c(tmp_path,
     assert code == 143 and f"continue with: python sweep/run.py --resume {experiment}" in log, log[-3000:]
     assert "Traceback" not in log and "Stack trace" not in log, log[-3000:]
     assert json.loads((experiment / "sweep.json").read_text())["plan"]["experiment_dir"] == str(experiment)
-    assert tune.Tuner.can_restore(str(experiment))
+    assert tune.Tuner.can_restore(str(screen(experiment)))
     statuses = ray_statuses(experiment)
     assert len(statuses) >= 1 and "ERROR" not in statuses.values() and set(statuses.values()) != {"TERMINATED"}
 
@@ -493,7 +500,7 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_resume_continues(local_ray,
         def fill_once_the_first_trial_finished() -> None:
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
-                dirs = list(trial_dirs(experiment).values()) if experiment.is_dir() else []
+                dirs = list(trial_dirs(experiment).values()) if screen(experiment).is_dir() else []
                 if dirs and any("epochs_run" in row for row in rows(dirs[0])):
                     fill(disk)
                     filled.set()

@@ -29,7 +29,8 @@ def local_ray():
 
 
 def results_of(experiment: Path) -> tune.ResultGrid:
-    analysis = tune.ExperimentAnalysis(str(experiment), default_metric="val_acc", default_mode="max")
+    """The screen phase's results (sweep/plan.py): these sweeps have that one phase."""
+    analysis = tune.ExperimentAnalysis(str(experiment / "screen"), default_metric="val_acc", default_mode="max")
     return tune.ResultGrid(analysis)
 
 

@@ -122,6 +122,22 @@ def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
     assert list(ranking["trials"]) == [1] * 4 and ranking.loc[0, "chosen"].startswith("screen rank 1")
 
 
+def test_notebook_executes_top_to_bottom_on_a_phased_experiment(known, monkeypatch):
+    """analysis/trials.ipynb: the study's sections on the screen, then the confirm phase's numbers."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("ABLATION_RUN_DIR", str(known[1]))
+    notebook = nbformat.read(ROOT / "analysis" / "trials.ipynb", as_version=4)
+    assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")  # committed clean
+    NotebookClient(notebook, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "analysis")}}).execute()
+    shown = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum("image/png" in o.get("data", {}) for o in shown) >= 4  # the figures rendered
+    assert not [o for o in shown if o.output_type == "error"]
+    assert "confirmed best arm" in "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+
+
 def test_confirm_again_with_other_top_and_seeds(known, capsys):
     _, experiment = known
     first = record(experiment)["phases"]["confirm"]
@@ -226,3 +242,25 @@ def test_resume_after_kills_in_the_screen_and_in_the_confirm_phase(tmp_path):
     assert len(confirm) == 3 * len(arms) and set(confirm["stop_reason"]) == {"finished"}
     pairs = set(zip(confirm["attention"], confirm["seed"]))
     assert pairs == {(a["levels"]["attention"], s) for a in arms for s in (2, 3, 4)}  # screen seeds 0, 1
+
+
+def test_a_random_screen_confirms_its_top_configs_as_they_ran():
+    """A random search has no reference levels: the confirm set is its top K configs, each exactly as
+    sampled, run as Tune points with a grid of the fresh seeds (sweep.plan.confirm_phase)."""
+    from sweep.plan import Plan, confirm_arms, confirm_phase, fresh_seeds, new_confirm
+
+    params = {"dataset": "synthetic", "lr": {"loguniform": [1e-3, 0.3]}, "dropout": {"uniform": [0.0, 0.5]}}
+    lrs, dropouts, best_val = [0.011, 0.2, 0.05], [0.1, 0.3, 0.2], [40.0, 70.0, 55.0]
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c"], "lr": lrs, "dropout": dropouts})
+    epochs = pd.DataFrame({"trial_id": ["a", "b", "c"], "epoch": [3, 3, 3], "val_acc": best_val})
+    confirm = new_confirm(params, top=2, seeds=2)
+    assert confirm["seeds"] == fresh_seeds(params, 2) == [1, 2] and confirm["factors"] == ["lr", "dropout"]
+    arms, references = confirm_arms(trials, epochs, params, confirm, "random")
+    assert references is None
+    assert arms == [{"levels": {"lr": 0.2, "dropout": 0.3}, "why": "screen rank 1"},
+                    {"levels": {"lr": 0.05, "dropout": 0.2}, "why": "screen rank 2"}]
+    screen = Plan("/x/e", "random", "asha", 3, 3, 1, 3, 1, 0, None, 0, 0, phase="screen")
+    confirm_params, plan = confirm_phase(screen, params, {**confirm, "arms": arms})
+    assert confirm_params["lr"] == {"choice": [0.2, 0.05]} and confirm_params["seed"] == {"grid": [1, 2]}
+    assert (plan.tune_dir, plan.scheduler, plan.num_samples, plan.points) == ("/x/e/confirm", "fifo", 2,
+                                                                              [a["levels"] for a in arms])
