@@ -76,8 +76,9 @@ def describe(trials: pd.DataFrame, factors: Sequence[str], test: bool = True) ->
         return [f"best trial ({RULE}): none has ended yet"]
     levels = " ".join(f"{f}={level(best[f])}" for f in factors if f in best.index)
     epochs = best.get("epochs_run", best.get("last_epoch"))
+    ran = f", {int(epochs)} epoch{'s' if int(epochs) != 1 else ''}" if pd.notna(epochs) else ""
     lines = [f"best trial ({RULE}): {best['trial_id']}: best val {percent(best['best_val_acc'])}, "
-             + (f"test {percent(best.get('test_acc'))}" if test else "validation only") + (f", {int(epochs)} epoch{'s' if int(epochs) != 1 else ''}" if pd.notna(epochs) else "")
+             + (f"test {percent(best.get('test_acc'))}" if test else "validation only") + ran
              + (f"; {levels}" if levels else "")]
     arm = best_arm(trials, factors)
     if arm:

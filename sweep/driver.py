@@ -153,13 +153,8 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
         print(f"\n{plan.phase}: {expected} trials, {plan.search} search, {plan.scheduler} scheduler"
               + (f"; {done} done already" if done else "") + (": nothing left to run" if not left else ""),
               flush=True)
-    if left:
-        def make() -> Any:
-            if exp.experiment_exists(plan.tune_dir):
-                return exp.restore_tuner(plan, params, retry_errored=retry_errored)
-            return exp.make_tuner(plan, params)
-
-        stopped = run_tuner(make, plan)
+    if left:  # a new Tuner when the phase has not saved one yet (exp.restore_tuner)
+        stopped = run_tuner(lambda: exp.restore_tuner(plan, params, retry_errored=retry_errored), plan)
         if stopped is not None:
             return stopped
     return report(plan, expected, axes, last)
@@ -177,7 +172,7 @@ def run_tuner(make_tuner: Callable[[], Any], plan: Plan) -> int | None:
     tune_dir = storage.running_dir = plan.tune_dir
     if storage.is_local(tune_dir):
         os.makedirs(tune_dir, exist_ok=True)
-    storage.reserve(tune_dir)
+    storage.reserve(tune_dir, resume_dir=plan.experiment_dir)
     try:
         with ray_logs_shown():
             make_tuner().fit()

@@ -151,7 +151,14 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
 
 
 def load_plan(experiment_dir: str) -> Plan:
-    """The plan sweep.json recorded, after checking the directory is a restorable experiment."""
+    """The plan sweep.json recorded, after checking the directory is a restorable experiment (not one
+    of its phases)."""
+    parent = experiment_dir.rstrip("/").rsplit("/", 1)[0]
+    if not experiment_exists(f"{experiment_dir}/{SWEEP_FILE}") and experiment_exists(f"{parent}/{SWEEP_FILE}"):
+        phases = read_record(parent).get("phases") or {}
+        if any(isinstance(p, dict) and f"{parent}/{p.get('dir')}" == experiment_dir.rstrip("/")
+               for p in phases.values()):
+            raise UserError(f"{experiment_dir} is a phase of the experiment {parent}: use {parent}")
     if not tune.Tuner.can_restore(experiment_dir) and not experiment_exists(f"{experiment_dir}/{SWEEP_FILE}"):
         empty = ("; it is empty: if a start claimed it and stopped (or is still starting) before recording its "
                  "plan, nothing ran: remove it and start again") if _is_empty_dir(experiment_dir) else ""

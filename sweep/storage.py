@@ -42,8 +42,9 @@ def is_local(experiment_dir: str) -> bool:
     return "://" not in experiment_dir
 
 
-def reserve(experiment_dir: str) -> None:
-    """Claim the reserve before trials run; a disk that cannot hold it is full already."""
+def reserve(experiment_dir: str, resume_dir: str | None = None) -> None:
+    """Claim the reserve before trials run; a disk that cannot hold it is full already (the error
+    says to continue with --resume `resume_dir`, the experiment a phase directory belongs to)."""
     if not is_local(experiment_dir):
         return
     path = Path(experiment_dir, RESERVE_FILE)
@@ -60,7 +61,7 @@ def reserve(experiment_dir: str) -> None:
         path.unlink(missing_ok=True)
         raise WriteError(f"cannot write to {experiment_dir} ({exc.strerror or exc}); free space (the sweep "
                          f"needs {RESERVE_BYTES >> 20} MiB to run), then continue with: python sweep/run.py "
-                         f"--resume {experiment_dir}") from None
+                         f"--resume {resume_dir or experiment_dir}") from None
 
 
 def release(experiment_dir: str) -> None:

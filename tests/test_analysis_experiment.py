@@ -180,8 +180,8 @@ def test_report_of_a_real_fashion_mnist_grid(tmp_path_factory, tmp_path):
     space.write_text("scheduler: fifo\nparams:\n  dataset: fashion-mnist\n  subset: 512\n  val_fraction: 0.25\n"
                      "  width: 0.25\n  batch_size: 32\n  measure_latency: false\n  epochs: 2\n"
                      "  attention: {grid: [none, channel]}\n  recipe: {grid: [baseline, holistic]}\n")
-    subprocess.run([sys.executable, "sweep/run.py", "--space", str(space), "--samples", "2", "--storage-path",
-                    str(storage), "--name", "grid"], cwd=ROOT, env=sweep_env(tmp_path_factory), check=True,
+    subprocess.run([sys.executable, "sweep/run.py", "--space", str(space), "--no-confirm", "--samples", "2",
+                    "--storage-path", str(storage), "--name", "grid"], cwd=ROOT, env=sweep_env(tmp_path_factory), check=True,
                    capture_output=True, timeout=400)
     out = tmp_path / "report"
     result = subprocess.run([sys.executable, "-m", "analysis.report", str(storage / "grid"), "--out", str(out),

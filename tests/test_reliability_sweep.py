@@ -368,8 +368,8 @@ def diverged_sweep(local_ray, tmp_path_factory):
     space.write_text("params:\n  dataset: synthetic\n  subset: 512\n  val_fraction: 0.5\n  width: 0.25\n"
                      "  batch_size: 32\n  augment: none\n  dropout: 0.0\n  init: kaiming\n  scheduler: none\n"
                      "  momentum: 0.0\n  measure_latency: false\n  epochs: 3\n  lr: {grid: [1.0e+30, 0.05]}\n")
-    argv = ["--space", str(space), "--scheduler", "asha", "--grace-period", "1", "--reduction-factor", "2",
-            "--max-concurrent", "1", "--storage-path", str(tmp_path), "--name", "nan"]
+    argv = ["--space", str(space), "--no-confirm", "--scheduler", "asha", "--grace-period", "1",
+            "--reduction-factor", "2", "--max-concurrent", "1", "--storage-path", str(tmp_path), "--name", "nan"]
     return run.main(argv), tmp_path / "nan"
 
 

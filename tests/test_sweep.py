@@ -88,8 +88,8 @@ def test_asha_stops_a_clear_loser_early(local_ray, tmp_path):
                      "  width: 0.25\n  batch_size: 32\n  augment: none\n  dropout: 0.0\n  init: kaiming\n"
                      "  scheduler: none\n  measure_latency: false\n  epochs: 3\n  lr: {grid: [0.05, 0.0]}\n")
     # One trial at a time, the learner first: the loser meets the learner's score at the rung.
-    argv = ["--space", str(space), "--grace-period", "2", "--reduction-factor", "2", "--max-concurrent", "1",
-            "--storage-path", str(tmp_path), "--name", "asha"]
+    argv = ["--space", str(space), "--no-confirm", "--grace-period", "2", "--reduction-factor", "2",
+            "--max-concurrent", "1", "--storage-path", str(tmp_path), "--name", "asha"]
     assert run.main(argv) == 0
     by_lr = {r.config["lr"]: r.metrics for r in results_of(tmp_path / "asha")}
     assert by_lr[0.05]["training_iteration"] == 3 and by_lr[0.05]["status"] == "finished"
@@ -99,7 +99,7 @@ def test_asha_stops_a_clear_loser_early(local_ray, tmp_path):
 def test_optuna_proposes_and_records_trials(local_ray, tmp_path):
     import optuna
 
-    argv = ["--space", "hparams", "--smoke-test", "--samples", "3", "--storage-path", str(tmp_path),
+    argv = ["--space", "hparams", "--smoke-test", "--no-confirm", "--samples", "3", "--storage-path", str(tmp_path),
             "--name", "tpe"]
     assert run.main(argv) == 0
     results = results_of(tmp_path / "tpe")
@@ -133,7 +133,7 @@ def test_real_data_sweep_on_a_fashion_mnist_subset(local_ray, tmp_path):
     space.write_text("params:\n  dataset: fashion-mnist\n  subset: 768\n  val_fraction: 0.25\n  width: 0.25\n"
                      "  batch_size: 32\n  augment: none\n  dropout: 0.0\n  init: kaiming\n  scheduler: none\n"
                      "  measure_latency: false\n  epochs: 2\n  lr: {grid: [0.0, 0.01, 0.05]}\n")
-    argv = ["--space", str(space), "--scheduler", "fifo", "--storage-path", str(tmp_path),
+    argv = ["--space", str(space), "--scheduler", "fifo", "--no-confirm", "--storage-path", str(tmp_path),
             "--name", "fashion"]
     assert run.main(argv) == 0
     results = results_of(tmp_path / "fashion")

@@ -164,9 +164,13 @@ def test_bad_confirm_flags_are_one_line_errors(argv, message, tmp_path, capsys):
     assert message in err and len(err.splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
-def test_confirm_of_what_is_not_a_screened_experiment(tmp_path, capsys):
+def test_confirm_or_resume_of_what_is_not_an_experiment(known, tmp_path, capsys):
     assert run.main(["--confirm", str(tmp_path / "nothing")]) == 2
     assert "is not an experiment directory" in capsys.readouterr().err
+    for flag in ("--resume", "--confirm"):  # a phase's directory: a Ray Tune experiment, not ours
+        assert run.main([flag, str(known[1] / "screen")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"run.py: error: {known[1] / 'screen'} is a phase of the experiment {known[1]}: use {known[1]}\n"
     assert run.main(["--confirm", str(tmp_path), "--dry-run"]) == 2
     assert "--dry-run plans a new sweep" in capsys.readouterr().err
 
