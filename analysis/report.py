@@ -54,12 +54,13 @@ def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> lis
     out = [overview(exp)]
     if len(exp.unfinished) or exp.never_started:
         out.append(unfinished_section(exp))
-    out += study_sections(exp.phase("screen"), margin)
+    out += study_sections(exp.phase("screen"), margin, exp.path)
     return out + (confirm_sections(exp) if "confirm" in exp.phases else [])
 
 
-def study_sections(exp: Experiment, margin: float) -> list[Section]:
-    """Stages, depth, effects, importance, the front and the figures of one phase's trials."""
+def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
+    """Stages, depth, effects, importance, the front and the figures of one phase's trials; `root`:
+    the experiment's directory (where the driver writes the latency measured alone)."""
     trials, columns = exp.trials, exp.config_columns
     out = []
     if "stage" in trials and trials["stage"].notna().any():
@@ -74,16 +75,16 @@ def study_sections(exp: Experiment, margin: float) -> list[Section]:
     out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes)
     objectives = exp.sweep.get("plan", {}).get("objectives") if isinstance(exp.sweep.get("plan"), dict) else None
     if objectives:
-        out.append(front_section(exp, objectives))
+        out.append(front_section(exp, objectives, root))
     out += figure_sections(exp, compared, columns)
     return out
 
 
-def front_section(exp: Experiment, objectives: list[list[str]]) -> Section:
+def front_section(exp: Experiment, objectives: list[list[str]], root: Path) -> Section:
     """A multi-objective sweep's front: the trials that ran to their end, none dominated by another on
     every objective; latency measured alone where the driver measured it."""
     ended, note = effects.completed(exp.trials)
-    alone = read_latency_alone(exp.path)
+    alone = read_latency_alone(root)
     frame = objective_front(ended, objectives, alone)
     used = frame.attrs["objectives"]
     factors = [c for c in effects.ablation_factors(ended, exp.config_columns) if c not in dict(used)]

@@ -73,10 +73,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="more TrainConfig fields for every trial of both runs (e.g. width=0.5)")
     p.add_argument("--storage-path", help="keep both experiments here (default: a temporary directory)")
+    p.add_argument("--full", metavar="EXPERIMENT_DIR",
+                   help="read the full factorial from this earlier run (same settings) instead of running it")
+    p.add_argument("--grace-period", type=int, help="ASHA's grace period of the screen (default: the plan's)")
     args = p.parse_args(argv)
     device = common.setup(args)
-    plan = QUICK if args.quick else FULL
+    plan = dict(QUICK if args.quick else FULL)
     args.seeds, args.top = args.seeds or plan["seeds"], args.top or plan["top"]
+    plan["grace_period"] = args.grace_period or plan["grace_period"]
     import ray
 
     from analysis.load import load
@@ -87,12 +91,13 @@ def main(argv: list[str] | None = None) -> dict:
         ray.init(include_dashboard=False)  # one Ray for both runs: the CLI leaves it running
         try:
             walls = {"confirm": run_sweep("confirm", args, plan, storage, [
-                         "--confirm-top", str(args.top), "--confirm-seeds", str(args.seeds)]),
-                     "fifo": run_sweep("fifo", args, plan, storage, [
-                         "--scheduler", "fifo", "--samples", str(args.seeds), "--no-confirm"])}
+                "--confirm-top", str(args.top), "--confirm-seeds", str(args.seeds)])}
+            if not args.full:
+                walls["fifo"] = run_sweep("fifo", args, plan, storage, [
+                    "--scheduler", "fifo", "--samples", str(args.seeds), "--no-confirm"])
         finally:
             ray.shutdown()
-        runs = {name: load(Path(storage) / name) for name in walls}
+        runs = {"confirm": load(Path(storage) / "confirm"), "fifo": load(args.full or Path(storage) / "fifo")}
     screen, confirm = runs["confirm"].phase("screen"), runs["confirm"].phase("confirm")
     factors = runs["confirm"].sweep["phases"]["confirm"]["factors"]
     full = arm_table(runs["fifo"].trials, factors)
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
             {"run": "screen + confirm", "trials": len(screen.trials) + len(confirm.trials),
              "trial-epochs": epochs["screen"] + epochs["confirm"], "wall s": walls["confirm"], "picked arm": pick},
             {"run": f"full factorial (fifo, {args.seeds} seeds)", "trials": len(runs["fifo"].trials),
-             "trial-epochs": epochs["fifo"], "wall s": walls["fifo"], "picked arm": full.index[0]}]
+             "trial-epochs": epochs["fifo"], "wall s": walls.get("fifo", float("nan")), "picked arm": full.index[0]}]
     for row in rows:
         row["share of full epochs"] = row["trial-epochs"] / epochs["fifo"]
     share = rows[2]["share of full epochs"]
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
                "confirmed_arm_is_the_full_best_or_inside_its_interval":
                    bool(pick == full.index[0] or best["ci_low"] <= in_full["mean"] <= best["ci_high"])}
     settings = {"space": args.space, "seeds": args.seeds, "top": args.top, "cpus_per_trial": args.cpus_per_trial,
-                **plan, "sets": plan["sets"] + args.set}
+                **plan, "sets": plan["sets"] + args.set, "full_factorial_from": args.full or "this run"}
     top = full.head(5)[["n", "mean_best_val", "mean", "ci_low", "ci_high"]].round(2).reset_index()
     return common.finish(args, device, "sweep_efficiency", settings, rows,
                          {"targets": targets, "comparison": comparison,

@@ -63,10 +63,12 @@ def confirm_again(args: argparse.Namespace) -> int:
     if plan.objectives:
         raise UserError(f"{plan.experiment_dir} ran a multi-objective search: it has a front, not a best arm to "
                         "confirm")
-    phases = record.setdefault("phases", {sweep_plan.SCREEN: {"dir": "", "expected_trials": record["expected_trials"]}})
-    earlier = [phases[sweep_plan.CONFIRM]] if sweep_plan.CONFIRM in phases else []
-    earlier = phases.get("earlier_confirms", []) + earlier
-    previous = (phases.get(sweep_plan.CONFIRM) or {})
+    if not plan.phase:
+        raise UserError(f"{plan.experiment_dir} was recorded before sweeps had phases: it cannot take a confirm "
+                        "phase; run the space again")
+    phases = record["phases"]
+    previous = phases.get(sweep_plan.CONFIRM) or {}
+    earlier = phases.get("earlier_confirms", []) + ([previous] if previous.get("arms") else [])  # one that ran
     top = args.confirm_top or previous.get("top", sweep_plan.CONFIRM_TOP)
     seeds = args.confirm_seeds or len(previous.get("seeds", [])) or sweep_plan.CONFIRM_SEEDS
     name = sweep_plan.CONFIRM if not earlier else f"{sweep_plan.CONFIRM}-{len(earlier) + 1}"
@@ -75,7 +77,7 @@ def confirm_again(args: argparse.Namespace) -> int:
         done, todo = exp.phase_left(plan, expected_trials(record, sweep_plan.SCREEN), retry_errored=False)
         if todo:
             raise UserError(f"the screen of {plan.experiment_dir} is unfinished ({done} done, {todo} left): "
-                            f"continue it with --resume {plan.experiment_dir}, which then confirms")
+                            f"continue it first with --resume {plan.experiment_dir}")
         phases[sweep_plan.CONFIRM] = sweep_plan.new_confirm(record["params"], top, seeds, name)
         if earlier:
             phases["earlier_confirms"] = earlier
