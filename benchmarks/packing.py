@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     import ray
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)  # never a `ray start` cluster
     try:
         with tempfile.TemporaryDirectory(prefix="packing-") as storage:
             rows = [run_packed(n, args, device, storage) for n in trials]

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     with tempfile.TemporaryDirectory(prefix="sweep-efficiency-") as tmp:
         storage = str(Path(args.storage_path or tmp).resolve())
-        ray.init(include_dashboard=False)  # one Ray for both runs: the CLI leaves it running
+        ray.init(address="local", include_dashboard=False)  # a private Ray for both runs, never a `ray start` one
         try:
             walls = {"confirm": run_sweep("confirm", args, plan, storage, [
                 "--confirm-top", str(args.top), "--confirm-seeds", str(args.seeds)])}
