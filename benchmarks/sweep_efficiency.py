@@ -27,13 +27,13 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
 from benchmarks import common  # noqa: E402
 
 # A CPU-sized ablation: a quarter-width SqueezeNet on 512 Fashion-MNIST images (plus 512 for
-# validation, so one image is 0.2 points), 9 epochs. ASHA's rungs at 1 and 3 epochs (grace 1,
-# reduction 3) keep the ratio max_t / grace = 9 of the full-size default (18 / 2).
-FULL = {"dataset": "fashion-mnist", "epochs": 9, "grace_period": 1, "reduction_factor": 3, "seeds": 3, "top": 3,
+# validation, so one image is 0.2 points), 9 epochs; ASHA as sweep/run.py sets it by default (grace
+# period a third of the epochs: one rung at 3, reduction factor 3), or --grace-period.
+FULL = {"dataset": "fashion-mnist", "epochs": 9, "reduction_factor": 3, "seeds": 3, "top": 3,
         "sets": ["subset=512", "val_fraction=0.5", "width=0.25", "batch_size=32", "measure_latency=false"]}
 # --quick: four arms (activation x recipe) of synthetic data, a few seconds of training per run; the
 # machinery only (with 4 arms, the confirm set is most of the grid).
-QUICK = {"dataset": "synthetic", "epochs": 3, "grace_period": 1, "reduction_factor": 3, "seeds": 2, "top": 1,
+QUICK = {"dataset": "synthetic", "epochs": 3, "reduction_factor": 3, "seeds": 2, "top": 1,
          "sets": ["subset=128", "val_fraction=0.5", "width=0.25", "batch_size=32", "measure_latency=false",
                   "attention=none", "residual=none", "dsconv=false"]}
 TARGET_SHARE = 0.35  # screen + confirm at most 35% of the full factorial's trial-epochs (issue #11)
@@ -44,7 +44,8 @@ def run_sweep(name: str, args, plan: dict, storage: str, extra: list[str]) -> fl
     from sweep import run
 
     argv = ["--space", args.space, "--dataset", plan["dataset"], "--epochs", str(plan["epochs"]),
-            "--grace-period", str(plan["grace_period"]), "--reduction-factor", str(plan["reduction_factor"]),
+            *(["--grace-period", str(args.grace_period)] if args.grace_period else []),
+            "--reduction-factor", str(plan["reduction_factor"]),
             "--cpus-per-trial", str(args.cpus_per_trial), "--storage-path", storage, "--name", name,
             *extra, "--set", *plan["sets"], *args.set]
     started = time.perf_counter()
@@ -75,12 +76,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--storage-path", help="keep both experiments here (default: a temporary directory)")
     p.add_argument("--full", metavar="EXPERIMENT_DIR",
                    help="read the full factorial from this earlier run (same settings) instead of running it")
-    p.add_argument("--grace-period", type=int, help="ASHA's grace period of the screen (default: the plan's)")
+    p.add_argument("--grace-period", type=int, help="ASHA's grace period of the screen (default: sweep/run.py's)")
     args = p.parse_args(argv)
     device = common.setup(args)
     plan = dict(QUICK if args.quick else FULL)
     args.seeds, args.top = args.seeds or plan["seeds"], args.top or plan["top"]
-    plan["grace_period"] = args.grace_period or plan["grace_period"]
     import ray
 
     from analysis.load import load
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
                "confirmed_arm_is_the_full_best_or_inside_its_interval":
                    bool(pick == full.index[0] or best["ci_low"] <= in_full["mean"] <= best["ci_high"])}
     settings = {"space": args.space, "seeds": args.seeds, "top": args.top, "cpus_per_trial": args.cpus_per_trial,
-                **plan, "sets": plan["sets"] + args.set, "full_factorial_from": args.full or "this run"}
+                "grace_period": runs["confirm"].sweep["plan"]["grace_period"], **plan, "sets": plan["sets"] + args.set, "full_factorial_from": args.full or "this run"}
     top = full.head(5)[["n", "mean_best_val", "mean", "ci_low", "ci_high"]].round(2).reset_index()
     return common.finish(args, device, "sweep_efficiency", settings, rows,
                          {"targets": targets, "comparison": comparison,

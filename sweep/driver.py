@@ -152,7 +152,8 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
     are named on the console when there are two."""
     done, left = exp.phase_left(plan, expected, retry_errored)
     if named(plan, last):
-        print(f"\n{plan.phase}: {expected} trials, {plan.search} search, {plan.scheduler} scheduler"
+        how = "the chosen arms x fresh seeds" if plan.points is not None else f"{plan.search} search"
+        print(f"\n{plan.phase}: {expected} trials, {how}, {plan.scheduler} scheduler"
               + (f"; {done} done already" if done else "") + (": nothing left to run" if not left else ""),
               flush=True)
     if left:  # a new Tuner when the phase has not saved one yet (exp.restore_tuner)

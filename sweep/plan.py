@@ -206,7 +206,8 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     confirm = confirm_settings(args, space, params, objectives)
     storage = absolute_location(args.storage_path or os.environ.get(RESULTS_ENV) or "runs/sweeps")
     experiment = f"{storage.rstrip('/')}/{experiment_name(args.name) or default_name(name, args.smoke_test)}"
-    plan = Plan(experiment, search, scheduler, num_samples, max_epochs(params, args.smoke_test), args.grace_period,
+    max_t = max_epochs(params, args.smoke_test)
+    plan = Plan(experiment, search, scheduler, num_samples, max_t, args.grace_period or default_grace(max_t),
                 args.reduction_factor, args.cpus_per_trial, args.gpus_per_trial or 0.0, args.max_concurrent,
                 args.max_failures or 0, args.search_seed, args.smoke_test, objectives, phase=SCREEN,
                 test_shown=confirm is None)
@@ -223,6 +224,15 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     for note in notes:
         print(note, file=sys.stderr)
     return params, plan, record
+
+
+def default_grace(max_t: int) -> int:
+    """ASHA's first rung at a third of training (at least 2 epochs). Learning-rate schedules make early
+    validation accuracy a poor guide across recipes: on the CPU ablation of docs/PERFORMANCE.md
+    (section 4) the holistic recipe's OneCycle arms trailed the baseline's until about half-way, and a
+    first rung at 1 of 9 epochs stopped the full factorial's best arm (the confirmed best was its 4th);
+    at 3 of 9 the screen ranked it first, at 33% of the full factorial's trial-epochs."""
+    return max(2, max_t // 3)
 
 
 def check_numbers(args: argparse.Namespace) -> None:

@@ -45,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", metavar="METRIC:MODE,...",
                    help="multi-objective search, e.g. best_val_acc:max,flops:min: Optuna's NSGA-II, every "
                         "trial run to its end (default: the space's, if it names any)")
-    p.add_argument("--grace-period", type=int, default=2,
-                   help="ASHA/median: epochs before a trial can stop (default 2)")
+    p.add_argument("--grace-period", type=int,
+                   help="ASHA/median: epochs before a trial can stop (default: a third of the most epochs, at "
+                        "least 2)")
     p.add_argument("--reduction-factor", type=float, default=3,
                    help="ASHA/HyperBand: keep 1/F per rung (default 3)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")

@@ -139,6 +139,13 @@ def test_max_epochs_follow_presets_overrides_and_smoke():
     assert plan(["--space", "stages", "--smoke-test"])[1].max_t == 3  # 2 epochs + 1 of fine-tuning
 
 
+def test_the_first_rung_comes_after_a_third_of_training_unless_given():
+    assert plan(["--space", "ablation"])[1].grace_period == 10  # 30 epochs
+    assert plan(["--space", "ablation", "--epochs", "9"])[1].grace_period == 3
+    assert plan(["--space", "ablation", "--smoke-test"])[1].grace_period == 2  # at least 2
+    assert plan(["--space", "ablation", "--grace-period", "1"])[1].grace_period == 1
+
+
 def test_smoke_test_cuts_any_space_to_a_few_trials():
     for name in SPACES:
         params, settings, record = plan(["--space", name, "--smoke-test"])
