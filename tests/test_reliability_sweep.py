@@ -206,9 +206,10 @@ def test_ctrl_c_mid_trial_then_resume_runs_nothing_twice(tmp_path, cli_env):
 
 
 @pytest.mark.parametrize("moment", ["sweep.json", "screen/tuner.pkl"])
-def test_driver_killed_at_its_first_moments_can_be_resumed(moment, tmp_path, cli_env):
+def test_driver_killed_at_its_first_moments_can_be_resumed(moment, tmp_path, cli_env, local_ray, capsys):
     """SIGKILL as soon as `moment` exists: sweep.json is written before Ray's Tuner saves tuner.pkl, and
-    tuner.pkl before any trial or search state is saved. --resume must still run the space's trials."""
+    tuner.pkl before any trial or search state is saved. --resume must still run the space's trials (here
+    run.main in this process, on the module's Ray: a second CLI start would add its own Ray's start-up)."""
     experiment = tmp_path / "early"
     argv = ["--space", "smoke", "--scheduler", "fifo", "--epochs", "1", "--storage-path", str(tmp_path), "--name", "early"]
     driver = launch(tmp_path / "first.log", cli_env, *argv)
@@ -218,9 +219,8 @@ def test_driver_killed_at_its_first_moments_can_be_resumed(moment, tmp_path, cli
         os.killpg(driver.pid, signal.SIGKILL)
         finish(driver, timeout=60)
     left = sorted(p.name for p in experiment.iterdir())
-    resumed = launch(tmp_path / "resumed.log", cli_env, "--resume", str(experiment))
-    code = finish(resumed, timeout=300)
-    said = [line for line in (tmp_path / "resumed.log").read_text().splitlines()
+    code = run.main(["--resume", str(experiment)])
+    said = [line for line in "".join(capsys.readouterr()).splitlines()
             if "error" in line.lower() or " trials, " in line]
     assert code == 0, f"killed with {left}; --resume exited {code}: " + "\n".join(said[-8:])
     results = results_of(experiment)
