@@ -120,7 +120,8 @@ class Experiment:
         if name == "screen" and "confirm" in self.phases:
             record["confirm_follows"] = True
         trials = self.trials[self.trials["phase"] == name].reset_index(drop=True)
-        trials["trial_dir"] = trials["trial_dir"].str.removeprefix(f"{spec['dir']}/")  # relative to the view's path
+        if "trial_dir" in trials:  # relative to the view's path
+            trials["trial_dir"] = trials["trial_dir"].astype(str).str.removeprefix(f"{spec['dir']}/")
         return Experiment(self.path / spec["dir"], trials,
                           self.epochs[self.epochs["trial_id"].isin(trials["trial_id"])].reset_index(drop=True),
                           self.config_columns, record,

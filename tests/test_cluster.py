@@ -150,7 +150,7 @@ def test_a_two_node_cluster_runs_a_sweep_through_address(veth_namespace, current
              "--address", address, "--storage-path", str(tmp_path), "--name", "cluster"],
             cwd=ROOT, env=cluster_env(), capture_output=True, text=True, timeout=400)
         assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
-        trial_dirs = [p.parent for p in (tmp_path / "cluster").glob("*/result.json")]
+        trial_dirs = [p.parent for p in (tmp_path / "cluster").glob("screen/*/result.json")]
         last = [json.loads(p.joinpath("result.json").read_text().splitlines()[-1]) for p in trial_dirs]
         assert len(last) == 4 and all(row["status"] == "finished" for row in last)
         assert {row["node_ip"] for row in last} == {head_ip, node_ip}

@@ -256,7 +256,7 @@ def test_a_corrupt_archive_is_fetched_once_more_then_fails_clearly(tmp_path, mon
     (data / "cifar10.pt").unlink()
     assert train.main([*TINY_CIFAR, "--data-dir", str(data), "--out-dir", str(tmp_path / "bad")]) == 2
     err = one_line_error(capsys.readouterr().err, "train.py")
-    assert "twice gave a file with md5" in err and f"put cifar-10-python.tar.gz (md5 " in err
+    assert "twice gave a file with md5" in err and "put cifar-10-python.tar.gz (md5 " in err
     assert fetches.calls == 3  # the first run's one, then two
     assert list(data.iterdir()) == [] and not (tmp_path / "bad").exists()
 
