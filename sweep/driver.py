@@ -119,10 +119,7 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
     if not confirm.get("arms"):
         choose_arms(plan, record)
     params, phase = sweep_plan.phase_plans(record, plan)[sweep_plan.CONFIRM]
-    code = run_phase(phase, params, expected_trials(record, sweep_plan.CONFIRM), retry_errored, axes, last=True)
-    if code != 130:
-        print_confirmed(plan.experiment_dir)
-    return code
+    return run_phase(phase, params, expected_trials(record, sweep_plan.CONFIRM), retry_errored, axes, last=True)
 
 
 def choose_arms(plan: Plan, record: dict[str, Any]) -> None:
@@ -282,6 +279,8 @@ def report(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
                 print(f"  reproduce it: python train.py --config {best['path']}")
             if plan.objectives and not summary["unfinished"]:
                 print_front(experiment_dir, plan.objectives)
+        if last and plan.points is not None and not summary["unfinished"]:  # the confirm phase, ended
+            print_confirmed(experiment_dir)
         if last or code:
             print(f"monitor: {summary['tensorboard']}\nanalyse: python -m analysis.report {experiment_dir}")
     except KeyboardInterrupt:  # Tune's own handler is gone once fit() returns
