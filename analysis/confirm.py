@@ -51,22 +51,28 @@ def arm_label(arm: dict, factors: Sequence[str]) -> str:
 def screen_ranking(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
     """One row per arm of the screen, best first (module docstring): the factors, ``trials``,
     ``deepest_epoch``, ``mean_best_val`` (mean over its trials of their best val accuracy so far),
-    ``rank`` (1 = best)."""
+    ``rank`` (1 = best). Depth ranks only what the scheduler did: an arm with a trial that ended on
+    its own (finished, its own patience, diverged: FINAL_STATUSES) ranks as deep as any, so arms with
+    fewer planned epochs (an epochs axis, stages without fine-tuning) are not ranked below the rest."""
     factors = list(factors)
     best_val = epochs.groupby("trial_id")["val_acc"].max()
     deepest = epochs.groupby("trial_id")["epoch"].max()
+    ended = (trials["stop_reason"].isin(FINAL_STATUSES) if "stop_reason" in trials
+             else pd.Series(False, index=trials.index))
     frame = trials[["trial_id", *factors]].assign(best_val=trials["trial_id"].map(best_val),
                                                    deepest=trials["trial_id"].map(deepest),
+                                                   kept=trials["trial_id"].map(deepest).where(~ended, np.inf),
                                                    order=range(len(trials)))
     frame = frame[frame["best_val"].notna()]
-    keys = frame[factors].astype(str).agg("\x1f".join, axis=1)
+    keys = [arm_label(arm, factors) for arm in frame[factors].to_dict("records")]
     arms = (frame.assign(key=keys).groupby("key", sort=False)
             .agg(**{f: (f, "first") for f in factors}, trials=("trial_id", "size"),
-                 deepest_epoch=("deepest", "max"), mean_best_val=("best_val", "mean"), order=("order", "min")))
-    arms = arms.sort_values(["deepest_epoch", "mean_best_val", "order"], ascending=[False, False, True],
+                 deepest_epoch=("deepest", "max"), kept=("kept", "max"), mean_best_val=("best_val", "mean"),
+                 order=("order", "min")))
+    arms = arms.sort_values(["kept", "mean_best_val", "order"], ascending=[False, False, True],
                             kind="stable").reset_index(drop=True)
     arms["rank"] = range(1, len(arms) + 1)
-    return arms.drop(columns="order")
+    return arms.drop(columns=["order", "kept"])
 
 
 def leave_one_out(best: dict, references: dict) -> list[tuple[dict, str]]:
@@ -81,11 +87,10 @@ def confirm_set(ranking: pd.DataFrame, factors: Sequence[str], references: dict 
     """The arms to confirm (module docstring), each once, in order: top arms, leave-one-out
     neighbours of the best, the all-reference arm; column ``why`` lists every reason an arm was
     chosen. Without `references` (a random or Optuna search: no reference levels), the top arms only."""
-    chosen: dict[tuple, tuple[dict, list[str]]] = {}
+    chosen: dict[str, tuple[dict, list[str]]] = {}
 
     def add(arm: dict, why: str) -> None:
-        key = tuple(str(arm[f]) for f in factors)
-        chosen.setdefault(key, (arm, []))[1].append(why)
+        chosen.setdefault(arm_label(arm, factors), (arm, []))[1].append(why)
 
     top_arms = ranking.head(top)[list(factors)].to_dict("records")
     for i, arm in enumerate(top_arms, 1):

@@ -44,18 +44,24 @@ class Compared:
     note: str  # what was included and excluded
     label: str  # what the metric means here: final test accuracy, or an early-training screen
     effects_refused: str = ""  # why no factorial effects, "" when they are computed
-
-    @property
-    def screen(self) -> bool:
-        """True when the metric is an early-training screen, not final accuracy."""
-        return self.metric != "test_acc"
+    title_note: str = ""  # what the tables' titles add: an early-training screen, or validation only
 
 
-def compared_trials(trials: pd.DataFrame, epochs: pd.DataFrame, search: str | None) -> Compared:
+def compared_trials(trials: pd.DataFrame, epochs: pd.DataFrame, search: str | None,
+                    validation_only: bool = False) -> Compared:
     """Apply the rules of the module docstring to an experiment's frames; `search` is sweep.json's
-    plan (None when the experiment has no sweep record: then it is taken as a designed grid)."""
+    plan (None when the experiment has no sweep record: then it is taken as a designed grid).
+    `validation_only`: a screen that a confirm phase follows, whose test accuracy is never read (the
+    confirm phase's is): validation accuracy at the last epoch every trial reached, as for ASHA."""
     stopped = int((trials["stop_reason"] == "scheduler_stopped").sum())
-    if stopped:
+    title = "early-training screen, not final accuracy"
+    if validation_only and not stopped:
+        frame, note = at_common_epoch(trials, epochs)
+        epoch = note.split(" at epoch ")[1].split(" ")[0]
+        label = (f"the screen's validation accuracy at epoch {epoch}, the last epoch every trial reached "
+                 "(a confirm phase follows: test accuracy is read from its trials only)")
+        metric, title = "val_acc_at_epoch", "the screen's validation accuracy"
+    elif stopped:
         frame, note = at_common_epoch(trials, epochs)
         epoch = note.split(" at epoch ")[1].split(" ")[0]
         label = (f"early-training screen: validation accuracy at epoch {epoch}, the last epoch every "
@@ -66,13 +72,14 @@ def compared_trials(trials: pd.DataFrame, epochs: pd.DataFrame, search: str | No
     else:
         frame, note = completed(trials)
         label, metric = "final test accuracy (best-validation weights)", "test_acc"
+    title = title if metric != "test_acc" else ""
     if search in ADAPTIVE_SEARCHES:
         return Compared(frame, metric, note, label,
                         f"No factorial effects: this sweep drew its configurations by {search} search, "
                         "so levels are confounded with each other (and, for Optuna, with time), and a "
                         "difference between levels has no valid interval. Importance and the best "
-                        "trials are shown instead; run a grid space to measure effects.")
-    return Compared(frame, metric, note, label)
+                        "trials are shown instead; run a grid space to measure effects.", title)
+    return Compared(frame, metric, note, label, title_note=title)
 
 
 def completed(trials: pd.DataFrame, metric: str = "test_acc") -> tuple[pd.DataFrame, str]:

@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from sweep.plan import trial_values
+from sweep.plan import CONFIRM, SCREEN, trial_values
 from training.config import ConfigError, TrainConfig, UserError, field_names
 
 FINAL_STATUSES = ("finished", "early_stopped", "diverged")  # our loop's status on its final report
@@ -55,7 +55,7 @@ SUMMARY_COLUMNS = ("epochs_run", "best_val_acc", "final_val_acc", "test_acc", "t
 RENAMED = {"precision": "precision_used"}  # the final report's precision clashes with the config field
 RECORDS_DIR = "trial_records"  # the sweep driver's own record of every result, one file per trial
 TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
-PHASES = ("screen", "confirm")  # a phased experiment's phases, in the order they run
+PHASES = (SCREEN, CONFIRM)  # a phased experiment's phases, in the order they run (sweep/plan.py)
 
 
 class ExperimentError(UserError):

@@ -62,17 +62,19 @@ def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
     """Stages, depth, effects, importance, the front and the figures of one phase's trials; `root`:
     the experiment's directory (where the driver writes the latency measured alone)."""
     trials, columns = exp.trials, exp.config_columns
-    out = []
-    if "stage" in trials and trials["stage"].notna().any():
+    validation_only = bool(exp.sweep.get("confirm_follows"))  # test accuracy: the confirm phase's only
+    studied = ("stage" in trials and trials["stage"].notna().any()) or trials["model"].map(layers).notna().any()
+    out = [Section("The studies' tables", STUDY_TABLES_SKIPPED)] if validation_only and studied else []
+    if "stage" in trials and trials["stage"].notna().any() and not validation_only:
         staged = trials[trials["stage"].notna()]
         out.append(Section("Stages (the SqueezeNet study's Table I)", with_caveat(STAGE_TEXT, staged),
                            "stage_table", stage_table(trials)))
-    if trials["model"].map(layers).notna().any():
+    if trials["model"].map(layers).notna().any() and not validation_only:
         out.append(Section("Depth (the ResNet study's Table 1)",
                            with_caveat(DEPTH_TEXT, trials[trials["model"].map(layers).notna()]),
                            "depth_table", depth_table(trials)))
-    compared = effects.compared_trials(trials, exp.epochs, exp.sweep.get("plan", {}).get("search"))
-    out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes)
+    compared = effects.compared_trials(trials, exp.epochs, exp.sweep.get("plan", {}).get("search"), validation_only)
+    out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes, not validation_only)
     objectives = exp.sweep.get("plan", {}).get("objectives") if isinstance(exp.sweep.get("plan"), dict) else None
     if objectives:
         out.append(front_section(exp, objectives, root))
@@ -174,6 +176,9 @@ def with_caveat(text: str, trials: pd.DataFrame) -> str:
 PHASES_TEXT = ("Screen, then confirm: the sections before Screen ranking are the screen's (its trials only); "
                "from Screen ranking on, the screen's arms are ranked on validation accuracy and the chosen "
                "ones confirmed on the confirm phase's test accuracy.")
+STUDY_TABLES_SKIPPED = ("Not computed from the screen: the studies' tables report test accuracy, and with a confirm "
+                        "phase test accuracy is read from its trials only (see Confirmed ranking). Run the space "
+                        "with --no-confirm for the tables over every arm run to its end.")
 SHARED_TEXT = ("Latency and wall time come from inside the trials: where `timing` is `shared`, other "
                "trials ran on the same machine at the same time, so these figures are inflated and noisy.")
 STAGE_TEXT = ("Test accuracy (%) of the best-validation weights, params (M), GFLOPs and wall time (min): "
@@ -190,10 +195,11 @@ DEPTH_TEXT = ("Mean ± std across seeds, n trials with a final report. Increases
 
 def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
                     margin: float = effects.EQUIVALENCE_MARGIN, ended: pd.DataFrame | None = None,
-                    axes: tuple[str, ...] | None = None) -> list[Section]:
+                    axes: tuple[str, ...] | None = None, test: bool = True) -> list[Section]:
     """Main effects and recipe interactions from the factorial model (designed grids only), or why
     none; then importance; for an adaptive search, the best of the trials that `ended` (ran to
-    their own end). The factors are the sweep's `axes` when it recorded them."""
+    their own end), with their test accuracy unless not `test`. The factors are the sweep's `axes`
+    when it recorded them."""
     frame, metric = compared.frame, compared.metric
     factors = effects.ablation_factors(frame, config_columns, axes)
     if not factors or len(frame) < 2:
@@ -203,13 +209,13 @@ def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
         ended = compared.frame if ended is None else ended
         out = [Section("Effects", f"{heading} {compared.effects_refused}")]
         out.append(Section("Best trials by validation accuracy", BEST_TEXT, "best_trials",
-                           best_trials(ended, factors)) if len(ended) else
+                           best_trials(ended, factors, test=test))
+                   if len(ended) else
                    Section("Best trials by validation accuracy", "No trial has run to its own end yet."))
     else:
         out = factorial_sections(frame, effects.designed_factors(frame, factors), metric, heading, margin)
-        if compared.screen:
-            out = [replace(section, title=f"{section.title} (early-training screen, not final accuracy)")
-                   for section in out]
+        if compared.title_note:
+            out = [replace(section, title=f"{section.title} ({compared.title_note})") for section in out]
     ranking, note = importance(frame, factors, metric)
     return out + [Section(f"Importance (fANOVA) for {metric}", f"{IMPORTANCE_TEXT} {note[0].upper()}{note[1:]}.",
                           "importance", ranking)]
@@ -234,10 +240,12 @@ def factorial_sections(frame: pd.DataFrame, factors: list[str], metric: str, hea
     return out
 
 
-def best_trials(frame: pd.DataFrame, factors: list[str], k: int = 10) -> pd.DataFrame:
+def best_trials(frame: pd.DataFrame, factors: list[str], k: int = 10, test: bool = True) -> pd.DataFrame:
     """The `k` trials with the highest best validation accuracy (selection on validation, never on
-    test), with their factors, epochs and test accuracy."""
-    columns = ["trial_id", *[f for f in factors if f in frame], "epochs_run", "best_val_acc", "test_acc"]
+    test), with their factors, epochs and (unless not `test`: a screen a confirm phase follows) test
+    accuracy."""
+    columns = ["trial_id", *[f for f in factors if f in frame], "epochs_run", "best_val_acc",
+               *(["test_acc"] if test else [])]
     return frame.sort_values("best_val_acc", ascending=False, kind="stable")[columns].head(k)
 
 
@@ -308,8 +316,10 @@ CONFIRMED_TEXT = ("Each chosen arm retrained with the same fresh seeds and run t
                   "accuracy, so they are left out, not imputed. n: the arm's trials used; ci: 95% t interval of the mean "
                   "from the arm's own trials (n − 1 df; it includes the seed-to-seed scatter; none for n = 1 "
                   "or identical values), not adjusted for multiplicity. Rows are ordered by mean_best_val "
-                  "(selection on validation, never on test): the first row is the confirmed best. why: why "
-                  "the arm was chosen.")
+                  "(selection on validation, never on test): the first row is the confirmed best; its interval "
+                  "comes from the same trials that selected it, so when arms are close it is optimistic (the "
+                  "screen's best arm, chosen before the confirm phase ran, is the leave-one-out reference). "
+                  "why: why the arm was chosen.")
 LOO_TEXT = ("Cost of removing one component from the screen's best arm (the factor set back to its "
             "reference level, the rest unchanged) = EMM(best) − EMM(neighbour) from one OLS model of the "
             "confirm trials, test_acc ~ C(arm) + C(seed): the seed is a block, so the difference is paired by "

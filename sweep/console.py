@@ -110,6 +110,8 @@ class TrialTable(tune.CLIReporter):
     """Ray's CLIReporter, printing our status: progress, the one best, the table in the report's words.
     Every 30 s and at the end."""
 
+    test_shown = True  # a table restored from a tuner.pkl written before this attribute existed
+
     def __init__(self, axes: Sequence[str], scheduler: str, test_shown: bool = True) -> None:
         super().__init__(max_report_frequency=30)
         self.axes, self.scheduler, self.test_shown = list(axes), scheduler, test_shown

@@ -231,7 +231,8 @@ def default_grace(max_t: int) -> int:
     validation accuracy a poor guide across recipes: on the CPU ablation of docs/PERFORMANCE.md
     (section 4) the holistic recipe's OneCycle arms trailed the baseline's until about half-way, and a
     first rung at 1 of 9 epochs stopped the full factorial's best arm (the confirmed best was its 4th);
-    at 3 of 9 the screen ranked it first, at 33% of the full factorial's trial-epochs."""
+    at 3 of 9 the screen ranked it first, at 33% of the full factorial's trial-epochs (one run each:
+    chosen on that benchmark, for a mechanism the full factorial's curves show)."""
     return max(2, max_t // 3)
 
 
@@ -322,12 +323,12 @@ def fresh_seeds(params: Mapping[str, Any], n: int) -> list[int]:
     return list(range(start, start + n))
 
 
-def confirm_bound(params: Mapping[str, Any], confirm: Mapping[str, Any]) -> int:
+def confirm_bound(params: Mapping[str, Any], confirm: Mapping[str, Any], search: str) -> int:
     """Most arms the confirm phase can run: K + one leave-one-out neighbour per factor + the
     all-reference arm (grid screens), K (adaptive searches); never more than the screen's arms."""
     axes = vocab.grid_axes(params)
     factors = confirm["factors"]
-    if all(f in axes for f in factors):
+    if search == "grid" and all(f in axes for f in factors):
         arms = 1
         for f in factors:
             arms *= len(axes[f])
@@ -340,7 +341,7 @@ def confirm_arms(trials: Any, epochs: Any, params: Mapping[str, Any], confirm: M
     """([{"levels", "why"}, ...], references): the confirm set of the screen's trial and epoch frames
     (analysis.confirm: the ranking on validation, then top K, the best arm's leave-one-out neighbours
     and the all-reference arm). References exist for a grid screen only: per factor, the level effects
-    are measured against (analysis.effects.reference_level) among the space's values."""
+    are measured against (analysis.effects.reference_level: the space's order), as the trials ran them."""
     import pandas as pd
 
     from analysis.confirm import confirm_set, screen_ranking
@@ -348,11 +349,17 @@ def confirm_arms(trials: Any, epochs: Any, params: Mapping[str, Any], confirm: M
 
     factors = confirm["factors"]
     grid = search == "grid" and all("grid" in params[f] for f in factors)
-    references = ({f: plain(reference_level(pd.Series(params[f]["grid"], name=f))) for f in factors}
+    references = ({f: as_ran(reference_level(pd.Series(params[f]["grid"], name=f)), trials[f]) for f in factors}
                   if grid and factors else None)
     chosen = confirm_set(screen_ranking(trials, epochs, factors), factors, references, confirm["top"])
     arms = [{"levels": {f: plain(row[f]) for f in factors}, "why": row["why"]} for row in chosen.to_dict("records")]
     return arms, references
+
+
+def as_ran(level: Any, ran: Any) -> Any:
+    """A space's level as the trials ran it (TrainConfig's type: a YAML grid [1, 5] of a float field
+    ran as 1.0 and 5.0), so that an arm, its neighbours and the reference are written alike."""
+    return next((plain(value) for value in ran if value == level), level)
 
 
 def plain(value: Any) -> Any:

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="print the trials the space expands to; run nothing")
     p.add_argument("--smoke-test", action="store_true",
-                   help="synthetic data, tiny subset, 1 epoch, a few trials: about a minute on 2 CPU "
+                   help="synthetic data, tiny subset, 2 epochs, a few trials: about a minute on 2 CPU "
                         "cores")
     return p
 
@@ -99,7 +99,7 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
         print(f"data: {dataset} at {size}x{size}, {data_source(dataset, params['data_dir'])}")
     stops = " (the scheduler stops weak trials early: usually far fewer)" if plan.scheduler != "fifo" else ""
     if confirm:
-        arms = confirm_bound(params, confirm)
+        arms = confirm_bound(params, confirm, plan.search)
         seeds = len(confirm["seeds"])
         what = (f"top {confirm['top']} + the best arm's leave-one-out neighbours (at most one per factor) + the "
                 "all-reference arm" if plan.search == "grid" else f"the top {confirm['top']} configs")
@@ -149,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
+            if args.no_confirm or args.confirm_top is not None or args.confirm_seeds is not None:
+                raise UserError("--resume continues the experiment as it was planned; to confirm again with other "
+                                "--confirm-top/--confirm-seeds once it ended, use --confirm DIR")
             return driver.resume(args)
         if args.confirm:
             check_confirm_flags(args)

@@ -167,6 +167,8 @@ def test_bad_confirm_flags_are_one_line_errors(argv, message, tmp_path, capsys):
 def test_confirm_or_resume_of_what_is_not_an_experiment(known, tmp_path, capsys):
     assert run.main(["--confirm", str(tmp_path / "nothing")]) == 2
     assert "is not an experiment directory" in capsys.readouterr().err
+    assert run.main(["--resume", str(known[1]), "--confirm-top", "2"]) == 2  # the plan is the recorded one
+    assert "--resume continues the experiment as it was planned" in capsys.readouterr().err
     for flag in ("--resume", "--confirm"):  # a phase's directory: a Ray Tune experiment, not ours
         assert run.main([flag, str(known[1] / "screen")]) == 2
         err = capsys.readouterr().err
@@ -246,6 +248,9 @@ def test_resume_after_kills_in_the_screen_and_in_the_confirm_phase(tmp_path):
     assert len(confirm) == 3 * len(arms) and set(confirm["stop_reason"]) == {"finished"}
     pairs = set(zip(confirm["attention"], confirm["seed"]))
     assert pairs == {(a["levels"]["attention"], s) for a in arms for s in (2, 3, 4)}  # screen seeds 0, 1
+    # A FIFO screen that a confirm phase follows: its effects are on validation accuracy, never its test
+    text = write_report(exp, tmp_path / "report").read_text()
+    assert "## Main effects on val_acc_at_epoch (the screen's validation accuracy)" in text
 
 
 def test_a_random_screen_confirms_its_top_configs_as_they_ran():
@@ -268,3 +273,23 @@ def test_a_random_screen_confirms_its_top_configs_as_they_ran():
     assert confirm_params["lr"] == {"choice": [0.2, 0.05]} and confirm_params["seed"] == {"grid": [1, 2]}
     assert (plan.tune_dir, plan.scheduler, plan.num_samples, plan.points) == ("/x/e/confirm", "fifo", 2,
                                                                               [a["levels"] for a in arms])
+
+
+def test_the_screen_ranks_what_the_scheduler_did_and_levels_as_the_trials_ran():
+    """An arm that ended on its own with fewer planned epochs is not ranked below deeper arms (only a
+    scheduler's stop ranks an arm lower), and a float field written as integers in the space (grid
+    [1, 5], run as 1.0 and 5.0) gives one arm per level: the reference and the neighbours are written
+    as the trials ran them, so nothing is confirmed twice."""
+    from sweep.plan import confirm_arms, new_confirm
+
+    params = {"epochs": {"grid": [2, 4]}, "clip_grad_norm": {"grid": [1, 5]}}
+    trials = pd.DataFrame({"trial_id": list("abcd"), "epochs": [2, 4, 4, 2], "clip_grad_norm": [5.0, 5.0, 1.0, 1.0],
+                           "stop_reason": ["finished", "finished", "scheduler_stopped", "finished"]})
+    epochs = pd.DataFrame({"trial_id": list("aabbbbcd"), "epoch": [1, 2, 1, 2, 3, 4, 1, 1],
+                           "val_acc": [50, 60, 30, 40, 45, 50, 70, 20]})
+    confirm = new_confirm(params, top=1, seeds=2)
+    arms, references = confirm_arms(trials, epochs, params, confirm, "grid")
+    assert references == {"epochs": 2, "clip_grad_norm": 1.0}
+    # a (2 epochs, ended, 60) beats b (4 epochs, 50); c (70 at epoch 1, stopped by the scheduler) ranks below
+    assert [a["levels"] for a in arms] == [{"epochs": 2, "clip_grad_norm": 5.0}, {"epochs": 2, "clip_grad_norm": 1.0}]
+    assert arms[1]["why"] == "without clip_grad_norm=5.0 (-> 1.0); all-reference baseline"
