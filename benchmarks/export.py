@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> dict:
     args.threads = args.threads or 1
     device = common.setup(args)
     from sweep import export
-    from sweep.spaces import resolve_config
+    from sweep.plan import trial_config
     from training.loop import fit
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
         for stage in settings["stages"]:
-            cfg = resolve_config({"stage": stage, "dataset": settings["dataset"], "subset": settings["subset"],
+            cfg = trial_config({"stage": stage, "dataset": settings["dataset"], "subset": settings["subset"],
                                   "epochs": settings["epochs"], "measure_latency": False, "device": "cpu",
                                   "data_dir": args.data_dir, **settings["sets"]})
             run = Path(tmp) / stage

@@ -40,11 +40,11 @@ DEFAULTS = {
 
 
 def trial_config(model: str, recipe: str, args, device: torch.device):
-    from sweep.spaces import resolve_config
+    from sweep.plan import trial_config
 
     preset = {"stage": "holistic"} if model.startswith("squeezenet") else {"model": model}
     sets = dict(item.split("=", 1) for item in args.sets)
-    return resolve_config({**preset, "recipe": recipe, "model": model, "dataset": args.dataset,
+    return trial_config({**preset, "recipe": recipe, "model": model, "dataset": args.dataset,
                            "data_dir": args.data_dir, "subset": args.subset, "epochs": args.epochs,
                            "batch_size": args.batch_size, "device": device.type, "measure_latency": False,
                            "seed": args.seed, **sets})

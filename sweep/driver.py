@@ -47,8 +47,10 @@ def resume(args: argparse.Namespace) -> int:
     with connected(args.address):
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
         left = []
-        for name, (_, phase) in sweep_plan.phase_plans(record, plan).items():
-            done, todo = exp.phase_left(phase, expected_trials(record, name), retry_errored=retries > 0)
+        phases = sweep_plan.phase_plans(record, plan)
+        for name, (_, phase) in phases.items():
+            retried = retries > 0 and not (name == sweep_plan.SCREEN and sweep_plan.CONFIRM in phases)
+            done, todo = exp.phase_left(phase, expected_trials(record, name), retry_errored=retried)
             two = sweep_plan.CONFIRM in record.get("phases", {})
             left.append(f"{done} done, {todo} left" + (f" ({name})" if two else ""))
         print(f"resuming {plan.experiment_dir}: {'; '.join(left)}", flush=True)
@@ -112,8 +114,9 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
     run again. The confirm's arms are chosen once the screen has ended and recorded before it runs."""
     axes = [k for k, v in record["params"].items() if isinstance(v, dict)]
     confirm = record.get("phases", {}).get(sweep_plan.CONFIRM)
-    code = run_phase(plan, record["params"], expected_trials(record, sweep_plan.SCREEN), retry_errored, axes,
-                     last=not confirm)
+    chosen = bool(confirm and confirm.get("arms"))  # the screen is final once it chose the arms: no retries
+    code = run_phase(plan, record["params"], expected_trials(record, sweep_plan.SCREEN), retry_errored and not chosen,
+                     axes, last=not confirm)
     if code or not confirm:
         return code
     if not confirm.get("arms"):

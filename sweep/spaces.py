@@ -11,7 +11,7 @@ A space is a small declarative dict, the same shape a YAML space file holds (see
 Every key of ``params`` is a ``TrainConfig`` field or a *bundle* key (``stage``, ``recipe``) whose
 value names a preset of several field overrides. A trial's config is resolved as: TrainConfig
 defaults, then the bundle presets, then the explicit fields on top, then each preset's per-model
-overrides, then ``TrainConfig.from_dict`` validates it (:func:`resolve_config`). The bundle value
+overrides, then ``TrainConfig.from_dict`` validates it (``sweep.plan.trial_config``). The bundle value
 stays in Ray's config (``config/stage``), so an analysis can group trials by it.
 
 A preset may hold ``"by_model": {model: {field: value}}``: overrides for the trials whose resolved
@@ -156,7 +156,7 @@ SPACES: dict[str, dict[str, Any]] = {
 def merge_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Every field of one trial from its Ray config: defaults <- bundle presets <- explicit fields
     <- the presets' by_model entries for the resolved model, on fields not set explicitly. Not yet
-    validated (see :func:`resolve_config`; --smoke-test's limits: ``sweep.plan.trial_values``)."""
+    validated (``sweep.plan.trial_config`` validates it, with --smoke-test's limits when asked)."""
     values = TrainConfig().to_dict()
     chosen = [preset_of(key, config[key]) for key in BUNDLES if key in config]
     for preset in chosen:
@@ -176,8 +176,3 @@ def preset_of(key: str, name: str) -> dict[str, Any]:
     if name not in presets:
         raise ConfigError(f"{key}={name!r} is not one of: {', '.join(presets)}")
     return presets[name]
-
-
-def resolve_config(config: Mapping[str, Any]) -> TrainConfig:
-    """One trial's validated TrainConfig from its Ray config (bundle keys expanded)."""
-    return TrainConfig.from_dict(merge_config(config))

@@ -9,7 +9,7 @@ from ray import tune
 
 from sweep import run, vocabulary as vocab
 from sweep.plan import check_trials, max_epochs, smoke_limits, trial_config
-from sweep.spaces import BUNDLES, BY_MODEL, RECIPES, SPACES, STAGES, resolve_config
+from sweep.spaces import BUNDLES, BY_MODEL, RECIPES, SPACES, STAGES
 from tests.conftest import FASHION_MNIST_DEBIAN
 from training.config import CHOICES, ConfigError, TrainConfig, field_names
 
@@ -43,18 +43,18 @@ def test_every_named_space_resolves_to_valid_trials_and_models(name):
 def test_stages_are_cumulative_and_holistic_is_the_studys_recipe():
     order = list(STAGES)
     assert order == ["baseline", "augment_finetune", "simple_attention", "residual_dropout", "holistic"]
-    base = resolve_config({"stage": "baseline"})
+    base = trial_config({"stage": "baseline"})
     assert (base.batch_norm, base.activation, base.augment, base.scheduler, base.optimizer) == \
         (False, "relu", "none", "none", "sgd")
     assert base.dropout == 0.5  # torchvision's SqueezeNet, the study's baseline, has it
-    s2 = resolve_config({"stage": "augment_finetune"})
+    s2 = trial_config({"stage": "augment_finetune"})
     assert s2.augment == "paper" and s2.finetune_epochs > 0 and s2.finetune_hard_classes == 3
-    assert resolve_config({"stage": "simple_attention"}).attention == "simple"
-    s4 = resolve_config({"stage": "residual_dropout"})
+    assert trial_config({"stage": "simple_attention"}).attention == "simple"
+    s4 = trial_config({"stage": "residual_dropout"})
     assert s4.residual == "simple" and s4.dropout == 0.5 and s4.attention == "simple"
-    s3 = resolve_config({"stage": "simple_attention"}).to_dict()
+    s3 = trial_config({"stage": "simple_attention"}).to_dict()
     assert {k for k, v in s4.to_dict().items() if s3[k] != v} == {"residual"}
-    h = resolve_config({"stage": "holistic"})
+    h = trial_config({"stage": "holistic"})
     assert (h.attention, h.dsconv, h.activation, h.scheduler, h.init, h.batch_norm) == \
         ("channel", True, "silu", "onecycle", "kaiming", True)
     assert h.label_smoothing == 0.1 and 1 <= h.clip_grad_norm <= 2
@@ -68,7 +68,7 @@ def test_the_ablation_spaces_recipes_hold_training_knobs_only():
 
 def test_resnet_depth_is_the_study_as_it_ran_against_ours():
     def trial(recipe, model, **explicit):
-        return resolve_config({"epochs": 50, "early_stop_patience": 0, "recipe": recipe, "model": model,
+        return trial_config({"epochs": 50, "early_stop_patience": 0, "recipe": recipe, "model": model,
                                **explicit})
 
     for model in ("resnet18", "resnet50"):
@@ -88,10 +88,10 @@ def test_resnet_depth_is_the_study_as_it_ran_against_ours():
 
 
 def test_explicit_fields_win_over_bundles_and_the_bundle_value_stays_in_the_config():
-    cfg = resolve_config({"stage": "holistic", "lr": 0.2, "seed": 3})
+    cfg = trial_config({"stage": "holistic", "lr": 0.2, "seed": 3})
     assert cfg.lr == 0.2 and cfg.seed == 3 and cfg.attention == "channel"
     with pytest.raises(ConfigError, match="stage='nope'"):
-        resolve_config({"stage": "nope"})
+        trial_config({"stage": "nope"})
 
 
 def test_smoke_limits_cap_squeezenet_width_and_finetuning_but_leave_resnets_whole():
