@@ -33,7 +33,7 @@ FULL = {"dataset": "fashion-mnist", "epochs": 9, "reduction_factor": 3, "seeds":
         "sets": ["subset=512", "val_fraction=0.5", "width=0.25", "batch_size=32", "measure_latency=false"]}
 # --quick: four arms (activation x recipe) of synthetic data, a few seconds of training per run; the
 # machinery only (with 4 arms, the confirm set is most of the grid).
-QUICK = {"dataset": "synthetic", "epochs": 3, "reduction_factor": 3, "seeds": 2, "top": 1,
+QUICK = {"dataset": "synthetic", "epochs": 2, "reduction_factor": 3, "seeds": 2, "top": 1,
          "sets": ["subset=128", "val_fraction=0.5", "width=0.25", "batch_size=32", "measure_latency=false",
                   "attention=none", "residual=none", "dsconv=false"]}
 TARGET_SHARE = 0.35  # screen + confirm at most 35% of the full factorial's trial-epochs (issue #11)

@@ -173,8 +173,8 @@ def test_sweep_efficiency_quick_run_writes_json(tmp_path):
     sweep_efficiency.main(["--quick", "--out", str(tmp_path / "s.json")])
     saved = read_result(tmp_path / "s.json", "sweep_efficiency")
     screen, confirm, both, full = saved["rows"]
-    assert full["trial-epochs"] == 4 * 2 * 3 and screen["trial-epochs"] <= 4 * 3  # 4 arms, 2 seeds, 3 epochs
-    assert confirm["trial-epochs"] == 3 * confirm["trials"] == 3 * 2 * saved["comparison"]["arms confirmed"]
+    assert full["trial-epochs"] == 4 * 2 * 2 and screen["trial-epochs"] <= 4 * 2  # 4 arms, 2 seeds, 2 epochs
+    assert confirm["trial-epochs"] == 2 * confirm["trials"] == 2 * 2 * saved["comparison"]["arms confirmed"]
     assert both["trial-epochs"] == screen["trial-epochs"] + confirm["trial-epochs"]
     assert both["share of full epochs"] == pytest.approx(both["trial-epochs"] / full["trial-epochs"], rel=1e-3)
     assert set(saved["targets"]) == {"screen_plus_confirm_epochs_at_most_35%",
