@@ -48,6 +48,17 @@ def arm_label(arm: dict, factors: Sequence[str]) -> str:
     return ", ".join(f"{f}={arm[f]}" for f in factors)
 
 
+def arm_labels(frame: pd.DataFrame, factors: Sequence[str]) -> pd.Series:
+    """Each row's arm (:func:`arm_label`), aligned with the frame's index."""
+    return pd.Series([arm_label(arm, factors) for arm in frame[list(factors)].to_dict("records")],
+                     index=frame.index, dtype=object)
+
+
+def reasons(spec: dict, factors: Sequence[str]) -> dict[str, str]:
+    """Arm label -> why the confirm phase runs it, from sweep.json's ``phases.confirm``."""
+    return {arm_label(a["levels"], factors): str(a.get("why", "")) for a in spec["arms"]}
+
+
 def screen_ranking(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
     """One row per arm of the screen, best first (module docstring): the factors, ``trials``,
     ``deepest_epoch``, ``mean_best_val`` (mean over its trials of their best val accuracy so far),
@@ -64,8 +75,7 @@ def screen_ranking(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence
                                                    kept=trials["trial_id"].map(deepest).where(~ended, np.inf),
                                                    order=range(len(trials)))
     frame = frame[frame["best_val"].notna()]
-    keys = [arm_label(arm, factors) for arm in frame[factors].to_dict("records")]
-    arms = (frame.assign(key=keys).groupby("key", sort=False)
+    arms = (frame.assign(key=arm_labels(frame, factors)).groupby("key", sort=False)
             .agg(**{f: (f, "first") for f in factors}, trials=("trial_id", "size"),
                  deepest_epoch=("deepest", "max"), kept=("kept", "max"), mean_best_val=("best_val", "mean"),
                  order=("order", "min")))
@@ -106,8 +116,7 @@ def confirm_set(ranking: pd.DataFrame, factors: Sequence[str], references: dict 
 def fit_arms(trials: pd.DataFrame, factors: Sequence[str], best: dict,
              metric: str = "test_acc") -> factorial.FactorialFit:
     """The confirm model ``metric ~ C(arm) + C(seed)`` with the best arm as the reference level."""
-    frame = trials.assign(**{ARM: trials[list(factors)].to_dict("records")})
-    frame[ARM] = [arm_label(a, factors) for a in frame[ARM]]
+    frame = trials.assign(**{ARM: arm_labels(trials, factors)})
     return factorial.fit_factorial(frame, [ARM], metric, {ARM: arm_label(best, factors)})
 
 
@@ -116,9 +125,8 @@ def arm_means(trials: pd.DataFrame, factors: Sequence[str], metric: str = "test_
     from those trials alone (it includes the seed-to-seed scatter: what a new seed would see), and the
     mean best validation accuracy; ordered by the latter (selection on validation, never on test),
     so row 0 is the confirmed best."""
-    labels = [arm_label(a, factors) for a in trials[list(factors)].to_dict("records")]
     rows = []
-    for label, group in trials.groupby(pd.Series(labels, index=trials.index), sort=False):
+    for label, group in trials.groupby(arm_labels(trials, factors), sort=False):
         values = group[metric].dropna().to_numpy(float)
         low = high = np.nan
         if len(values) > 1 and values.std() > 0:
@@ -219,9 +227,7 @@ def screen_table(exp: Experiment) -> pd.DataFrame | None:
         return None
     factors = spec["factors"]
     ranking = screen_ranking(screen.trials, screen.epochs, factors)
-    why = {arm_label(a["levels"], factors): str(a.get("why", "")) for a in spec["arms"]}
-    return ranking.assign(chosen=[why.get(arm_label(arm, factors), "")
-                                  for arm in ranking[factors].to_dict("records")])
+    return ranking.assign(chosen=arm_labels(ranking, factors).map(reasons(spec, factors)).fillna(""))
 
 
 def confirmed(exp: Experiment) -> Confirmed | None:
@@ -237,9 +243,8 @@ def confirmed(exp: Experiment) -> Confirmed | None:
     used = trials[ran].assign(test_acc=pd.to_numeric(trials["test_acc"][ran]))
     if used.empty:
         return None
-    why = {arm_label(a["levels"], factors): str(a.get("why", "")) for a in spec["arms"]}
     means = arm_means(used, factors)
-    means["why"] = means[ARM].map(why).fillna("")
+    means["why"] = means[ARM].map(reasons(spec, factors)).fillna("")
     loo, loo_note = leave_one_out_costs(used, factors, best, spec.get("references"))
     excluded = {str(k): int(v) for k, v in trials[~ran]["stop_reason"].value_counts(sort=False).items()}
     return Confirmed(list(factors), best, means, loo, loo_note, len(used), excluded, view.never_started,
@@ -253,7 +258,7 @@ def leave_one_out_costs(used: pd.DataFrame, factors: Sequence[str], best: dict,
     empty = pd.DataFrame(columns=LOO_COLUMNS)
     if not references:
         return empty, "no reference levels recorded (a random or Optuna screen): no leave-one-out"
-    labels = {arm_label(a, factors) for a in used[list(factors)].to_dict("records")}
+    labels = set(arm_labels(used, factors))
     neighbours = [arm for arm, _ in leave_one_out(best, references) if arm_label(arm, factors) in labels]
     if not leave_one_out(best, references):
         return empty, "the screen's best arm is at every reference level: nothing to leave out"

@@ -26,7 +26,8 @@ from analysis import effects, plots  # noqa: E402
 from analysis.best import describe as describe_best  # noqa: E402
 from analysis.depth import depth_table, layers  # noqa: E402
 from analysis.importance import importance  # noqa: E402
-from analysis.confirm import ARM, arm_label, confirm_record, confirmed, screen_table  # noqa: E402
+from analysis.confirm import (ARM, Confirmed, arm_label, arm_labels, confirm_record, confirmed,  # noqa: E402
+                              screen_table)
 from analysis.load import FINAL_STATUSES, PHASES, STOP_REASONS, Experiment, load  # noqa: E402
 from analysis.pareto import arm_summary, objective_front, read_latency_alone  # noqa: E402
 from analysis.render import FORMATS, to_markdown, write_table  # noqa: E402
@@ -51,11 +52,12 @@ class Section:
 def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> list[Section]:
     """Every block of the report, in order; blocks that do not apply to this sweep are left out. With
     phases, the study's blocks are the screen's alone, then come the confirm phase's."""
-    out = [overview(exp)]
+    result = confirmed(exp) if "confirm" in exp.phases else None  # one fit for the overview and the sections
+    out = [overview(exp, result)]
     if len(exp.unfinished) or exp.never_started:
         out.append(unfinished_section(exp))
     out += study_sections(exp.phase("screen"), margin, exp.path)
-    return out + (confirm_sections(exp) if "confirm" in exp.phases else [])
+    return out + (confirm_sections(exp, result) if "confirm" in exp.phases else [])
 
 
 def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
@@ -108,7 +110,9 @@ def front_section(exp: Experiment, objectives: list[list[str]], root: Path) -> S
     return Section("Front of the objectives", text, "objective_front", table, figure)
 
 
-def overview(exp: Experiment) -> Section:
+def overview(exp: Experiment, result: Confirmed | None = None) -> Section:
+    """How many trials ran and how they ended (per phase), the best trial and arm, and with a confirm
+    phase its `result` (analysis.confirm.confirmed)."""
     sweep, trials = exp.sweep, exp.trials
     plan = sweep.get("plan", {})
     lines = [f"Experiment `{exp.path}`" + (f": space `{sweep['space_name']}`" if "space_name" in sweep
@@ -126,7 +130,6 @@ def overview(exp: Experiment) -> Section:
     lines += describe_best(screen.trials, effects.ablation_factors(screen.trials, exp.config_columns, exp.axes),
                            test=not ("confirm" in exp.phases or sweep.get("confirm_follows")))
     if "confirm" in exp.phases:
-        result = confirmed(exp)
         lines.append(result.line if result else "confirm phase: no trial has run to its end yet")
     errored = trials[trials["stop_reason"] == "errored"]
     lines += [f"Errored `{t}`: {msg}" for t, msg in zip(errored["trial_id"], errored["error"])]
@@ -269,13 +272,14 @@ IMPORTANCE_TEXT = ("Share of the variance of the metric explained by each factor
                    "forest); the last row is the rest (interactions and noise), so the column sums to 1.")
 
 
-def confirm_sections(exp: Experiment) -> list[Section]:
-    """The screen's ranking, the confirmed ranking and the leave-one-out table (analysis.confirm)."""
-    ranking, result, spec = screen_table(exp), confirmed(exp), confirm_record(exp)
+def confirm_sections(exp: Experiment, result: Confirmed | None) -> list[Section]:
+    """The screen's ranking, the confirmed ranking and the leave-one-out table (analysis.confirm;
+    `result`: confirmed(exp))."""
+    ranking, spec = screen_table(exp), confirm_record(exp)
     if ranking is None:
         return [Section("Screen ranking", "The screen has not chosen the arms to confirm yet.")]
     factors = spec["factors"]
-    ranked = {arm_label(arm, factors) for arm in ranking[factors].to_dict("records")}
+    ranked = set(arm_labels(ranking, factors))
     missing = "".join(f" Chosen, not in the screen's ranking (no epoch there): {label} ({a.get('why', '')})."
                       for a in spec["arms"] if (label := arm_label(a["levels"], factors)) not in ranked)
     out = [Section("Screen ranking", SCREEN_RANKING_TEXT + missing, "screen_ranking", ranking)]

@@ -47,11 +47,9 @@ def resume(args: argparse.Namespace) -> int:
     with connected(args.address):
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
         left = []
-        phases = sweep_plan.phase_plans(record, plan)
-        for name, (_, phase) in phases.items():
-            retried = retries > 0 and not (name == sweep_plan.SCREEN and sweep_plan.CONFIRM in phases)
-            done, todo = exp.phase_left(phase, expected_trials(record, name), retry_errored=retried)
-            two = sweep_plan.CONFIRM in record.get("phases", {})
+        two = sweep_plan.CONFIRM in record.get("phases", {})
+        for name, (_, phase) in sweep_plan.phase_plans(record, plan).items():
+            done, todo = exp.phase_left(phase, expected_trials(record, name), retried(record, name, retries > 0))
             left.append(f"{done} done, {todo} left" + (f" ({name})" if two else ""))
         print(f"resuming {plan.experiment_dir}: {'; '.join(left)}", flush=True)
         return run_phases(plan, record, retry_errored=retries > 0)
@@ -100,6 +98,13 @@ def expected_trials(record: dict[str, Any], phase: str) -> int:
     return int(phases.get(phase, {}).get("expected_trials", default))
 
 
+def retried(record: dict[str, Any], phase: str, retry_errored: bool) -> bool:
+    """Whether a phase's errored trials are retried: not the screen's once it chose the confirm arms
+    (the screen is final then: a retry could not change them)."""
+    chosen = bool((record.get("phases", {}).get(sweep_plan.CONFIRM) or {}).get("arms"))
+    return retry_errored and not (phase == sweep_plan.SCREEN and chosen)
+
+
 def phases_line(record: dict[str, Any]) -> str:
     """'screen of 48 trials, then a confirm phase (top 3, 3 fresh seeds)'."""
     confirm = record["phases"].get(sweep_plan.CONFIRM)
@@ -114,9 +119,8 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
     run again. The confirm's arms are chosen once the screen has ended and recorded before it runs."""
     axes = [k for k, v in record["params"].items() if isinstance(v, dict)]
     confirm = record.get("phases", {}).get(sweep_plan.CONFIRM)
-    chosen = bool(confirm and confirm.get("arms"))  # the screen is final once it chose the arms: no retries
-    code = run_phase(plan, record["params"], expected_trials(record, sweep_plan.SCREEN), retry_errored and not chosen,
-                     axes, last=not confirm)
+    code = run_phase(plan, record["params"], expected_trials(record, sweep_plan.SCREEN),
+                     retried(record, sweep_plan.SCREEN, retry_errored), axes, last=not confirm)
     if code or not confirm:
         return code
     if not confirm.get("arms"):
@@ -264,7 +268,7 @@ def report(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
     Exit status 130 when interrupted (Ctrl-C: Tune returns what it has), 1 when every trial errored."""
     experiment_dir = plan.experiment_dir
     try:
-        summary = exp.summarize(experiment_dir, plan, axes)
+        summary = exp.summarize(plan, axes)
         outcomes = [f"{n} {word}" for word, n in summary["outcomes"].items()]
         expected = max(expected, summary["trials"])
         if expected > summary["trials"]:

@@ -322,7 +322,7 @@ def phase_left(plan: Plan, expected: int, retry_errored: bool) -> tuple[int, int
     return done, max(expected, len(statuses)) - done
 
 
-def summarize(experiment_dir: str, plan: Plan, axes: list[str]) -> dict[str, Any]:
+def summarize(plan: Plan, axes: list[str]) -> dict[str, Any]:
     """Every trial's outcome in the console's (the report's) words, the best trial and arm
     (analysis.best), and the errored and unfinished (interrupted) counts."""
     from analysis.best import best_trial, describe
@@ -331,12 +331,12 @@ def summarize(experiment_dir: str, plan: Plan, axes: list[str]) -> dict[str, Any
 
     frame = trial_frame(trials_of(plan.tune_dir), plan.scheduler, done=True)
     reasons = frame["stop_reason"] if len(frame) else pd.Series(dtype=object)
-    summary: dict[str, Any] = {"experiment": experiment_dir, "trials": len(frame),
+    summary: dict[str, Any] = {"experiment": plan.experiment_dir, "trials": len(frame),
                                "outcomes": count_outcomes(frame, plan.scheduler),
                                "errors": int((reasons == "errored").sum()),
                                "unfinished": int((reasons == "unfinished").sum()),
                                "best_lines": describe(frame, ablation_factors(frame, (), axes)) if len(frame) else [],
-                               "tensorboard": f"tensorboard --logdir {experiment_dir}"}
+                               "tensorboard": f"tensorboard --logdir {plan.experiment_dir}"}
     best = best_trial(frame) if len(frame) else None
     if best is not None:
         summary["best"] = {"trial_id": best["trial_id"], "path": best["path"]}

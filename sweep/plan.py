@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import sys
 import time
@@ -329,10 +330,7 @@ def confirm_bound(params: Mapping[str, Any], confirm: Mapping[str, Any], search:
     axes = vocab.grid_axes(params)
     factors = confirm["factors"]
     if search == "grid" and all(f in axes for f in factors):
-        arms = 1
-        for f in factors:
-            arms *= len(axes[f])
-        return min(confirm["top"] + len(factors) + 1, arms)
+        return min(confirm["top"] + len(factors) + 1, math.prod(len(axes[f]) for f in factors))
     return confirm["top"]
 
 
