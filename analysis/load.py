@@ -36,7 +36,8 @@ from typing import Any
 import pandas as pd
 
 from sweep.plan import CONFIRM, SCREEN, trial_values
-from training.config import ConfigError, TrainConfig, UserError, field_names
+from sweep.spaces import BUNDLES
+from training.config import ConfigError, TrainConfig, UserError, field_names, field_types
 
 FINAL_STATUSES = ("finished", "early_stopped", "diverged")  # our loop's status on its final report
 STOP_REASONS = (*FINAL_STATUSES, "scheduler_stopped", "errored", "unfinished")
@@ -135,6 +136,8 @@ def load(run_dir: str | Path) -> Experiment:
     if not path.is_dir():
         raise ExperimentError(f"{path} is not a directory")
     sweep = sweep_record(path)
+    if is_frames(path, sweep):
+        return read_frames(path, sweep)
     parent = {} if sweep else sweep_record(path.parent)
     for name, spec in phase_specs(parent).items():
         if spec["dir"] == path.name:
@@ -154,6 +157,37 @@ def load(run_dir: str | Path) -> Experiment:
     return Experiment(path, trials_frame([row for part in read for row in part.rows], config_columns),
                       epochs_frame([epochs for part in read for epochs in part.epochs]), config_columns, sweep,
                       tuple(what for part in read for what in part.skipped))
+
+
+FRAMES = ("trials.csv", "epochs.csv")  # a report's copy of the frames (analysis.report.write_report)
+# Text columns of the trials frame that are not TrainConfig fields (CSV gives NaN for their empty cells).
+TEXT_COLUMNS = ("trial_id", "phase", "stop_reason", "ray_status", "error", "trial_dir", "node", "timing")
+
+
+def is_frames(path: Path, sweep: dict[str, Any]) -> bool:
+    """Whether `path` holds the frames a report wrote (trials.csv, epochs.csv, sweep.json) rather than
+    an experiment: no Ray state, no phase directory."""
+    return (all((path / name).is_file() for name in FRAMES) and not any(path.glob("experiment_state-*.json"))
+            and not any((path / spec["dir"]).is_dir() for spec in phase_specs(sweep).values()))
+
+
+def read_frames(path: Path, sweep: dict[str, Any]) -> Experiment:
+    """The experiment a report's frames describe (trials.csv, epochs.csv and sweep.json, as
+    analysis.report writes them beside report.md): the analysis again without the trial directories."""
+    try:
+        trials = pd.read_csv(path / "trials.csv")
+        epochs = pd.read_csv(path / "epochs.csv")
+    except (OSError, ValueError) as exc:
+        raise ExperimentError(f"{path}: cannot read its frames ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in ("trial_id", "phase", "stop_reason", *field_names()) if c not in trials]
+    if missing or "trial_id" not in epochs:
+        raise ExperimentError(f"{path}: trials.csv/epochs.csv are not a report's frames (missing "
+                              f"{', '.join(missing) or 'trial_id in epochs.csv'})")
+    text = [c for c in (*TEXT_COLUMNS, *(f for f, kind in field_types().items() if kind is str)) if c in trials]
+    trials[text] = trials[text].astype(object).where(trials[text].notna(), "")
+    named = (*(sweep.get("params") or {}), *BUNDLES)  # the bundle keys (stage, recipe) and any other axis
+    bundles = list(dict.fromkeys(c for c in named if c not in field_names() and c in trials))
+    return Experiment(path, trials, epochs, (*field_names(), *bundles), sweep)
 
 
 @dataclass

@@ -6,11 +6,13 @@ ended how (and which are unfinished), the SqueezeNet study's stage table and the
 table when the sweep ran those, the ablation's main effects, recipe interactions and fANOVA
 importance, accuracy against cost with the Pareto front, and the learning curves; after a screen
 with a confirm phase, those are the screen's, followed by the screen's ranking, the confirmed ranking
-and the leave-one-out costs (how each number is made: docs/ANALYSIS.md). trials.csv and epochs.csv
-hold the frames behind it; ``--format csv|tex`` also writes every table as a file.
+and the leave-one-out costs (how each number is made: docs/ANALYSIS.md). trials.csv, epochs.csv and
+sweep.json hold the frames behind it: RUN_DIR may also be such a directory, to re-run the analysis
+without the trials' files; ``--format csv|tex`` also writes every table as a file.
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -374,6 +376,8 @@ def write_report(exp: Experiment, out: Path, fmt: str = "md",
             parts.append(f"![{section.title}]({section.name}.png)")
     exp.trials.to_csv(out / "trials.csv", index=False)
     exp.epochs.to_csv(out / "epochs.csv", index=False)
+    if exp.sweep:  # with the frames, a directory this module reads again without the trials' files
+        (out / "sweep.json").write_text(json.dumps(exp.sweep, indent=1, default=str) + "\n")
     path = out / "report.md"
     path.write_text("\n\n".join(parts) + "\n")
     return path

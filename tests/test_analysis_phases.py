@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from analysis import confirm
-from analysis.load import Experiment, load
-from analysis.report import sections
+from analysis.load import Experiment, ExperimentError, load
+from analysis.report import sections, write_report
 from tests.test_analysis_load import write_experiment
 
 CONFIRM_SPEC = {"dir": "confirm", "top": 1, "seeds": [0], "factors": ["attention"],
@@ -151,3 +151,20 @@ def test_an_arm_with_one_trial_has_no_interval_and_a_random_screen_no_leave_one_
     titles = [s.title for s in sections(load(write_phased(tmp_path / "random", {**CONFIRM_SPEC, "references": None})))]
     assert "Confirmed ranking (fresh seeds, run to the end)" in titles
     assert not any(t.startswith("Leave-one-out") for t in titles)
+
+
+def test_a_reports_frames_load_as_the_experiment(tmp_path):
+    """trials.csv, epochs.csv and sweep.json beside report.md: the same frames and the same report
+    again without the trials' files (every way a trial can end, both phases)."""
+    exp = load(write_phased(tmp_path / "exp"))
+    first = write_report(exp, tmp_path / "report")
+    again = load(first.parent)
+    assert again.path == first.parent and again.sweep == exp.sweep and again.config_columns == exp.config_columns
+    pd.testing.assert_frame_equal(again.trials, exp.trials, check_dtype=False)
+    pd.testing.assert_frame_equal(again.epochs, exp.epochs, check_dtype=False)
+    blocks = [[line for line in path.read_text().splitlines() if line.startswith(("## ", "|"))]
+              for path in (first, write_report(again, tmp_path / "again"))]
+    assert blocks[0] == blocks[1] and any(line.startswith("|") for line in blocks[0])
+    (first.parent / "epochs.csv").write_text("not,a frame\n")
+    with pytest.raises(ExperimentError, match="not a report's frames"):
+        load(first.parent)

@@ -120,6 +120,14 @@ def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
     assert result.line in overview
     ranking = screen_table(exp)
     assert list(ranking["trials"]) == [1] * 4 and ranking.loc[0, "chosen"].startswith("screen rank 1")
+    # The report's frames (trials.csv, epochs.csv, sweep.json) give the same report again.
+    again = write_report(load(tmp_path / "report"), tmp_path / "again").read_text()
+    assert report_blocks(again) == report_blocks(text)
+
+
+def report_blocks(text: str) -> list[str]:
+    """A report's titles and tables (its other lines name the directory it was read from)."""
+    return [line for line in text.splitlines() if line.startswith(("## ", "|"))]
 
 
 def test_notebook_executes_top_to_bottom_on_a_phased_experiment(known, monkeypatch):
