@@ -33,7 +33,7 @@ from analysis.confirm import (ARM, Confirmed, arm_label, arm_labels, confirm_rec
 from analysis.load import FINAL_STATUSES, PHASES, STOP_REASONS, Experiment, load  # noqa: E402
 from analysis.pareto import arm_summary, objective_front, read_latency_alone  # noqa: E402
 from analysis.render import FORMATS, to_markdown, write_table  # noqa: E402
-from analysis.stages import stage_table, study_data_caveat  # noqa: E402
+from analysis.stages import stage_steps, stage_table, study_data_caveat  # noqa: E402
 from training.config import Parser, UserError, run_cli  # noqa: E402
 
 MEANING = {"finished": "ran every epoch", "early_stopped": "stopped by its own patience (early_stop_patience)",
@@ -73,6 +73,9 @@ def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
         staged = trials[trials["stage"].notna()]
         out.append(Section("Stages (the SqueezeNet study's Table I)", with_caveat(STAGE_TEXT, staged),
                            "stage_table", stage_table(trials)))
+        steps, model = stage_steps(trials)
+        out.append(Section("Stage steps (what each stage added)", f"{STEPS_TEXT} Model: {model}.", "stage_steps",
+                           steps))
     if trials["model"].map(layers).notna().any() and not validation_only:
         out.append(Section("Depth (the ResNet study's Table 1)",
                            with_caveat(DEPTH_TEXT, trials[trials["model"].map(layers).notna()]),
@@ -190,6 +193,11 @@ STAGE_TEXT = ("Test accuracy (%) of the best-validation weights, params (M), GFL
               "mean ± std across seeds, n trials with a final report (n_other: the rest). paper_test_acc "
               "is the study's single run (CIFAR-10); diff_vs_paper = our mean − the study's, given only when "
               "every trial trained on all of CIFAR-10 at 32x32. " + SHARED_TEXT)
+STEPS_TEXT = ("Each step's effect is the next stage's mean test accuracy minus the previous one's (points), "
+              "estimated with the seed as a block, with its 95% t interval and p; p_holm adjusts over the "
+              "steps (Holm), and significant means p_holm < 0.05. Each stage changes several things at "
+              "once (sweep/spaces.py), so a step is the effect of that bundle, not of one change. "
+              "paper_step is the study's single-run step on CIFAR-10, for context.")
 DEPTH_TEXT = ("Mean ± std across seeds, n trials with a final report. Increases are relative to "
               "ResNet-18 under the same recipe, in %. paper_*: the study's single runs (CIFAR-10, 50 epochs, "
               "batch 256, lr 5e-4, ResNet-152 ImageNet-pretrained with only its last layer trained, Colab "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis import factorial
 from analysis.load import FINAL_STATUSES
 
 # Test accuracy (%) per stage, the SqueezeNet study's Table I, in the study's order; the keys are the
@@ -77,6 +78,36 @@ def stage_table(trials: pd.DataFrame, stage: str = "stage") -> pd.DataFrame:
         rows.append({**row, "paper_test_acc": paper, "diff_vs_paper": row["test_acc_mean"] - paper})
     table = pd.DataFrame(rows)
     return table.drop(columns="diff_vs_paper") if study_data_caveat(trials) else table
+
+
+def stage_steps(trials: pd.DataFrame, stage: str = "stage") -> tuple[pd.DataFrame, str]:
+    """(table, the model's description): what each stage added, the study's question. Per step from
+    one stage to the next in the study's order (both with trials), the difference of their mean test
+    accuracy (%), ``to - from``, from ``test_acc ~ C(stage) + C(seed)`` (analysis.factorial: OLS with
+    the seed as a block, since a seed fixes the split and data order of every stage; one residual
+    variance for all stages) with its 95% t interval, p and Holm's p over the steps; ``paper_step``
+    is the study's single-run difference (CIFAR-10), context only. Trials without a final report
+    with a test accuracy are left out (the stage table's n_other). No rows with fewer than two
+    stages."""
+    done = trials[trials["stop_reason"].isin(FINAL_STATUSES) & trials["test_acc"].notna()]
+    present = [s for s in PAPER_STAGE_ACCURACY if (done[stage] == s).any()]
+    columns = ["step", "n_from", "n_to", "effect", "se", "ci_low", "ci_high", "p", "p_holm", "significant",
+               "paper_step"]
+    if len(present) < 2:
+        return pd.DataFrame(columns=columns), "fewer than two of the study's stages ran to their end: no steps"
+    frame = done[done[stage].isin(present)].assign(test_acc=lambda f: f["test_acc"].astype(float))
+    ff = factorial.fit_factorial(frame, [stage], "test_acc", {stage: present[0]})
+    rows = []
+    for before, after in zip(present, present[1:]):
+        est = factorial.estimate(ff, factorial.contrast(ff, stage, after) - factorial.contrast(ff, stage, before))
+        rows.append({"step": f"{before} -> {after}", "n_from": ff.counts[stage][before],
+                     "n_to": ff.counts[stage][after], "effect": est.effect, "se": est.se, "ci_low": est.ci_low,
+                     "ci_high": est.ci_high, "p": est.p,
+                     "paper_step": PAPER_STAGE_ACCURACY[after] - PAPER_STAGE_ACCURACY[before]})
+    table = pd.DataFrame(rows)
+    table["p_holm"] = factorial.holm(table["p"])
+    table["significant"] = table["p_holm"] < factorial.ALPHA
+    return table[columns], ff.describe()
 
 
 def group_timing(group: pd.DataFrame) -> str:

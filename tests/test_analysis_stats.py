@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from analysis import effects
 from analysis.depth import PAPER_DEPTH, depth_table
 from analysis.importance import MIN_TRIALS, REST, importance
 from analysis.pareto import arm_summary, pareto_front
 from analysis.render import readable, to_markdown, write_table
-from analysis.stages import PAPER_STAGE_ACCURACY, STUDY_DATA, stage_table, study_data_caveat
+from analysis.stages import PAPER_STAGE_ACCURACY, STUDY_DATA, stage_steps, stage_table, study_data_caveat
 
 CONFIG = ("attention", "dsconv", "lr", "seed", "recipe")  # TrainConfig fields, then a bundle key
 
@@ -221,6 +222,38 @@ def test_stage_table_paper_column_and_differences_are_exact():
     assert table["test_acc_std"].iloc[0] == pytest.approx(np.sqrt(2))
     assert list(table["params_m_mean"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert table["gflops_mean"].iloc[0] == pytest.approx(0.2) and table["time_min_mean"].iloc[0] == 20.0
+
+
+def test_stage_steps_recover_known_steps_with_seeds_as_blocks_and_cover_them():
+    """Stages with known means, a large per-seed shift shared by every stage (a seed fixes the split)
+    and small noise: each step is the difference of consecutive stage means, the seed shift cancels,
+    the 95% intervals cover the truth about 95% of the time, and the Holm column is statsmodels'."""
+    means = dict(zip(PAPER_STAGE_ACCURACY, (80.0, 84.0, 84.0, 84.0, 88.0)))
+    truth = [4.0, 0.0, 0.0, 4.0]
+
+    def trials(rng, seeds=3):
+        shift = rng.normal(0, 5, seeds)
+        return pd.DataFrame([{"stage": st, "seed": seed, "stop_reason": "finished",
+                              "test_acc": mu + shift[seed] + rng.normal(0, 0.4)}
+                             for st, mu in means.items() for seed in range(seeds)])
+
+    rng = np.random.default_rng(0)
+    frame = trials(rng)
+    frame.loc[len(frame)] = {"stage": "holistic", "seed": 3, "stop_reason": "errored", "test_acc": np.nan}
+    table, model = stage_steps(frame)
+    assert list(table["step"]) == [f"{a} -> {b}" for a, b in zip(list(means), list(means)[1:])]
+    assert table["effect"].to_numpy() == pytest.approx(truth, abs=1.5)  # seed shifts of sd 5 removed
+    assert list(table["n_from"]) == [3] * 4 and list(table["n_to"]) == [3] * 4  # the errored trial left out
+    assert "seed as a block" in model and "n = 15 trials" in model and "residual df = 8" in model
+    assert list(table["paper_step"]) == pytest.approx([7.81, -14.67, 0.73, 18.90])
+    assert table["p_holm"].to_numpy() == pytest.approx(
+        multipletests(table["p"], method="holm")[1]) and list(table["significant"]) == [True, False, False, True]
+    covered = [(t["ci_low"] <= truth[i] <= t["ci_high"]) for _ in range(200)
+               for i, t in enumerate(stage_steps(trials(rng))[0].to_dict("records"))]
+    assert 0.91 <= np.mean(covered) <= 0.99
+    # Fewer than two stages ended: no steps, and why.
+    table, why = stage_steps(frame[frame["stage"] == "baseline"])
+    assert table.empty and "fewer than two" in why
 
 
 def test_the_studies_figures_are_compared_only_on_the_studies_data():
