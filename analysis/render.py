@@ -38,6 +38,8 @@ def mean_std(mean: float, std: float, spec: str = ".2f") -> str:
     """'81.23 ± 0.40'; the std is left out when undefined (n = 1), everything when n = 0."""
     if pd.isna(mean):
         return ""
+    if not pd.isna(std) and abs(std) <= 1e-9 * max(abs(mean), 1.0):
+        std = 0.0  # equal values whose float sum left a trace (1.7e-17)
     return f"{mean:{spec}}" + ("" if pd.isna(std) else f" ± {std:{spec}}")
 
 

@@ -127,7 +127,8 @@ def overview(exp: Experiment, result: Confirmed | None = None) -> Section:
         lines.append(("Screen: " if exp.phases else "")
                      + f"{plan['search']} search, {plan['scheduler']} scheduler, at most {epochs} per trial")
     if exp.phases:
-        lines += [phase_line(exp, name) for name in PHASES if name in exp.phases] + [PHASES_TEXT]
+        lines += [phase_line(exp, name) for name in PHASES if name in exp.phases]
+        lines += [PHASES_TEXT] if "confirm" in exp.phases else []  # a space without one ran its screen only
     else:
         lines.append(f"{len(trials)} trials recorded"
                      + (f" of {sweep['expected_trials']} expected" if "expected_trials" in sweep else ""))

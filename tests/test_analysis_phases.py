@@ -168,3 +168,10 @@ def test_a_reports_frames_load_as_the_experiment(tmp_path):
     (first.parent / "epochs.csv").write_text("not,a frame\n")
     with pytest.raises(ExperimentError, match="not a report's frames"):
         load(first.parent)
+
+
+def test_a_space_without_a_confirm_phase_reports_its_screen_without_the_confirm_wording(tmp_path):
+    """stages and resnet-depth (confirm: false) record only a screen phase: no 'Screen, then confirm'."""
+    exp = load(write_phased(tmp_path / "exp", confirm_spec=None))
+    text = sections(exp)[0].text
+    assert "Screen (`" in text and "Screen, then confirm" not in text and "Screen ranking" not in text

@@ -13,7 +13,7 @@ from analysis import effects
 from analysis.depth import PAPER_DEPTH, depth_table
 from analysis.importance import MIN_TRIALS, REST, importance
 from analysis.pareto import arm_summary, pareto_front
-from analysis.render import readable, to_markdown, write_table
+from analysis.render import mean_std, readable, to_markdown, write_table
 from analysis.stages import PAPER_STAGE_ACCURACY, STUDY_DATA, stage_steps, stage_table, study_data_caveat
 
 CONFIG = ("attention", "dsconv", "lr", "seed", "recipe")  # TrainConfig fields, then a bundle key
@@ -378,3 +378,9 @@ def test_pareto_plot_tick_labels_do_not_overlap():
         boxes = [b for b in boxes if ax.bbox.x0 - 5 <= (b.x0 + b.x1) / 2 <= ax.bbox.x1 + 5]
         assert len(boxes) >= 2
         assert all(a.x1 < b.x0 for a, b in zip(sorted(boxes, key=lambda b: b.x0), sorted(boxes, key=lambda b: b.x0)[1:]))
+
+
+def test_mean_std_shows_equal_values_with_a_zero_spread():
+    values = pd.Series([97826.0] * 3) * 1e-6  # the float sum leaves a std of 1.7e-17
+    assert values.std() > 0 and mean_std(values.mean(), values.std(), ".3g") == "0.0978 ± 0"
+    assert mean_std(81.234, 0.4, ".2f") == "81.23 ± 0.40" and mean_std(float("nan"), 1.0) == ""
