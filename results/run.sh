@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Re-runs the sweeps behind docs/RESULTS.md on real Fashion-MNIST (on 2 CPU cores: about 70 minutes),
+# then writes each experiment's report into results/<sweep>/: report.md, its figures and the tidy
+# frames behind it (trials.csv, epochs.csv, sweep.json; no checkpoints).
+# Usage, from the project's environment: bash results/run.sh [STORAGE] (default runs/results).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STORAGE=${1:-runs/results}
+# The sizes both sweeps share: 8,000 training images (6,400 train + 1,600 validation; the 10,000 test
+# images in full), half-width SqueezeNet, batch 64, 9 epochs, no latency timing (noise on a busy CPU).
+SIZE=(--dataset fashion-mnist --epochs 9 --set subset=8000 val_fraction=0.2 width=0.5 batch_size=64 measure_latency=false)
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0  # keep this machine's Ray on 127.0.0.1
+python sweep/run.py --space stages --samples 3 --address local --storage-path "$STORAGE" --name stages "${SIZE[@]}"
+python sweep/run.py --space ablation --address local --storage-path "$STORAGE" --name ablation "${SIZE[@]}"
+for sweep in stages ablation; do
+  python -m analysis.report "$STORAGE/$sweep" --out "results/$sweep"
+done
