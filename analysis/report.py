@@ -31,7 +31,7 @@ from analysis.importance import importance  # noqa: E402
 from analysis.confirm import (ARM, Confirmed, arm_label, arm_labels, confirm_record, confirmed,  # noqa: E402
                               screen_table)
 from analysis.load import FINAL_STATUSES, PHASES, STOP_REASONS, Experiment, load  # noqa: E402
-from analysis.pareto import arm_summary, objective_front, read_latency_alone  # noqa: E402
+from analysis.pareto import LATENCY_FILE, arm_summary, objective_front, read_latency_alone  # noqa: E402
 from analysis.render import FORMATS, to_markdown, write_table  # noqa: E402
 from analysis.stages import stage_steps, stage_table, study_data_caveat  # noqa: E402
 from training.config import Parser, UserError, run_cli  # noqa: E402
@@ -387,6 +387,9 @@ def write_report(exp: Experiment, out: Path, fmt: str = "md",
     exp.epochs.to_csv(out / "epochs.csv", index=False)
     if exp.sweep:  # with the frames, a directory this module reads again without the trials' files
         (out / "sweep.json").write_text(json.dumps(exp.sweep, indent=1, default=str) + "\n")
+    alone = read_latency_alone(exp.path)
+    if alone and out.resolve() != exp.path.resolve():  # the front's latency measured alone, with them
+        (out / LATENCY_FILE).write_text(json.dumps(alone, indent=1) + "\n")
     path = out / "report.md"
     path.write_text("\n\n".join(parts) + "\n")
     return path

@@ -113,6 +113,8 @@ def test_a_real_multi_objective_sweep_records_both_objectives_and_its_front(tmp_
     section = report.split("## Front of the objectives")[1].split("\n## ")[0]
     assert {t for t in trials["trial_id"] if f"| {t}" in section} == expected
     assert (tmp_path / "report" / "objective_front.png").is_file()
+    again = write_report(load_exp(tmp_path / "report"), tmp_path / "again").read_text()  # from the frames
+    assert again.split("## Front of the objectives")[1].split("\n## ")[0] == section.replace(str(run_dir), str(tmp_path / "report"))
     from sweep import export  # --front of a multi-objective sweep: the same front
 
     assert {s.name for s in export.choose(run_dir, [], False, True, "flops")} == expected
