@@ -153,10 +153,7 @@ def leave_one_out_table(ff: factorial.FactorialFit, best: dict, references: dict
         est = factorial.estimate(ff, -factorial.contrast(ff, ARM, label))
         rows.append({"removed": why, ARM: label, "n": ff.counts[ARM][label], "n_best": ff.counts[ARM][best_label],
                      "cost": est.effect, "se": est.se, "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p})
-    table = pd.DataFrame(rows, columns=LOO_COLUMNS[:-2])
-    table["p_holm"] = factorial.holm(table["p"]) if len(table) else pd.Series(dtype=float)
-    table["significant"] = table["p_holm"] < factorial.ALPHA
-    return table
+    return factorial.with_holm(pd.DataFrame(rows, columns=LOO_COLUMNS[:-2]))
 
 
 def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: pd.DataFrame) -> str:

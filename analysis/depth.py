@@ -11,7 +11,7 @@ import re
 
 import pandas as pd
 
-from analysis.load import FINAL_STATUSES
+from analysis.effects import completed
 from analysis.stages import group_timing, on_study_data
 
 # The ResNet study's Table 1: test accuracy (%) and training time (min, Colab GPU), 50 epochs,
@@ -51,7 +51,7 @@ def depth_table(trials: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
     if resnets.empty:
         return pd.DataFrame()
     resnets = resnets if by in resnets else resnets.assign(**{by: ""})
-    done = resnets[resnets["stop_reason"].isin(FINAL_STATUSES) & resnets["test_acc"].notna()]
+    done = completed(resnets)[0]
     stats = done.groupby([by, "model"]).agg(
         n=("test_acc", "size"), test_acc_mean=("test_acc", "mean"), test_acc_std=("test_acc", "std"),
         time_min_mean=("wall_time_s", lambda s: s.mean() / 60),

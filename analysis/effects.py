@@ -169,10 +169,7 @@ def main_effects(ff: FactorialFit) -> pd.DataFrame:
                          "emm": factorial.marginal_mean(ff, factor, level),
                          "emm_ref": factorial.marginal_mean(ff, factor, ref), "effect": est.effect, "se": est.se,
                          "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p})
-    table = pd.DataFrame(rows, columns=EFFECT_COLUMNS[:-2])
-    table["p_holm"] = factorial.holm(table["p"])
-    table["significant"] = table["p_holm"] < ALPHA
-    return table
+    return factorial.with_holm(pd.DataFrame(rows, columns=EFFECT_COLUMNS[:-2]))
 
 
 INTERACTION_COLUMNS = ["factor", "level", "reference", "recipe", "base_recipe", "effect_base", "base_low",

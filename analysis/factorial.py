@@ -183,6 +183,14 @@ def below_margin_p(ff: FactorialFit, est: Estimate, margin: float) -> float:
     return float(stats.t.cdf((est.effect - margin) / est.se, ff.df_resid))
 
 
+def with_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` (one family, its p-values in ``p``) with ``p_holm`` (:func:`holm`) and ``significant``
+    (p_holm < ALPHA) added."""
+    table["p_holm"] = holm(table["p"])
+    table["significant"] = table["p_holm"] < ALPHA
+    return table
+
+
 def holm(p: pd.Series) -> pd.Series:
     """Holm-adjusted p-values of one family; NaN (untestable) entries stay NaN and are not counted."""
     out = pd.Series(np.nan, index=p.index, dtype=float)

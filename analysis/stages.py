@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis import factorial
-from analysis.load import FINAL_STATUSES
+from analysis.effects import completed
 
 # Test accuracy (%) per stage, the SqueezeNet study's Table I, in the study's order; the keys are the
 # stage preset names of sweep/spaces.py (a test checks they match).
@@ -62,7 +62,7 @@ def stage_table(trials: pd.DataFrame, stage: str = "stage") -> pd.DataFrame:
     the study's data, :func:`on_study_data`; else no such column). `n_other` counts the stage's trials
     left out (scheduler-stopped, errored, unfinished); `timing` says whether the times were measured
     while other trials shared the machine."""
-    done = trials[trials["stop_reason"].isin(FINAL_STATUSES) & trials["test_acc"].notna()]
+    done = completed(trials)[0]
     others = [s for s in dict.fromkeys(trials[stage]) if s not in PAPER_STAGE_ACCURACY]
     order = list(PAPER_STAGE_ACCURACY) + others
     rows = []
@@ -89,7 +89,7 @@ def stage_steps(trials: pd.DataFrame, stage: str = "stage") -> tuple[pd.DataFram
     is the study's single-run difference (CIFAR-10), context only. Trials without a final report
     with a test accuracy are left out (the stage table's n_other). No rows with fewer than two
     stages."""
-    done = trials[trials["stop_reason"].isin(FINAL_STATUSES) & trials["test_acc"].notna()]
+    done = completed(trials)[0]
     present = [s for s in PAPER_STAGE_ACCURACY if (done[stage] == s).any()]
     columns = ["step", "n_from", "n_to", "effect", "se", "ci_low", "ci_high", "p", "p_holm", "significant",
                "paper_step"]
@@ -104,10 +104,7 @@ def stage_steps(trials: pd.DataFrame, stage: str = "stage") -> tuple[pd.DataFram
                      "n_to": ff.counts[stage][after], "effect": est.effect, "se": est.se, "ci_low": est.ci_low,
                      "ci_high": est.ci_high, "p": est.p,
                      "paper_step": PAPER_STAGE_ACCURACY[after] - PAPER_STAGE_ACCURACY[before]})
-    table = pd.DataFrame(rows)
-    table["p_holm"] = factorial.holm(table["p"])
-    table["significant"] = table["p_holm"] < factorial.ALPHA
-    return table[columns], ff.describe()
+    return factorial.with_holm(pd.DataFrame(rows))[columns], ff.describe()
 
 
 def group_timing(group: pd.DataFrame) -> str:
