@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import re
 import shutil
@@ -22,9 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sweep import record  # the run's record files, named where a sweep trial's are
 from training.checkpoint import WriteError, write_failure
-from training.config import Parser, TrainConfig, UserError, field_names, load_mapping, run_cli
+from training.cli import Parser, run_cli
+from training.config import MODEL_NAMES, TrainConfig, UserError, field_names, load_mapping
 from training.loop import fit
+from training.reporter import UNITS, ConsoleAndTensorBoard, rounded
 from training.signals import sigterm_as_ctrl_c
 
 __all__ = ["TrainConfig", "fit", "main"]
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines (the summary still prints)")
     knobs = parser.add_argument_group("training knobs (TrainConfig)")
     helps, defaults = field_help(), TrainConfig().to_dict()
+    helps["model"] = helps["model"].replace("MODEL_NAMES", " | ".join(MODEL_NAMES))  # their one list
     for name in field_names():
         flag = "--" + name.replace("_", "-")
         knobs.add_argument(flag, dest=name, default=None, metavar=type(defaults[name]).__name__.upper(),
@@ -61,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", "checkpoint")  # + TensorBoard's events.out.*
+RUN_FILES = (record.RUN_CONFIG_FILE, "summary.json", "metrics.jsonl", "checkpoint")  # + TensorBoard's events.out.*
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -69,10 +72,10 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     but not change (its checkpoint continues only the config it was written with)."""
     overrides = {k: v for k, v in vars(args).items() if k in field_names() and v is not None}
     if args.resume:
-        path = Path(args.resume) / "config.json"
-        saved = load_mapping(path).get("config") if path.is_file() else None
-        if not isinstance(saved, dict):
-            raise UserError(f"{args.resume} is not a train.py run directory (no config.json with a config)")
+        path = Path(args.resume) / record.RUN_CONFIG_FILE
+        if not path.is_file():
+            raise UserError(f"{args.resume} is not a train.py run directory (no {record.RUN_CONFIG_FILE} with a config)")
+        saved = record.read_config_record(path)
         cfg = TrainConfig.from_dict(saved)
         asked = TrainConfig.from_dict({**saved, **overrides})
         changed = [f"--{k.replace('_', '-')}" for k, v in asked.to_dict().items() if getattr(cfg, k) != v]
@@ -122,132 +125,18 @@ def check_resumable(run_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
     return saved
 
 
-RECORDS = ("trial_config.json", "config.json")  # a sweep trial's record, a train.py run's record
-
-
 def load_config(path: str) -> dict[str, Any]:
     """The knobs of a YAML/JSON file, or of a recorded run: a sweep's trial directory (or its
     trial_config.json) or a train.py run directory (or its config.json), whose record holds the
     resolved config (threads, device and precision as the run used them) under "config"."""
     given = Path(path)
     if given.is_dir():
-        found = [given / name for name in RECORDS if (given / name).is_file()]
+        found = [given / name for name in record.CONFIG_RECORDS if (given / name).is_file()]
         if not found:
-            raise UserError(f"{given} holds no {' or '.join(RECORDS)}: not a sweep trial or train.py run")
+            raise UserError(f"{given} holds no {' or '.join(record.CONFIG_RECORDS)}: not a sweep trial or "
+                            "train.py run")
         given = found[0]
-    data = load_mapping(given)
-    recorded = data.get("config")
-    return recorded if isinstance(recorded, dict) and given.name in RECORDS else data
-
-
-MIN_STEPS_PER_EPOCH = 20  # fewer optimiser steps an epoch rarely learn anything in a few epochs
-UNITS = {"*acc*": "percent of images", "*loss": "cross-entropy, nats", "params": "count", "flops":
-         "per image, forward", "size_mb": "MB", "latency_ms_*": "ms", "*_s": "seconds",
-         "images_per_sec": "images/s"}
-
-
-class ConsoleAndTensorBoard:
-    """The CLI's report callback and progress (training.loop.Progress): a header line, a progress bar
-    per epoch on a terminal (tqdm: images/s and ETA), a line per epoch, TensorBoard scalars with the
-    tags a sweep's trials have (training.tb_tags) and HParams at the end, metrics.jsonl."""
-
-    def __init__(self, run_dir: Path, quiet: bool, cfg: TrainConfig) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.run_dir = run_dir
-        try:
-            self.writer = SummaryWriter(str(run_dir))
-            self.lines = (run_dir / "metrics.jsonl").open("a")
-        except OSError as exc:
-            raise WriteError(f"cannot write to {run_dir}: {write_failure(exc, run_dir)}") from None
-        self.quiet, self.cfg = quiet, cfg
-        self.bar = sys.stdout.isatty() and not quiet
-        self.last_tags: dict[str, float] = {}
-
-    def start(self, info: dict[str, Any]) -> None:
-        if not self.quiet:
-            print(header(info), flush=True)
-        if info["steps_per_epoch"] < MIN_STEPS_PER_EPOCH:
-            print(f"train.py: warning: only {info['steps_per_epoch']} optimiser steps per epoch "
-                  f"({info['train_images']} training images / batch {info['batch_size']}): too few to learn "
-                  "much; use a smaller --batch-size or a larger --subset", file=sys.stderr, flush=True)
-
-    def epoch(self, batches, steps: int, epoch: int):
-        if not self.bar:
-            return batches
-        from tqdm import tqdm
-
-        return tqdm(batches, total=steps, desc=f"epoch {epoch}", unit="img", unit_scale=self.cfg.batch_size,
-                    leave=False, dynamic_ncols=True)
-
-    def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        from training.tb_tags import scalars
-
-        self.append(metrics)
-        step = metrics["epoch"]
-        self.last_tags = scalars(metrics)
-        try:
-            for tag, value in self.last_tags.items():
-                self.writer.add_scalar(tag, value, step)
-            self.writer.flush()
-        except Exception as exc:  # TensorBoard's writer re-raises its thread's failure here
-            raise WriteError(f"cannot write TensorBoard events to {self.run_dir}: "
-                             f"{write_failure(exc, self.run_dir)}") from None
-        if not self.quiet:
-            print(f"epoch {step:3d} [{metrics['phase']}] loss {metrics['train_loss']:.4f} "
-                  f"train {metrics['train_acc']:6.2f}% val {metrics['val_acc']:6.2f}% "
-                  f"lr {metrics['lr']:.2e} {metrics['images_per_sec']:8.0f} img/s"
-                  + ("  DIVERGED" if metrics["status"] == "diverged" else ""), flush=True)
-
-    def append(self, metrics: dict[str, Any]) -> None:
-        """One line of metrics.jsonl, whole or not at all (a full disk may take half a line)."""
-        size = self.lines.tell()
-        try:
-            self.lines.write(json.dumps(metrics) + "\n")
-            self.lines.flush()
-        except OSError as exc:
-            reason = write_failure(exc, self.run_dir)
-            self.lines.truncate(size)
-            raise WriteError(f"cannot write {self.run_dir / 'metrics.jsonl'}: {reason}") from None
-
-    def close(self) -> None:
-        """HParams (every knob against the final metrics, as a sweep's trials have them), then close."""
-        from torch.utils.tensorboard.summary import hparams
-
-        from training.tb_tags import hparam_metrics, hparam_values
-
-        with contextlib.suppress(Exception):  # a failure was reported where it happened
-            if self.last_tags:
-                for summary in hparams(hparam_values(self.cfg.to_dict()), hparam_metrics(self.last_tags)):
-                    self.writer.file_writer.add_summary(summary)
-            self.writer.close()
-        with contextlib.suppress(OSError):
-            self.lines.close()
-
-
-def header(info: dict[str, Any]) -> str:
-    """'fashion-mnist 32x32, 10 classes: 48,600 train / 5,400 val / 10,000 test images | squeezenet,
-    0.73M params, 0.05 GFLOPs | cpu fp32, 2 threads | 189 steps of 256 per epoch, 30 epochs'."""
-    resumed = f", resuming after epoch {info['resumed_at_epoch']}" if info["resumed_at_epoch"] else ""
-    return (f"{info['dataset']} {info['image_size']}x{info['image_size']}, {info['classes']} classes: "
-            f"{info['train_images']:,} train / {info['val_images']:,} val / {info['test_images']:,} test images"
-            f" | {info['model']}, {info['params'] / 1e6:.2f}M params, {flops(info['flops'])}"
-            f" | {info['device']} {info['precision']}, {info['threads']} thread{'s' if info['threads'] > 1 else ''}"
-            f" | {info['steps_per_epoch']} steps of {info['batch_size']} per epoch, {info['epochs']} epochs{resumed}")
-
-
-def flops(count: float) -> str:
-    return f"{count / 1e9:.2f} GFLOPs" if count >= 1e8 else f"{count / 1e6:.1f} MFLOPs"
-
-
-def rounded(value: Any, key: str = "") -> Any:
-    """Numbers for the printed summary: accuracies (percent) to 2 decimals, other floats to 4
-    significant digits, not 17 (summary.json keeps them whole)."""
-    if isinstance(value, dict):
-        return {k: rounded(v, f"{key}/{k}") for k, v in value.items()}
-    if isinstance(value, float) and math.isfinite(value):
-        return round(value, 2) if "acc" in key else float(f"{value:.4g}")
-    return value
+    return record.read_config_record(given) if given.name in record.CONFIG_RECORDS else load_mapping(given)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -281,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except OSError as exc:
                 raise WriteError(f"cannot create {run_dir}: {write_failure(exc, run_dir.parent)}") from None
             remove_run(run_dir)
-            write_text_atomically(run_dir / "config.json",
+            write_text_atomically(run_dir / record.RUN_CONFIG_FILE,
                                   json.dumps({"config": cfg.to_dict(), **provenance()}, indent=2))
         reporter = ConsoleAndTensorBoard(run_dir, args.quiet, cfg)
         try:
@@ -292,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         summary = {**summary, "units": UNITS, "run_dir": str(run_dir)}
         write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2))
     except WriteError as exc:
-        if not (run_dir / "config.json").is_file():
+        if not (run_dir / record.RUN_CONFIG_FILE).is_file():
             raise
         raise WriteError(f"{exc}; once it is fixed, {after_stop(run_dir)}") from None
     return summary
@@ -336,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except KeyboardInterrupt:
             run_dir = getattr(args, "run_dir", None)
-            after = after_stop(run_dir) if run_dir and (run_dir / "config.json").is_file() else "nothing was written"
+            after = (after_stop(run_dir) if run_dir and (run_dir / record.RUN_CONFIG_FILE).is_file()
+                     else "nothing was written")
             print(f"train.py: {'terminated' if terminated else 'interrupted'}; {after}", file=sys.stderr)
             return 143 if terminated else 130
     print(json.dumps(rounded(summary), indent=2))

@@ -1,10 +1,12 @@
 """What a sweep found: an experiment directory -> tidy frames -> tables and figures.
 
-``analysis.load`` reads STORAGE/NAME (no Ray cluster) into a trial frame and an epoch frame;
-``stages`` and ``depth`` reproduce the two studies' tables next to their published figures;
-``effects`` gives main effects and recipe interactions with 95% intervals across seeds and fANOVA
-importance; ``pareto`` and ``plots`` draw accuracy against cost, learning curves and the
-scheduler's stopping picture; ``render`` writes tables as Markdown, CSV or LaTeX;
-``python -m analysis.report RUN_DIR`` puts it all in one Markdown report, and ``trials.ipynb`` walks
-through the same functions.
+``analysis.load`` reads STORAGE/NAME (no Ray cluster; the files as ``sweep.record`` names them,
+Ray's own through ``analysis.ray_files``) into a trial frame and an epoch frame; ``stages`` and
+``depth`` reproduce the two studies' tables next to their published figures; ``factorial`` fits the
+seed-blocked factorial model; ``effects`` gives main effects and recipe interactions with 95%
+intervals across seeds; ``importance`` fANOVA importance; ``confirm`` the screen's ranking, the
+confirm set and the confirm phase's estimates; ``best`` the one best trial and arm; ``pareto`` and
+``plots`` draw accuracy against cost, learning curves and the scheduler's stopping picture;
+``render`` writes tables as Markdown, CSV or LaTeX; ``python -m analysis.report RUN_DIR`` puts it all
+in one Markdown report, and ``trials.ipynb`` walks through the same functions.
 """

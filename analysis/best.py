@@ -17,17 +17,14 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis.load import FINAL_STATUSES
+from analysis.load import ended as ran_to_end
 
 RULE = "highest best validation accuracy of the trials that ran to their own end"
 
 
 def ended(trials: pd.DataFrame) -> pd.DataFrame:
     """The candidates: trials with a final report and a best validation accuracy."""
-    if "best_val_acc" not in trials or "stop_reason" not in trials:
-        return trials.iloc[0:0]
-    keep = trials["stop_reason"].isin(FINAL_STATUSES) & pd.to_numeric(trials["best_val_acc"]).notna()
-    return trials[keep]
+    return trials[ran_to_end(trials, "best_val_acc")]
 
 
 def best_trial(trials: pd.DataFrame) -> pd.Series | None:

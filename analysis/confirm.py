@@ -30,7 +30,7 @@ with a test accuracy); the others (errored, unfinished, never started) are count
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,8 @@ import pandas as pd
 from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import factorial
-from analysis.load import FINAL_STATUSES, Experiment
+from analysis.effects import reference_level
+from analysis.load import Experiment, ended
 
 ARM = "arm"
 
@@ -63,16 +64,15 @@ def screen_ranking(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence
     """One row per arm of the screen, best first (module docstring): the factors, ``trials``,
     ``deepest_epoch``, ``mean_best_val`` (mean over its trials of their best val accuracy so far),
     ``rank`` (1 = best). Depth ranks only what the scheduler did: an arm with a trial that ended on
-    its own (finished, its own patience, diverged: FINAL_STATUSES) ranks as deep as any, so arms with
+    its own (finished, its own patience, diverged: analysis.load.ended) ranks as deep as any, so arms with
     fewer planned epochs (an epochs axis, stages without fine-tuning) are not ranked below the rest."""
     factors = list(factors)
     best_val = epochs.groupby("trial_id")["val_acc"].max()
     deepest = epochs.groupby("trial_id")["epoch"].max()
-    ended = (trials["stop_reason"].isin(FINAL_STATUSES) if "stop_reason" in trials
-             else pd.Series(False, index=trials.index))
+    own_end = ended(trials)
     frame = trials[["trial_id", *factors]].assign(best_val=trials["trial_id"].map(best_val),
                                                    deepest=trials["trial_id"].map(deepest),
-                                                   kept=trials["trial_id"].map(deepest).where(~ended, np.inf),
+                                                   kept=trials["trial_id"].map(deepest).where(~own_end, np.inf),
                                                    order=range(len(trials)))
     frame = frame[frame["best_val"].notna()]
     arms = (frame.assign(key=arm_labels(frame, factors)).groupby("key", sort=False)
@@ -86,10 +86,15 @@ def screen_ranking(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence
 
 
 def leave_one_out(best: dict, references: dict) -> list[tuple[dict, str]]:
-    """The best arm's neighbours: per factor not at its reference, that factor set back to it; with
-    the reason (``without attention=channel (-> none)``)."""
-    return [({**best, f: ref}, f"without {f}={best[f]} (-> {ref})")
-            for f, ref in references.items() if best[f] != ref]
+    """The best arm's neighbours: per factor not at its reference, (that factor set back to it, the
+    factor)."""
+    return [({**best, f: ref}, f) for f, ref in references.items() if best[f] != ref]
+
+
+def removed(best: dict, factor: str, references: dict | None = None) -> str:
+    """What a neighbour removes from the best arm: ``without attention=channel``, with ``(-> none)``
+    when given the references."""
+    return f"without {factor}={best[factor]}" + (f" (-> {references[factor]})" if references else "")
 
 
 def confirm_set(ranking: pd.DataFrame, factors: Sequence[str], references: dict | None,
@@ -106,11 +111,37 @@ def confirm_set(ranking: pd.DataFrame, factors: Sequence[str], references: dict 
     for i, arm in enumerate(top_arms, 1):
         add(arm, f"screen rank {i}")
     if references and top_arms:
-        for arm, why in leave_one_out(top_arms[0], references):
-            add(arm, why)
+        for arm, factor in leave_one_out(top_arms[0], references):
+            add(arm, removed(top_arms[0], factor, references))
         add({f: references[f] for f in factors}, "all-reference baseline")
     return pd.DataFrame([{**arm, "why": "; ".join(why)} for arm, why in chosen.values()],
                         columns=[*factors, "why"])
+
+
+def confirm_arms(trials: pd.DataFrame, epochs: pd.DataFrame, params: Mapping[str, Any], confirm: Mapping[str, Any],
+                 search: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """([{"levels", "why"}, ...], references): the confirm set of the screen's trial and epoch frames
+    (the ranking on validation, then top K, the best arm's leave-one-out neighbours and the
+    all-reference arm: :func:`confirm_set`). References exist for a grid screen only: per factor, the level effects
+    are measured against (analysis.effects.reference_level: the space's order), as the trials ran them."""
+    factors = confirm["factors"]
+    grid = search == "grid" and all("grid" in params[f] for f in factors)
+    references = ({f: as_ran(reference_level(pd.Series(params[f]["grid"], name=f)), trials[f]) for f in factors}
+                  if grid and factors else None)
+    chosen = confirm_set(screen_ranking(trials, epochs, factors), factors, references, confirm["top"])
+    arms = [{"levels": {f: plain(row[f]) for f in factors}, "why": row["why"]} for row in chosen.to_dict("records")]
+    return arms, references
+
+
+def as_ran(level: Any, ran: Any) -> Any:
+    """A space's level as the trials ran it (TrainConfig's type: a YAML grid [1, 5] of a float field
+    ran as 1.0 and 5.0), so that an arm, its neighbours and the reference are written alike."""
+    return next((plain(value) for value in ran if value == level), level)
+
+
+def plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value JSON and Ray's config hold."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def fit_arms(trials: pd.DataFrame, factors: Sequence[str], best: dict,
@@ -146,17 +177,18 @@ def leave_one_out_table(ff: factorial.FactorialFit, best: dict, references: dict
     EMM(best) - EMM(neighbour), paired by seed, with its 95% t interval, p and Holm p over the table."""
     best_label = arm_label(best, factors)
     rows = []
-    for arm, why in leave_one_out(best, references):
+    for arm, factor in leave_one_out(best, references):
         label = arm_label(arm, factors)
         if label not in ff.levels[ARM]:
             continue
         est = factorial.estimate(ff, -factorial.contrast(ff, ARM, label))
-        rows.append({"removed": why, ARM: label, "n": ff.counts[ARM][label], "n_best": ff.counts[ARM][best_label],
+        rows.append({"removed": removed(best, factor, references), ARM: label, "n": ff.counts[ARM][label], "n_best": ff.counts[ARM][best_label],
                      "cost": est.effect, "se": est.se, "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p})
     return factorial.with_holm(pd.DataFrame(rows, columns=LOO_COLUMNS[:-2]))
 
 
-def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: pd.DataFrame) -> str:
+def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: pd.DataFrame,
+                 references: dict | None) -> str:
     """One line for the console: the confirmed best arm (by validation) with its test accuracy and
     interval, the screen's best if that differs, and what removing each component of it costs."""
     def described(row: pd.Series) -> str:
@@ -170,7 +202,8 @@ def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: p
     elif means.iloc[0][ARM] != screen_best:
         text += f"; the screen's best, {described(means[means[ARM] == screen_best].iloc[0])}"
     if len(loo):
-        costs = "; ".join(f"{r['removed'].split(' (')[0]} {r['cost']:+.2f}" + ("*" if r["significant"] else "")
+        short = {arm_label(arm, factors): removed(best, f) for arm, f in leave_one_out(best, references or {})}
+        costs = "; ".join(f"{short[r[ARM]]} {r['cost']:+.2f}" + ("*" if r["significant"] else "")
                           for r in loo.to_dict("records"))
         text += f"; removing from the screen's best costs: {costs}" + (" (* Holm p < 0.05)" if loo["significant"].any()
                                                                        else " (none with Holm p < 0.05)")
@@ -236,7 +269,7 @@ def confirmed(exp: Experiment) -> Confirmed | None:
     factors, best = spec["factors"], spec["arms"][0]["levels"]
     view = exp.phase("confirm")
     trials = view.trials
-    ran = trials["stop_reason"].isin(FINAL_STATUSES) & pd.to_numeric(trials["test_acc"]).notna()
+    ran = ended(trials, "test_acc")
     used = trials[ran].assign(test_acc=pd.to_numeric(trials["test_acc"][ran]))
     if used.empty:
         return None
@@ -245,7 +278,7 @@ def confirmed(exp: Experiment) -> Confirmed | None:
     loo, loo_note = leave_one_out_costs(used, factors, best, spec.get("references"))
     excluded = {str(k): int(v) for k, v in trials[~ran]["stop_reason"].value_counts(sort=False).items()}
     return Confirmed(list(factors), best, means, loo, loo_note, len(used), excluded, view.never_started,
-                     summary_line(best, factors, means, loo))
+                     summary_line(best, factors, means, loo, spec.get("references")))
 
 
 def leave_one_out_costs(used: pd.DataFrame, factors: Sequence[str], best: dict,

@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis import factorial
 from analysis.factorial import ALPHA, FactorialFit
-from analysis.load import FINAL_STATUSES
+from analysis.load import ended
 from training.config import TrainConfig
 
 EQUIVALENCE_MARGIN = 0.5  # points: "did not help" means shown to help by less than this
@@ -56,14 +56,14 @@ def compared_trials(trials: pd.DataFrame, epochs: pd.DataFrame, search: str | No
     stopped = int((trials["stop_reason"] == "scheduler_stopped").sum())
     title = "early-training screen, not final accuracy"
     if validation_only and not stopped:
-        frame, note = at_common_epoch(trials, epochs)
-        epoch = note.split(" at epoch ")[1].split(" ")[0]
+        epoch = common_epoch(trials)
+        frame, note = at_common_epoch(trials, epochs, epoch)
         label = (f"the screen's validation accuracy at epoch {epoch}, the last epoch every trial reached "
                  "(a confirm phase follows: test accuracy is read from its trials only)")
         metric, title = "val_acc_at_epoch", "the screen's validation accuracy"
     elif stopped:
-        frame, note = at_common_epoch(trials, epochs)
-        epoch = note.split(" at epoch ")[1].split(" ")[0]
+        epoch = common_epoch(trials)
+        frame, note = at_common_epoch(trials, epochs, epoch)
         label = (f"early-training screen: validation accuracy at epoch {epoch}, the last epoch every "
                  f"trial reached ({stopped} of {len(trials)} trials were stopped by the scheduler; "
                  "this is not final accuracy, and the final test accuracy of the trials that ran to the "
@@ -84,7 +84,7 @@ def compared_trials(trials: pd.DataFrame, epochs: pd.DataFrame, search: str | No
 
 def completed(trials: pd.DataFrame, metric: str = "test_acc") -> tuple[pd.DataFrame, str]:
     """Trials with a final report (finished, patience-stopped or diverged) and their `metric`."""
-    keep = trials["stop_reason"].isin(FINAL_STATUSES) & trials[metric].notna()
+    keep = ended(trials, metric)
     left_out = trials.loc[~keep, "stop_reason"].value_counts()
     note = (f"{metric} of the {int(keep.sum())} trials with a final report (finished, early-stopped by "
             f"patience or diverged); excluded: {describe_counts(left_out)}")
@@ -93,17 +93,22 @@ def completed(trials: pd.DataFrame, metric: str = "test_acc") -> tuple[pd.DataFr
 
 def at_common_epoch(trials: pd.DataFrame, epochs: pd.DataFrame, epoch: int | None = None,
                     metric: str = "val_acc") -> tuple[pd.DataFrame, str]:
-    """Every trial's `metric` at `epoch` (default: the last epoch every trial with results reached,
-    e.g. ASHA's grace period), as column ``<metric>_at_epoch``; trials that never reached it are out."""
-    reported = trials[trials["last_epoch"] > 0]
+    """Every trial's `metric` at `epoch` (default: :func:`common_epoch`), as column
+    ``<metric>_at_epoch``; trials that never reached it are out."""
     if epoch is None:
-        epoch = int(reported["last_epoch"].min()) if len(reported) else 1
+        epoch = common_epoch(trials)
     at = epochs[epochs["epoch"] == epoch].set_index("trial_id")[metric]
     frame = trials.assign(**{f"{metric}_at_epoch": trials["trial_id"].map(at)})
     keep = frame[f"{metric}_at_epoch"].notna()
     note = (f"{metric} at epoch {epoch} of the {int(keep.sum())} trials that reached it, scheduler-stopped "
             f"ones included; excluded: {describe_counts(frame.loc[~keep, 'stop_reason'].value_counts())}")
     return frame[keep].reset_index(drop=True), note
+
+
+def common_epoch(trials: pd.DataFrame) -> int:
+    """The last epoch every trial with results reached (e.g. ASHA's grace period); 1 without any."""
+    reported = trials[trials["last_epoch"] > 0]
+    return int(reported["last_epoch"].min()) if len(reported) else 1
 
 
 def describe_counts(counts: pd.Series) -> str:

@@ -1,8 +1,6 @@
 """Accuracy against cost: per-arm summaries and the Pareto front (no arm both cheaper and better)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,18 +46,6 @@ def arm_summary(frame: pd.DataFrame, factors: Sequence[str], accuracy: str = "te
     if "timing" in data and present:
         table["timing"] = data.groupby(keys, sort=False, dropna=False).apply(group_timing).to_numpy()
     return table
-
-
-LATENCY_FILE = "latency_alone.json"  # written by the driver after a multi-objective sweep
-
-
-def read_latency_alone(run_dir: str | Path) -> dict[str, Any] | None:
-    """RUN_DIR/latency_alone.json (sweep.export.remeasure_front), or None without a readable one."""
-    try:
-        record = json.loads((Path(run_dir) / LATENCY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("trials"), dict) else None
 
 
 def objective_front(ended: pd.DataFrame, objectives: Sequence[Sequence[str]],

@@ -30,11 +30,13 @@ from analysis.depth import depth_table, layers  # noqa: E402
 from analysis.importance import importance  # noqa: E402
 from analysis.confirm import (ARM, Confirmed, arm_label, arm_labels, confirm_record, confirmed,  # noqa: E402
                               screen_table)
-from analysis.load import FINAL_STATUSES, PHASES, STOP_REASONS, Experiment, load  # noqa: E402
-from analysis.pareto import LATENCY_FILE, arm_summary, objective_front, read_latency_alone  # noqa: E402
+from analysis.load import Experiment, ended, load  # noqa: E402
+from analysis.pareto import arm_summary, objective_front  # noqa: E402
 from analysis.render import FORMATS, to_markdown, write_table  # noqa: E402
 from analysis.stages import stage_steps, stage_table, study_data_caveat  # noqa: E402
-from training.config import Parser, UserError, run_cli  # noqa: E402
+from sweep import record  # noqa: E402
+from training.cli import Parser, run_cli  # noqa: E402
+from training.config import UserError  # noqa: E402
 
 MEANING = {"finished": "ran every epoch", "early_stopped": "stopped by its own patience (early_stop_patience)",
            "diverged": "loss became NaN/inf", "scheduler_stopped": "stopped early by the scheduler (ASHA)",
@@ -93,7 +95,7 @@ def front_section(exp: Experiment, objectives: list[list[str]], root: Path) -> S
     """A multi-objective sweep's front: the trials that ran to their end, none dominated by another on
     every objective; latency measured alone where the driver measured it."""
     ended, note = effects.completed(exp.trials)
-    alone = read_latency_alone(root)
+    alone = record.read_latency_alone(root)
     frame = objective_front(ended, objectives, alone)
     used = frame.attrs["objectives"]
     factors = [c for c in effects.ablation_factors(ended, exp.config_columns) if c not in dict(used)]
@@ -127,7 +129,7 @@ def overview(exp: Experiment, result: Confirmed | None = None) -> Section:
         lines.append(("Screen: " if exp.phases else "")
                      + f"{plan['search']} search, {plan['scheduler']} scheduler, at most {epochs} per trial")
     if exp.phases:
-        lines += [phase_line(exp, name) for name in PHASES if name in exp.phases]
+        lines += [phase_line(exp, name) for name in record.PHASES if name in exp.phases]
         lines += [PHASES_TEXT] if "confirm" in exp.phases else []  # a space without one ran its screen only
     else:
         lines.append(f"{len(trials)} trials recorded"
@@ -148,20 +150,20 @@ def phase_line(exp: Experiment, name: str) -> str:
     view = exp.phase(name)
     expected = view.sweep.get("expected_trials")
     counts = view.trials["stop_reason"].value_counts()
-    ended = ", ".join(f"{int(counts[r])} {r}" for r in STOP_REASONS if counts.get(r, 0))
+    outcomes = ", ".join(f"{int(counts[r])} {r}" for r in record.STOP_REASONS if counts.get(r, 0))
     return (f"{name.capitalize()} (`{view.path}`): {len(view.trials)} trials recorded"
             + (f" of {expected} expected" if expected is not None else " (how many: not yet chosen)")
-            + (f": {ended}" if ended else ""))
+            + (f": {outcomes}" if outcomes else ""))
 
 
 def outcomes_table(exp: Experiment) -> pd.DataFrame:
     """How the trials ended: per stop reason, n (with phases: n per phase) and what it means."""
-    names = [name for name in PHASES if name in exp.phases] or [None]
+    names = [name for name in record.PHASES if name in exp.phases] or [None]
     counts = {name: (exp.trials if name is None else exp.phase(name).trials)["stop_reason"].value_counts()
               for name in names}
     return pd.DataFrame([{"stop_reason": r, **{name or "n": int(counts[name].get(r, 0)) for name in names},
                           "meaning": MEANING[r]}
-                         for r in STOP_REASONS if any(c.get(r, 0) for c in counts.values())])
+                         for r in record.STOP_REASONS if any(c.get(r, 0) for c in counts.values())])
 
 
 def unfinished_section(exp: Experiment) -> Section:
@@ -310,10 +312,10 @@ def confirm_sections(exp: Experiment, result: Confirmed | None) -> list[Section]
 
 def confirm_status(view: Experiment) -> str:
     """A bold line when the confirm phase has trials still to run, else ''."""
-    ended = view.trials["stop_reason"].isin(FINAL_STATUSES).sum()
+    done = int(ended(view.trials).sum())
     if not (len(view.unfinished) or view.never_started or "expected_trials" not in view.sweep):
         return ""
-    return (f"**The confirm phase is unfinished: {ended} of {view.sweep.get('expected_trials', 'its')} trials have "
+    return (f"**The confirm phase is unfinished: {done} of {view.sweep.get('expected_trials', 'its')} trials have "
             "run to their end; the numbers below are from those and will change.** ")
 
 
@@ -383,13 +385,14 @@ def write_report(exp: Experiment, out: Path, fmt: str = "md",
         if section.figure is not None:
             plots.save(section.figure, out / f"{section.name}.png")
             parts.append(f"![{section.title}]({section.name}.png)")
-    exp.trials.to_csv(out / "trials.csv", index=False)
-    exp.epochs.to_csv(out / "epochs.csv", index=False)
+    trials_csv, epochs_csv = record.FRAMES
+    exp.trials.to_csv(out / trials_csv, index=False)
+    exp.epochs.to_csv(out / epochs_csv, index=False)
     if exp.sweep:  # with the frames, a directory this module reads again without the trials' files
-        (out / "sweep.json").write_text(json.dumps(exp.sweep, indent=1, default=str) + "\n")
-    alone = read_latency_alone(exp.path)
+        (out / record.SWEEP_FILE).write_text(json.dumps(exp.sweep, indent=1, default=str) + "\n")
+    alone = record.read_latency_alone(exp.path)
     if alone and out.resolve() != exp.path.resolve():  # the front's latency measured alone, with them
-        (out / LATENCY_FILE).write_text(json.dumps(alone, indent=1) + "\n")
+        (out / record.LATENCY_FILE).write_text(json.dumps(alone, indent=1) + "\n")
     path = out / "report.md"
     path.write_text("\n\n".join(parts) + "\n")
     return path

@@ -1,5 +1,5 @@
 """Benchmark 7, export: the default SqueezeNet and the holistic one, trained briefly on real data,
-exported by ``python -m sweep.export`` (ONNX fp32 and static int8), and per format the file size,
+exported by ``python -m deploy.export`` (ONNX fp32 and static int8), and per format the file size,
 the test accuracy on the whole test set and the median latency at batch 1 and 32 (PyTorch eager and
 onnxruntime, --threads threads, one process). The models are trained here first, on every core
 (train.py's fit, 10 epochs on 4,000 Fashion-MNIST images: minutes on a 2-core CPU), so the
@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> dict:
     settings = DEFAULTS["quick" if args.quick else "full"]
     args.threads = args.threads or 1
     device = common.setup(args)
-    from sweep import export
-    from sweep.plan import trial_config
+    from deploy.choose import Source, newest_checkpoint
+    from deploy.onnx_export import export_one
+    from sweep.record import trial_config
     from training.loop import fit
 
     rows = []
@@ -55,9 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
             torch.set_num_threads(os.cpu_count() or 1)  # train on every core; export_one measures on --threads
             summary = fit(cfg, checkpoint_dir=str(run / "checkpoint"))
             (run / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
-            source = export.Source(stage, cfg, export.newest_checkpoint(run), summary["test_acc"])
-            record = export.export_one(source, run / "export", args.threads, settings["calibration"],
-                                       settings["repeats"])
+            source = Source(stage, cfg, newest_checkpoint(run), summary["test_acc"])
+            record = export_one(source, run / "export", args.threads, settings["calibration"],
+                                settings["repeats"])
             for row in record["rows"]:
                 rows.append({"model": stage, "params": summary["params"], **{k: row[k] for k in (
                     "format", "size_mb", "test_acc", "latency_ms_b1", "latency_ms_b32")}})

@@ -1,14 +1,20 @@
-"""Models: ``create_model(cfg, num_classes)`` over a registry of tiny named factories (timm style).
+"""Models: ``create_model(cfg, num_classes)`` over a registry of tiny named factories (timm style):
+``models.squeezenet`` (SqueezeNet 1.0 and 1.1 in one class), ``models.resnet`` (one ResNet class and
+its VARIANTS, 18 to 152 layers, with torchvision's parameter names) and ``models.blocks`` (the
+activation and attention registries and the blocks both share).
 
-The registry's keys are exactly ``CHOICES["model"]`` of the config schema (a test checks it).
+The names are the config schema's ``MODEL_NAMES`` (training/config.py owns them: this package imports
+the schema, so the schema cannot import this); the registry has a factory for each of them and for no
+other name, in their order, which tests/test_models.py checks both ways.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 from torch import nn
 
-from models.resnet import FRESH_STEM, resnet18, resnet34, resnet50, resnet101, resnet152
+from models.resnet import FRESH_STEM, VARIANTS, build_resnet
 from models.squeezenet import squeezenet1_0, squeezenet1_1
 from training.config import ConfigError, TrainConfig
 
@@ -16,11 +22,7 @@ MODELS: dict[str, Callable[[TrainConfig, int], nn.Module]] = {
     "squeezenet": squeezenet1_1,  # the 1.1 layout: 1.0's accuracy at 2.4x less computation
     "squeezenet1_0": squeezenet1_0,
     "squeezenet1_1": squeezenet1_1,
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "resnet50": resnet50,
-    "resnet101": resnet101,
-    "resnet152": resnet152,
+    **{name: partial(build_resnet, name) for name in VARIANTS},
 }
 
 

@@ -20,15 +20,6 @@ from training.config import ConfigError, TrainConfig, UserError
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_WEIGHTS = {  # torchvision's IMAGENET1K_V1 weights
-    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-    "resnet34": "https://download.pytorch.org/models/resnet34-b627a593.pth",
-    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-    "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
-    "resnet152": "https://download.pytorch.org/models/resnet152-394f9c45.pth",
-}
-
-
 class BasicBlock(nn.Module):
     """Two 3x3 convs (ResNet-18/34). `attention` gates the residual branch before the addition, as
     in SE-ResNet (Hu et al. 2018, Fig. 3)."""
@@ -80,6 +71,23 @@ class Bottleneck(nn.Module):
         out = self.act(self.bn2(self.conv2(out)))
         out = self.attention(self.bn3(self.conv3(out)))
         return self.act(out + identity)
+
+
+class Variant(NamedTuple):
+    """One registered ResNet: its block, depth and ImageNet weights."""
+    block: type[BasicBlock | Bottleneck]
+    layers: tuple[int, int, int, int]  # blocks in layer1..layer4 (He et al. 2016, Table 1)
+    weights_url: str  # torchvision's IMAGENET1K_V1 weights
+
+
+_WEIGHTS = "https://download.pytorch.org/models/"
+VARIANTS: dict[str, Variant] = {  # models/__init__.py registers each under its name
+    "resnet18": Variant(BasicBlock, (2, 2, 2, 2), _WEIGHTS + "resnet18-f37072fd.pth"),
+    "resnet34": Variant(BasicBlock, (3, 4, 6, 3), _WEIGHTS + "resnet34-b627a593.pth"),
+    "resnet50": Variant(Bottleneck, (3, 4, 6, 3), _WEIGHTS + "resnet50-0676ba61.pth"),
+    "resnet101": Variant(Bottleneck, (3, 4, 23, 3), _WEIGHTS + "resnet101-63fe2227.pth"),
+    "resnet152": Variant(Bottleneck, (3, 8, 36, 3), _WEIGHTS + "resnet152-394f9c45.pth"),
+}
 
 
 class ResNet(nn.Module):
@@ -147,7 +155,7 @@ class PretrainedLoad(NamedTuple):
 def fetch_imagenet_weights(name: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet state dict for `name`, downloaded once into torch.hub's cache. Offline,
     urllib fails at once (name resolution): that is one line naming the file the cache needs."""
-    url = IMAGENET_WEIGHTS[name]
+    url = VARIANTS[name].weights_url
     try:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
     except OSError as exc:  # URLError/HTTPError (no network, proxy, 404), or an unwritable cache
@@ -189,43 +197,14 @@ _SQUEEZENET_ONLY = {"residual": "none", "dsconv": False, "width": 1.0, "batch_no
 
 
 def build_resnet(name: str, cfg: TrainConfig, num_classes: int) -> ResNet:
-    """The registered ResNet `name` configured from `cfg`, with ImageNet weights if cfg.pretrained."""
+    """The ResNet VARIANTS[name] configured from `cfg`, with ImageNet weights if cfg.pretrained."""
     bad = [f"{k}={getattr(cfg, k)!r}" for k, v in _SQUEEZENET_ONLY.items() if getattr(cfg, k) != v]
     if bad:
         raise ConfigError(f"{', '.join(bad)}: SqueezeNet-only knob(s); a ResNet needs residual=none, "
                           "dsconv=false, width=1.0, batch_norm=true")
-    block, layers = _ARCHS[name]
-    model = ResNet(block, layers, num_classes, stem=cfg.stem, activation=cfg.activation,
+    variant = VARIANTS[name]
+    model = ResNet(variant.block, variant.layers, num_classes, stem=cfg.stem, activation=cfg.activation,
                    attention=cfg.attention, dropout=cfg.resolved_dropout, init=cfg.init)
     if cfg.pretrained:
         load_pretrained(model, fetch_imagenet_weights(name))
     return model
-
-
-_ARCHS: dict[str, tuple[type[BasicBlock | Bottleneck], tuple[int, int, int, int]]] = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2)),
-    "resnet34": (BasicBlock, (3, 4, 6, 3)),
-    "resnet50": (Bottleneck, (3, 4, 6, 3)),
-    "resnet101": (Bottleneck, (3, 4, 23, 3)),
-    "resnet152": (Bottleneck, (3, 8, 36, 3)),
-}
-
-
-def resnet18(cfg: TrainConfig, num_classes: int) -> ResNet:
-    return build_resnet("resnet18", cfg, num_classes)
-
-
-def resnet34(cfg: TrainConfig, num_classes: int) -> ResNet:
-    return build_resnet("resnet34", cfg, num_classes)
-
-
-def resnet50(cfg: TrainConfig, num_classes: int) -> ResNet:
-    return build_resnet("resnet50", cfg, num_classes)
-
-
-def resnet101(cfg: TrainConfig, num_classes: int) -> ResNet:
-    return build_resnet("resnet101", cfg, num_classes)
-
-
-def resnet152(cfg: TrainConfig, num_classes: int) -> ResNet:
-    return build_resnet("resnet152", cfg, num_classes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import DSConv, conv_bn_act, get_activation, get_attention, kaiming_init
+from models.blocks import DSConv, conv_bn_act, get_attention, kaiming_init
 from training.config import ConfigError, TrainConfig
 
 # Stem (channels, kernel) and the sequence after it: "M" is a 3x3/2 max-pool, a triple is a Fire block

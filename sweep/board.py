@@ -9,7 +9,7 @@ from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
-from sweep.plan import trial_values
+from sweep.record import trial_values
 from training.tb_tags import BOOKKEEPING, hparam_metrics, hparam_values
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """What a sweep prints: one table of trials in the report's words, one best, progress, and quiet Ray.
 
-Each trial's outcome is :func:`analysis.load.stop_reason` of its Ray status and last result (the
+Each trial's outcome is :func:`sweep.record.stop_reason` of its Ray status and last result (the
 report's rule): finished, stopped by ASHA (the scheduler), errored, diverged, early-stopped
 (patience), and while the sweep runs pending / running, or interrupted once it ended without them.
 The best trial and best arm follow :mod:`analysis.best`, as the summary and the report do. Above the
@@ -18,7 +18,7 @@ from ray import tune
 
 from analysis.best import describe
 from analysis.effects import ablation_factors
-from analysis.load import stop_reason
+from sweep.record import stop_reason
 
 SCHEDULER_NAMES = {"asha": "ASHA", "hyperband": "HyperBand", "median": "the median rule", "fifo": "the scheduler"}
 LIVE = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
@@ -27,14 +27,14 @@ METRIC_COLUMNS = {"epoch": "epoch", "val_acc": "val %", "best_val_acc": "best va
 
 
 def outcome_words(scheduler: str) -> dict[str, str]:
-    """The console's word for each stop reason of :mod:`analysis.load`."""
+    """The console's word for each stop reason (sweep.record.STOP_REASONS)."""
     return {"finished": "finished", "early_stopped": "early-stopped (patience)", "diverged": "diverged",
             "scheduler_stopped": f"stopped by {SCHEDULER_NAMES.get(scheduler, scheduler)}",
             "errored": "errored", "unfinished": "interrupted"}
 
 
 def trial_frame(trials: Sequence[Any], scheduler: str, done: bool = False) -> pd.DataFrame:
-    """One row per Ray Trial: trial_id, stop_reason (analysis.load's rule), outcome (the console's
+    """One row per Ray Trial: trial_id, stop_reason (sweep.record's rule), outcome (the console's
     word), location, the trial's Ray config and its last metrics."""
     words = outcome_words(scheduler)
     rows = []

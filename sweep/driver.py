@@ -14,9 +14,10 @@ from typing import Any, Callable, Iterator
 import ray
 
 from sweep import experiment as exp
-from sweep import plan as sweep_plan
-from sweep import storage
-from sweep.plan import Plan
+from sweep import phases as sweep_phases
+from sweep import storage, tuner
+from sweep.plan import Plan, absolute_location
+from sweep.record import CONFIRM, SCREEN, expected_trials, write_sweep
 from training.checkpoint import provenance
 from training.config import UserError
 
@@ -30,7 +31,7 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: 
         with connected(args.address):
             plan.gpus_per_trial = check_resources(plan.cpus_per_trial, args.gpus_per_trial)
             record = {**record, "plan": asdict(plan), **provenance()}
-            exp.write_record(plan.experiment_dir, record)
+            write_sweep(plan.experiment_dir, record)
             print(f"experiment {plan.experiment_dir}: {phases_line(record)}; monitor with: tensorboard --logdir "
                   f"{plan.experiment_dir}", flush=True)
             return run_phases(plan, record, retry_errored=False)
@@ -47,8 +48,8 @@ def resume(args: argparse.Namespace) -> int:
     with connected(args.address):
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
         left = []
-        two = sweep_plan.CONFIRM in record.get("phases", {})
-        for name, (_, phase) in sweep_plan.phase_plans(record, plan).items():
+        two = CONFIRM in record.get("phases", {})
+        for name, (_, phase) in sweep_phases.phase_plans(record, plan).items():
             done, todo = exp.phase_left(phase, expected_trials(record, name), retried(record, name, retries > 0))
             left.append(f"{done} done, {todo} left" + (f" ({name})" if two else ""))
         print(f"resuming {plan.experiment_dir}: {'; '.join(left)}", flush=True)
@@ -63,52 +64,46 @@ def confirm_again(args: argparse.Namespace) -> int:
     if plan.objectives:
         raise UserError(f"{plan.experiment_dir} ran a multi-objective search: it has a front, not a best arm to "
                         "confirm")
-    if not plan.phase:
+    if not plan.phase_dir:
         raise UserError(f"{plan.experiment_dir} was recorded before sweeps had phases: it cannot take a confirm "
                         "phase; run the space again")
     phases = record["phases"]
-    previous = phases.get(sweep_plan.CONFIRM) or {}
+    previous = phases.get(CONFIRM) or {}
     earlier = phases.get("earlier_confirms", []) + ([previous] if previous.get("arms") else [])  # one that ran
-    top = args.confirm_top or previous.get("top", sweep_plan.CONFIRM_TOP)
-    seeds = args.confirm_seeds or len(previous.get("seeds", [])) or sweep_plan.CONFIRM_SEEDS
-    name = sweep_plan.CONFIRM if not earlier else f"{sweep_plan.CONFIRM}-{len(earlier) + 1}"
+    top = args.confirm_top or previous.get("top", sweep_phases.CONFIRM_TOP)
+    seeds = args.confirm_seeds or len(previous.get("seeds", [])) or sweep_phases.CONFIRM_SEEDS
+    name = CONFIRM if not earlier else f"{CONFIRM}-{len(earlier) + 1}"
     with connected(args.address):
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
-        done, todo = exp.phase_left(plan, expected_trials(record, sweep_plan.SCREEN), retry_errored=False)
+        done, todo = exp.phase_left(plan, expected_trials(record, SCREEN), retry_errored=False)
         if todo:
             raise UserError(f"the screen of {plan.experiment_dir} is unfinished ({done} done, {todo} left): "
                             f"continue it first with --resume {plan.experiment_dir}")
-        phases[sweep_plan.CONFIRM] = sweep_plan.new_confirm(record["params"], top, seeds, name)
+        phases[CONFIRM] = sweep_phases.new_confirm(record["params"], top, seeds, name)
         if earlier:
             phases["earlier_confirms"] = earlier
-        exp.write_record(plan.experiment_dir, record)
+        write_sweep(plan.experiment_dir, record)
         return run_phases(plan, record, retry_errored=False)
 
 
 def recorded(location: str) -> tuple[Plan, dict[str, Any]]:
     """The screen's plan and sweep.json of an existing experiment (which may have moved)."""
-    experiment_dir = sweep_plan.absolute_location(location)
-    plan = replace(exp.load_plan(experiment_dir), experiment_dir=experiment_dir)
-    return plan, exp.read_record(experiment_dir)
-
-
-def expected_trials(record: dict[str, Any], phase: str) -> int:
-    phases = record.get("phases") or {}
-    default = record.get("expected_trials", 0) if phase == sweep_plan.SCREEN else 0
-    return int(phases.get(phase, {}).get("expected_trials", default))
+    experiment_dir = absolute_location(location)
+    plan, record = exp.load_plan(experiment_dir)
+    return replace(plan, experiment_dir=experiment_dir), record
 
 
 def retried(record: dict[str, Any], phase: str, retry_errored: bool) -> bool:
     """Whether a phase's errored trials are retried: not the screen's once it chose the confirm arms
     (the screen is final then: a retry could not change them)."""
-    chosen = bool((record.get("phases", {}).get(sweep_plan.CONFIRM) or {}).get("arms"))
-    return retry_errored and not (phase == sweep_plan.SCREEN and chosen)
+    chosen = bool((record.get("phases", {}).get(CONFIRM) or {}).get("arms"))
+    return retry_errored and not (phase == SCREEN and chosen)
 
 
 def phases_line(record: dict[str, Any]) -> str:
     """'screen of 48 trials, then a confirm phase (top 3, 3 fresh seeds)'."""
-    confirm = record["phases"].get(sweep_plan.CONFIRM)
-    line = f"screen of {expected_trials(record, sweep_plan.SCREEN)} trials"
+    confirm = record["phases"].get(CONFIRM)
+    line = f"screen of {expected_trials(record, SCREEN)} trials"
     if confirm:
         line += f", then a confirm phase (top {confirm['top']}, {len(confirm['seeds'])} fresh seeds)"
     return line
@@ -118,30 +113,31 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
     """The screen, then (when sweep.json plans one) the confirm phase; a phase that has ended is not
     run again. The confirm's arms are chosen once the screen has ended and recorded before it runs."""
     axes = [k for k, v in record["params"].items() if isinstance(v, dict)]
-    confirm = record.get("phases", {}).get(sweep_plan.CONFIRM)
-    code = run_phase(plan, record["params"], expected_trials(record, sweep_plan.SCREEN),
-                     retried(record, sweep_plan.SCREEN, retry_errored), axes, last=not confirm)
+    confirm = record.get("phases", {}).get(CONFIRM)
+    code = run_phase(plan, record["params"], expected_trials(record, SCREEN),
+                     retried(record, SCREEN, retry_errored), axes, last=not confirm)
     if code or not confirm:
         return code
     if not confirm.get("arms"):
         choose_arms(plan, record)
-    params, phase = sweep_plan.phase_plans(record, plan)[sweep_plan.CONFIRM]
-    return run_phase(phase, params, expected_trials(record, sweep_plan.CONFIRM), retry_errored, axes, last=True)
+    params, phase = sweep_phases.phase_plans(record, plan)[CONFIRM]
+    return run_phase(phase, params, expected_trials(record, CONFIRM), retry_errored, axes, last=True)
 
 
 def choose_arms(plan: Plan, record: dict[str, Any]) -> None:
-    """The confirm set from the screen's results (sweep.plan.confirm_arms), recorded in sweep.json
+    """The confirm set from the screen's results (analysis.confirm.confirm_arms), recorded in sweep.json
     before anything of it runs, and printed."""
+    from analysis.confirm import confirm_arms
     from analysis.load import load
 
-    confirm = record["phases"][sweep_plan.CONFIRM]
+    confirm = record["phases"][CONFIRM]
     screen = load(plan.tune_dir)
-    arms, references = sweep_plan.confirm_arms(screen.trials, screen.epochs, record["params"], confirm, plan.search)
+    arms, references = confirm_arms(screen.trials, screen.epochs, record["params"], confirm, plan.search)
     if not arms:
         raise UserError(f"no trial of the screen reported a validation accuracy: nothing to confirm; the screen's "
                         f"trials are in {plan.tune_dir}")
     confirm.update(references=references, expected_trials=len(arms) * len(confirm["seeds"]), arms=arms)
-    exp.write_record(plan.experiment_dir, record)
+    write_sweep(plan.experiment_dir, record)
     print(f"\nconfirm: {len(arms)} arm{'s' if len(arms) != 1 else ''} x {len(confirm['seeds'])} fresh seeds "
           f"{confirm['seeds']} = {confirm['expected_trials']} trials, each to its end (fifo):", flush=True)
     for arm in confirm["arms"]:
@@ -157,11 +153,11 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
     done, left = exp.phase_left(plan, expected, retry_errored)
     if named(plan, last):
         how = "the chosen arms x fresh seeds" if plan.points is not None else f"{plan.search} search"
-        print(f"\n{plan.phase}: {expected} trials, {how}, {plan.scheduler} scheduler"
+        print(f"\n{plan.phase_dir}: {expected} trials, {how}, {plan.scheduler} scheduler"
               + (f"; {done} done already" if done else "") + (": nothing left to run" if not left else ""),
               flush=True)
-    if left:  # a new Tuner when the phase has not saved one yet (exp.restore_tuner)
-        stopped = run_tuner(lambda: exp.restore_tuner(plan, params, retry_errored=retry_errored), plan)
+    if left:  # a new Tuner when the phase has not saved one yet (tuner.restore_tuner)
+        stopped = run_tuner(lambda: tuner.restore_tuner(plan, params, retry_errored=retry_errored), plan)
         if stopped is not None:
             return stopped
     return report(plan, expected, axes, last)
@@ -169,7 +165,7 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
 
 def named(plan: Plan, last: bool) -> bool:
     """Whether the console names the phase: a screen that a confirm phase follows, or a confirm phase."""
-    return bool(plan.phase) and (not last or plan.points is not None)
+    return bool(plan.phase_dir) and (not last or plan.points is not None)
 
 
 def run_tuner(make_tuner: Callable[[], Any], plan: Plan) -> int | None:
@@ -274,7 +270,7 @@ def report(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
         if expected > summary["trials"]:
             outcomes.append(f"{expected - summary['trials']} not started")
             summary["unfinished"] += expected - summary["trials"]
-        print(f"\n{plan.phase + ': ' if named(plan, last) else ''}{expected} trials: "
+        print(f"\n{plan.phase_dir + ': ' if named(plan, last) else ''}{expected} trials: "
               f"{', '.join(outcomes) or 'none ran'}: {plan.tune_dir}")
         code = (130 if summary["unfinished"] else
                 1 if summary["trials"] and summary["errors"] == summary["trials"] else 0)
@@ -318,17 +314,17 @@ def print_front(experiment_dir: str, objectives: list[list[str]]) -> None:
     """A finished multi-objective sweep: its models' latency measured alone, then its front."""
     from pathlib import Path
 
-    from analysis.effects import completed
-    from analysis.load import load
-    from analysis.pareto import LATENCY_FILE, objective_front
-    from sweep.export import remeasure_front
+    from analysis.load import ended, load
+    from analysis.pareto import objective_front
+    from deploy.latency import remeasure_front
+    from sweep.record import LATENCY_FILE
 
     if "://" in experiment_dir:
         print(f"latency not re-measured: {experiment_dir} is not on this machine's disk")
         return
     alone = remeasure_front(Path(experiment_dir), objectives)
-    ended, _ = completed(load(experiment_dir).trials)
-    frame = objective_front(ended, objectives, alone)
+    trials = load(experiment_dir).trials
+    frame = objective_front(trials[ended(trials, "test_acc")].reset_index(drop=True), objectives, alone)
     on = frame[frame["pareto"]]
     names = ", ".join(f"{m} ({d})" for m, d in frame.attrs["objectives"])
     print(f"latency of {alone['which']} measured alone ({alone['threads']} thread, median of "

@@ -19,10 +19,12 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from sweep import vocabulary as vocab  # noqa: E402
-from sweep.plan import (CONFIRM, CONFIRM_SEEDS, CONFIRM_TOP, RESULTS_ENV, Plan, check_confirm_numbers,  # noqa: E402
-                        confirm_bound, plan_sweep)
+from sweep.phases import CONFIRM_SEEDS, CONFIRM_TOP, check_confirm_numbers, confirm_bound  # noqa: E402
+from sweep.plan import RESULTS_ENV, Plan, plan_sweep  # noqa: E402
+from sweep.record import CONFIRM  # noqa: E402
 from sweep.spaces import SPACES  # noqa: E402
-from training.config import Parser, UserError, run_cli  # noqa: E402
+from training.cli import Parser, run_cli  # noqa: E402
+from training.config import UserError  # noqa: E402
 from training.signals import sigterm_as_ctrl_c  # noqa: E402
 
 
@@ -156,7 +158,12 @@ def run(args: argparse.Namespace) -> int:
         if args.confirm:
             check_confirm_flags(args)
             return driver.confirm_again(args)
-        params, plan, record = plan_sweep(args)
+        params, plan, record, notes = plan_sweep(args)
+        from sweep.tuner import check_searcher  # Ray and Optuna: only once the cheap checks passed
+
+        check_searcher(plan, params)
+        for note in notes:
+            print(note, file=sys.stderr)
         if args.dry_run:
             print_dry_run(params, plan, record)
             return 0

@@ -29,7 +29,7 @@ from typing import Any
 
 from ray import tune
 
-from analysis.load import RECORDS_DIR, read_record
+from sweep.record import read_result_rows, record_path
 from training.checkpoint import WriteError, write_text_atomically
 
 RESERVE_FILE = ".space-reserve"
@@ -122,9 +122,9 @@ class StorageGuard(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if self.full or not is_local(self.experiment_dir):
             return
-        path = Path(self.experiment_dir, RECORDS_DIR, f"{trial.trial_id}.json")
+        path = record_path(self.experiment_dir, trial.trial_id)
         if trial.trial_id not in self.rows:  # a resumed sweep adds to the record of the first run
-            self.rows[trial.trial_id] = read_record(path)
+            self.rows[trial.trial_id] = read_result_rows(path)
         rows = self.rows[trial.trial_id]
         rows.append({k: v for k, v in result.items() if k != "config"})
         try:

@@ -21,13 +21,12 @@ from typing import Any, Mapping
 import torch
 from ray import tune
 
-from sweep.plan import METRIC, trial_config
+from sweep.record import METRIC, TRIAL_CONFIG_FILE, trial_config
 from sweep.storage import wait_while_full
 from training.checkpoint import provenance
 from training.config import TrainConfig
 from training.loop import fit, resolve_device, resolve_precision
 
-TRIAL_CONFIG_FILE = "trial_config.json"
 # Ray logs "Checkpoint successfully created at ..." for every epoch of every trial: keep the console
 # to the trial table.
 logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
@@ -35,7 +34,7 @@ logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
 def train_trial(config: dict[str, Any], smoke: bool = False, experiment_dir: str | None = None) -> None:
     """Ray Tune function trainable; `smoke` (via ``tune.with_parameters``) applies --smoke-test's
-    per-trial limits (``sweep.plan.smoke_limits``); before each report it waits while the disk
+    per-trial limits (``sweep.record.smoke_limits``); before each report it waits while the disk
     under `experiment_dir` is full (``sweep.storage``)."""
     cfg = effective_config(trial_config(config, smoke))
     write_trial_config(cfg, config)

@@ -24,6 +24,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from sweep.record import trial_values
 from sweep.spaces import BUNDLES, SPACES
 from training.config import (ConfigError, TrainConfig, UserError, coerce, field_names, field_types,
                              load_mapping)
@@ -255,3 +256,12 @@ def representative(spec: Any) -> Any:
     if not isinstance(spec, Mapping):
         return spec
     return next(iter(spec.values()))[0]
+
+
+def max_epochs(params: Mapping[str, Any], smoke: bool) -> int:
+    """The most epochs (main + fine-tuning) any trial of the space can run: ASHA's max_t."""
+    relevant = {k: reachable(v) if isinstance(v, Mapping) else [v]
+                for k, v in params.items() if k in (*BUNDLES, "epochs", "finetune_epochs")}
+    return max(values["epochs"] + values["finetune_epochs"]
+               for values in (trial_values(dict(zip(relevant, combo)), smoke)
+                              for combo in itertools.product(*relevant.values())))

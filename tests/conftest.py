@@ -1,24 +1,22 @@
 """Shared fixtures. Tests run on CPU with two threads (the CI machine has two cores)."""
 import os
+import shutil
+import subprocess
 
 import pytest
 import torch
 
+from tests.helpers import FASHION_MNIST_DEBIAN
+
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray stays on 127.0.0.1
 torch.set_num_threads(2)
 
-FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 
 
 @pytest.fixture(autouse=True)
 def isolated_data_dir(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's real dataset cache."""
     monkeypatch.setenv("ABLATION_DATA_DIR", str(tmp_path_factory.getbasetemp() / "data"))
-
-
-def needs_fashion_mnist():
-    return pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DEBIAN),
-                              reason="apt-get install dataset-fashion-mnist (CI installs it)")
 
 
 # A real Fashion-MNIST run that learns: 4,000 training images, 3 epochs, a half-width SqueezeNet on
@@ -39,3 +37,23 @@ def fashion_mnist_run(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("fashion-mnist-data")
     assert train.main([*FASHION_MNIST_RUN, "--data-dir", str(data_dir), "--out-dir", str(run_dir)]) == 0
     return run_dir
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A directory that even root cannot write into (the immutable attribute), or one without write
+    permission for other users."""
+    path = tmp_path / "readonly"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        pytest.skip("root, and `chattr +i` is not available on this filesystem: no way to make a directory "
+                    "unwritable (test_datasets.py::test_unwritable_data_dir covers a file in the way)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

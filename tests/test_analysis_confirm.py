@@ -94,7 +94,7 @@ def test_leave_one_out_costs_and_arm_means_are_unbiased_and_their_intervals_cove
         best = confirm.arm_means(frame, FACTORS).set_index("arm").loc[confirm.arm_label(BEST, FACTORS)]
         mean_covered += best["ci_low"] <= TRUE_MEANS[tuple(BEST.values())] <= best["ci_high"]
         for row in table.to_dict("records"):
-            factor = row["removed"].split()[1].split("=")[0]
+            factor = next(f for f in FACTORS if row["arm"] == confirm.arm_label({**BEST, f: REFERENCES[f]}, FACTORS))
             costs[factor].append(row["cost"])
             covered[factor] += row["ci_low"] <= truth[factor] <= row["ci_high"]
     for factor, true in truth.items():
@@ -116,7 +116,7 @@ def test_the_confirmed_ranking_selects_on_validation_and_reports_test_with_an_in
     assert set(means["n"]) == {3}
     assert (means["ci_low"] < means["mean"]).all() and (means["mean"] < means["ci_high"]).all()
     loo = confirm.leave_one_out_table(ff, BEST, REFERENCES, FACTORS)
-    line = confirm.summary_line(BEST, FACTORS, means, loo)
+    line = confirm.summary_line(BEST, FACTORS, means, loo, REFERENCES)
     assert line.startswith("confirmed best arm ") and "leave" not in line and "without recipe=holistic +" in line
 
 

@@ -18,7 +18,7 @@ import pytest
 from analysis.load import load
 from analysis.report import main as report_main
 from sweep.spaces import SPACES
-from tests.conftest import FASHION_MNIST_DEBIAN
+from tests.helpers import FASHION_MNIST_DEBIAN
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -218,9 +218,9 @@ def test_report_of_an_interrupted_experiment_names_the_unfinished_trials(interru
 
 
 def test_export_chooses_on_validation_from_a_real_experiment(finished):
-    """sweep.export's --best and --front on a real ASHA sweep: only trials that ran to their end, by
+    """deploy.export's --best and --front on a real ASHA sweep: only trials that ran to their end, by
     best validation accuracy (never test), the front checked against a brute force."""
-    from sweep import export
+    from deploy import choose as export
     from training.config import UserError
 
     trials = load(finished).trials

@@ -9,65 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from analysis.load import load, stop_reason
+from analysis.load import load
+from sweep.record import stop_reason
+from tests.helpers import write_experiment
 from analysis.report import main as report_main
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def epoch(n, val, final=None):
-    row = {"epoch": n, "phase": "main", "lr": 0.1, "train_loss": 2.0 / n, "train_acc": val, "val_loss": 1.0 / n,
-           "val_acc": val, "best_val_acc": val, "best_epoch": n, "images_per_sec": 100.0, "epoch_time_s": 1.0,
-           "elapsed_s": float(n), "status": "running", "done": False, "params": 1000, "flops": 2e6,
-           "size_mb": 0.1, "training_iteration": n, "time_total_s": float(n)}
-    if final:  # our final report; Ray sets done=True on the last result of every trial it ends
-        row.update(status=final, epochs_run=n, final_val_acc=val, test_acc=val - 1, test_loss=0.5,
-                   precision="fp32", wall_time_s=float(n), **{"test_acc_class/cat": 50.0})
-    return row
-
-
-TRIALS = {  # trial_id: (Ray status, attention, results, error)
-    "aaaaa_00000": ("TERMINATED", "none", [epoch(1, 50), epoch(2, 60, "finished")], None),
-    "aaaaa_00001": ("TERMINATED", "channel", [epoch(1, 40)], None),
-    "aaaaa_00002": ("ERROR", "cbam", [], "Traceback...\nRuntimeError: CUDA out of memory"),
-    "aaaaa_00003": ("RUNNING", "eca", [epoch(1, 45)], None),
-    "aaaaa_00004": ("PENDING", "simple", None, None),
-    "aaaaa_00005": ("TERMINATED", "none", [epoch(1, 30, "diverged")], None),
-}
-
-
-def trial_dir_name(trial_id, attention):
-    return f"train_trial_{trial_id}_{int(trial_id[-1])}_attention={attention}_2026-01-01_00-00-00"
-
-
-def write_experiment(path: Path, stale_extra: bool = True) -> Path:
-    """Ray's files as Ray 2.60 writes them (see NOTES.md), for the trials above."""
-    path.mkdir(parents=True)
-    entries = []
-    for trial_id, (status, attention, results, error) in TRIALS.items():
-        config = {"attention": attention, "seed": 0, "dataset": "synthetic"}
-        name = trial_dir_name(trial_id, attention)
-        entries.append([json.dumps({"trial_id": trial_id, "status": status, "config": config,
-                                    "relative_logdir": name}), json.dumps({"num_failures": 0})])
-        (path / name).mkdir()
-        if results is None:
-            continue  # a pending trial's directory is empty
-        (path / name / "params.json").write_text(json.dumps(config))
-        lines = [json.dumps({**r, "done": i == len(results) - 1, "trial_id": trial_id, "config": config})
-                 for i, r in enumerate(results)]
-        if status == "RUNNING":
-            lines.append('{"epoch": 2, "val_a')  # cut short by a killed process
-        (path / name / "result.json").write_text("\n".join(lines) + "\n")
-        if error:
-            (path / name / "error.txt").write_text(error)
-    (path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": entries}))
-    (path / "sweep.json").write_text(json.dumps({"space_name": "toy", "expected_trials": 8}))
-    if stale_extra:  # started after the state was last saved: only its directory knows it
-        name = trial_dir_name("aaaaa_00006", "none")
-        (path / name).mkdir()
-        (path / name / "params.json").write_text(json.dumps({"attention": "none", "seed": 1}))
-        (path / name / "result.json").write_text(json.dumps(epoch(1, 20)) + "\n")
-    return path
 
 
 @pytest.fixture
@@ -97,6 +44,24 @@ def test_epoch_frame_is_one_row_per_trial_epoch(experiment):
         "aaaaa_00000": 2, "aaaaa_00001": 1, "aaaaa_00003": 1, "aaaaa_00005": 1, "aaaaa_00006": 1}
     assert {"epoch", "val_acc", "train_loss", "val_loss", "lr"} <= set(epochs.columns)
     assert "done" not in epochs  # Ray overwrites it: never trusted
+    assert set(epochs["train_phase"]) == {"main"} and "phase" not in epochs  # "phase" names screen/confirm
+
+
+def test_epochs_recorded_before_the_rename_read_as_train_phase(experiment, tmp_path):
+    """Results and report frames written when the loop's key was `phase` (the committed results/)."""
+    from analysis.report import write_report
+
+    trial_dir = next(experiment.glob("train_trial_aaaaa_00000_*"))
+    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    old = [{("phase" if k == "train_phase" else k): v for k, v in row.items()} for row in rows]
+    (trial_dir / "result.json").write_text("".join(json.dumps(row) + "\n" for row in old))
+    exp = load(experiment)
+    assert exp.epochs.loc[exp.epochs["trial_id"] == "aaaaa_00000", "train_phase"].tolist() == ["main", "main"]
+    out = tmp_path / "frames"
+    write_report(exp, out)
+    frame = (out / "epochs.csv").read_text().replace("train_phase", "phase")
+    (out / "epochs.csv").write_text(frame)
+    assert load(out).epochs["train_phase"].equals(exp.epochs["train_phase"])
 
 
 def test_the_resumed_runs_state_wins_over_a_first_run_file_with_a_later_timestamp(experiment):

@@ -14,7 +14,7 @@ import pytest
 from analysis import confirm
 from analysis.load import Experiment, ExperimentError, load
 from analysis.report import sections, write_report
-from tests.test_analysis_load import write_experiment
+from tests.helpers import write_experiment
 
 CONFIRM_SPEC = {"dir": "confirm", "top": 1, "seeds": [0], "factors": ["attention"],
                 "references": {"attention": "none"},

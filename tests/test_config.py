@@ -1,5 +1,8 @@
 """TrainConfig: the schema every CLI, file and sweep goes through."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +102,15 @@ def test_every_field_is_documented_for_help():
 
 def test_every_choice_field_exists():
     assert set(CHOICES) <= set(field_names())
+
+
+def test_the_schema_imports_neither_torch_nor_the_models_it_names():
+    """models/ imports the schema (MODEL_NAMES among it), so the schema importing models/ would be a cycle."""
+    code = ("import sys, training.config\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'models'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout
+    assert out.strip() == "[]"
 
 
 def test_coerce_accepts_integral_floats_for_ints():

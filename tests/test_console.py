@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis.best import best_arm, best_trial, describe
-from analysis.load import STOP_REASONS
+from sweep.record import STOP_REASONS
 from sweep.console import QUIET, count_outcomes, outcome_words, progress_line
 
 

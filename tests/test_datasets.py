@@ -22,59 +22,8 @@ from training.config import DATASETS, ConfigError
 from training.datasets import ImageData, channel_stats, load_dataset, prepare_dataset
 from training.download import DatasetError, md5sum, safe_extract
 from training.sources import parse_idx
+from tests.helpers import CIFAR10_TEST, CIFAR10_TRAIN, CountingUrlopen, make_cifar_archive, write_tar
 
-CIFAR10_TRAIN, CIFAR10_TEST = 5 * 4, 3  # images in the test's small archives
-
-
-# ---------------------------------------------------------------------------------- helpers
-def _batch(n: int, label_key: str, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), label_key: rng.integers(0, 10, n).tolist()}
-
-
-def _write_tar(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, blob in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-    return path
-
-
-def make_cifar_archive(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """A small archive in the official layout; the spec is patched to fetch it from a file:// URL."""
-    spec = sources.CIFAR_SPECS[name]
-    label_key = spec.label_key
-    if name == "cifar10":
-        batches = {f: _batch(4, label_key, i) for i, f in enumerate(spec.train_files)}
-        batches["test_batch"] = _batch(CIFAR10_TEST, label_key, 99)
-    else:
-        batches = {"train": _batch(6, label_key, 1), "test": _batch(2, label_key, 2)}
-    batches[spec.train_files[0]]["data"][0] = np.repeat([10, 20, 30], 1024)  # R, G, B planes
-    names = [f"class{i}" for i in range(10)]
-    # Protocol 2 and numpy.core, as the official Python 2 pickles are written.
-    files = {f"{spec.folder}/{f}": pickle.dumps(b, protocol=2).replace(b"numpy._core.", b"numpy.core.")
-             for f, b in batches.items()}
-    files[f"{spec.folder}/{spec.meta_file}"] = pickle.dumps({spec.names_key: names}, protocol=2)
-    (tmp_path / "upstream").mkdir()
-    archive = _write_tar(tmp_path / "upstream" / spec.filename, files)
-    monkeypatch.setitem(sources.CIFAR_SPECS, name,
-                        dataclasses.replace(spec, url=archive.as_uri(), md5=md5sum(archive)))
-    return batches
-
-
-class CountingUrlopen:
-    """Wraps urlopen to count fetches."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: Exception | None = None) -> None:
-        self.calls, self.fail, self.real = 0, fail, download.urlopen
-        monkeypatch.setattr(download, "urlopen", self)
-
-    def __call__(self, url: str, timeout: float):
-        self.calls += 1
-        if self.fail:
-            raise self.fail
-        return self.real(url, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------- CIFAR
@@ -126,7 +75,7 @@ def test_prepare_then_load_without_download(tmp_path, monkeypatch):
 def test_unpickler_refuses_code(tmp_path, monkeypatch):
     spec = sources.CIFAR_SPECS["cifar10"]
     files = {f"{spec.folder}/{f}": pickle.dumps(os.getcwd) for f in spec.train_files + spec.test_files}
-    archive = _write_tar(tmp_path / spec.filename, files)
+    archive = write_tar(tmp_path / spec.filename, files)
     monkeypatch.setitem(sources.CIFAR_SPECS, "cifar10", dataclasses.replace(spec, md5=md5sum(archive)))
     with pytest.raises(DatasetError, match="refusing to unpickle"):
         load_dataset("cifar10", str(tmp_path), download=False)
@@ -217,7 +166,7 @@ def test_safe_extract_refuses_escapes(tmp_path, monkeypatch, kind, python_filter
 
 
 def test_safe_extract_unpacks_plain_archives(tmp_path):
-    archive = _write_tar(tmp_path / "ok.tar.gz", {"top/a.txt": b"a", "top/sub/b.txt": b"b"})
+    archive = write_tar(tmp_path / "ok.tar.gz", {"top/a.txt": b"a", "top/sub/b.txt": b"b"})
     safe_extract(archive, tmp_path / "out")
     assert (tmp_path / "out" / "top" / "sub" / "b.txt").read_bytes() == b"b"
 

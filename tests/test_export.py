@@ -1,4 +1,4 @@
-"""sweep.export on real runs: a SqueezeNet that learned on real Fashion-MNIST (conftest's shared run)
+"""deploy.export on real runs: a SqueezeNet that learned on real Fashion-MNIST (conftest's shared run)
 exported to ONNX (checked against PyTorch) and int8 (within 2 points of fp32), with the table; bad
 input is one line, exit 2."""
 import json
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sweep import export
+from deploy import export
+from deploy.onnx_export import ATOL
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ def test_a_model_that_learned_exports_verified_with_its_measured_table(fashion_m
     assert abs(rows["ONNX fp32"]["test_acc"] - rows["PyTorch fp32"]["test_acc"]) <= 0.05
     assert rows["ONNX fp32"]["test_acc"] >= 75.0
     assert abs(rows["ONNX int8 (QDQ)"]["test_acc"] - rows["ONNX fp32"]["test_acc"]) <= 2.0
-    assert record["max_abs_logit_diff_fp32"] <= export.ATOL * 100  # checked inside against atol + rtol|x|
+    assert record["max_abs_logit_diff_fp32"] <= ATOL * 100  # checked inside against atol + rtol|x|
     assert rows["ONNX int8 (QDQ)"]["size_mb"] < rows["ONNX fp32"]["size_mb"]
     for row in rows.values():
         assert row["latency_ms_b1"] > 0 and row["latency_ms_b32"] > 0
@@ -74,6 +75,6 @@ def test_bad_run_directories_are_one_line_exit_2(fashion_mnist_run, tmp_path, ca
 
 
 def test_the_script_runs_from_the_repository_root(tmp_path):
-    proc = subprocess.run([sys.executable, "sweep/export.py", str(tmp_path / "none")], capture_output=True,
+    proc = subprocess.run([sys.executable, "deploy/export.py", str(tmp_path / "none")], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.startswith("export: error:") and "Traceback" not in proc.stderr

@@ -36,7 +36,7 @@ def schedule_lrs(cfg: TrainConfig, steps_per_epoch: int) -> tuple[list[float], f
 def test_finetuning_after_onecycle_runs_at_the_lr_the_schedule_ended_at():
     cfg = TrainConfig(**TINY, scheduler="onecycle", epochs=2, finetune_epochs=1)
     rows, summary = run(cfg)
-    assert [r["phase"] for r in rows] == ["main", "main", "finetune"]
+    assert [r["train_phase"] for r in rows] == ["main", "main", "finetune"]
     lrs, ended_at = schedule_lrs(cfg, summary["train_images"] // cfg.batch_size)
     assert rows[2]["lr"] == lrs[-1]  # the last main step's lr (not the one OneCycle stepped on to)
     assert ended_at > lrs[-1]
@@ -47,7 +47,7 @@ def test_finetuning_after_onecycle_runs_at_the_lr_the_schedule_ended_at():
                                              ({}, 0.05 * 0.1)])  # constant schedule: lr x factor
 def test_explicit_finetune_lr_is_used_as_given_and_a_constant_schedule_keeps_the_factor(extra, expected):
     rows, _ = run(TrainConfig(**TINY, scheduler="none", epochs=1, finetune_epochs=1, **extra))
-    assert rows[-1]["phase"] == "finetune" and rows[-1]["lr"] == pytest.approx(expected)
+    assert rows[-1]["train_phase"] == "finetune" and rows[-1]["lr"] == pytest.approx(expected)
 
 
 def test_a_trial_resumed_in_its_finetuning_phase_keeps_that_lr(tmp_path):
@@ -65,7 +65,7 @@ def test_a_trial_resumed_in_its_finetuning_phase_keeps_that_lr(tmp_path):
     resumed = []
     fit(cfg, lambda m, p: resumed.append(dict(m)), resume_from=str(tmp_path / "cut"),
         checkpoint_dir=str(tmp_path / "cut"))
-    keys = ("lr", "phase", "train_loss", "val_acc")
+    keys = ("lr", "train_phase", "train_loss", "val_acc")
     assert [{k: r[k] for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in full[2:]]
 
 

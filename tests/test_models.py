@@ -13,7 +13,7 @@ from models import MODELS, create_model
 from models.blocks import ACTIVATIONS, ATTENTION, DSConv, get_activation, get_attention
 from models.resnet import load_pretrained
 from models.squeezenet import Fire, SqueezeNet
-from training.config import CHOICES, ConfigError, TrainConfig, UserError
+from training.config import CHOICES, MODEL_NAMES, ConfigError, TrainConfig, UserError
 
 NUM_CLASSES = 10
 SQUEEZENETS = ("squeezenet", "squeezenet1_0", "squeezenet1_1")
@@ -51,8 +51,18 @@ def check_trains(model: torch.nn.Module, batch: int = 2) -> None:
     assert not no_grad, f"no gradient reaches {no_grad}"
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_name_has_a_factory(name):
+    assert callable(MODELS.get(name)), f"models.MODELS has no factory for {name!r}"
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_factory_has_a_model_name(name):
+    assert name in MODEL_NAMES and TrainConfig(model=name).model == name
+
+
 def test_registry_keys_are_the_schema_choices():
-    assert tuple(MODELS) == CHOICES["model"]
+    assert tuple(MODELS) == MODEL_NAMES == CHOICES["model"]  # also in order: --help and errors list them
     assert tuple(ACTIVATIONS) == CHOICES["activation"]
     assert tuple(ATTENTION) == CHOICES["attention"]
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from analysis.load import load
-from analysis.pareto import front, objective_front, read_latency_alone
+from analysis.pareto import front, objective_front
+from sweep.record import read_latency_alone
 from sweep import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +116,7 @@ def test_a_real_multi_objective_sweep_records_both_objectives_and_its_front(tmp_
     assert (tmp_path / "report" / "objective_front.png").is_file()
     again = write_report(load_exp(tmp_path / "report"), tmp_path / "again").read_text()  # from the frames
     assert again.split("## Front of the objectives")[1].split("\n## ")[0] == section.replace(str(run_dir), str(tmp_path / "report"))
-    from sweep import export  # --front of a multi-objective sweep: the same front
+    from deploy import choose as export  # --front of a multi-objective sweep: the same front
 
     assert {s.name for s in export.choose(run_dir, [], False, True, "flops")} == expected
     assert "Traceback" not in proc.stderr

@@ -11,12 +11,10 @@ Every test stays on this machine: downloads come from file:// URLs (``make_cifar
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.metadata
 import io
 import json
-import os
 import pickle
 import shutil
 import signal
@@ -31,7 +29,7 @@ import torch
 
 import train
 from sweep import run
-from tests.test_datasets import CountingUrlopen, make_cifar_archive
+from tests.helpers import CountingUrlopen, fill, make_cifar_archive, tmpfs
 from training import sources
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError, TrainConfig, UserError
@@ -283,26 +281,6 @@ def test_a_missing_dataset_offline_says_where_to_put_it(tmp_path, monkeypatch, c
     assert not (tmp_path / "o").exists()
 
 
-@pytest.fixture
-def unwritable_dir(tmp_path):
-    """A directory that even root cannot write into (the immutable attribute), or one without write
-    permission for other users."""
-    path = tmp_path / "readonly"
-    path.mkdir()
-    if os.geteuid() != 0:
-        path.chmod(0o555)
-        yield path
-        path.chmod(0o755)
-        return
-    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
-        pytest.skip("root, and `chattr +i` is not available on this filesystem: no way to make a directory "
-                    "unwritable (test_datasets.py::test_unwritable_data_dir covers a file in the way)")
-    try:
-        yield path
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
-
-
 def test_a_data_directory_without_write_permission_is_one_line_and_writes_nothing(unwritable_dir, tmp_path,
                                                                                    monkeypatch, capsys):
     make_cifar_archive(tmp_path, "cifar10", monkeypatch)
@@ -495,32 +473,10 @@ def test_image_folders_that_cannot_train_a_classifier_are_one_line(tmp_path, mon
     assert not (tmp_path / "o").exists()
 
 
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str):
-    """A tmpfs of `size` mounted at `path` (root only: else the test is skipped), unmounted after."""
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip() or 'not root'})")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 @pytest.fixture
 def small_disk(tmp_path):
     with tmpfs(tmp_path / "disk", "24m") as disk:
         yield disk
-
-
-def fill(disk: Path) -> None:
-    """Write zeros into `disk` until the device is full to the brim (ENOSPC)."""
-    with (disk / "filler").open("wb") as out:
-        with pytest.raises(OSError, match="No space left"):
-            while True:
-                out.write(bytes(1 << 20))
-                out.flush()
 
 
 def test_a_full_disk_stops_train_py_in_one_line_and_resume_finishes_the_same_run(three_runs, small_disk):
@@ -632,7 +588,7 @@ def test_the_report_skips_trials_whose_files_cannot_be_read(tmp_path):
     """Files of another encoding, the wrong top-level type or without the keys the report reads: the
     report is written and lists what it skipped."""
     from analysis.report import main as report_main
-    from tests.test_analysis_load import write_experiment
+    from tests.helpers import write_experiment
 
     experiment = write_experiment(tmp_path / "exp")
     (experiment / "sweep.json").write_text(json.dumps({"plan": {"search": "grid"}, "expected_trials": "eight"}))
@@ -659,8 +615,9 @@ def test_the_report_skips_trials_whose_files_cannot_be_read(tmp_path):
 def test_the_driver_record_restores_results_a_full_disk_cut_from_rays_files(tmp_path):
     """Ray's result.json of a finished trial left at 0 bytes (as a full disk left it) and no progress.csv:
     the rows come from the driver's own record, trial_records/<trial_id>.json (sweep/storage.py)."""
-    from analysis.load import RECORDS_DIR, load
-    from tests.test_analysis_load import TRIALS, trial_dir_name, write_experiment
+    from analysis.load import load
+    from sweep.record import RECORDS_DIR
+    from tests.helpers import TRIALS, trial_dir_name, write_experiment
 
     experiment = write_experiment(tmp_path / "exp")
     trial_dir = experiment / trial_dir_name("aaaaa_00000", "none")
@@ -681,24 +638,6 @@ def test_a_reader_that_leaves_early_is_not_a_traceback():
     process.stdout.close()  # the reader leaves before the first line (imports take the CLI seconds)
     assert process.wait(timeout=60) == 141
     assert process.stderr.read() == b""
-
-
-def test_the_disk_guard_follows_an_experiment_that_was_moved(tmp_path, monkeypatch):
-    """A resumed Tuner's callbacks come from tuner.pkl with the directory the sweep started in; after
-    the user moved the experiment, the guard records results in (and watches) the running one."""
-    from types import SimpleNamespace
-
-    from analysis.load import RECORDS_DIR
-    from sweep import storage
-
-    guard = storage.StorageGuard(str(tmp_path / "where-it-started"))  # gone: moved
-    moved = tmp_path / "moved"
-    moved.mkdir()
-    monkeypatch.setattr(storage, "running_dir", str(moved))
-    guard.on_step_begin(0, [])  # checks the free space of the running directory (the old one is gone)
-    guard.on_trial_result(0, [], SimpleNamespace(trial_id="t1"), {"epoch": 1, "val_acc": 50.0})
-    assert json.loads((moved / RECORDS_DIR / "t1.json").read_text())["rows"] == [{"epoch": 1, "val_acc": 50.0}]
-    assert not (tmp_path / "where-it-started").exists() and not guard.full
 
 
 def test_the_advice_after_a_stop_resumes_only_a_run_with_a_checkpoint(tmp_path):

@@ -32,13 +32,13 @@ import pytest
 import ray
 from ray import tune
 
-import sweep.experiment
-from analysis.load import TRIAL_ID, load
+import sweep.tuner
+from analysis.load import load
+from analysis.ray_files import TRIAL_ID
 from analysis.report import main as report_main
 from sweep import run
-from sweep.trainable import TRIAL_CONFIG_FILE
-from tests.test_datasets import make_cifar_archive
-from tests.test_reliability import unwritable_dir  # noqa: F401 (a fixture)
+from sweep.record import TRIAL_CONFIG_FILE
+from tests.helpers import make_cifar_archive
 from training import sources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,7 +284,7 @@ def faulty_sweep(local_ray, tmp_path_factory):
     argv = ["--space", "smoke", "--epochs", "3", "--scheduler", "fifo", "--max-failures", "1",
             "--storage-path", str(tmp_path), "--name", "faults"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sweep.experiment, "train_trial", faulty_trainable(str(record)))
+        patch.setattr(sweep.tuner, "train_trial", faulty_trainable(str(record)))
         stdout = tmp_path / "stdout"
         with stdout.open("w") as out, contextlib.redirect_stdout(out):
             code = run.main(argv)
@@ -434,23 +434,25 @@ def test_records_cut_short_by_a_kill_are_handled(tmp_path):
     """sweep.json is written atomically; a tuner.pkl that Ray was writing when the driver died (it is
     written once, before anything runs) starts the recorded sweep afresh, unless trials have run."""
     from sweep import experiment as exp
+    from sweep.record import write_sweep
+    from sweep.tuner import restore_tuner
     from sweep import run
     from training.config import UserError
 
     args = run.build_parser().parse_args(["--space", "smoke", "--scheduler", "fifo", "--storage-path",
                                           str(tmp_path), "--name", "cut"])
-    params, plan, record = run.plan_sweep(args)
-    exp.write_record(plan.experiment_dir, {**record, "plan": dataclasses.asdict(plan)})
+    params, plan, record, _ = run.plan_sweep(args)
+    write_sweep(plan.experiment_dir, {**record, "plan": dataclasses.asdict(plan)})
     experiment = Path(plan.experiment_dir)
     assert sorted(p.name for p in experiment.iterdir()) == ["sweep.json"]  # no partial file left
     screen(experiment).mkdir()
     (screen(experiment) / "tuner.pkl").write_bytes(b"\x80\x05")  # a pickle cut short
-    tuner = exp.restore_tuner(plan, params, retry_errored=False)
+    tuner = restore_tuner(plan, params, retry_errored=False)
     assert isinstance(tuner, tune.Tuner) and (screen(experiment) / "tuner.pkl").stat().st_size > 100
     (screen(experiment) / "tuner.pkl").write_bytes(b"")
     (screen(experiment) / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
     with pytest.raises(UserError, match="tuner.pkl cannot be read .* trials have run"):
-        exp.restore_tuner(plan, params, retry_errored=False)
+        restore_tuner(plan, params, retry_errored=False)
     (experiment / "sweep.json").write_text('{"plan": ')
     with pytest.raises(UserError, match="sweep.json is not valid JSON"):
         exp.load_plan(plan.experiment_dir)
@@ -491,7 +493,7 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_resume_continues(local_ray,
     """The storage's tmpfs filled to the brim (by another thread) once the first of two trials has finished:
     the sweep stops with one line saying so (exit 2), the finished trial's results are kept; after
     freeing space --resume runs the second trial and leaves the first as it was."""
-    from tests.test_reliability import fill, tmpfs
+    from tests.helpers import fill, tmpfs
 
     with tmpfs(tmp_path / "disk", "64m") as disk:
         experiment = disk / "full"

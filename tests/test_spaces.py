@@ -8,9 +8,11 @@ import pytest
 from ray import tune
 
 from sweep import run, vocabulary as vocab
-from sweep.plan import check_trials, max_epochs, smoke_limits, trial_config
+from sweep.plan import check_trials
+from sweep.record import trial_config
+from sweep.vocabulary import max_epochs
 from sweep.spaces import BUNDLES, BY_MODEL, RECIPES, SPACES, STAGES
-from tests.conftest import FASHION_MNIST_DEBIAN
+from tests.helpers import FASHION_MNIST_DEBIAN, plan
 from training.config import CHOICES, ConfigError, TrainConfig, field_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,12 +96,6 @@ def test_explicit_fields_win_over_bundles_and_the_bundle_value_stays_in_the_conf
         trial_config({"stage": "nope"})
 
 
-def test_smoke_limits_cap_squeezenet_width_and_finetuning_but_leave_resnets_whole():
-    values = TrainConfig(finetune_epochs=5).to_dict()
-    assert smoke_limits(values)["width"] == 0.25 and smoke_limits(values)["finetune_epochs"] == 1
-    assert smoke_limits(TrainConfig(model="resnet18").to_dict())["width"] == 1.0
-
-
 @pytest.mark.parametrize("name, samples, trials", [("stages", 1, 5), ("stages", 3, 15),
                                                    ("ablation", 1, 48), ("ablation", 2, 96)])
 def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path):
@@ -125,41 +121,6 @@ def test_dry_run_says_where_the_data_comes_from(capsys, tmp_path):
     assert "data: fashion-mnist at 32x32, " in out
     assert ("read once from /usr/share/datasets/fashion-mnist" in out if Path(FASHION_MNIST_DEBIAN).is_dir()
             else f"downloaded once to {tmp_path} (about 31 MB)" in out)
-
-
-def plan(argv):
-    """(params, Plan, record) of a command line, without running anything."""
-    return run.plan_sweep(run.build_parser().parse_args(argv))
-
-
-def test_max_epochs_follow_presets_overrides_and_smoke():
-    assert plan(["--space", "stages"])[1].max_t == 30 + 5
-    assert plan(["--space", "resnet-depth"])[1].max_t == 50
-    assert plan(["--space", "ablation", "--epochs", "12"])[1].max_t == 12
-    assert plan(["--space", "stages", "--smoke-test"])[1].max_t == 3  # 2 epochs + 1 of fine-tuning
-
-
-def test_the_first_rung_comes_after_a_third_of_training_unless_given():
-    from sweep.plan import default_grace
-
-    assert [default_grace(max_t) for max_t in (2, 3, 9, 30)] == [2, 2, 3, 10]  # at least 2
-    assert plan(["--space", "ablation"])[1].grace_period == 10  # 30 epochs
-    assert plan(["--space", "ablation", "--grace-period", "1"])[1].grace_period == 1
-
-
-def test_smoke_test_cuts_any_space_to_a_few_trials():
-    for name in SPACES:
-        params, settings, record = plan(["--space", name, "--smoke-test"])
-        assert 1 <= record["expected_trials"] <= 4, name
-        assert params["dataset"] == "synthetic" and params["epochs"] == 2
-
-
-def test_optuna_space_samples_trials_and_grid_space_seeds_arms():
-    params, settings, record = plan(["--space", "hparams", "--samples", "7"])
-    assert settings.search == "optuna" and settings.num_samples == 7 and record["expected_trials"] == 7
-    assert "seed" not in params
-    params, settings, record = plan(["--space", "stages", "--samples", "4"])
-    assert params["seed"] == {"grid": [0, 1, 2, 3]} and settings.num_samples == 1
 
 
 def test_yaml_space_uses_the_whole_vocabulary(tmp_path):

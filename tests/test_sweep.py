@@ -13,9 +13,8 @@ import ray
 from ray import tune
 
 from sweep import run
-from sweep.experiment import SWEEP_FILE
-from sweep.trainable import TRIAL_CONFIG_FILE
-from tests.conftest import needs_fashion_mnist
+from sweep.record import SWEEP_FILE, TRIAL_CONFIG_FILE
+from tests.helpers import needs_fashion_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

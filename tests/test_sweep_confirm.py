@@ -91,7 +91,7 @@ def test_screen_then_confirm_in_one_command(known, capsys):
     assert exp.never_started == 0 and exp.unfinished.empty
     view = exp.phase("confirm")
     assert set(view.trials["stop_reason"]) == {"finished"} and sorted(view.trials["seed"].unique()) == [1, 2, 3]
-    assert view.epochs.groupby("trial_id")["epoch"].max().eq(2).all()
+    assert view.epochs.groupby("trial_id")["epoch"].max().eq(3).all()
     assert load(experiment / "screen").trials.equals(exp.phase("screen").trials)
     for phase in ("screen", "confirm"):  # TensorBoard shows both phases
         assert list((experiment / phase).glob("*/events.out.tfevents.*"))
@@ -268,8 +268,10 @@ def test_resume_after_kills_in_the_screen_and_in_the_confirm_phase(tmp_path):
 
 def test_a_random_screen_confirms_its_top_configs_as_they_ran():
     """A random search has no reference levels: the confirm set is its top K configs, each exactly as
-    sampled, run as Tune points with a grid of the fresh seeds (sweep.plan.confirm_phase)."""
-    from sweep.plan import Plan, confirm_arms, confirm_phase, fresh_seeds, new_confirm
+    sampled, run as Tune points with a grid of the fresh seeds (sweep.phases.confirm_phase)."""
+    from analysis.confirm import confirm_arms
+    from sweep.phases import confirm_phase, fresh_seeds, new_confirm
+    from sweep.plan import Plan
 
     params = {"dataset": "synthetic", "lr": {"loguniform": [1e-3, 0.3]}, "dropout": {"uniform": [0.0, 0.5]}}
     lrs, dropouts, best_val = [0.011, 0.2, 0.05], [0.1, 0.3, 0.2], [40.0, 70.0, 55.0]
@@ -281,7 +283,7 @@ def test_a_random_screen_confirms_its_top_configs_as_they_ran():
     assert references is None
     assert arms == [{"levels": {"lr": 0.2, "dropout": 0.3}, "why": "screen rank 1"},
                     {"levels": {"lr": 0.05, "dropout": 0.2}, "why": "screen rank 2"}]
-    screen = Plan("/x/e", "random", "asha", 3, 3, 1, 3, 1, 0, None, 0, 0, phase="screen")
+    screen = Plan("/x/e", "random", "asha", 3, 3, 1, 3, 1, 0, None, 0, 0, phase_dir="screen")
     confirm_params, plan = confirm_phase(screen, params, {**confirm, "arms": arms})
     assert confirm_params["lr"] == {"choice": [0.2, 0.05]} and confirm_params["seed"] == {"grid": [1, 2]}
     assert (plan.tune_dir, plan.scheduler, plan.num_samples, plan.points) == ("/x/e/confirm", "fifo", 2,
@@ -293,7 +295,8 @@ def test_the_screen_ranks_what_the_scheduler_did_and_levels_as_the_trials_ran():
     scheduler's stop ranks an arm lower), and a float field written as integers in the space (grid
     [1, 5], run as 1.0 and 5.0) gives one arm per level: the reference and the neighbours are written
     as the trials ran them, so nothing is confirmed twice."""
-    from sweep.plan import confirm_arms, new_confirm
+    from analysis.confirm import confirm_arms
+    from sweep.phases import new_confirm
 
     params = {"epochs": {"grid": [2, 4]}, "clip_grad_norm": {"grid": [1, 5]}}
     trials = pd.DataFrame({"trial_id": list("abcd"), "epochs": [2, 4, 4, 2], "clip_grad_norm": [5.0, 5.0, 1.0, 1.0],

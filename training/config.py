@@ -7,7 +7,6 @@ that does not match the schema is an error, never silently ignored).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -18,11 +17,16 @@ from typing import Any, Mapping
 
 DATA_DIR_ENV = "ABLATION_DATA_DIR"
 
+# The architectures, named once for the schema, train.py's --help and models/, whose registry has a
+# factory for each name and no other (tests/test_models.py checks both ways). Here rather than in
+# models/, which imports this module: the schema stays free of torch and of an import cycle.
+MODEL_NAMES = ("squeezenet", "squeezenet1_0", "squeezenet1_1", "resnet18", "resnet34", "resnet50",
+               "resnet101", "resnet152")
+
 # Allowed values of the string-valued knobs, in one place. Registries (models, attention, activation)
 # are checked against their own tables at build time; these lists are the ones the schema owns.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model": ("squeezenet", "squeezenet1_0", "squeezenet1_1", "resnet18", "resnet34", "resnet50",
-              "resnet101", "resnet152"),
+    "model": MODEL_NAMES,
     "augment": ("none", "basic", "paper", "strong"),
     "attention": ("none", "simple", "channel", "eca", "cbam"),
     "residual": ("none", "simple", "complex"),
@@ -47,28 +51,6 @@ DATASETS = ("cifar10", "cifar100", "fashion-mnist", "synthetic")
 class UserError(Exception):
     """A user mistake (bad knob, missing dataset, bad path): its message is one line, fit for a CLI
     error with exit status 2. Everything else is a bug and keeps its traceback."""
-
-
-class Parser(argparse.ArgumentParser):
-    """Every CLI's argument parser: a bad flag is one line and exit status 2, like every other input
-    error (argparse would print the whole usage first)."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def run_cli(main) -> None:
-    """``sys.exit(main())`` for every CLI; when the reader of its output has gone (``... | head``),
-    the exit status of a pipe's writer, 141, without a traceback."""
-    import sys
-
-    try:
-        status = main()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        status = 141
-    sys.exit(status)
 
 
 class ConfigError(UserError, ValueError):
@@ -98,7 +80,7 @@ class TrainConfig:
     batch_size: int = 256  # images per optimiser step
     eval_batch_size: int = 1024  # images per forward pass in evaluation (no gradients: larger is faster)
     # --- model ---
-    model: str = "squeezenet"  # squeezenet (=1.1 layout) | squeezenet1_0 | squeezenet1_1 | resnet18..resnet152
+    model: str = "squeezenet"  # architecture: one of MODEL_NAMES ("squeezenet" is the 1.1 layout)
     width: float = 1.0  # channel multiplier (SqueezeNet)
     attention: str = "none"  # after each Fire block: none | simple | channel (SE) | eca | cbam
     residual: str = "none"  # SqueezeNet bypasses: none | simple | complex (Iandola et al. 2016, sec. 6)

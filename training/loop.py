@@ -14,6 +14,7 @@ from torch import nn
 
 from models import create_model
 from training import checkpoint as ckpt
+from training import status
 from training.config import TrainConfig, UserError
 from training.datasets import load_dataset
 from training.engine import evaluate, train_epoch
@@ -25,7 +26,8 @@ Report = Callable[[dict[str, Any], Optional[str]], None]
 
 
 class Progress(Protocol):
-    """What a console shows while fit() runs (train.py's; a sweep passes none)."""
+    """What a console shows while fit() runs (train.py passes training.reporter.ConsoleAndTensorBoard;
+    a sweep passes none)."""
 
     def start(self, info: dict[str, Any]) -> None:
         """Once, before the first epoch: the trial as built (:meth:`_Trial.describe`)."""
@@ -256,12 +258,12 @@ class _Trial:
     def _epoch_metrics(self, result, val, lr: float) -> dict[str, Any]:
         s = self.state
         return {
-            "epoch": s.epoch, "phase": s.phase, "lr": lr,
+            "epoch": s.epoch, "train_phase": s.phase, "lr": lr,
             "train_loss": result.loss, "train_acc": result.acc,
             "val_loss": val.loss, "val_acc": val.acc,
             "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch,
             "images_per_sec": result.images_per_sec, "epoch_time_s": result.seconds,
-            "elapsed_s": s.elapsed_s, "status": "diverged" if s.diverged else "running", "done": False,
+            "elapsed_s": s.elapsed_s, "status": status.DIVERGED if s.diverged else status.RUNNING, "done": False,
             **self.cost,
         }
 
@@ -274,9 +276,9 @@ class _Trial:
         test = evaluate(self.forward, self.test_loader.batches(), len(self.classes), self.autocast)
         latency = self._latency() if self.cfg.measure_latency else {}
         self.model.load_state_dict(final_weights)
-        status = "diverged" if s.diverged else "early_stopped" if s.early_stopped else "finished"
+        ended = status.DIVERGED if s.diverged else status.EARLY_STOPPED if s.early_stopped else status.FINISHED
         return {
-            "status": status, "done": True, "epochs_run": s.epoch,
+            "status": ended, "done": True, "epochs_run": s.epoch,
             "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch, "final_val_acc": last["val_acc"], "test_acc": test.acc, "test_loss": test.loss,
             **{class_key(name): acc for name, acc in zip(self.classes, test.per_class_acc)},
             **latency, "wall_time_s": s.elapsed_s, "precision": self.precision, **self.sizes,

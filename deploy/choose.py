@@ -1,0 +1,104 @@
+"""Which trials to export, and their models: ``--trial ID``, ``--best`` (the highest best validation
+accuracy among the trials that ran to their own end) or ``--front`` (those on the front of best
+validation accuracy against a cost, or of a multi-objective sweep's own objectives); selection is on
+validation accuracy only, never on test. Each model is loaded from its best-validation weights (the
+weights its test accuracy was reported for).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from sweep import record
+from training import checkpoint as ckpt
+from training.config import TrainConfig, UserError
+
+FRONT_COSTS = ("flops", "params", "size_mb")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One model to export: its name, config, checkpoint and the test accuracy its run reported."""
+    name: str
+    cfg: TrainConfig
+    checkpoint: Path
+    reported_test_acc: float | None
+
+
+# ----------------------------------------------------------------------------------- choosing
+def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost: str) -> list[Source]:
+    """The models to export from `run_dir`, an experiment directory or a train.py run directory
+    (module docstring)."""
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory")
+    if (run_dir / record.RUN_CONFIG_FILE).is_file():  # a train.py run
+        if trials or front:
+            raise UserError(f"{run_dir} is a train.py run (one model): --trial and --front are for sweeps")
+        summary = record.read_json(run_dir / "summary.json", dict) or {}
+        return [Source(run_dir.name, record.read_trial_config(run_dir / record.RUN_CONFIG_FILE),
+                       newest_checkpoint(run_dir), number_or_none(summary.get("test_acc")))]
+    from analysis.load import ended, load
+    from analysis.pareto import objective_front, pareto_front
+
+    experiment = load(run_dir)
+    frame = experiment.trials
+    if trials:
+        unknown = sorted(set(trials) - set(frame["trial_id"]))
+        if unknown:
+            raise UserError(f"no trial {', '.join(unknown)} in {run_dir} (its trials: "
+                            f"{', '.join(frame['trial_id'].head(8))}{', ...' if len(frame) > 8 else ''})")
+        picked = frame[frame["trial_id"].isin(trials)]
+    else:
+        finished = frame[ended(frame, "test_acc")].reset_index(drop=True)
+        if finished.empty:
+            raise UserError(f"no trial of {run_dir} has run to its own end yet: nothing to choose from "
+                            "(--trial ID exports a given one)")
+        objectives = (experiment.sweep.get("plan") or {}).get("objectives") if isinstance(experiment.sweep, dict) else None
+        if front and objectives:  # a multi-objective sweep: its own front, latency measured alone if it was
+            marked = objective_front(finished, objectives, record.read_latency_alone(run_dir))
+            picked = marked[marked["pareto"]]
+        elif front:
+            picked = finished[pareto_front(finished, "best_val_acc", front_cost).to_numpy()]
+            picked = picked.sort_values(front_cost, kind="stable")
+        else:
+            picked = finished.sort_values("best_val_acc", ascending=False, kind="stable").head(1)
+    return [Source(row.trial_id, record.read_trial_config(run_dir / row.trial_dir / record.TRIAL_CONFIG_FILE),
+                   newest_checkpoint(run_dir / row.trial_dir), number_or_none(row.test_acc))
+            for row in picked.itertuples()]
+
+
+def number_or_none(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def newest_checkpoint(run_dir: Path) -> Path:
+    """train.py's checkpoint/, else the trial's newest checkpoint_NNNNNN/ (Ray keeps the last two)."""
+    candidates = [run_dir / "checkpoint"] + sorted(run_dir.glob("checkpoint_*"), reverse=True)
+    for candidate in candidates:
+        if (candidate / ckpt.CHECKPOINT_FILE).is_file():
+            return candidate / ckpt.CHECKPOINT_FILE
+    raise UserError(f"{run_dir} has no checkpoint (a trial that never finished an epoch, or whose "
+                    "checkpoints were deleted)")
+
+
+def build_model(source: Source, num_classes: int) -> torch.nn.Module:
+    from models import create_model
+
+    saved = ckpt.load_checkpoint(source.checkpoint)
+    weights = saved.get("best_model") or ckpt.model_weights(saved)
+    model = create_model(replace_pretrained(source.cfg), num_classes)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise UserError(f"{source.checkpoint} does not fit the model its config describes: "
+                        f"{str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def replace_pretrained(cfg: TrainConfig) -> TrainConfig:
+    """The checkpoint holds every weight: never fetch ImageNet weights to overwrite them."""
+    return TrainConfig.from_dict({**cfg.to_dict(), "pretrained": False}) if cfg.pretrained else cfg

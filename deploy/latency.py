@@ -1,0 +1,69 @@
+"""A multi-objective front's latency measured with the machine to itself: the latency a trial
+measured while other trials shared the machine, measured again after the sweep, one model at a
+time, and kept at RUN_DIR/latency_alone.json (sweep.record.LATENCY_FILE) for the report and the
+export's --front.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from deploy.choose import Source, number_or_none, build_model, newest_checkpoint
+from sweep import record
+
+BATCHES = (1, 32)  # latency batch sizes
+
+
+def latency_alone(model: torch.nn.Module, image_shape: tuple[int, int, int], threads: int,
+                  repeats: int) -> dict[str, float]:
+    """Median PyTorch eager latency (ms) at each of BATCHES, in this process, on the CPU, with
+    `threads` threads, after warm-up (training.metrics.measure_latency_ms, as a trial measures it):
+    the figure a trial measured while other trials shared the machine, measured with the machine to
+    itself."""
+    from training.metrics import measure_latency_ms
+
+    torch.set_num_threads(threads)
+    cpu = torch.device("cpu")
+    return {f"latency_ms_b{batch}": measure_latency_ms(model, image_shape, batch, cpu, repeats,
+                                                       contextlib.nullcontext())
+            for batch in BATCHES}
+
+
+def remeasure_front(run_dir: Path, objectives: list[list[str]], threads: int = 1, repeats: int = 20) -> dict:
+    """After a multi-objective sweep: the latency of the front's models (of every trial that ran to
+    its end when a latency is an objective, so the front can be drawn again from these figures),
+    measured alone, one model at a time; written to RUN_DIR/latency_alone.json and returned."""
+    from analysis.load import ended, load
+    from analysis.pareto import front
+    from training.datasets import load_dataset
+
+    trials = load(run_dir).trials
+    finished = trials[ended(trials, "test_acc")].reset_index(drop=True)
+    latency_objective = any(metric.startswith("latency_ms") for metric, _ in objectives)
+    chosen = finished if latency_objective else finished[front(finished, objectives).to_numpy()]
+    classes: dict[tuple[str, str], int] = {}
+    measured = {}
+    for row in chosen.itertuples():
+        cfg = record.read_trial_config(run_dir / row.trial_dir / record.TRIAL_CONFIG_FILE)
+        key = (cfg.dataset, cfg.resolved_data_dir)
+        if key not in classes:
+            classes[key] = load_dataset(cfg.dataset, cfg.resolved_data_dir, cfg.image_size).num_classes
+        source = Source(row.trial_id, cfg, newest_checkpoint(run_dir / row.trial_dir), number_or_none(row.test_acc))
+        model = build_model(source, classes[key])
+        measured[row.trial_id] = latency_alone(model, (3, cfg.image_size, cfg.image_size), threads, repeats)
+    alone = {"threads": threads, "repeats": repeats, "machine": machine(), "device": "cpu",
+             "which": "every trial that ran to its end" if latency_objective else "the front's trials",
+             "trials": measured}
+    (run_dir / record.LATENCY_FILE).write_text(json.dumps(alone, indent=2))
+    return alone
+
+
+def machine() -> str:
+    from training.metrics import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()}"

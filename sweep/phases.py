@@ -1,0 +1,108 @@
+"""The confirm phase, planned as plain data: before the screen (what it will be) and after it (its
+trials, from the arms the analysis chose out of the screen's results).
+
+The confirm phase (``EXP/confirm``, unless ``--no-confirm``) runs arms to their end under FIFO, each
+with ``--confirm-seeds`` fresh seeds (never a seed the screen used): the screen's ``--confirm-top``
+best arms, the leave-one-out neighbours of its best arm and the all-reference arm
+(``analysis.confirm.confirm_arms``); for a random or Optuna search, the top configs only. Its trials
+are one ``points_to_evaluate`` per arm times a grid of the seeds. sweep.json's ``phases.confirm``
+holds ``{"dir", "top", "seeds", "factors"}`` from the start and ``arms``, ``references`` and
+``expected_trials`` once they are chosen.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Mapping
+
+from sweep import vocabulary as vocab
+from sweep.record import CONFIRM, SCREEN
+from training.config import TrainConfig, UserError
+
+if TYPE_CHECKING:
+    from sweep.plan import Plan
+
+CONFIRM_TOP, CONFIRM_SEEDS = 3, 3  # defaults of --confirm-top and --confirm-seeds
+
+
+def planned(expected: int, confirm: dict[str, Any] | None) -> dict[str, Any]:
+    """sweep.json's ``phases`` as planned before anything runs: the screen's directory and trial
+    count, and the confirm phase's settings when one follows."""
+    phases: dict[str, Any] = {SCREEN: {"dir": SCREEN, "expected_trials": expected}}
+    if confirm:
+        phases[CONFIRM] = confirm
+    return phases
+
+
+def check_confirm_numbers(args: argparse.Namespace) -> None:
+    if args.confirm_top is not None and args.confirm_top < 1:
+        raise UserError("--confirm-top must be >= 1")
+    if args.confirm_seeds is not None and args.confirm_seeds < 2:
+        raise UserError("--confirm-seeds must be >= 2: an arm's interval needs two seeds or more")
+
+
+def confirm_settings(args: argparse.Namespace, space: Mapping[str, Any], params: Mapping[str, Any],
+                     objectives: Any) -> dict[str, Any] | None:
+    """The confirm phase as planned before the screen: top K, S fresh seeds, the factors; None when
+    it does not run (--no-confirm; a space that says `confirm: false` unless a --confirm-* flag asks
+    for it; a multi-objective search, which has a front rather than a best arm)."""
+    asked = args.confirm_top is not None or args.confirm_seeds is not None
+    if args.no_confirm:
+        if asked:
+            raise UserError("--no-confirm runs the screen only: drop --confirm-top/--confirm-seeds")
+        return None
+    if objectives:
+        if asked:
+            raise UserError("a multi-objective search gives a front, not a best arm: it has no confirm phase "
+                            "(drop --confirm-top/--confirm-seeds)")
+        return None
+    if not space.get("confirm", True) and not asked:
+        return None
+    return new_confirm(params, args.confirm_top or CONFIRM_TOP, args.confirm_seeds or CONFIRM_SEEDS)
+
+
+def new_confirm(params: Mapping[str, Any], top: int, seeds: int, name: str = CONFIRM) -> dict[str, Any]:
+    factors = [k for k, v in params.items() if isinstance(v, Mapping) and k != "seed"]
+    return {"dir": name, "top": top, "seeds": fresh_seeds(params, seeds), "factors": factors}
+
+
+def fresh_seeds(params: Mapping[str, Any], n: int) -> list[int]:
+    """`n` seeds above every seed the screen can use (its seed axis, fixed seed or the default)."""
+    spec = params.get("seed", TrainConfig().seed)
+    used = vocab.reachable(spec) if isinstance(spec, Mapping) else [spec]
+    start = max(int(s) for s in used) + 1
+    return list(range(start, start + n))
+
+
+def confirm_bound(params: Mapping[str, Any], confirm: Mapping[str, Any], search: str) -> int:
+    """Most arms the confirm phase can run: K + one leave-one-out neighbour per factor + the
+    all-reference arm (grid screens), K (adaptive searches); never more than the screen's arms."""
+    axes = vocab.grid_axes(params)
+    factors = confirm["factors"]
+    if search == "grid" and all(f in axes for f in factors):
+        return min(confirm["top"] + len(factors) + 1, math.prod(len(axes[f]) for f in factors))
+    return confirm["top"]
+
+
+def confirm_phase(screen: Plan, params: Mapping[str, Any], confirm: Mapping[str, Any]) -> tuple[dict[str, Any], Plan]:
+    """(params, plan) of the confirm phase of `confirm` (sweep.json's phases.confirm, arms chosen):
+    the screen's fixed values, each factor a choice of the chosen arms' levels, the fresh seeds as a
+    grid; one point per arm, every trial to its end (FIFO)."""
+    arms = [arm["levels"] for arm in confirm["arms"]]
+    fixed = {k: v for k, v in params.items() if not isinstance(v, Mapping)}
+    axes = {f: {"choice": list({repr(arm[f]): arm[f] for arm in arms}.values())} for f in confirm["factors"]}
+    confirm_params = {**fixed, **axes, "seed": {"grid": list(confirm["seeds"])}}
+    plan = replace(screen, phase_dir=confirm["dir"], search="grid", scheduler="fifo", num_samples=len(arms),
+                   points=arms, objectives=None, max_t=vocab.max_epochs(confirm_params, screen.smoke), test_shown=True)
+    return confirm_params, plan
+
+
+def phase_plans(record: Mapping[str, Any], screen: Plan) -> dict[str, tuple[dict[str, Any], Plan]]:
+    """{phase: (params, plan)} of the phases sweep.json records and can run now: the screen, and the
+    confirm once its arms are chosen."""
+    out = {SCREEN: (dict(record["params"]), screen)}
+    confirm = record.get("phases", {}).get(CONFIRM)
+    if confirm and confirm.get("arms"):
+        out[CONFIRM] = confirm_phase(screen, record["params"], confirm)
+    return out

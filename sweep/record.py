@@ -1,0 +1,270 @@
+"""The experiment record: every file a sweep leaves, named and read in one place.
+
+The experiment directory is the contract between the sweep (which writes it) and the analysis, the
+export and ``--resume`` (which read it), the way Ray Tune keeps its result keys in
+``ray/tune/result.py``. Writers and readers import the names from here; this module imports only the
+training config, the space presets and the statuses the training loop reports, so a trial worker and
+the analysis can both load it without the other's code.
+
+``EXP/`` (storage_path/name):
+
+- ``sweep.json`` (:data:`SWEEP_FILE`): what the driver ran: ``plan`` (sweep.plan.Plan), ``params``
+  (the space with every override), ``expected_trials``, ``phases`` (``{"screen": {"dir", ...},
+  "confirm": {"top", "seeds", "arms", ...}}``) and provenance; read by :func:`read_sweep` only;
+- ``screen/``, ``confirm/`` (:data:`PHASES`, each phase's ``dir``): one Ray Tune experiment each;
+  inside, per trial, Ray's files and our ``trial_config.json`` (:data:`TRIAL_CONFIG_FILE`, the
+  resolved TrainConfig the trial ran), and ``trial_records/<trial_id>.json`` (:data:`RECORDS_DIR`,
+  the driver's own copy of every result row, written atomically);
+- ``latency_alone.json`` (:data:`LATENCY_FILE`): a multi-objective sweep's front re-measured alone.
+
+A ``train.py`` run directory holds ``config.json`` (:data:`RUN_CONFIG_FILE`) in the same shape as
+trial_config.json. A report's directory holds ``trials.csv``/``epochs.csv`` (:data:`FRAMES`) beside
+a copy of sweep.json, and is itself loadable.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from sweep.spaces import merge_config
+from training.config import ConfigError, TrainConfig, UserError
+from training.status import FINAL_STATUSES
+
+SWEEP_FILE = "sweep.json"
+TRIAL_CONFIG_FILE = "trial_config.json"  # a sweep trial's resolved config (sweep.trainable writes it)
+RUN_CONFIG_FILE = "config.json"  # a train.py run's resolved config, in the same shape
+CONFIG_RECORDS = (TRIAL_CONFIG_FILE, RUN_CONFIG_FILE)  # what train.py --config DIR re-runs
+RECORDS_DIR = "trial_records"  # the driver's own record of every result, one file per trial (sweep.storage)
+LATENCY_FILE = "latency_alone.json"  # a multi-objective front's latency measured alone (deploy.latency)
+FRAMES = ("trials.csv", "epochs.csv")  # a report's copy of the frames (analysis.report.write_report)
+
+METRIC, MODE = "val_rank", "max"  # the result key ASHA compares at each rung and the searcher maximises
+SCREEN, CONFIRM = "screen", "confirm"
+PHASES = (SCREEN, CONFIRM)  # a phased experiment's phases, in the order they run
+# Why a trial ended, as the analysis and the console name it (see stop_reason).
+STOP_REASONS = (*FINAL_STATUSES, "scheduler_stopped", "errored", "unfinished")
+PLAN_KEYS = ("search", "scheduler", "max_t")  # what every reader of a recorded plan relies on
+LEGACY_PLAN_KEYS = {"phase": "phase_dir"}  # sweep.json written before the rename
+
+
+# ------------------------------------------------------------------------------------ one trial
+def smoke_limits(values: dict[str, Any]) -> dict[str, Any]:
+    """--smoke-test's per-trial caps (sweep.plan.SMOKE_SETTINGS sets the rest): any fine-tuning phase
+    at one epoch at most, SqueezeNet at a quarter width at most (ResNets have no width knob)."""
+    limited = {**values, "finetune_epochs": min(values["finetune_epochs"], 1)}
+    if values["model"].startswith("squeezenet"):
+        limited["width"] = min(values["width"], 0.25)
+    return limited
+
+
+def trial_values(config: Mapping[str, Any], smoke: bool = False) -> dict[str, Any]:
+    """Every field of one trial from its Ray config (``sweep.spaces.merge_config``), with
+    --smoke-test's per-trial limits when `smoke`. Not yet validated (see :func:`trial_config`)."""
+    values = merge_config(config)
+    return smoke_limits(values) if smoke else values
+
+
+def trial_config(config: Mapping[str, Any], smoke: bool = False) -> TrainConfig:
+    """One trial's validated TrainConfig from its Ray config, as the trainable runs it."""
+    return TrainConfig.from_dict(trial_values(config, smoke))
+
+
+def stop_reason(ray_status: str | None, last: Mapping[str, Any], has_error: bool) -> str:
+    """Why a trial ended, from its Ray status and its last result, checked in this order:
+
+    - ``finished`` / ``early_stopped`` (our patience) / ``diverged``: the trial's final report says so
+      (its ``status``, training.status);
+    - ``errored``: Ray's ERROR status, or an ``error.txt`` without any Ray state;
+    - ``scheduler_stopped``: TERMINATED without our final report. Ray sets its own ``done=True`` on the
+      last result of a trial that ASHA stops, so ``done`` cannot tell; our ``status`` key can;
+    - ``unfinished``: PENDING, RUNNING or PAUSED when the state was last saved (an interrupted sweep).
+    """
+    if last.get("status") in FINAL_STATUSES and "epochs_run" in last:
+        return last["status"]
+    if ray_status == "ERROR" or (ray_status is None and has_error):
+        return "errored"
+    if ray_status == "TERMINATED":
+        return "scheduler_stopped"
+    return "unfinished"
+
+
+# ------------------------------------------------------------------------------------ reading
+def read_json(path: Path, kind: type | None = None) -> Any:
+    """A JSON file's content, or None when it is missing, unreadable (half written, not UTF-8) or,
+    given `kind`, of another type (a list where an object belongs)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if kind is None or isinstance(data, kind) else None
+
+
+def read_config_record(path: Path) -> dict[str, Any]:
+    """The resolved config (the ``config`` object) of a trial_config.json or a train.py run's
+    config.json; a UserError naming the file when it is missing, not JSON, or has no config object."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} cannot be read ({exc})") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path} does not hold a JSON object")
+    config = record.get("config")
+    if not isinstance(config, dict):
+        raise UserError(f"{path} holds no 'config' object")
+    return config
+
+
+def read_trial_config(path: Path) -> TrainConfig:
+    """:func:`read_config_record` as a validated TrainConfig (a field this version rejects: one line)."""
+    try:
+        return TrainConfig.from_dict(read_config_record(path))
+    except ConfigError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def record_path(tune_dir: str | Path, trial_id: str) -> Path:
+    """Where the driver keeps its own record of one trial's results (sweep.storage.StorageGuard)."""
+    return Path(tune_dir, RECORDS_DIR, f"{trial_id}.json")
+
+
+def read_result_rows(path: Path) -> list[dict[str, Any]]:
+    """The result rows of the driver's record of a trial (written atomically, so whole even when a
+    full disk cut Ray's result files short); [] without one."""
+    rows = (read_json(path, dict) or {}).get("rows")
+    return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+
+
+def read_latency_alone(run_dir: str | Path) -> dict[str, Any] | None:
+    """RUN_DIR/latency_alone.json (deploy.latency.remeasure_front), or None without a readable one."""
+    try:
+        data = json.loads((Path(run_dir) / LATENCY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("trials"), dict) else None
+
+
+def read_sweep(location: str | Path, needs: Iterable[str] = ()) -> dict[str, Any]:
+    """sweep.json of the experiment at `location` (a local directory or a pyarrow filesystem URI),
+    with one rule for every reader: each part is checked for its shape (:func:`checked_parts`); a part
+    the caller `needs` ("plan", "params", ...) that is missing or malformed is a UserError naming the
+    file and the part, and any other malformed part is left out. Without needs, a missing or
+    unreadable file is {} (an experiment the analysis can read without its record)."""
+    needs = tuple(needs)
+    where = f"{str(location).rstrip('/')}/{SWEEP_FILE}"
+    try:
+        record = json.loads(_read_bytes(where))
+    except (FileNotFoundError, OSError):
+        if needs:
+            raise UserError(f"{location} has no {SWEEP_FILE}: it was not started by sweep/run.py") from None
+        return {}
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        if needs:
+            raise UserError(f"{where} is not valid JSON ({exc})") from None
+        return {}
+    if not isinstance(record, dict):
+        if needs:
+            raise UserError(f"{where} is not a sweep record (a JSON object with `plan` and `params`)")
+        return {}
+    checked, wrong = checked_parts(record)
+    missing = [part for part in needs if part not in checked]
+    if missing:
+        why = "; ".join(wrong.get(part, f"no `{part}`") for part in missing)
+        raise UserError(f"{where} is not a sweep record this version can read ({why})")
+    return checked
+
+
+def checked_parts(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(record without its malformed parts, part -> what is wrong with it). Checked: ``plan`` (an
+    object with :data:`PLAN_KEYS`; keys of older versions renamed), ``params`` (an object),
+    ``expected_trials`` (an integer), ``phases`` (each of :data:`PHASES` an object whose ``dir`` is one
+    plain directory name, with an integer ``expected_trials`` if any; the driver's other entries, such
+    as ``earlier_confirms``, kept as they are; no screen, no phases)."""
+    checked, wrong = dict(record), {}
+    plan = record.get("plan")
+    if "plan" in record:
+        if isinstance(plan, dict) and all(k in plan for k in PLAN_KEYS):
+            checked["plan"] = {LEGACY_PLAN_KEYS.get(k, k): v for k, v in plan.items()}
+        else:
+            wrong["plan"] = f"`plan` is not an object with {', '.join(PLAN_KEYS)}"
+    if "params" in record and not isinstance(record["params"], dict):
+        wrong["params"] = "`params` is not an object"
+    if "expected_trials" in record and not _is_count(record["expected_trials"]):
+        wrong["expected_trials"] = "`expected_trials` is not a whole number"
+    recorded = record.get("phases")
+    phases = {name: spec for name in PHASES if (spec := phase_record(recorded, name))}
+    checked.pop("phases", None)
+    if SCREEN in phases:
+        checked["phases"] = {**{k: v for k, v in recorded.items() if k not in PHASES}, **phases}
+    elif "phases" in record:
+        wrong["phases"] = "`phases` has no screen with a plain `dir`"
+    for part in wrong:
+        checked.pop(part, None)
+    return checked, wrong
+
+
+def phase_record(phases: Any, name: str) -> dict[str, Any] | None:
+    """sweep.json's record of one phase, or None when it has none of the expected shape (its ``dir``
+    one plain directory name); a non-integer trial count is left out."""
+    spec = phases.get(name) if isinstance(phases, dict) else None
+    if not (isinstance(spec, dict) and isinstance(spec.get("dir"), str)
+            and spec["dir"] not in ("", ".", "..") and "/" not in spec["dir"] and "\\" not in spec["dir"]):
+        return None
+    if not _is_count(spec.get("expected_trials", 0)):
+        spec = {k: v for k, v in spec.items() if k != "expected_trials"}
+    return spec
+
+
+def phase_specs(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The phases of :data:`PHASES` a checked sweep record has, in order; {} without phases."""
+    recorded = record.get("phases") or {}
+    return {name: recorded[name] for name in PHASES if name in recorded}
+
+
+def expected_trials(record: Mapping[str, Any], phase: str) -> int:
+    """The trials sweep.json expects of one phase (0 until the driver records them); an experiment
+    recorded before phases keeps the screen's count at the top."""
+    default = record.get("expected_trials", 0) if phase == SCREEN else 0
+    return int(phase_specs(record).get(phase, {}).get("expected_trials", default))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ------------------------------------------------------------------------------------ writing
+def write_sweep(location: str, record: Mapping[str, Any]) -> None:
+    """sweep.json at the experiment root, on a local disk or any pyarrow filesystem URI. Written to a
+    temporary name and moved into place, so a driver killed meanwhile never leaves half a record."""
+    import contextlib
+
+    filesystem, path = filesystem_of(location)
+    try:
+        filesystem.create_dir(path, recursive=True)
+        with filesystem.open_output_stream(f"{path}/{SWEEP_FILE}.partial") as out:
+            out.write(json.dumps(record, indent=2, default=str).encode())
+        filesystem.move(f"{path}/{SWEEP_FILE}.partial", f"{path}/{SWEEP_FILE}")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            filesystem.delete_file(f"{path}/{SWEEP_FILE}.partial")
+        raise UserError(f"cannot write {SWEEP_FILE} to {location} ({exc.strerror or exc}); "
+                        "free space or choose a writable --storage-path") from None
+
+
+def filesystem_of(location: str):
+    """(pyarrow filesystem, path) of a local directory or a URI Ray supports (s3://, gs://, ...)."""
+    import pyarrow.fs
+
+    if "://" in location:
+        return pyarrow.fs.FileSystem.from_uri(location)
+    return pyarrow.fs.LocalFileSystem(), location
+
+
+def _read_bytes(where: str) -> bytes:
+    if "://" not in where:
+        return Path(where).read_bytes()
+    filesystem, path = filesystem_of(where)
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read()
