@@ -39,6 +39,7 @@ from statsmodels.stats.weightstats import DescrStatsW
 
 from analysis import factorial
 from analysis.effects import reference_level
+from analysis.fidelity import Fidelity, fidelity
 from analysis.load import Experiment, ended
 
 ARM = "arm"
@@ -222,6 +223,7 @@ class Confirmed:
     excluded: dict[str, int]  # stop_reason -> confirm trials left out (no final report with a test accuracy)
     never_started: int  # confirm trials the driver expected that Ray has no record of
     line: str  # summary_line: the one line the console prints after the confirm phase
+    fidelity: Fidelity  # how well the screen ranked the confirmed arms
 
     @property
     def note(self) -> str:
@@ -277,8 +279,13 @@ def confirmed(exp: Experiment) -> Confirmed | None:
     means["why"] = means[ARM].map(reasons(spec, factors)).fillna("")
     loo, loo_note = leave_one_out_costs(used, factors, best, spec.get("references"))
     excluded = {str(k): int(v) for k, v in trials[~ran]["stop_reason"].value_counts(sort=False).items()}
+    screen = exp.phase("screen")
+    ranking = screen_ranking(screen.trials, screen.epochs, factors) if len(screen.epochs) else None
+    ranks = (pd.Series(ranking["rank"].to_numpy(), index=arm_labels(ranking, factors)) if ranking is not None
+             else pd.Series(dtype=float))  # a screen without epochs (its frames lost) ranked nothing
     return Confirmed(list(factors), best, means, loo, loo_note, len(used), excluded, view.never_started,
-                     summary_line(best, factors, means, loo, spec.get("references")))
+                     summary_line(best, factors, means, loo, spec.get("references")),
+                     fidelity(ranks, means.set_index(ARM)["mean"]))
 
 
 def leave_one_out_costs(used: pd.DataFrame, factors: Sequence[str], best: dict,

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis import effects, plots  # noqa: E402
 from analysis.best import describe as describe_best  # noqa: E402
 from analysis.depth import depth_table, layers  # noqa: E402
+from analysis.fidelity import schedules_at_rung  # noqa: E402
 from analysis.importance import importance  # noqa: E402
 from analysis.confirm import (ARM, Confirmed, arm_label, arm_labels, confirm_record, confirmed,  # noqa: E402
                               screen_table)
@@ -84,6 +85,11 @@ def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
                            "depth_table", depth_table(trials)))
     compared = effects.compared_trials(trials, exp.epochs, exp.sweep.get("plan", {}).get("search"), validation_only)
     out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes, not validation_only)
+    plan = exp.sweep.get("plan") or {}
+    if plan.get("scheduler") == "asha" and (trials["stop_reason"] == "scheduler_stopped").any():
+        rung = int(plan.get("grace_period", effects.common_epoch(trials)))
+        out.append(Section("Schedules at ASHA's first rung", SCHEDULES_TEXT.format(rung=rung), "schedules_at_rung",
+                           schedules_at_rung(trials, exp.epochs, rung)))
     objectives = exp.sweep.get("plan", {}).get("objectives") if isinstance(exp.sweep.get("plan"), dict) else None
     if objectives:
         out.append(front_section(exp, objectives, root))
@@ -301,8 +307,9 @@ def confirm_sections(exp: Experiment, result: Confirmed | None) -> list[Section]
         return out + [Section(CONFIRMED_TITLE, status or "No confirm trial has run to its end yet.")]
     table = result.means.rename(columns={"mean": "mean_test_acc"})[
         [ARM, "n", "mean_test_acc", "ci_low", "ci_high", "mean_best_val", "why"]]
-    out.append(Section(CONFIRMED_TITLE, status + CONFIRMED_TEXT.format(note=result.note), "confirmed_ranking",
-                       table))
+    fidelity = " ".join(line[0].upper() + line[1:] + "." for line in result.fidelity.lines)
+    out.append(Section(CONFIRMED_TITLE, status + CONFIRMED_TEXT.format(note=result.note) + " " + fidelity + " "
+                       + FIDELITY_TEXT, "confirmed_ranking", table))
     if spec.get("references"):
         text = (LOO_TEXT.format(rows=len(result.loo)) + f" Model: {result.loo_note}." if len(result.loo)
                 else f"No rows: {result.loo_note}.")
@@ -337,6 +344,17 @@ CONFIRMED_TEXT = ("Each chosen arm retrained with the same fresh seeds and run t
                   "comes from the same trials that selected it, so when arms are close it is optimistic (the "
                   "screen's best arm, chosen before the confirm phase ran, is the leave-one-out reference). "
                   "why: why the arm was chosen.")
+SCHEDULES_TEXT = ("ASHA continues each trial from its checkpoint, so it compared every trial at epoch {rung} "
+                  "part-way through a schedule planned for all its epochs: per schedule (recipe, scheduler, main "
+                  "epochs), the trials that reached epoch {rung}, the share of their main schedule done there "
+                  "(share_done), and their learning rate at that epoch as a share of its peak, the configured lr "
+                  "(lr_share: median, min, max over the trials). A schedule still near its peak rate there "
+                  "(OneCycle warms up for 30% of training) is judged before its decay; a constant one (none) "
+                  "runs at the same rate to its end. Where the schedules differ, the screen's comparison at "
+                  "this epoch is not the comparison at the end, and the effects above are read at it.")
+FIDELITY_TEXT = ("The screen's fidelity is Spearman's rank correlation (scipy.stats.spearmanr) between the screen's "
+                 "rank of each confirmed arm and its confirmed mean test accuracy; it judges the arms the screen "
+                 "sent on only (an arm it dropped is never seen again), unadjusted p of no association.")
 LOO_TEXT = ("Cost of removing one component from the screen's best arm (the factor set back to its "
             "reference level, the rest unchanged) = EMM(best) − EMM(neighbour) from one OLS model of the "
             "confirm trials, test_acc ~ C(arm) + C(seed): the seed is a block, so the difference is paired by "

@@ -307,7 +307,7 @@ def print_confirmed(experiment_dir: str) -> None:
 
     result = confirmed(load(experiment_dir))
     if result is not None:
-        print(result.line)
+        print("\n".join([result.line, *result.fidelity.lines]))
 
 
 def print_front(experiment_dir: str, objectives: list[list[str]]) -> None:

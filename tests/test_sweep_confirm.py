@@ -123,6 +123,8 @@ def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
     best_lines = [line for line in overview.splitlines() if line.startswith(("best trial", "best arm"))]
     assert best_lines and not any("test " in line for line in best_lines)  # the screen shows validation only
     assert result.line in overview
+    confirmed_section = text.split("## Confirmed ranking")[1]
+    assert "Screen fidelity: " in confirmed_section and result.fidelity.n == len(result.means)
     ranking = screen_table(exp)
     assert list(ranking["trials"]) == [1] * 4 and ranking.loc[0, "chosen"].startswith("screen rank 1")
     # The report's frames (trials.csv, epochs.csv, sweep.json) give the same report again.
