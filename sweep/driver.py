@@ -152,7 +152,7 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
     are named on the console when there are two."""
     done, left = exp.phase_left(plan, expected, retry_errored)
     if named(plan, last):
-        how = "the chosen arms x fresh seeds" if plan.points is not None else f"{plan.search} search"
+        how = "the chosen arms x fresh seeds" if plan.confirms else f"{plan.search} search"
         print(f"\n{plan.phase_dir}: {expected} trials, {how}, {plan.scheduler} scheduler"
               + (f"; {done} done already" if done else "") + (": nothing left to run" if not left else ""),
               flush=True)
@@ -165,7 +165,7 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
 
 def named(plan: Plan, last: bool) -> bool:
     """Whether the console names the phase: a screen that a confirm phase follows, or a confirm phase."""
-    return bool(plan.phase_dir) and (not last or plan.points is not None)
+    return bool(plan.phase_dir) and (not last or plan.confirms)
 
 
 def run_tuner(make_tuner: Callable[[], Any], plan: Plan) -> int | None:
@@ -274,7 +274,7 @@ def report(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
               f"{', '.join(outcomes) or 'none ran'}: {plan.tune_dir}")
         code = (130 if summary["unfinished"] else
                 1 if summary["trials"] and summary["errors"] == summary["trials"] else 0)
-        if last and plan.points is None:  # no confirm phase: the screen's best is the answer
+        if last and not plan.confirms:  # no confirm phase: the screen's best is the answer
             for line in summary["best_lines"]:
                 print(line)
             best = summary.get("best")
@@ -282,7 +282,7 @@ def report(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
                 print(f"  reproduce it: python train.py --config {best['path']}")
             if plan.objectives and not summary["unfinished"]:
                 print_front(experiment_dir, plan.objectives)
-        if last and plan.points is not None and not summary["unfinished"]:  # the confirm phase, ended
+        if last and plan.confirms and not summary["unfinished"]:  # the confirm phase, ended
             print_confirmed(experiment_dir)
         if last or code:
             print(f"monitor: {summary['tensorboard']}\nanalyse: python -m analysis.report {experiment_dir}")

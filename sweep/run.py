@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retries of an errored trial from its checkpoint (default 0; with --resume: "
                         "> 0 also resumes trials that errored before)")
     p.add_argument("--search-seed", type=int, default=0,
-                   help="seed of the random/Optuna searcher (default 0)")
+                   help="seed of the random/Optuna searcher and of an ASHA or median-rule grid screen's launch "
+                        "order (default 0)")
     p.add_argument("--storage-path",
                    help=f"local directory or URI, e.g. s3://bucket/sweeps "
                         f"(default: ${RESULTS_ENV} or ./runs/sweeps)")
@@ -116,10 +117,12 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
     print("fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
     if plan.search == "grid":  # each arm once: a grid of many seeds is the same table
         seeds = params.get("seed")
-        rows = [{k: row[k] for k in axes if k != "seed"}
-                for row in vocab.expand_grid({k: v for k, v in params.items() if k != "seed"})]
-        if isinstance(seeds, dict):
-            print(f"each row runs with {len(seeds['grid'])} seed(s)")
+        rows = plan.points or [{k: row[k] for k in axes if k != "seed"}
+                               for row in vocab.expand_grid({k: v for k, v in params.items() if k != "seed"})]
+        order = (f", in this order (shuffled by --search-seed {plan.search_seed}: {plan.scheduler} judges each trial "
+                 "against those that reached its rung before it)" if plan.points else "")
+        if isinstance(seeds, dict) or order:
+            print(f"each row runs with {len(seeds['grid']) if isinstance(seeds, dict) else 1} seed(s){order}")
         print(pd.DataFrame(rows).to_string(index=True) if any(rows) else "(one arm)")
     else:
         print(f"{plan.num_samples} draw(s) by {plan.search} from:")

@@ -18,7 +18,7 @@ from sweep.experiment import has_trial_state
 from sweep.plan import Plan
 from sweep.record import METRIC, MODE
 from sweep.trainable import train_trial
-from sweep.vocabulary import to_param_space
+from sweep.vocabulary import points_space, to_param_space
 from training.config import UserError
 
 CHECKPOINTS_KEPT = 2  # per trial: the latest two epochs (resume needs only the last)
@@ -44,7 +44,7 @@ def make_searcher(plan: Plan):
     """None (Tune's grid/random variant generator), the confirm phase's arms, or Optuna's TPE, seeded.
     A local experiment keeps the Optuna study in EXPERIMENT/optuna.db, named as the experiment, so it
     can be loaded after the sweep."""
-    if plan.points is not None:  # the confirm phase: each arm, with every seed of its grid
+    if plan.points is not None:  # each arm in its order, with every seed of its grid (confirm, or a shuffled screen)
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         return BasicVariantGenerator(points_to_evaluate=[dict(point) for point in plan.points])
@@ -126,6 +126,11 @@ def console_table(axes: list[str], plan: Plan) -> tune.CLIReporter:
     return TrialTable(axes, plan.scheduler, plan.test_shown)
 
 
+def param_space(plan: Plan, params: dict[str, Any]) -> dict[str, Any]:
+    """Tune's param_space of a phase: its params as Ray Tune objects, the axes its points set as choices."""
+    return to_param_space(points_space(params, plan.points))
+
+
 def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
     """A new Tuner over the sweep's params (constants and axes, as sweep.json records them)."""
     axes = [key for key, value in params.items() if isinstance(value, dict)]
@@ -143,7 +148,7 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
         callbacks=[TrialBoard(plan.smoke), storage.StorageGuard(plan.tune_dir)],
         # trial_config.json is written in the trial's working directory, on whichever node runs it
         sync_config=tune.SyncConfig(sync_artifacts=True))
-    return tune.Tuner(trainable_for(plan), param_space=to_param_space(params), tune_config=tune_config,
+    return tune.Tuner(trainable_for(plan), param_space=param_space(plan, params), tune_config=tune_config,
                       run_config=run_config)
 
 
@@ -160,7 +165,7 @@ def restore_tuner(plan: Plan, params: dict[str, Any], retry_errored: bool) -> tu
         quiet_optuna()  # the restored searcher reopens its study
     try:
         # param_space again: Ray restores a searcher's space from it (tuner.pkl may predate the first trial)
-        return tune.Tuner.restore(experiment_dir, trainable_for(plan), param_space=to_param_space(params),
+        return tune.Tuner.restore(experiment_dir, trainable_for(plan), param_space=param_space(plan, params),
                                   resume_unfinished=True, resume_errored=retry_errored)
     except (EOFError, pickle.UnpicklingError) as exc:
         # Ray writes tuner.pkl (not atomically) once, before anything runs: a driver killed while it

@@ -265,3 +265,14 @@ def max_epochs(params: Mapping[str, Any], smoke: bool) -> int:
     return max(values["epochs"] + values["finetune_epochs"]
                for values in (trial_values(dict(zip(relevant, combo)), smoke)
                               for combo in itertools.product(*relevant.values())))
+
+
+def points_space(params: Mapping[str, Any], points: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The space Tune fills trials given as points from (``points_to_evaluate``): an axis every point
+    sets becomes a choice of its levels (Tune would expand a grid axis again for every point); the
+    other axes (a grid of seeds) expand per point."""
+    if not points:
+        return dict(params)
+    fixed = set.intersection(*(set(point) for point in points))
+    return {k: {"choice": list(v["grid"])} if k in fixed and isinstance(v, Mapping) and "grid" in v else v
+            for k, v in params.items()}

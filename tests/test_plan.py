@@ -62,3 +62,21 @@ def test_max_epochs_of_a_space_counts_finetuning_of_every_reachable_preset():
     assert max_epochs({"stage": {"grid": ["baseline", "holistic"]}}, smoke=False) == 30 + 5
     assert max_epochs({"epochs": {"choice": [3, 7]}, "finetune_epochs": 2}, smoke=False) == 9
     assert max_epochs({"epochs": 4, "finetune_epochs": 3}, smoke=True) == 4 + 1  # smoke: one fine-tuning epoch
+
+
+def test_an_asynchronous_grid_screen_starts_its_arms_in_an_order_drawn_from_the_search_seed():
+    from sweep.plan import launch_order
+    from sweep.vocabulary import expand_grid, points_space
+
+    params, settings, record = plan(["--space", "ablation", "--samples", "2"])
+    arms = [{k: v for k, v in arm.items() if k != "seed"} for arm in expand_grid({k: v for k, v in params.items()
+                                                                                 if k != "seed"})]
+    keyed = sorted(map(repr, settings.points))
+    assert keyed == sorted(map(repr, [{k: a[k] for k in settings.points[0]} for a in arms]))  # each arm once
+    assert settings.points != [{k: a[k] for k in settings.points[0]} for a in arms]  # not the grid's order
+    assert settings.points == launch_order(params, 0) != launch_order(params, 1)  # a draw, repeatable
+    assert settings.num_samples == 48 and record["expected_trials"] == 96  # each arm with its 2 seeds
+    space = points_space(params, settings.points)
+    assert space["attention"] == {"choice": params["attention"]["grid"]} and space["seed"] == {"grid": [0, 1]}
+    for argv in (["--space", "ablation", "--scheduler", "fifo"], ["--space", "hparams"]):
+        assert plan(argv)[1].points is None  # the grid's order under FIFO; a searcher's own draws

@@ -97,6 +97,15 @@ def test_screen_then_confirm_in_one_command(known, capsys):
         assert list((experiment / phase).glob("*/events.out.tfevents.*"))
 
 
+def test_the_screen_started_its_arms_in_the_recorded_shuffled_order(known):
+    _, experiment = known
+    points = record(experiment)["plan"]["points"]
+    assert sorted(map(repr, points)) == sorted(map(repr, [{"lr": lr, "attention": a} for lr in (1e-5, 0.05)
+                                                          for a in ("none", "channel")]))
+    screen = load(experiment).phase("screen").trials.sort_values("trial_id")
+    assert screen[["lr", "attention"]].to_dict("records") == points  # trial k is the k-th arm drawn
+
+
 def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
     _, experiment = known
     exp = load(experiment)
