@@ -7,6 +7,7 @@ seed-blocked factorial model; ``effects`` gives main effects and recipe interact
 intervals across seeds; ``importance`` fANOVA importance; ``confirm`` the screen's ranking, the
 confirm set and the confirm phase's estimates; ``fidelity`` how far to trust the screen; ``best`` the one best trial and arm; ``pareto`` and
 ``plots`` draw accuracy against cost, learning curves and the scheduler's stopping picture;
-``render`` writes tables as Markdown, CSV or LaTeX; ``python -m analysis.report RUN_DIR`` puts it all
+``render`` writes tables as Markdown, CSV or LaTeX (and holds a report's Section); ``confirm_report``
+makes the report's screen-then-confirm sections; ``python -m analysis.report RUN_DIR`` puts it all
 in one Markdown report, and ``trials.ipynb`` walks through the same functions.
 """

@@ -5,11 +5,17 @@ FLOPs in billions; CSV and LaTeX keep the numeric frame as it is.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMATS = ("md", "csv", "tex")
 UNITS = {"params": ("params_M", 1e-6), "flops": ("GFLOPs", 1e-9)}
@@ -85,3 +91,13 @@ def write_table(table: pd.DataFrame, path_stem: Path, fmt: str, digits: int = 2)
     else:
         path.write_text(to_markdown(table, digits) + "\n")
     return path
+
+
+@dataclass
+class Section:
+    """A report block: Markdown text, optionally a table (saved as `name`) and a figure."""
+    title: str
+    text: str = ""
+    name: str = ""
+    table: pd.DataFrame | None = None
+    figure: Figure | None = None
