@@ -186,6 +186,7 @@ def run_tuner(make_tuner: Callable[[], Any], plan: Plan) -> int | None:
             raise
     finally:
         storage.release(tune_dir)
+        storage.running_dir = None  # no phase runs now (a sweep run in-process leaves nothing behind)
     raise UserError(f"no space left on the device of {plan.experiment_dir}: the sweep stopped, and every finished "
                     "trial's results are kept; free space, then continue with: python sweep/run.py --resume "
                     f"{plan.experiment_dir}")

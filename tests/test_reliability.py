@@ -553,7 +553,9 @@ def test_a_start_claims_its_directory_atomically(tmp_path):
     import multiprocessing
 
     experiment = str(tmp_path / "runs" / "same")
-    with multiprocessing.get_context("fork").Pool(8) as pool:
+    # forkserver: the workers fork from a clean process, not from this one with its training threads
+    # (a fork of a process with threads can deadlock: seen once in a full run, two workers stuck)
+    with multiprocessing.get_context("forkserver").Pool(8) as pool:
         outcomes = pool.map(try_claim, [experiment] * 8)
     assert outcomes.count("claimed") == 1, outcomes
     assert all("already exists" in o for o in outcomes if o != "claimed"), outcomes

@@ -6,10 +6,18 @@ import signal
 from collections import namedtuple
 from types import SimpleNamespace
 
+import pytest
+
 from sweep import storage
 from sweep.record import RECORDS_DIR, read_result_rows, record_path
 
 Usage = namedtuple("Usage", "total used free")
+
+
+@pytest.fixture(autouse=True)
+def no_running_sweep(monkeypatch):
+    """A sweep run earlier in this process leaves storage.running_dir set (the driver's running phase)."""
+    monkeypatch.setattr(storage, "running_dir", None)
 
 
 def test_the_reserve_is_claimed_before_trials_and_released_after(tmp_path):
