@@ -204,8 +204,9 @@ def test_report_of_an_interrupted_experiment_names_the_unfinished_trials(interru
     exp = load(interrupted)
     unfinished = exp.unfinished
     ended = exp.trials["stop_reason"].isin(["finished", "scheduler_stopped"]).sum()
-    # the driver may start (and ASHA stop) the next trial before it handles the SIGINT
-    assert (exp.trials["stop_reason"] == "finished").sum() == 1
+    # the driver may start the next trial (which ASHA may stop, or which may end too) before it handles
+    # the SIGINT: one full run of the suite saw two finished trials
+    assert (exp.trials["stop_reason"] == "finished").sum() >= 1
     assert ended + len(unfinished) + exp.never_started == 4 and len(unfinished) >= 1
     out = tmp_path / "report"
     assert report_main([str(interrupted), "--out", str(out)]) == 0

@@ -214,8 +214,9 @@ def test_the_rank_metric_breaks_accuracy_ties_by_loss_and_never_reorders_accurac
 
 
 def test_the_smoke_test_learns_in_each_arm_it_runs():
-    """README's smoke test (ablation, --smoke-test: baseline and holistic recipes) shows learning in its
-    minute: 512 images at batch 64 (7 steps, one epoch) stayed below chance; chance here is 10%."""
+    """README's smoke test (ablation, --smoke-test: attention none and channel, the other axes at their
+    first level) shows learning in its minute: 512 images at batch 64 (7 steps, one epoch) stayed below
+    chance; chance here is 10%."""
     import torch
 
     from training.loop import fit
