@@ -3,10 +3,10 @@
 A space built so that the answer is known: `lr` in {1e-5, 0.05} (the reference is the first level,
 1e-5: nothing learns at it in 72 steps) x `attention` in {none, channel}. At lr 0.05 the 72 steps
 (768 synthetic training images of 32x32, 3 epochs) reached 62-67% test accuracy over seeds 1-3 on an
-AMD EPYC (AVX2; train.py, one thread), against 11% at 1e-5: a planted cost of about 50 points, so the
-bound of 10 below holds with a wide margin on any x86 machine. The earlier 2-epoch, 256-image version
-planted about 8-12 points (7.9 on one AMD machine; 11.7 on another, seeds 18-28%, an interval that
-included 0): too close to its bound. The screen's best arm has
+Intel Xeon with AVX-512 (train.py, one thread), against 11% at 1e-5: a planted cost of about 50
+points, five times the bound of 10 below, so CPU-to-CPU differences of a few points cannot cross it.
+The earlier 2-epoch, 256-image version planted about 8-12 points (7.9 on an AMD EPYC; 11.7 on this
+Intel machine, seeds 18-28%, an interval that included 0): too close to its bound. The screen's best arm has
 lr 0.05, so its leave-one-out neighbours are known (lr set back to 1e-5; attention set back to none if
 the best has channel), and removing lr 0.05 must cost many points. Then: the confirm phase run again
 on the same screen with other K/S (`--confirm DIR`), the driver SIGKILLed in the screen and again in
