@@ -45,6 +45,7 @@ def run_sweep(name: str, args, plan: dict, storage: str, extra: list[str]) -> fl
 
     argv = ["--space", args.space, "--dataset", plan["dataset"], "--epochs", str(plan["epochs"]),
             *(["--grace-period", str(args.grace_period)] if args.grace_period else []),
+            "--search-seed", str(args.search_seed),
             "--reduction-factor", str(plan["reduction_factor"]),
             "--cpus-per-trial", str(args.cpus_per_trial), "--storage-path", storage, "--name", name,
             *extra, "--set", *plan["sets"], *args.set]
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--full", metavar="EXPERIMENT_DIR",
                    help="read the full factorial from this earlier run (same settings) instead of running it")
     p.add_argument("--grace-period", type=int, help="ASHA's grace period of the screen (default: sweep/run.py's)")
+    p.add_argument("--search-seed", type=int, default=0, help="the screen's launch order (sweep/run.py's flag; 0)")
     args = p.parse_args(argv)
     device = common.setup(args)
     plan = dict(QUICK if args.quick else FULL)
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
                "confirmed_arm_is_the_full_best_or_inside_its_interval":
                    bool(pick == full.index[0] or best["ci_low"] <= in_full["mean"] <= best["ci_high"])}
     settings = {"space": args.space, "seeds": args.seeds, "top": args.top, "cpus_per_trial": args.cpus_per_trial,
-                "grace_period": runs["confirm"].sweep["plan"]["grace_period"], **plan, "sets": plan["sets"] + args.set, "full_factorial_from": args.full or "this run"}
+                "grace_period": runs["confirm"].sweep["plan"]["grace_period"], "search_seed": args.search_seed, **plan, "sets": plan["sets"] + args.set, "full_factorial_from": args.full or "this run"}
     top = full.head(5)[["n", "mean_best_val", "mean", "ci_low", "ci_high"]].round(2).reset_index()
     return common.finish(args, device, "sweep_efficiency", settings, rows,
                          {"targets": targets, "comparison": comparison,
