@@ -64,7 +64,7 @@ def schedules_at_rung(trials: pd.DataFrame, epochs: pd.DataFrame, rung: int) -> 
     planned main epochs): the trials that reached epoch `rung`, the share of their main schedule done
     there (``rung / epochs``), and their learning rate at that epoch as a share of their peak (the
     configured ``lr``: OneCycle's and the warm-ups' maximum), median and range over the trials."""
-    keys = [c for c in ("recipe",) if c in trials and trials[c].astype(str).str.len().gt(0).any()]
+    keys = ["recipe"] if "recipe" in trials and trials["recipe"].astype(str).str.len().gt(0).any() else []
     lr_at = epochs[epochs["epoch"] == rung].drop_duplicates("trial_id").set_index("trial_id")["lr"]
     frame = trials.assign(lr_share=trials["trial_id"].map(lr_at) / pd.to_numeric(trials["lr"]))
     frame = frame[frame["lr_share"].notna()]

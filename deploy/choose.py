@@ -41,7 +41,8 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
         summary = record.read_json(run_dir / "summary.json", dict) or {}
         return [Source(run_dir.name, record.read_trial_config(run_dir / record.RUN_CONFIG_FILE),
                        newest_checkpoint(run_dir), number_or_none(summary.get("test_acc")))]
-    from analysis.load import ended, load
+    from analysis.effects import completed
+    from analysis.load import load
     from analysis.pareto import objective_front, pareto_front
 
     experiment = load(run_dir)
@@ -53,7 +54,7 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
                             f"{', '.join(frame['trial_id'].head(8))}{', ...' if len(frame) > 8 else ''})")
         picked = frame[frame["trial_id"].isin(trials)]
     else:
-        finished = frame[ended(frame, "test_acc")].reset_index(drop=True)
+        finished = completed(frame)[0]
         if finished.empty:
             raise UserError(f"no trial of {run_dir} has run to its own end yet: nothing to choose from "
                             "(--trial ID exports a given one)")

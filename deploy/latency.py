@@ -38,12 +38,12 @@ def remeasure_front(run_dir: Path, objectives: list[list[str]], threads: int = 1
     """After a multi-objective sweep: the latency of the front's models (of every trial that ran to
     its end when a latency is an objective, so the front can be drawn again from these figures),
     measured alone, one model at a time; written to RUN_DIR/latency_alone.json and returned."""
-    from analysis.load import ended, load
+    from analysis.effects import completed
+    from analysis.load import load
     from analysis.pareto import front
     from training.datasets import load_dataset
 
-    trials = load(run_dir).trials
-    finished = trials[ended(trials, "test_acc")].reset_index(drop=True)
+    finished = completed(load(run_dir).trials)[0]
     latency_objective = any(metric.startswith("latency_ms") for metric, _ in objectives)
     chosen = finished if latency_objective else finished[front(finished, objectives).to_numpy()]
     classes: dict[tuple[str, str], int] = {}

@@ -315,7 +315,8 @@ def print_front(experiment_dir: str, objectives: list[list[str]]) -> None:
     """A finished multi-objective sweep: its models' latency measured alone, then its front."""
     from pathlib import Path
 
-    from analysis.load import ended, load
+    from analysis.effects import completed
+    from analysis.load import load
     from analysis.pareto import objective_front
     from deploy.latency import remeasure_front
     from sweep.record import LATENCY_FILE
@@ -324,8 +325,7 @@ def print_front(experiment_dir: str, objectives: list[list[str]]) -> None:
         print(f"latency not re-measured: {experiment_dir} is not on this machine's disk")
         return
     alone = remeasure_front(Path(experiment_dir), objectives)
-    trials = load(experiment_dir).trials
-    frame = objective_front(trials[ended(trials, "test_acc")].reset_index(drop=True), objectives, alone)
+    frame = objective_front(completed(load(experiment_dir).trials)[0], objectives, alone)
     on = frame[frame["pareto"]]
     names = ", ".join(f"{m} ({d})" for m, d in frame.attrs["objectives"])
     print(f"latency of {alone['which']} measured alone ({alone['threads']} thread, median of "

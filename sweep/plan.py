@@ -17,7 +17,6 @@ it implies (its per-trial limits are ``sweep.record.smoke_limits``, applied wher
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import random
 import time
@@ -27,7 +26,7 @@ from typing import Any, Mapping
 
 from sweep import phases
 from sweep import vocabulary as vocab
-from sweep.record import CONFIRM, METRIC, MODE, SCREEN, trial_config
+from sweep.record import METRIC, MODE, SCREEN, trial_config
 from training.config import ConfigError, TrainConfig, UserError
 
 RESULTS_ENV = "ABLATION_RESULTS_DIR"
@@ -63,8 +62,8 @@ class Plan:
 
     @property
     def confirms(self) -> bool:
-        """Whether this is a confirm phase (its directory ``confirm`` or ``confirm-N``)."""
-        return self.phase_dir.split("-")[0] == CONFIRM
+        """Whether this is a confirm phase: any phase but the screen (``confirm``, ``confirm-N``)."""
+        return self.phase_dir not in ("", SCREEN)
 
     @property
     def storage_path(self) -> str:
@@ -207,8 +206,7 @@ def launch_order(params: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
     in about 1 launch order in 5 (issue 24). The grid's own order would make one fixed order of the
     axes decide; a seeded shuffle, recorded in the plan, makes the order a stated, reproducible draw
     that a second --search-seed varies."""
-    axes = {k: v for k, v in vocab.grid_axes(params).items() if k != "seed"}
-    arms = [dict(zip(axes, levels)) for levels in itertools.product(*axes.values())]
+    arms = vocab.grid_arms(params)
     random.Random(seed).shuffle(arms)
     return arms
 

@@ -23,6 +23,7 @@ a copy of sweep.json, and is itself loadable.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -238,8 +239,6 @@ def _is_count(value: Any) -> bool:
 def write_sweep(location: str, record: Mapping[str, Any]) -> None:
     """sweep.json at the experiment root, on a local disk or any pyarrow filesystem URI. Written to a
     temporary name and moved into place, so a driver killed meanwhile never leaves half a record."""
-    import contextlib
-
     filesystem, path = filesystem_of(location)
     try:
         filesystem.create_dir(path, recursive=True)

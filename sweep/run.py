@@ -117,8 +117,7 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
     print("fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
     if plan.search == "grid":  # each arm once: a grid of many seeds is the same table
         seeds = params.get("seed")
-        rows = plan.points or [{k: row[k] for k in axes if k != "seed"}
-                               for row in vocab.expand_grid({k: v for k, v in params.items() if k != "seed"})]
+        rows = plan.points or vocab.grid_arms(params)
         order = (f", in this order (shuffled by --search-seed {plan.search_seed}: {plan.scheduler} judges each trial "
                  "against those that reached its rung before it)" if plan.points else "")
         if isinstance(seeds, dict) or order:

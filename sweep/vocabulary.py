@@ -252,6 +252,13 @@ def expand_grid(params: Mapping[str, Any]) -> list[dict[str, Any]]:
             for combo in itertools.product(*(axes[k] for k in slowest_first))]
 
 
+def grid_arms(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The grid's arms: each combination of its axes but the seed (an arm's trials differ by seed
+    only), in Ray's trial order."""
+    axes = [k for k in grid_axes(params) if k != "seed"]
+    return [{k: row[k] for k in axes} for row in expand_grid({k: v for k, v in params.items() if k != "seed"})]
+
+
 def representative(spec: Any) -> Any:
     if not isinstance(spec, Mapping):
         return spec
