@@ -11,6 +11,7 @@ import pickle
 from typing import Any
 
 from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from sweep import storage
 from sweep.board import TrialBoard
@@ -43,15 +44,14 @@ def make_scheduler(plan: Plan):
 def make_searcher(plan: Plan):
     """None (Tune's grid/random variant generator), the confirm phase's arms, or Optuna's TPE, seeded.
     A local experiment keeps the Optuna study in EXPERIMENT/optuna.db, named as the experiment, so it
-    can be loaded after the sweep."""
+    can be loaded after the sweep. A variant generator given here takes --max-concurrent itself: Tune
+    ignores TuneConfig's max_concurrent_trials for one (with a warning), and ran every trial at once."""
+    limit = plan.max_concurrent or 0  # 0: Tune's "no limit"
     if plan.points is not None:  # each arm in its order, with every seed of its grid (confirm, or a shuffled screen)
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        return BasicVariantGenerator(points_to_evaluate=[dict(point) for point in plan.points])
+        return BasicVariantGenerator(points_to_evaluate=[dict(point) for point in plan.points],
+                                     max_concurrent=limit)
     if plan.search == "random":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        return BasicVariantGenerator(random_state=plan.search_seed)
+        return BasicVariantGenerator(random_state=plan.search_seed, max_concurrent=limit)
     if plan.search != "optuna":
         return None
     import optuna
@@ -135,10 +135,12 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
     """A new Tuner over the sweep's params (constants and axes, as sweep.json records them)."""
     axes = [key for key, value in params.items() if isinstance(value, dict)]
     single = not plan.objectives  # a multi-objective searcher carries its own metrics and modes
+    searcher = make_searcher(plan)
+    own_limit = isinstance(searcher, BasicVariantGenerator)  # it holds --max-concurrent (make_searcher)
     tune_config = tune.TuneConfig(metric=METRIC if single else None, mode=MODE if single else None,
-                                  scheduler=make_scheduler(plan),
-                                  search_alg=make_searcher(plan), num_samples=plan.num_samples,
-                                  max_concurrent_trials=plan.max_concurrent, reuse_actors=True)
+                                  scheduler=make_scheduler(plan), search_alg=searcher, num_samples=plan.num_samples,
+                                  max_concurrent_trials=None if own_limit else plan.max_concurrent,
+                                  reuse_actors=True)
     run_config = tune.RunConfig(
         name=plan.name, storage_path=plan.storage_path,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),

@@ -80,3 +80,14 @@ def test_an_asynchronous_grid_screen_starts_its_arms_in_an_order_drawn_from_the_
     assert space["attention"] == {"choice": params["attention"]["grid"]} and space["seed"] == {"grid": [0, 1]}
     for argv in (["--space", "ablation", "--scheduler", "fifo"], ["--space", "hparams"]):
         assert plan(argv)[1].points is None  # the grid's order under FIFO; a searcher's own draws
+
+
+def test_max_concurrent_holds_for_every_searcher_a_phase_can_have():
+    # Tune ignores TuneConfig's max_concurrent_trials when given a variant generator (a shuffled grid
+    # screen, the confirm phase, random search): the generator must hold the limit itself.
+    from sweep.tuner import make_searcher
+
+    for argv in (["--space", "ablation"], ["--space", "ablation", "--search", "random", "--samples", "4"]):
+        searcher = make_searcher(plan(argv + ["--max-concurrent", "3"])[1])
+        assert searcher.max_concurrent == 3
+    assert make_searcher(plan(["--space", "ablation"])[1]).max_concurrent == 0  # Tune's "no limit"
