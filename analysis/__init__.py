@@ -5,7 +5,7 @@ Ray's own through ``analysis.ray_files``) into a trial frame and an epoch frame;
 ``depth`` reproduce the two studies' tables next to their published figures; ``factorial`` fits the
 seed-blocked factorial model; ``effects`` gives main effects and recipe interactions with 95%
 intervals across seeds; ``importance`` fANOVA importance; ``confirm`` the screen's ranking, the
-confirm set and the confirm phase's estimates; ``fidelity`` how far to trust the screen; ``best`` the one best trial and arm; ``pareto`` and
+confirm set and the confirm phase's estimates; ``fidelity`` how far to trust the screen; ``halving`` a successive-halving screen rung by rung; ``best`` the one best trial and arm; ``pareto`` and
 ``plots`` draw accuracy against cost, learning curves and the scheduler's stopping picture;
 ``render`` writes tables as Markdown, CSV or LaTeX (and holds a report's Section); ``confirm_report``
 makes the report's screen-then-confirm sections; ``python -m analysis.report RUN_DIR`` puts it all

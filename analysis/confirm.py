@@ -61,12 +61,41 @@ def reasons(spec: dict, factors: Sequence[str]) -> dict[str, str]:
     return {arm_label(a["levels"], factors): str(a.get("why", "")) for a in spec["arms"]}
 
 
+def rung_ranking(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+    """A successive-halving screen's arms, best first: by the deepest rung the arm reached
+    (``deepest_rung``, 1 = the first), then by ``mean_val_at_end``, the mean over its trials of that
+    rung of their validation accuracy at the end of their own schedule (every trial of a rung ran
+    its whole schedule, fitted to the rung's budget: sweep.record.fit_to_budget), then by the first
+    trial's order. Only trials that ran to their own end (analysis.load.ended) are ranked; ``epochs``
+    is the most epochs the arm's trials ran in that rung."""
+    factors = list(factors)
+    reported = epochs.dropna(subset=["val_acc"]).sort_values("epoch", kind="stable")
+    at_end = reported.groupby("trial_id")["val_acc"].last()
+    ran = reported.groupby("trial_id")["epoch"].max()
+    frame = trials[["trial_id", *factors, "rung"]].assign(val_at_end=trials["trial_id"].map(at_end),
+                                                         ran=trials["trial_id"].map(ran), order=range(len(trials)))
+    frame = frame[ended(trials).to_numpy() & frame["val_at_end"].notna().to_numpy() & frame["rung"].notna().to_numpy()]
+    frame = frame.assign(key=arm_labels(frame, factors))
+    frame = frame[frame["rung"] == frame.groupby("key")["rung"].transform("max")]
+    arms = (frame.groupby("key", sort=False)
+            .agg(**{f: (f, "first") for f in factors}, trials=("trial_id", "size"), deepest_rung=("rung", "max"),
+                 epochs=("ran", "max"), mean_val_at_end=("val_at_end", "mean"), order=("order", "min")))
+    arms["deepest_rung"] = arms["deepest_rung"].astype(int) + 1
+    arms = arms.sort_values(["deepest_rung", "mean_val_at_end", "order"], ascending=[False, False, True],
+                            kind="stable").reset_index(drop=True)
+    arms["rank"] = range(1, len(arms) + 1)
+    return arms.drop(columns=["order"])
+
+
 def screen_ranking(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
-    """One row per arm of the screen, best first (module docstring): the factors, ``trials``,
+    """One row per arm of the screen, best first (module docstring; a successive-halving screen's
+    by :func:`rung_ranking`): the factors, ``trials``,
     ``deepest_epoch``, ``mean_best_val`` (mean over its trials of their best val accuracy so far),
     ``rank`` (1 = best). Depth ranks only what the scheduler did: an arm with a trial that ended on
     its own (finished, its own patience, diverged: analysis.load.ended) ranks as deep as any, so arms with
     fewer planned epochs (an epochs axis, stages without fine-tuning) are not ranked below the rest."""
+    if "rung" in trials and trials["rung"].notna().any():
+        return rung_ranking(trials, epochs, factors)
     factors = list(factors)
     best_val = epochs.groupby("trial_id")["val_acc"].max()
     deepest = epochs.groupby("trial_id")["epoch"].max()

@@ -19,7 +19,8 @@ def confirm_sections(exp: Experiment, result: Confirmed | None) -> list[Section]
     ranked = set(arm_labels(ranking, factors))
     missing = "".join(f" Chosen, not in the screen's ranking (no epoch there): {label} ({a.get('why', '')})."
                       for a in spec["arms"] if (label := arm_label(a["levels"], factors)) not in ranked)
-    out = [Section("Screen ranking", SCREEN_RANKING_TEXT + missing, "screen_ranking", ranking)]
+    text = RUNG_RANKING_TEXT if "deepest_rung" in ranking else SCREEN_RANKING_TEXT
+    out = [Section("Screen ranking", text + missing, "screen_ranking", ranking)]
     status = confirm_status(exp.phase("confirm"))
     if result is None:
         return out + [Section(CONFIRMED_TITLE, status or "No confirm trial has run to its end yet.")]
@@ -51,6 +52,15 @@ SCREEN_RANKING_TEXT = ("The screen's picture, validation accuracy only (test acc
                        "rung was not compared with the arms past it); chosen: why the confirm phase runs the "
                        "arm (the top arms, the best arm's leave-one-out neighbours, the all-reference arm), "
                        "empty when it does not.")
+
+RUNG_RANKING_TEXT = ("The screen's picture, validation accuracy only (test accuracy is not read from the "
+                     "screen), from its rungs of successive halving (each trial trained from scratch with its "
+                     "schedule fitted to its rung's budget). Per arm: its trials in the deepest rung it reached "
+                     "(deepest_rung, 1 = the first) and their epochs there; mean_val_at_end, the mean over those "
+                     "trials of their validation accuracy at the end of their schedule; rank, by deepest_rung, then "
+                     "mean_val_at_end (an arm a rung did not promote was not compared with the arms past it); "
+                     "chosen: why the confirm phase runs the arm (the top arms, the best arm's leave-one-out "
+                     "neighbours, the all-reference arm), empty when it does not.")
 
 CONFIRMED_TEXT = ("Each chosen arm retrained with the same fresh seeds and run to its end (no early stop by a "
                   "scheduler). Estimand: the arm's mean test accuracy (%) over training seeds, of the "

@@ -6,7 +6,8 @@ reads Ray Tune's). A *phased* experiment (screen, then confirm: sweep.json's ``p
 phase's trials in its own Ray Tune experiment directory below it (``screen/``, ``confirm/``, without
 their own sweep.json); :func:`load` reads every phase that exists into one pair of frames, the
 trials frame's ``phase`` column saying which ("screen" for every trial of an experiment without
-phases), and :meth:`Experiment.phase` gives one phase's view. The top sweep.json's plan is the
+phases), and :meth:`Experiment.phase` gives one phase's view (a successive-halving screen's view
+holds every rung's trials, the ``rung`` column saying which, 0 first). The top sweep.json's plan is the
 screen's. A report's directory (trials.csv, epochs.csv and sweep.json) loads as the experiment it
 describes.
 
@@ -28,7 +29,7 @@ from sweep.record import FINAL_STATUSES, PHASES
 from sweep.spaces import BUNDLES
 from training.config import UserError, field_names, field_types
 
-EPOCH_COLUMNS = ("epoch", "training_iteration", "train_phase", "lr", "train_loss", "train_acc", "val_loss",
+EPOCH_COLUMNS = ("epoch", "training_iteration", "train_phase", "lr", "last_lr", "train_loss", "train_acc", "val_loss",
                  "val_acc", "best_val_acc", "best_epoch", "images_per_sec", "epoch_time_s",
                  "elapsed_s", "status", "time_total_s")
 EPOCH_RENAMED = {"phase": "train_phase"}  # results and epochs.csv written before the rename
@@ -96,7 +97,9 @@ class Experiment:
         """One phase's trials and epochs, as an experiment without phases: its directory, its expected
         trials (unknown until the driver records them), the plan only for the screen (the top
         sweep.json's plan is the screen's), and for a screen that a confirm phase follows,
-        ``confirm_follows`` (its test accuracy is not to be shown). Without phases, "screen" is the
+        ``confirm_follows`` (its test accuracy is not to be shown). A screen of several rungs is every
+        rung's trials, with the sweep's ``rungs`` and the expected trials of the rungs chosen so far;
+        its path stays the experiment's, its ``trial_dir`` relative to it. Without phases, "screen" is the
         whole experiment."""
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r}: one of {', '.join(PHASES)}")
@@ -107,17 +110,22 @@ class Experiment:
         spec = self.phases.get(name, {"dir": name})
         view = {k: v for k, v in self.sweep.items() if k not in ("phases", "expected_trials")
                 and (k != "plan" or name == record.SCREEN)}
-        if "expected_trials" in spec:
+        rungs = spec.get("rungs", []) if name == record.SCREEN else []
+        if rungs:  # every rung's trials that sweep.json expects so far
+            view["expected_trials"], view["rungs"] = sum(r.get("expected_trials", 0) for r in rungs), rungs
+        elif "expected_trials" in spec:
             view["expected_trials"] = spec["expected_trials"]
         if name == record.SCREEN and record.CONFIRM in self.phases:
             view["confirm_follows"] = True
         trials = self.trials[self.trials["phase"] == name].reset_index(drop=True)
-        if "trial_dir" in trials:  # relative to the view's path
+        # a view of one directory is that directory; a screen of several rungs stays at the root
+        dirs = [r["dir"] for r in rungs] if len(rungs) > 1 else [spec["dir"]]
+        if "trial_dir" in trials and len(dirs) == 1:  # relative to the view's path
             trials["trial_dir"] = trials["trial_dir"].astype(str).str.removeprefix(f"{spec['dir']}/")
-        return Experiment(self.path / spec["dir"], trials,
+        return Experiment(self.path / spec["dir"] if len(dirs) == 1 else self.path, trials,
                           self.epochs[self.epochs["trial_id"].isin(trials["trial_id"])].reset_index(drop=True),
                           self.config_columns, view,
-                          tuple(s for s in self.skipped if s.startswith(f"{spec['dir']}/")))
+                          tuple(s for s in self.skipped if any(s.startswith(f"{d}/") for d in dirs)))
 
 
 def load(run_dir: str | Path) -> Experiment:
@@ -130,13 +138,13 @@ def load(run_dir: str | Path) -> Experiment:
     if is_frames(path, sweep):
         return read_frames(path, sweep)
     parent = {} if sweep else record.read_sweep(path.parent)
-    for name, spec in record.phase_specs(parent).items():
-        if spec["dir"] == path.name:
+    for name, directory, _ in record.phase_directories(parent):
+        if directory == path.name:
             return load(path.parent).phase(name)
     smoke = bool(sweep.get("plan", {}).get("smoke", False))
-    phases = record.phase_specs(sweep)
-    read = ([read_directory(path / spec["dir"], name, f"{spec['dir']}/", smoke) for name, spec in phases.items()
-             if (path / spec["dir"]).is_dir()] if phases else [read_directory(path, record.SCREEN, "", smoke)])
+    read = ([read_directory(path / directory, name, f"{directory}/", smoke, rung)
+             for name, directory, rung in record.phase_directories(sweep) if (path / directory).is_dir()]
+            if record.phase_specs(sweep) else [read_directory(path, record.SCREEN, "", smoke)])
     if not any(part.state for part in read) and not sweep:
         inside = sorted(d.name for d in path.iterdir() if d.is_dir() and is_experiment(d))
         hint = f"; experiments inside: {', '.join(inside)}" if inside else "; pass STORAGE/NAME"
@@ -201,7 +209,7 @@ def timing(trials: pd.DataFrame) -> pd.Series:
 
 def trials_frame(rows: list[dict[str, Any]], config_columns: tuple[str, ...]) -> pd.DataFrame:
     """Rows in a fixed column order: identity, config, then metrics as they came."""
-    first = ["trial_id", "phase", "stop_reason", "ray_status", *config_columns]
+    first = ["trial_id", "phase", "rung", "stop_reason", "ray_status", *config_columns]
     last = ["last_epoch", "error", "trial_dir", "started_at", "ended_at", "node", "timing"]
     frame = pd.DataFrame(rows, columns=None if rows else [*first, *last])
     frame["timing"] = timing(frame) if rows else pd.Series(dtype=object)

@@ -45,9 +45,10 @@ class DirectoryRead:
     skipped: list[str] = field(default_factory=list)
 
 
-def read_directory(path: Path, phase: str, prefix: str, smoke: bool) -> DirectoryRead:
-    """Every trial of one Ray Tune experiment directory, its rows marked with `phase`, their
-    ``trial_dir`` relative to the experiment (`prefix`: the phase's directory and a slash)."""
+def read_directory(path: Path, phase: str, prefix: str, smoke: bool, rung: int | None = None) -> DirectoryRead:
+    """Every trial of one Ray Tune experiment directory, its rows marked with `phase` (and the
+    screen's `rung` under successive halving), their ``trial_dir`` relative to the experiment
+    (`prefix`: the phase's directory and a slash)."""
     read = DirectoryRead(with_unsaved_trials(read_state(path), path))
     for trial_id, info in sorted(read.state.items()):
         try:
@@ -56,7 +57,8 @@ def read_directory(path: Path, phase: str, prefix: str, smoke: bool) -> Director
             read.skipped.append(f"{prefix}{trial_id} ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''})")
             continue
-        read.rows.append({**row, "phase": phase, "trial_dir": prefix + row["trial_dir"]})
+        read.rows.append({**row, "phase": phase, **({"rung": rung} if rung is not None else {}),
+                          "trial_dir": prefix + row["trial_dir"]})
         read.results.append(results)
     return read
 

@@ -27,6 +27,7 @@ from analysis import effects, plots  # noqa: E402
 from analysis.best import describe as describe_best  # noqa: E402
 from analysis.depth import depth_table, layers  # noqa: E402
 from analysis.fidelity import schedules_at_rung  # noqa: E402
+from analysis.halving import rung_table  # noqa: E402
 from analysis.importance import importance  # noqa: E402
 from analysis.confirm import Confirmed, confirmed  # noqa: E402
 from analysis.load import Experiment, load  # noqa: E402
@@ -72,9 +73,14 @@ def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
         out.append(Section("Depth (the ResNet study's Table 1)",
                            with_caveat(DEPTH_TEXT, trials[trials["model"].map(layers).notna()]),
                            "depth_table", depth_table(trials)))
-    compared = effects.compared_trials(trials, exp.epochs, exp.sweep.get("plan", {}).get("search"), validation_only)
-    out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes, not validation_only)
     plan = exp.sweep.get("plan") or {}
+    rungs = exp.sweep.get("rungs") or []
+    if len(rungs) > 1:  # successive halving: the rungs, then the first rung's picture (every arm at one budget)
+        factors = effects.ablation_factors(trials, columns, exp.axes)
+        out.append(Section("Rungs of the screen", RUNGS_TEXT, "rungs", rung_table(trials, exp.epochs, factors, rungs)))
+    exp, compared = screen_compared(exp)
+    trials = exp.trials
+    out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes, not validation_only)
     if plan.get("scheduler") == "asha" and (trials["stop_reason"] == "scheduler_stopped").any():
         rung = int(plan.get("grace_period", effects.common_epoch(trials)))
         out.append(Section("Schedules at ASHA's first rung", SCHEDULES_TEXT.format(rung=rung), "schedules_at_rung",
@@ -84,6 +90,39 @@ def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
         out.append(front_section(exp, objectives, root))
     out += figure_sections(exp, compared, columns)
     return out
+
+
+def screen_compared(exp: Experiment) -> tuple[Experiment, effects.Compared]:
+    """(the trials the screen's effects compare, which and why: effects.compared_trials) of a screen's
+    view; a successive-halving screen's are its first rung's (the one budget every arm ran, each
+    trial to the end of its own fitted schedule), labelled with the budget."""
+    plan = exp.sweep.get("plan") or {}
+    rungs = exp.sweep.get("rungs") or []
+    if len(rungs) > 1:
+        exp = first_rung(exp)
+    compared = effects.compared_trials(exp.trials, exp.epochs, plan.get("search"), bool(exp.sweep.get("confirm_follows")))
+    if len(rungs) > 1:
+        fitted = (f"the first rung: every arm trained from scratch with its schedule fitted to {rungs[0]['budget']} "
+                  f"of {plan.get('max_t')} epochs")
+        compared = replace(compared, label=f"{compared.label}; {fitted}",
+                           title_note=f"{compared.title_note + ', ' if compared.title_note else ''}first rung, "
+                                      f"{rungs[0]['budget']}-epoch schedules")
+    return exp, compared
+
+
+def first_rung(exp: Experiment) -> Experiment:
+    """A successive-halving screen's first rung alone: every arm, each trial's whole schedule fitted
+    to the first budget."""
+    trials = exp.trials[exp.trials["rung"] == 0].reset_index(drop=True)
+    return replace(exp, trials=trials, epochs=exp.epochs[exp.epochs["trial_id"].isin(trials["trial_id"])])
+
+
+def deepest_rung(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials of a successive-halving screen's deepest rung that has any (its full-budget verdict),
+    or every trial of any other screen."""
+    if "rung" not in trials or trials["rung"].isna().all():
+        return trials
+    return trials[trials["rung"] == trials["rung"].max()].reset_index(drop=True)
 
 
 def front_section(exp: Experiment, objectives: list[list[str]], root: Path) -> Section:
@@ -130,7 +169,8 @@ def overview(exp: Experiment, result: Confirmed | None = None) -> Section:
         lines.append(f"{len(trials)} trials recorded"
                      + (f" of {sweep['expected_trials']} expected" if "expected_trials" in sweep else ""))
     screen = exp.phase("screen")
-    lines += describe_best(screen.trials, effects.ablation_factors(screen.trials, exp.config_columns, exp.axes),
+    lines += describe_best(deepest_rung(screen.trials),
+                           effects.ablation_factors(screen.trials, exp.config_columns, exp.axes),
                            test=not ("confirm" in exp.phases or sweep.get("confirm_follows")))
     if "confirm" in exp.phases:
         lines.append(result.line if result else "confirm phase: no trial has run to its end yet")
@@ -280,6 +320,15 @@ IMPORTANCE_TEXT = ("Share of the variance of the metric explained by each factor
                    "forest); the last row is the rest (interactions and noise), so the column sums to 1.")
 
 
+RUNGS_TEXT = ("Successive halving: each rung trained its arms from scratch, every trial's schedule fitted to the "
+              "rung's budget (epochs, warm-up, step size, patience and fine-tuning scaled together; docs/SWEEPS.md), "
+              "and sent the best 1/eta by validation accuracy at the end of their schedules to the next rung. Per "
+              "rung: its budget in epochs, the arms and trials it ran, the trials that ran to their end, the arms "
+              "it promoted, the best arm's validation accuracy at its end (mean over the arm's trials), and "
+              "spearman_next: Spearman's rank correlation between this rung's scores of the promoted arms and "
+              "their scores in the next rung (n_next arms; empty with fewer than 3), how well the cheaper rung "
+              "predicted the dearer one among the arms it kept. The effects, importance and figures below are "
+              "the first rung's: the one budget at which every arm ran.")
 SCHEDULES_TEXT = ("ASHA continues each trial from its checkpoint, so it compared every trial at epoch {rung} "
                   "part-way through a schedule planned for all its epochs: per schedule (recipe, scheduler, main "
                   "epochs), the trials that reached epoch {rung}, the share of their main schedule done there "

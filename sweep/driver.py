@@ -17,7 +17,8 @@ from sweep import experiment as exp
 from sweep import phases as sweep_phases
 from sweep import storage, tuner
 from sweep.plan import Plan, absolute_location
-from sweep.record import CONFIRM, SCREEN, expected_trials, write_sweep
+from sweep.record import (CONFIRM, SCREEN, expected_trials, phase_directories, rung_of, screen_rungs,
+                          write_sweep)
 from training.checkpoint import provenance
 from training.config import UserError
 
@@ -48,10 +49,11 @@ def resume(args: argparse.Namespace) -> int:
     with connected(args.address):
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
         left = []
-        two = CONFIRM in record.get("phases", {})
-        for name, (_, phase) in sweep_phases.phase_plans(record, plan).items():
-            done, todo = exp.phase_left(phase, expected_trials(record, name), retried(record, name, retries > 0))
-            left.append(f"{done} done, {todo} left" + (f" ({name})" if two else ""))
+        steps = sweep_phases.phase_plans(record, plan)
+        for name, (_, phase) in steps.items():
+            done, todo = exp.phase_left(phase, phase_expected(record, name), retried(record, name, retries > 0))
+            left.append(f"{done} done, {todo} left" + (f" ({name})" if len(steps) > 1 or CONFIRM in record["phases"]
+                                                       else ""))
         print(f"resuming {plan.experiment_dir}: {'; '.join(left)}", flush=True)
         return run_phases(plan, record, retry_errored=retries > 0)
 
@@ -75,10 +77,9 @@ def confirm_again(args: argparse.Namespace) -> int:
     name = CONFIRM if not earlier else f"{CONFIRM}-{len(earlier) + 1}"
     with connected(args.address):
         check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
-        done, todo = exp.phase_left(plan, expected_trials(record, SCREEN), retry_errored=False)
-        if todo:
-            raise UserError(f"the screen of {plan.experiment_dir} is unfinished ({done} done, {todo} left): "
-                            f"continue it first with --resume {plan.experiment_dir}")
+        if not screen_ended(plan, record):
+            raise UserError(f"the screen of {plan.experiment_dir} is unfinished: continue it first with "
+                            f"--resume {plan.experiment_dir}")
         phases[CONFIRM] = sweep_phases.new_confirm(record["params"], top, seeds, name)
         if earlier:
             phases["earlier_confirms"] = earlier
@@ -90,38 +91,110 @@ def recorded(location: str) -> tuple[Plan, dict[str, Any]]:
     """The screen's plan and sweep.json of an existing experiment (which may have moved)."""
     experiment_dir = absolute_location(location)
     plan, record = exp.load_plan(experiment_dir)
+    for _, directory, _ in phase_directories(record):  # a state file a kill cut short (sweep.storage)
+        for line in storage.repair_state(f"{experiment_dir}/{directory}"):
+            print(f"note: {directory}/{line}", flush=True)
     return replace(plan, experiment_dir=experiment_dir), record
 
 
-def retried(record: dict[str, Any], phase: str, retry_errored: bool) -> bool:
-    """Whether a phase's errored trials are retried: not the screen's once it chose the confirm arms
-    (the screen is final then: a retry could not change them)."""
-    chosen = bool((record.get("phases", {}).get(CONFIRM) or {}).get("arms"))
-    return retry_errored and not (phase == SCREEN and chosen)
+def screen_ended(plan: Plan, record: dict[str, Any]) -> bool:
+    """Whether every rung of the screen has run (the last one's arms chosen) and left nothing to do."""
+    rungs = screen_rungs(record)
+    if rungs and not (len(rungs) == 1 or rungs[-1].get("arms")):
+        return False
+    steps = sweep_phases.phase_plans(record, plan)
+    return all(not exp.phase_left(phase, phase_expected(record, name), retry_errored=False)[1]
+               for name, (_, phase) in steps.items() if not phase.confirms)
+
+
+def phase_expected(record: dict[str, Any], directory: str) -> int:
+    """The trials sweep.json expects in one phase directory: a rung's, the screen's or a confirm's."""
+    rung = rung_of(record, directory)
+    if rung is not None:
+        return expected_trials(record, SCREEN, rung)
+    return expected_trials(record, CONFIRM if directory.startswith(CONFIRM) else SCREEN)
+
+
+def retried(record: dict[str, Any], directory: str, retry_errored: bool) -> bool:
+    """Whether a phase's errored trials are retried: not a screen rung's once the next step's arms are
+    chosen from it (the next rung's, or the confirm phase's: it is final then, a retry could not
+    change them)."""
+    if directory.startswith(CONFIRM):
+        return retry_errored
+    rungs = screen_rungs(record)
+    rung = rung_of(record, directory)
+    following = (rungs[rung + 1] if rung is not None and rung + 1 < len(rungs)
+                 else record.get("phases", {}).get(CONFIRM) or {})
+    return retry_errored and not following.get("arms")
 
 
 def phases_line(record: dict[str, Any]) -> str:
-    """'screen of 48 trials, then a confirm phase (top 3, 3 fresh seeds)'."""
+    """'screen of 48 trials, then a confirm phase (top 3, 3 fresh seeds)'; a successive-halving
+    screen names its rungs' budgets."""
     confirm = record["phases"].get(CONFIRM)
     line = f"screen of {expected_trials(record, SCREEN)} trials"
+    rungs = screen_rungs(record)
+    if len(rungs) > 1:
+        line += (f" in {len(rungs)} rungs of successive halving (budgets "
+                 f"{', '.join(str(r['budget']) for r in rungs)} epochs)")
     if confirm:
         line += f", then a confirm phase (top {confirm['top']}, {len(confirm['seeds'])} fresh seeds)"
     return line
 
 
 def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
-    """The screen, then (when sweep.json plans one) the confirm phase; a phase that has ended is not
-    run again. The confirm's arms are chosen once the screen has ended and recorded before it runs."""
+    """The screen (rung by rung under successive halving), then (when sweep.json plans one) the
+    confirm phase; a phase that has ended is not run again. A rung's arms, and the confirm's, are
+    chosen once the step before has ended, and recorded before anything of them runs."""
     axes = [k for k, v in record["params"].items() if isinstance(v, dict)]
     confirm = record.get("phases", {}).get(CONFIRM)
-    code = run_phase(plan, record["params"], expected_trials(record, SCREEN),
-                     retried(record, SCREEN, retry_errored), axes, last=not confirm)
-    if code or not confirm:
-        return code
+    rungs = screen_rungs(record)
+    for k in range(max(len(rungs), 1)):
+        if k and not rungs[k].get("arms"):
+            promote(plan, record, k)
+        directory = rungs[k]["dir"] if rungs else SCREEN
+        params, phase = sweep_phases.phase_plans(record, plan)[directory]
+        code = run_phase(phase, params, phase_expected(record, directory), retried(record, directory, retry_errored),
+                         axes, last=not confirm and k == max(len(rungs), 1) - 1, rungs=len(rungs))
+        if code:
+            return code
+    if not confirm:
+        return 0
     if not confirm.get("arms"):
         choose_arms(plan, record)
-    params, phase = sweep_phases.phase_plans(record, plan)[CONFIRM]
+    params, phase = sweep_phases.phase_plans(record, plan)[confirm["dir"]]
     return run_phase(phase, params, expected_trials(record, CONFIRM), retry_errored, axes, last=True)
+
+
+def promote(plan: Plan, record: dict[str, Any], k: int) -> None:
+    """Rung k's arms: the best 1/eta of rung k-1's by validation accuracy at the end of their fitted
+    schedules (analysis.halving.promoted_arms), recorded in sweep.json before anything of them runs,
+    and printed."""
+    from analysis.halving import promoted_arms
+    from analysis.load import load
+
+    rungs = record["phases"][SCREEN]["rungs"]
+    screen = load(plan.experiment_dir).phase(SCREEN)
+    factors = [key for key, value in record["params"].items() if isinstance(value, dict) and key != "seed"]
+    arms, ranked = promoted_arms(screen.trials, screen.epochs, factors, k - 1, plan.reduction_factor)
+    if not arms:
+        raise UserError(f"no trial of the screen's rung {k} reported a validation accuracy: nothing to promote; "
+                        f"its trials are in {plan.experiment_dir}/{rungs[k - 1]['dir']}")
+    seeds = len(screen_seeds(record["params"]))
+    rungs[k].update(arms=arms, expected_trials=len(arms) * seeds, ranked=ranked)
+    write_sweep(plan.experiment_dir, record)
+    print(f"\nrung {k + 1} of {len(rungs)}: the best {len(arms)} of {ranked} arms of rung {k} by validation accuracy at the "
+          f"end of its {rungs[k - 1]['budget']}-epoch schedules, each trained again from scratch for "
+          f"{rungs[k]['budget']} epochs:", flush=True)
+    for arm in arms:
+        levels = " ".join(f"{f}={v}" for f, v in arm["levels"].items()) or "(one arm)"
+        print(f"  {levels}: {arm['why']}", flush=True)
+
+
+def screen_seeds(params: dict[str, Any]) -> list[Any]:
+    """The screen's seeds of one arm: its seed grid, or its one seed."""
+    spec = params.get("seed")
+    return list(spec["grid"]) if isinstance(spec, dict) and "grid" in spec else [spec]
 
 
 def choose_arms(plan: Plan, record: dict[str, Any]) -> None:
@@ -146,14 +219,17 @@ def choose_arms(plan: Plan, record: dict[str, Any]) -> None:
 
 
 def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: bool, axes: list[str],
-              last: bool) -> int:
+              last: bool, rungs: int = 0) -> int:
     """Run (or continue) one phase unless it has ended, then print its summary; the exit status of
     report(). `last`: the closing lines (reproduce, monitor, analyse) follow this phase. The phases
-    are named on the console when there are two."""
+    are named on the console when there are two or more (`rungs`: the screen's rungs)."""
     done, left = exp.phase_left(plan, expected, retry_errored)
     if named(plan, last):
-        how = "the chosen arms x fresh seeds" if plan.confirms else f"{plan.search} search"
-        print(f"\n{plan.phase_dir}: {expected} trials, {how}, {plan.scheduler} scheduler"
+        how = ("the chosen arms x fresh seeds, fifo scheduler" if plan.confirms else
+               f"{'promoted arms' if plan.points else plan.search + ' search'}, each from scratch with its schedule "
+               f"fitted to {plan.budget} of {plan.max_t} epochs" if rungs > 1 else
+               f"{plan.search} search, {plan.scheduler} scheduler")
+        print(f"\n{plan.phase_dir}: {expected} trials, {how}"
               + (f"; {done} done already" if done else "") + (": nothing left to run" if not left else ""),
               flush=True)
     if left:  # a new Tuner when the phase has not saved one yet (tuner.restore_tuner)
@@ -164,8 +240,9 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
 
 
 def named(plan: Plan, last: bool) -> bool:
-    """Whether the console names the phase: a screen that a confirm phase follows, or a confirm phase."""
-    return bool(plan.phase_dir) and (not last or plan.confirms)
+    """Whether the console names the phase: a screen that a confirm phase follows, a later rung of the
+    screen, or a confirm phase."""
+    return bool(plan.phase_dir) and (not last or plan.phase_dir != SCREEN)
 
 
 def run_tuner(make_tuner: Callable[[], Any], plan: Plan) -> int | None:

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping
 
 from sweep import vocabulary as vocab
-from sweep.record import CONFIRM, SCREEN
+from sweep.record import CONFIRM, SCREEN, screen_rungs
 from training.config import TrainConfig, UserError
 
 if TYPE_CHECKING:
@@ -26,13 +26,59 @@ if TYPE_CHECKING:
 CONFIRM_TOP, CONFIRM_SEEDS = 3, 3  # defaults of --confirm-top and --confirm-seeds
 
 
-def planned(expected: int, confirm: dict[str, Any] | None) -> dict[str, Any]:
+def planned(expected: int, confirm: dict[str, Any] | None,
+            rungs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """sweep.json's ``phases`` as planned before anything runs: the screen's directory and trial
-    count, and the confirm phase's settings when one follows."""
-    phases: dict[str, Any] = {SCREEN: {"dir": SCREEN, "expected_trials": expected}}
+    count (with its rungs under successive halving), and the confirm phase's settings when one follows."""
+    phases: dict[str, Any] = {SCREEN: {"dir": SCREEN, "expected_trials": expected, **({"rungs": rungs} if rungs else {})}}
     if confirm:
         phases[CONFIRM] = confirm
     return phases
+
+
+# ------------------------------------------------------------------------------------- rungs
+def rung_budgets(max_t: int, first: int, eta: float) -> list[int]:
+    """Successive halving's budgets in epochs: first, first x eta, first x eta^2, ... while below
+    max_t, then max_t (ASHA's rungs, ending where training ends): 3, 9 for 9 epochs and eta 3."""
+    budgets, k = [], 0
+    while (budget := round(first * eta ** k)) < max_t:
+        if budget not in budgets:
+            budgets.append(budget)
+        k += 1
+    return budgets + [max_t]
+
+
+def planned_rungs(budgets: list[int], expected: int) -> list[dict[str, Any]]:
+    """sweep.json's ``phases.screen.rungs`` before the screen runs: the first rung in ``screen/``
+    with every trial of the screen, each later rung in ``screen-<budget>ep/``, its arms (and so its
+    trials) chosen when the rung before it has ended (``analysis.halving.promoted_arms``)."""
+    return [{"dir": SCREEN if i == 0 else f"{SCREEN}-{budget}ep", "budget": budget,
+             **({"expected_trials": expected} if i == 0 else {})} for i, budget in enumerate(budgets)]
+
+
+def rung_phase(screen: Plan, params: Mapping[str, Any], rungs: list[dict[str, Any]],
+               k: int) -> tuple[dict[str, Any], Plan]:
+    """(params, plan) of the screen's rung k: the first is the screen itself at its budget; a later
+    one runs the arms the rung before it promoted (``rungs[k]["arms"]``), each with the screen's
+    seeds, every trial from scratch to the end of its schedule fitted to the rung's budget (FIFO)."""
+    rung = rungs[k]
+    if k == 0:
+        return dict(params), replace(screen, budget=rung["budget"])
+    arms = [arm["levels"] for arm in rung["arms"]]
+    factors = list(arms[0]) if arms else []
+    rung_params = points_params(params, arms, factors, params.get("seed"))
+    return rung_params, replace(screen, phase_dir=rung["dir"], search="grid", num_samples=len(arms), points=arms,
+                                objectives=None, budget=rung["budget"])
+
+
+def points_params(params: Mapping[str, Any], arms: list[dict[str, Any]], factors: list[str],
+                  seeds: Any) -> dict[str, Any]:
+    """The params of a phase that runs given arms (``points_to_evaluate``): the screen's fixed values,
+    each factor a choice of the arms' levels, and `seeds` (a grid of seeds, one fixed seed, or None:
+    the screen's default)."""
+    fixed = {k: v for k, v in params.items() if not isinstance(v, Mapping)}
+    axes = {f: {"choice": list({repr(arm[f]): arm[f] for arm in arms}.values())} for f in factors}
+    return {**fixed, **axes, **({"seed": seeds} if seeds is not None else {})}
 
 
 def check_confirm_numbers(args: argparse.Namespace) -> None:
@@ -90,19 +136,20 @@ def confirm_phase(screen: Plan, params: Mapping[str, Any], confirm: Mapping[str,
     the screen's fixed values, each factor a choice of the chosen arms' levels, the fresh seeds as a
     grid; one point per arm, every trial to its end (FIFO)."""
     arms = [arm["levels"] for arm in confirm["arms"]]
-    fixed = {k: v for k, v in params.items() if not isinstance(v, Mapping)}
-    axes = {f: {"choice": list({repr(arm[f]): arm[f] for arm in arms}.values())} for f in confirm["factors"]}
-    confirm_params = {**fixed, **axes, "seed": {"grid": list(confirm["seeds"])}}
+    confirm_params = points_params(params, arms, confirm["factors"], {"grid": list(confirm["seeds"])})
     plan = replace(screen, phase_dir=confirm["dir"], search="grid", scheduler="fifo", num_samples=len(arms),
-                   points=arms, objectives=None, max_t=vocab.max_epochs(confirm_params, screen.smoke), test_shown=True)
+                   points=arms, objectives=None, max_t=vocab.max_epochs(confirm_params, screen.smoke), test_shown=True,
+                   budget=0)
     return confirm_params, plan
 
 
 def phase_plans(record: Mapping[str, Any], screen: Plan) -> dict[str, tuple[dict[str, Any], Plan]]:
-    """{phase: (params, plan)} of the phases sweep.json records and can run now: the screen, and the
-    confirm once its arms are chosen."""
-    out = {SCREEN: (dict(record["params"]), screen)}
+    """{phase directory: (params, plan)} of the phases sweep.json records and can run now: the screen
+    (each of its rungs whose arms are chosen), and the confirm once its arms are chosen."""
+    rungs = screen_rungs(record)
+    out = {rung["dir"]: rung_phase(screen, record["params"], rungs, k) for k, rung in enumerate(rungs)
+           if k == 0 or rung.get("arms")} if rungs else {SCREEN: (dict(record["params"]), screen)}
     confirm = record.get("phases", {}).get(CONFIRM)
     if confirm and confirm.get("arms"):
-        out[CONFIRM] = confirm_phase(screen, record["params"], confirm)
+        out[confirm["dir"]] = confirm_phase(screen, record["params"], confirm)
     return out

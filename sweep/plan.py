@@ -3,8 +3,9 @@
 ``run.py`` only parses flags and ``driver.py`` only runs phases; what runs is decided here and in
 ``sweep.phases`` (the confirm phase, planned from the screen's results). A sweep has one or two
 phases, each its own Ray Tune experiment under the experiment directory (``sweep.record``): the
-**screen** (``EXP/screen``: the space's trials under its scheduler, ASHA by default, ranked on
-validation accuracy) and, unless ``--no-confirm``, the **confirm** phase (``EXP/confirm``).
+**screen** (``EXP/screen``: the space's trials under its scheduler, ranked on validation accuracy;
+by default successive halving, whose later rungs are experiments of their own, ``EXP/screen-<budget>ep``,
+sweep.phases) and, unless ``--no-confirm``, the **confirm** phase (``EXP/confirm``).
 
 ``sweep.json`` records ``plan`` (the screen's :class:`Plan`), ``params`` (the screen's space) and
 ``phases``; the confirm phase's Plan and params follow from them (``sweep.phases.confirm_phase``), so
@@ -26,7 +27,7 @@ from typing import Any, Mapping
 
 from sweep import phases
 from sweep import vocabulary as vocab
-from sweep.record import METRIC, MODE, SCREEN, trial_config
+from sweep.record import CONFIRM, METRIC, MODE, SCREEN, trial_config
 from training.config import ConfigError, TrainConfig, UserError
 
 RESULTS_ENV = "ABLATION_RESULTS_DIR"
@@ -54,6 +55,14 @@ class Plan:
     # asynchronous grid screen's shuffled arms (launch_order)
     points: list[dict[str, Any]] | None = field(default=None)
     test_shown: bool = True  # False for a screen that a confirm phase follows: it shows validation only
+    # a successive-halving rung's budget in epochs (of max_t): each trial's schedule is fitted to
+    # budget / max_t of its length (sweep.record.fit_to_budget); 0: every trial's whole schedule
+    budget: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """The share of its schedule each trial of this phase runs (1 unless a rung's budget is set)."""
+        return min(1.0, self.budget / self.max_t) if self.budget else 1.0
 
     @property
     def tune_dir(self) -> str:
@@ -62,8 +71,8 @@ class Plan:
 
     @property
     def confirms(self) -> bool:
-        """Whether this is a confirm phase: any phase but the screen (``confirm``, ``confirm-N``)."""
-        return self.phase_dir not in ("", SCREEN)
+        """Whether this is a confirm phase (``confirm``, ``confirm-N``), not the screen or one of its rungs."""
+        return self.phase_dir.startswith(CONFIRM)
 
     @property
     def storage_path(self) -> str:
@@ -115,7 +124,7 @@ def smoke_samples(search: str, samples: int) -> int:
 
 # ------------------------------------------------------------------------------------- checks
 def check_trials(params: Mapping[str, Any], smoke: bool, exhaustive: bool,
-                 source: str) -> list[TrainConfig]:
+                 source: str, fraction: float = 1.0) -> list[TrainConfig]:
     """The distinct trials to check before anything runs: every grid combination when `exhaustive`
     (else one), and each choice value and reachable range end of the other axes on top of the first.
     Seeds change no trial's validity: one seed stands for all (a grid of 10^6 seeds is one arm)."""
@@ -126,7 +135,7 @@ def check_trials(params: Mapping[str, Any], smoke: bool, exhaustive: bool,
         if isinstance(spec, Mapping) and "grid" not in spec:
             configs += [{**base, key: value} for value in vocab.reachable(spec)]
     try:
-        return list(dict.fromkeys(trial_config(config, smoke) for config in configs))
+        return list(dict.fromkeys(trial_config(config, smoke, fraction) for config in configs))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
@@ -188,10 +197,16 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     if search == "grid" and scheduler in ASYNCHRONOUS:
         plan.points = launch_order(params, args.search_seed)
         plan.num_samples = len(plan.points)
+    rungs = None
+    if scheduler == "halving":
+        budgets = phases.rung_budgets(max_t, plan.grace_period, plan.reduction_factor)
+        for budget in budgets[:-1]:  # each rung's fitted schedule is a valid config too
+            check_trials(params, args.smoke_test, search == "grid", name, budget / max_t)
+        plan.budget, rungs = budgets[0], phases.planned_rungs(budgets, expected)
     record = {"space_name": name, "space": space, "overrides": overrides, "params": params,
               "options": vars(args), "expected_trials": expected, "metric": METRIC, "mode": MODE,
               "datasets": sorted({(c.dataset, c.image_size) for c in configs}),
-              "phases": phases.planned(expected, confirm)}
+              "phases": phases.planned(expected, confirm, rungs)}
     return params, plan, record, notes
 
 
@@ -212,7 +227,7 @@ def launch_order(params: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
 
 
 def default_grace(max_t: int) -> int:
-    """ASHA's first rung at a third of training (at least 2 epochs). Learning-rate schedules make early
+    """The first rung (successive halving's and ASHA's) at a third of training (at least 2 epochs). Learning-rate schedules make early
     validation accuracy a poor guide across recipes: on the CPU ablation of docs/PERFORMANCE.md
     (section 4) the holistic recipe's OneCycle arms trailed the baseline's until about half-way, and a
     first rung at 1 of 9 epochs stopped the full factorial's best arm (the confirmed best was its 4th);

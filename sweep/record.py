@@ -9,9 +9,11 @@ the analysis can both load it without the other's code.
 ``EXP/`` (storage_path/name):
 
 - ``sweep.json`` (:data:`SWEEP_FILE`): what the driver ran: ``plan`` (sweep.plan.Plan), ``params``
-  (the space with every override), ``expected_trials``, ``phases`` (``{"screen": {"dir", ...},
-  "confirm": {"top", "seeds", "arms", ...}}``) and provenance; read by :func:`read_sweep` only;
-- ``screen/``, ``confirm/`` (:data:`PHASES`, each phase's ``dir``): one Ray Tune experiment each;
+  (the space with every override), ``expected_trials``, ``phases`` (``{"screen": {"dir", ...,
+  "rungs": [{"dir", "budget", "expected_trials", "arms"}, ...]}, "confirm": {"top", "seeds", "arms",
+  ...}}``; ``rungs`` for a successive-halving screen only) and provenance; read by :func:`read_sweep` only;
+- ``screen/``, ``confirm/`` (:data:`PHASES`, each phase's ``dir``) and a successive-halving screen's
+  later rungs, ``screen-<budget>ep/`` (:func:`phase_directories`): one Ray Tune experiment each;
   inside, per trial, Ray's files and our ``trial_config.json`` (:data:`TRIAL_CONFIG_FILE`, the
   resolved TrainConfig the trial ran), and ``trial_records/<trial_id>.json`` (:data:`RECORDS_DIR`,
   the driver's own copy of every result row, written atomically);
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -59,16 +62,38 @@ def smoke_limits(values: dict[str, Any]) -> dict[str, Any]:
     return limited
 
 
-def trial_values(config: Mapping[str, Any], smoke: bool = False) -> dict[str, Any]:
+def fit_to_budget(values: dict[str, Any], fraction: float) -> dict[str, Any]:
+    """One trial's schedule compressed to `fraction` of its length (a successive-halving rung's
+    budget over the screen's most epochs, sweep.phases), every budget-dependent part with it (Li,
+    Yumer & Ramanan, "Budgeted training", ICLR 2020): the main schedule's ``epochs`` become
+    round(epochs x fraction), at least 1, and the rest scales by that actual ratio, so each keeps its
+    share of the schedule: ``warmup_epochs`` (OneCycle's warm-up share too), ``step_size`` (at least 1)
+    and ``early_stop_patience`` (at least 1 when set); a fine-tuning phase gets round(finetune_epochs x
+    fraction) epochs, at least 1 when it has any. At fraction 1 the trial is unchanged."""
+    if fraction >= 1:
+        return values
+    epochs = max(1, round(values["epochs"] * fraction))
+    ratio = epochs / values["epochs"]
+    fitted = {**values, "epochs": epochs, "warmup_epochs": values["warmup_epochs"] * ratio,
+              "step_size": max(1, round(values["step_size"] * ratio))}
+    if values["early_stop_patience"] > 0:
+        fitted["early_stop_patience"] = max(1, round(values["early_stop_patience"] * ratio))
+    if values["finetune_epochs"] > 0:
+        fitted["finetune_epochs"] = max(1, round(values["finetune_epochs"] * fraction))
+    return fitted
+
+
+def trial_values(config: Mapping[str, Any], smoke: bool = False, fraction: float = 1.0) -> dict[str, Any]:
     """Every field of one trial from its Ray config (``sweep.spaces.merge_config``), with
-    --smoke-test's per-trial limits when `smoke`. Not yet validated (see :func:`trial_config`)."""
+    --smoke-test's per-trial limits when `smoke`, fitted to a rung's budget (:func:`fit_to_budget`)
+    when `fraction` < 1. Not yet validated (see :func:`trial_config`)."""
     values = merge_config(config)
-    return smoke_limits(values) if smoke else values
+    return fit_to_budget(smoke_limits(values) if smoke else values, fraction)
 
 
-def trial_config(config: Mapping[str, Any], smoke: bool = False) -> TrainConfig:
+def trial_config(config: Mapping[str, Any], smoke: bool = False, fraction: float = 1.0) -> TrainConfig:
     """One trial's validated TrainConfig from its Ray config, as the trainable runs it."""
-    return TrainConfig.from_dict(trial_values(config, smoke))
+    return TrainConfig.from_dict(trial_values(config, smoke, fraction))
 
 
 def stop_reason(ray_status: str | None, last: Mapping[str, Any], has_error: bool) -> str:
@@ -208,14 +233,53 @@ def checked_parts(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
 
 def phase_record(phases: Any, name: str) -> dict[str, Any] | None:
     """sweep.json's record of one phase, or None when it has none of the expected shape (its ``dir``
-    one plain directory name); a non-integer trial count is left out."""
+    one plain directory name; a screen's ``rungs``, if any, a list of objects each with a plain
+    ``dir`` and a whole ``budget`` >= 1); a non-integer trial count is left out (of a rung too)."""
     spec = phases.get(name) if isinstance(phases, dict) else None
-    if not (isinstance(spec, dict) and isinstance(spec.get("dir"), str)
-            and spec["dir"] not in ("", ".", "..") and "/" not in spec["dir"] and "\\" not in spec["dir"]):
+    if not (isinstance(spec, dict) and _plain_dir(spec.get("dir"))):
         return None
     if not _is_count(spec.get("expected_trials", 0)):
         spec = {k: v for k, v in spec.items() if k != "expected_trials"}
+    if "rungs" in spec:
+        rungs = spec["rungs"]
+        if not (isinstance(rungs, list) and rungs and all(
+                isinstance(r, dict) and _plain_dir(r.get("dir")) and _is_count(r.get("budget")) and r["budget"] >= 1
+                for r in rungs)):
+            return None
+        spec = {**spec, "rungs": [r if _is_count(r.get("expected_trials", 0)) else
+                                  {k: v for k, v in r.items() if k != "expected_trials"} for r in rungs]}
     return spec
+
+
+def _plain_dir(name: Any) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def screen_rungs(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rungs of a successive-halving screen (sweep.phases), first to last, from a checked record:
+    each ``{"dir", "budget", "expected_trials"?, "arms"?}``; [] for any other screen."""
+    return list(phase_specs(record).get(SCREEN, {}).get("rungs", []))
+
+
+def phase_directories(record: Mapping[str, Any]) -> list[tuple[str, str, int | None]]:
+    """(phase, directory, rung) of every phase directory a checked record names, in order: a
+    successive-halving screen's rungs each (rung 0, 1, ...), any other phase once (rung None)."""
+    out: list[tuple[str, str, int | None]] = []
+    for name, spec in phase_specs(record).items():
+        rungs = spec.get("rungs") if name == SCREEN else None
+        out += [(name, r["dir"], i) for i, r in enumerate(rungs)] if rungs else [(name, spec["dir"], None)]
+    return out
+
+
+def rung_keeps(arms: int, eta: float) -> int:
+    """How many of a rung's `arms` successive halving sends on to the next rung: the best 1/eta
+    (rounded down, at least one)."""
+    return max(1, math.floor(arms / eta))
+
+
+def rung_of(record: Mapping[str, Any], directory: str) -> int | None:
+    """The index of the screen's rung kept in `directory` (a phase's ``dir``), or None."""
+    return next((i for i, rung in enumerate(screen_rungs(record)) if rung["dir"] == directory), None)
 
 
 def phase_specs(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -224,9 +288,13 @@ def phase_specs(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: recorded[name] for name in PHASES if name in recorded}
 
 
-def expected_trials(record: Mapping[str, Any], phase: str) -> int:
-    """The trials sweep.json expects of one phase (0 until the driver records them); an experiment
-    recorded before phases keeps the screen's count at the top."""
+def expected_trials(record: Mapping[str, Any], phase: str, rung: int | None = None) -> int:
+    """The trials sweep.json expects of one phase, or of the screen's rung `rung` (0 until the driver
+    records them); an experiment recorded before phases keeps the screen's count at the top. A
+    successive-halving screen's own count is its first rung's."""
+    if rung is not None:
+        rungs = screen_rungs(record)
+        return int(rungs[rung].get("expected_trials", 0)) if rung < len(rungs) else 0
     default = record.get("expected_trials", 0) if phase == SCREEN else 0
     return int(phase_specs(record).get(phase, {}).get("expected_trials", default))
 

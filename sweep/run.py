@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
 from sweep import vocabulary as vocab  # noqa: E402
 from sweep.phases import CONFIRM_SEEDS, CONFIRM_TOP, check_confirm_numbers, confirm_bound  # noqa: E402
 from sweep.plan import RESULTS_ENV, Plan, plan_sweep  # noqa: E402
-from sweep.record import CONFIRM  # noqa: E402
+from sweep.record import CONFIRM, rung_keeps  # noqa: E402
 from sweep.spaces import SPACES  # noqa: E402
 from training.cli import Parser, run_cli  # noqa: E402
 from training.config import UserError  # noqa: E402
@@ -43,15 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                    help="fix any TrainConfig field or bundle for every trial")
     p.add_argument("--search", choices=vocab.SEARCHES, help="default: the space's")
-    p.add_argument("--scheduler", choices=vocab.SCHEDULERS, help="default: the space's, else asha")
+    p.add_argument("--scheduler", choices=vocab.SCHEDULERS,
+                   help="default: the space's, else halving (successive halving, each rung trained from scratch "
+                        "with its schedule fitted to the rung's budget); asha continues trials from checkpoints")
     p.add_argument("--objectives", metavar="METRIC:MODE,...",
                    help="multi-objective search, e.g. best_val_acc:max,flops:min: Optuna's NSGA-II, every "
                         "trial run to its end (default: the space's, if it names any)")
     p.add_argument("--grace-period", type=int,
-                   help="ASHA/median: epochs before a trial can stop (default: a third of the most epochs, at "
+                   help="halving/ASHA/median: the first rung's epochs (default: a third of the most epochs, at "
                         "least 2)")
     p.add_argument("--reduction-factor", type=float, default=3,
-                   help="ASHA/HyperBand: keep 1/F per rung (default 3)")
+                   help="halving/ASHA/HyperBand: keep 1/F per rung (default 3)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
     p.add_argument("--cpus-per-trial", type=float, default=1,
                    help="CPUs Ray reserves per trial, also torch's threads (default 1)")
@@ -108,7 +110,10 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
                 "all-reference arm" if plan.search == "grid" else f"the top {confirm['top']} configs")
         print(f"then confirm: at most {arms} arms ({what}) x {seeds} fresh seeds {confirm['seeds']} = at most "
               f"{arms * seeds} trials, each to its end (fifo), chosen when the screen ends")
-    worst = (trials + (arms * seeds if confirm else 0)) * plan.max_t
+    screen_cost = trials * plan.max_t
+    if plan.scheduler == "halving":
+        screen_cost, stops = halving_cost(params, plan, record), ""
+    worst = screen_cost + (arms * seeds * plan.max_t if confirm else 0)
     print(f"cost: at most {worst} trial-epochs{stops}; {plan.cpus_per_trial:g} CPU"
           + (f" and {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "") + " per trial")
     if plan.objectives:
@@ -127,6 +132,23 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
         print(f"{plan.num_samples} draw(s) by {plan.search} from:")
         print(pd.DataFrame([{"key": k, "kind": next(iter(v)), "values": next(iter(v.values()))}
                             for k, v in axes.items()]).to_string(index=False))
+
+
+def halving_cost(params: dict[str, Any], plan: Plan, record: dict[str, Any]) -> int:
+    """Print a successive-halving screen's rungs (arms x seeds x budget each) and return its
+    trial-epochs (at most: a trial that stops on its own patience costs less)."""
+    rungs = record["phases"]["screen"]["rungs"]
+    seeds = params.get("seed")
+    per_arm = len(seeds["grid"]) if isinstance(seeds, dict) and "grid" in seeds else 1
+    arms = record["expected_trials"] // per_arm
+    parts, total = [], 0
+    for k, rung in enumerate(rungs):
+        arms = arms if k == 0 else rung_keeps(arms, plan.reduction_factor)
+        total += arms * per_arm * rung["budget"]
+        parts.append(f"rung {k + 1}: {arms} arm(s) x {per_arm} seed(s) x {rung['budget']} epochs")
+    print(f"screen by successive halving (eta {plan.reduction_factor:g}), every rung's trials from scratch with "
+          f"their schedules fitted to its budget: {'; '.join(parts)} = {total} trial-epochs")
+    return total
 
 
 def check_confirm_flags(args: argparse.Namespace) -> None:

@@ -107,8 +107,8 @@ SPACES: dict[str, dict[str, Any]] = {
     },
     "ablation": {
         "description": "full factorial the study could not run: attention x residual x DSConv x "
-                       "activation x recipe = 48 arms on SqueezeNet (x seeds), ASHA",
-        "search": "grid", "scheduler": "asha",
+                       "activation x recipe = 48 arms on SqueezeNet (x seeds), successive halving",
+        "search": "grid", "scheduler": "halving",
         "params": {"model": "squeezenet", "batch_norm": True, "dropout": 0.5,
                    "attention": {"grid": ["none", "simple", "channel"]},
                    "residual": {"grid": ["none", "simple"]},
@@ -117,8 +117,8 @@ SPACES: dict[str, dict[str, Any]] = {
                    "recipe": {"grid": ["baseline", "holistic"]}},
     },
     "hparams": {
-        "description": "Optuna TPE over the training knobs of the holistic SqueezeNet, ASHA",
-        "search": "optuna", "scheduler": "asha", "samples": 32,
+        "description": "Optuna TPE over the training knobs of the holistic SqueezeNet, successive halving",
+        "search": "optuna", "scheduler": "halving", "samples": 32,
         "params": {"model": "squeezenet", "attention": "channel", "residual": "simple", "dsconv": True,
                    "activation": "silu", "batch_norm": True, "init": "kaiming", "optimizer": "sgd",
                    "lr": {"loguniform": [1e-3, 0.4]},

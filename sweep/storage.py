@@ -11,7 +11,12 @@ starts over. So, while a sweep runs on a local storage path:
 - a trial checks before each report (``wait_while_full``): while the disk is low or the reserve is
   gone, it waits rather than fail writing its checkpoint (Tune stops it when the sweep ends);
 - the guard also keeps our own record of every result, ``trial_records/<trial_id>.json``, written
-  atomically: the analysis takes rows from it that Ray's result files lack.
+  atomically: the analysis takes rows from it that Ray's result files lack;
+- and a copy of Tune's last readable experiment state (``experiment_state-*.json`` + ``.good``, see
+  :func:`keep_state`): Tune copies its state into the storage path in place, so a driver killed
+  during the copy leaves it empty or cut short, and ``Tuner.restore`` fails on it; before a phase is
+  continued, :func:`repair_state` puts the last good copy back (or, without one, sets the cut file
+  aside so that the phase starts again).
 
 A storage URI (s3://...) is left to its service: none of this applies there.
 """
@@ -98,6 +103,59 @@ def wait_while_full(experiment_dir: str | None) -> None:
 running_dir: str | None = None
 
 
+GOOD_SUFFIX, CUT_SUFFIX = ".good", ".cut"
+
+
+def state_files(tune_dir: str) -> list[Path]:
+    return sorted(Path(tune_dir).glob("experiment_state-*.json"))
+
+
+def readable(path: Path) -> bytes | None:
+    """A state file's bytes when they are whole JSON, else None."""
+    try:
+        data = path.read_bytes()
+        json.loads(data)
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def keep_state(tune_dir: str, seen: dict[Path, float]) -> None:
+    """Copy each experiment state file Tune has rewritten since `seen` (path -> mtime) to its ``.good``
+    twin, atomically, when it is readable."""
+    for path in state_files(tune_dir):
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            continue
+        if seen.get(path) == mtime:
+            continue
+        data = readable(path)
+        if data is not None:
+            write_text_atomically(path.with_name(path.name + GOOD_SUFFIX), data.decode())
+            seen[path] = mtime
+
+
+def repair_state(tune_dir: str) -> list[str]:
+    """Before a phase is continued: each unreadable experiment state file is replaced by its last good
+    copy, or set aside as ``.cut`` without one; a line for each, saying which."""
+    repaired = []
+    if not is_local(tune_dir):
+        return repaired
+    for path in state_files(tune_dir):
+        if readable(path) is not None:
+            continue
+        good = path.with_name(path.name + GOOD_SUFFIX)
+        if readable(good) is not None:
+            shutil.copyfile(good, path)
+            repaired.append(f"{path.name} was cut short by the interruption: continuing from its last complete copy")
+        else:
+            path.rename(path.with_name(path.name + CUT_SUFFIX))
+            repaired.append(f"{path.name} was cut short by the interruption before any complete copy: set aside "
+                            f"as {path.name}{CUT_SUFFIX}; this phase's trials start again")
+    return repaired
+
+
 class StorageGuard(tune.Callback):
     """The driver's side: record every result atomically; stop the sweep like Ctrl-C when the disk
     under the experiment is (nearly) full. `full` says whether it did."""
@@ -107,6 +165,7 @@ class StorageGuard(tune.Callback):
         self.full = False
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.checked = 0.0
+        self.states: dict[Path, float] = {}
 
     @property
     def experiment_dir(self) -> str:
@@ -117,6 +176,11 @@ class StorageGuard(tune.Callback):
             return
         self.checked = time.monotonic()
         if shutil.disk_usage(self.experiment_dir).free < LOW_BYTES:
+            self.stop()
+            return
+        try:  # a guard unpickled from an older tuner.pkl has no `states` yet
+            keep_state(self.experiment_dir, self.__dict__.setdefault("states", {}))
+        except WriteError:
             self.stop()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

@@ -32,11 +32,14 @@ from training.loop import fit, resolve_device, resolve_precision
 logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
 
-def train_trial(config: dict[str, Any], smoke: bool = False, experiment_dir: str | None = None) -> None:
+def train_trial(config: dict[str, Any], smoke: bool = False, experiment_dir: str | None = None,
+                fraction: float = 1.0) -> None:
     """Ray Tune function trainable; `smoke` (via ``tune.with_parameters``) applies --smoke-test's
-    per-trial limits (``sweep.record.smoke_limits``); before each report it waits while the disk
-    under `experiment_dir` is full (``sweep.storage``)."""
-    cfg = effective_config(trial_config(config, smoke))
+    per-trial limits (``sweep.record.smoke_limits``), `fraction` < 1 fits the trial's schedule to a
+    successive-halving rung's budget (``sweep.record.fit_to_budget``; recorded as run, so train.py
+    --config re-runs the rung's trial); before each report it waits while the disk under
+    `experiment_dir` is full (``sweep.storage``)."""
+    cfg = effective_config(trial_config(config, smoke, fraction))
     write_trial_config(cfg, config)
     with tempfile.TemporaryDirectory(prefix="ablation-trial-") as checkpoint_dir:
         checkpoint = tune.get_checkpoint()

@@ -26,7 +26,9 @@ CHECKPOINTS_KEPT = 2  # per trial: the latest two epochs (resume needs only the 
 
 
 def make_scheduler(plan: Plan):
-    """ASHA (Li et al. 2020) by default: rungs at grace_period * reduction_factor^k epochs."""
+    """ASHA (Li et al. 2020): rungs at grace_period * reduction_factor^k epochs, each trial continued
+    from its checkpoint; HyperBand; the median rule; else FIFO: every trial to its end, as each rung
+    of successive halving runs (its budget is in the trial's schedule, sweep.record.fit_to_budget)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
     if plan.scheduler == "asha":
@@ -106,8 +108,8 @@ def check_searcher(plan: Plan, params: dict[str, Any]) -> None:
 def trainable_for(plan: Plan):
     allow_final_only_metrics(plan)
     resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(train_trial, smoke=plan.smoke,
-                                                    experiment_dir=plan.tune_dir), resources)
+    return tune.with_resources(tune.with_parameters(train_trial, smoke=plan.smoke, experiment_dir=plan.tune_dir,
+                                                    fraction=plan.fraction), resources)
 
 
 def use_table_output() -> None:

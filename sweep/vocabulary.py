@@ -4,7 +4,7 @@ A YAML space file holds the same mapping as a named space in ``sweep.spaces``::
 
     description: lr x attention on Fashion-MNIST      # optional
     search: grid            # grid | random | optuna (default: grid, random if an axis samples)
-    scheduler: asha         # asha | fifo | hyperband | median (default asha; --scheduler overrides)
+    scheduler: halving      # halving | asha | fifo | hyperband | median (default halving; --scheduler overrides)
     samples: 8              # default --samples (optional)
     objectives: best_val_acc:max,flops:min   # optional: a multi-objective search (Optuna's NSGA-II, FIFO)
     confirm: true           # run the confirm phase after the screen (default true; sweep/plan.py)
@@ -30,7 +30,7 @@ from training.config import (ConfigError, TrainConfig, UserError, coerce, field_
                              load_mapping)
 
 SEARCHES = ("grid", "random", "optuna")
-SCHEDULERS = ("asha", "fifo", "hyperband", "median")
+SCHEDULERS = ("halving", "asha", "fifo", "hyperband", "median")
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 SPACE_KEYS = ("description", "search", "scheduler", "samples", "objectives", "confirm", "params")
 # What a multi-objective search may optimise: metrics of every trial's final report. Never a test
@@ -59,7 +59,7 @@ def validate_space(space: Mapping[str, Any], source: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; "
                           f"a space has: {', '.join(SPACE_KEYS)}")
-    scheduler = check_choice("scheduler", space.get("scheduler", "asha"), SCHEDULERS, source)
+    scheduler = check_choice("scheduler", space.get("scheduler", "halving"), SCHEDULERS, source)
     samples = space.get("samples", 1)
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ConfigError(f"{source}: samples={samples!r} must be a positive integer")

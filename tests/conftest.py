@@ -13,6 +13,17 @@ torch.set_num_threads(2)
 
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray for one test module (2 CPUs, no dashboard; never a cluster `ray start` left);
+    test_reliability_sweep.py has its own, offline."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(autouse=True)
 def isolated_data_dir(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's real dataset cache."""

@@ -50,7 +50,9 @@ def test_the_record_plans_both_phases_and_the_confirm_seeds_are_fresh():
     assert isinstance(settings, Plan) and settings.phase_dir == SCREEN
     assert settings.tune_dir == f"{settings.experiment_dir}/screen" and settings.test_shown is False
     screen, confirm = record["phases"]["screen"], record["phases"]["confirm"]
-    assert screen == {"dir": "screen", "expected_trials": 96} and record["expected_trials"] == 96
+    assert screen == {"dir": "screen", "expected_trials": 96,  # successive halving: its rungs (test_halving.py)
+                      "rungs": [{"dir": "screen", "budget": 10, "expected_trials": 96},
+                                {"dir": "screen-30ep", "budget": 30}]} and record["expected_trials"] == 96
     assert confirm["seeds"] == fresh_seeds(params, 3) == [2, 3, 4]  # above the screen's seeds 0 and 1
     assert confirm["factors"] == [k for k, v in params.items() if isinstance(v, dict) and k != "seed"]
     assert confirm_bound(params, confirm, settings.search) == 3 + len(confirm["factors"]) + 1
@@ -68,7 +70,7 @@ def test_an_asynchronous_grid_screen_starts_its_arms_in_an_order_drawn_from_the_
     from sweep.plan import launch_order
     from sweep.vocabulary import expand_grid, points_space
 
-    params, settings, record = plan(["--space", "ablation", "--samples", "2"])
+    params, settings, record = plan(["--space", "ablation", "--samples", "2", "--scheduler", "asha"])
     arms = [{k: v for k, v in arm.items() if k != "seed"} for arm in expand_grid({k: v for k, v in params.items()
                                                                                  if k != "seed"})]
     keyed = sorted(map(repr, settings.points))
@@ -78,8 +80,8 @@ def test_an_asynchronous_grid_screen_starts_its_arms_in_an_order_drawn_from_the_
     assert settings.num_samples == 48 and record["expected_trials"] == 96  # each arm with its 2 seeds
     space = points_space(params, settings.points)
     assert space["attention"] == {"choice": params["attention"]["grid"]} and space["seed"] == {"grid": [0, 1]}
-    for argv in (["--space", "ablation", "--scheduler", "fifo"], ["--space", "hparams"]):
-        assert plan(argv)[1].points is None  # the grid's order under FIFO; a searcher's own draws
+    for argv in (["--space", "ablation", "--scheduler", "fifo"], ["--space", "ablation"], ["--space", "hparams"]):
+        assert plan(argv)[1].points is None  # the grid's order under FIFO and halving; a searcher's own draws
 
 
 def test_max_concurrent_holds_for_every_searcher_a_phase_can_have():
@@ -87,7 +89,8 @@ def test_max_concurrent_holds_for_every_searcher_a_phase_can_have():
     # screen, the confirm phase, random search): the generator must hold the limit itself.
     from sweep.tuner import make_searcher
 
-    for argv in (["--space", "ablation"], ["--space", "ablation", "--search", "random", "--samples", "4"]):
+    asha = ["--space", "ablation", "--scheduler", "asha"]
+    for argv in (asha, ["--space", "ablation", "--search", "random", "--samples", "4"]):
         searcher = make_searcher(plan(argv + ["--max-concurrent", "3"])[1])
         assert searcher.max_concurrent == 3
-    assert make_searcher(plan(["--space", "ablation"])[1]).max_concurrent == 0  # Tune's "no limit"
+    assert make_searcher(plan(asha)[1]).max_concurrent == 0  # Tune's "no limit"

@@ -37,7 +37,7 @@ from analysis.load import load
 from analysis.ray_files import TRIAL_ID
 from analysis.report import main as report_main
 from sweep import run
-from sweep.record import TRIAL_CONFIG_FILE
+from sweep.record import RECORDS_DIR, TRIAL_CONFIG_FILE, read_result_rows
 from tests.helpers import make_cifar_archive
 from training import sources
 
@@ -245,7 +245,7 @@ def faulty_trainable(record_dir: str):
     attention=channel one. Each attempt appends (pid, whether Tune handed it a checkpoint) to
     RECORD_DIR/<trial_id>. Defined in a closure so Ray ships it by value to its workers."""
 
-    def train_trial(config, smoke=False, experiment_dir=None):
+    def train_trial(config, smoke=False, experiment_dir=None, fraction=1.0):
         import torch
         from ray import tune as ray_tune
 
@@ -267,7 +267,7 @@ def faulty_trainable(record_dir: str):
 
         trainable.report_to_tune = report_then_fail
         try:
-            trainable.train_trial(config, smoke, experiment_dir)
+            trainable.train_trial(config, smoke, experiment_dir, fraction)
         finally:
             trainable.report_to_tune = real
 
@@ -500,10 +500,13 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_resume_continues(local_ray,
         filled = threading.Event()
 
         def fill_once_the_first_trial_finished() -> None:
+            # the driver's own record of a trial's results is written as each result arrives; Ray's
+            # result.json in the storage path only when Tune next syncs its experiment state
             deadline = time.monotonic() + 240
+            records = screen(experiment) / RECORDS_DIR
             while time.monotonic() < deadline:
-                dirs = list(trial_dirs(experiment).values()) if screen(experiment).is_dir() else []
-                if dirs and any("epochs_run" in row for row in rows(dirs[0])):
+                kept = sorted(records.glob("*.json")) if records.is_dir() else []
+                if any("epochs_run" in row for path in kept for row in read_result_rows(path)):
                     fill(disk)
                     filled.set()
                     return

@@ -107,9 +107,12 @@ def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path)
     data = os.environ["ABLATION_DATA_DIR"]  # empty (conftest): CIFAR-10, the default, is not there yet
     assert f"data: cifar10 at 32x32, downloaded once to {data} (about 170 MB)" in out
     confirm = 27 if name == "ablation" else 0  # at most 9 arms x 3 fresh seeds (stages: no confirm phase)
-    assert f"cost: at most {(trials + confirm) * epochs} trial-epochs" in out
+    # the ablation screens by successive halving: 48 arms for 10 of the 30 epochs, the best 16 for all 30
+    screen = (48 * 10 + 16 * 30) * samples if name == "ablation" else trials * epochs
+    assert f"cost: at most {screen + confirm * epochs} trial-epochs" in out
     assert f"each row runs with {samples} seed(s)" in out  # the arms once, not once per seed
-    table = out.splitlines()[6 + bool(confirm):]  # header, data, (confirm), cost, fixed and seeds lines, columns
+    # header, data, (confirm), (the rungs), cost, fixed and seeds lines, columns
+    table = out.splitlines()[6 + bool(confirm) + (name == "ablation"):]
     assert len(table) == trials // samples and table[-1].split()[0] == str(trials // samples - 1)
     assert not any(tmp_path.iterdir())
 

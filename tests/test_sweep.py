@@ -20,13 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never a cluster `ray start` left
-    yield
-    ray.shutdown()
-
-
 def results_of(experiment: Path) -> tune.ResultGrid:
     """The screen phase's results (sweep/plan.py): these sweeps have that one phase."""
     analysis = tune.ExperimentAnalysis(str(experiment / "screen"), default_metric="val_acc", default_mode="max")
@@ -58,6 +51,16 @@ def test_smoke_space_runs_end_to_end(smoke_experiment, capsys):
     sweep = json.loads((experiment / SWEEP_FILE).read_text())
     assert sweep["space_name"] == "smoke" and sweep["expected_trials"] == 2
     assert sweep["plan"]["scheduler"] == "asha" and sweep["versions"]["ray"] == ray.__version__
+
+
+def test_an_asha_screen_started_its_arms_in_the_recorded_shuffled_order(smoke_experiment):
+    from analysis.load import load
+
+    experiment = smoke_experiment[1]
+    points = json.loads((experiment / SWEEP_FILE).read_text())["plan"]["points"]
+    assert sorted(map(repr, points)) == sorted(map(repr, [{"attention": a} for a in ("none", "channel")]))
+    screen = load(experiment).phase("screen").trials.sort_values("trial_id")
+    assert screen[["attention"]].to_dict("records") == points  # trial k is the k-th arm drawn
 
 
 def test_tensorboard_events_hold_the_per_epoch_val_accuracy_and_hparams(smoke_experiment):

@@ -258,7 +258,7 @@ class _Trial:
     def _epoch_metrics(self, result, val, lr: float) -> dict[str, Any]:
         s = self.state
         return {
-            "epoch": s.epoch, "train_phase": s.phase, "lr": lr,
+            "epoch": s.epoch, "train_phase": s.phase, "lr": lr, "last_lr": result.last_lr,
             "train_loss": result.loss, "train_acc": result.acc,
             "val_loss": val.loss, "val_acc": val.acc,
             "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch,

@@ -1,0 +1,66 @@
+"""A successive-halving screen, rung by rung: which arms each rung sends on, and how well each rung's
+ranking agreed with the next one's.
+
+Under ``--scheduler halving`` (the default; sweep.phases) every rung trains its arms from scratch
+with each trial's schedule fitted to the rung's budget (sweep.record.fit_to_budget), so a rung ranks
+arms at the end of their own schedules, never mid-schedule. An arm's score in a rung is the mean
+over its trials there of their validation accuracy at their last epoch (:func:`analysis.confirm.
+rung_ranking`); the best 1/eta arms (sweep.record.rung_keeps) go on. Test accuracy is never read.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pandas as pd
+from scipy.stats import spearmanr
+
+from analysis.confirm import arm_labels, plain, rung_ranking
+from sweep.record import rung_keeps
+
+RUNG_COLUMNS = ["rung", "budget", "arms", "trials", "ended", "promoted", "best_val_at_end", "spearman_next", "n_next"]
+
+
+def promoted_arms(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str], rung: int,
+                  eta: float) -> tuple[list[dict[str, Any]], int]:
+    """([{"levels", "why"}, ...], arms ranked): the best 1/eta of the arms of the screen's rung
+    `rung` (0 = the first) that have a validation accuracy at the end of their schedules, best first."""
+    here = trials[trials["rung"] == rung]
+    ranking = rung_ranking(here, epochs, factors)
+    kept = ranking.head(rung_keeps(len(ranking), eta)) if len(ranking) else ranking
+    budget = int(ranking["epochs"].max()) if len(ranking) else 0
+    arms = [{"levels": {f: plain(row[f]) for f in factors},
+             "why": f"rung {rung + 1} rank {row['rank']} of {len(ranking)}: validation {row['mean_val_at_end']:.2f}% "
+                    f"at the end of its {budget}-epoch schedule (mean of {row['trials']} trial(s))"}
+            for row in kept.to_dict("records")]
+    return arms, len(ranking)
+
+
+def rung_table(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str],
+               rungs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per rung of the screen: its budget (epochs), arms and trials run, trials that ran to
+    their end, arms promoted to the next rung, the best arm's validation accuracy at the end of its
+    schedule, and Spearman's rank correlation (scipy.stats.spearmanr) between this rung's scores of the
+    arms it promoted and their scores in the next rung (``n_next`` arms; NaN with fewer than 3)."""
+    rows = []
+    for k, spec in enumerate(rungs):
+        here = trials[trials["rung"] == k]
+        ranking = rung_ranking(here, epochs, factors)
+        nxt = rung_ranking(trials[trials["rung"] == k + 1], epochs, factors) if k + 1 < len(rungs) else None
+        rho, n = float("nan"), 0
+        if nxt is not None and len(nxt):
+            paired = pd.concat([score(ranking, factors), score(nxt, factors)], axis=1, join="inner").dropna()
+            n = len(paired)
+            if n >= 3 and paired.nunique().min() > 1:
+                rho = float(spearmanr(paired.iloc[:, 0], paired.iloc[:, 1])[0])
+        promoted = len(rungs[k + 1].get("arms", [])) if k + 1 < len(rungs) else 0
+        rows.append({"rung": k + 1, "budget": spec["budget"], "arms": len(ranking) if len(here) else 0,
+                     "trials": len(here), "ended": int(here["stop_reason"].isin(("finished", "early_stopped",
+                                                                                  "diverged")).sum()),
+                     "promoted": promoted, "best_val_at_end": ranking["mean_val_at_end"].max() if len(ranking) else None,
+                     "spearman_next": rho, "n_next": n})
+    return pd.DataFrame(rows, columns=RUNG_COLUMNS)
+
+
+def score(ranking: pd.DataFrame, factors: Sequence[str]) -> pd.Series:
+    """A rung ranking's mean_val_at_end indexed by the arm's label."""
+    return pd.Series(ranking["mean_val_at_end"].to_numpy(), index=arm_labels(ranking, factors).to_numpy())
