@@ -177,6 +177,12 @@ def test_sweep_efficiency_quick_run_writes_json(tmp_path):
     assert confirm["trial-epochs"] == 2 * confirm["trials"] == 2 * 2 * saved["comparison"]["arms confirmed"]
     assert both["trial-epochs"] == screen["trial-epochs"] + confirm["trial-epochs"]
     assert both["share of full epochs"] == pytest.approx(both["trial-epochs"] / full["trial-epochs"], rel=1e-3)
-    assert set(saved["targets"]) == {"screen_plus_confirm_epochs_at_most_35%",
-                                     "confirmed_arm_is_the_full_best_or_inside_its_interval"}
+    assert set(saved["targets"]) == {"screen_plus_confirm_epochs_at_most_40%",
+                                     "confirmed_arm_is_the_full_best_or_inside_its_interval",
+                                     "spearman_all_arms_at_least_0.7", "full_best_by_test_in_the_confirm_set",
+                                     "confirmed_best_in_the_full_top_3_by_test",
+                                     "resolved_full_effects_have_the_screens_sign"}
+    fair = saved["fairness"]
+    assert fair["arms_ranked"] == 4 and -1 <= fair["spearman_all_arms"] <= 1
+    assert {s["factor"] for s in fair["effect_signs"]} == {"activation", "recipe"}
     assert saved["comparison"]["arms in the full factorial"] == 4
