@@ -89,16 +89,23 @@ def halving(local_ray, tmp_path_factory):
     return code, tmp / "sh", space
 
 
-def test_random_search_goes_through_the_same_rungs(local_ray, tmp_path):
+@pytest.mark.parametrize("search", ["random", "optuna"])
+def test_sampled_searches_go_through_the_same_rungs(search, local_ray, tmp_path):
     """4 sampled configs for 1 epoch, the best 2 of them again from scratch for 2: the second rung runs
-    exactly the first rung's best configs (floats sampled by Ray, given back as points)."""
-    space = tmp_path / "random.yaml"
+    exactly the first rung's best configs (floats sampled by Ray or proposed by Optuna, given back as
+    points); Optuna's study holds the first rung's 4 trials only."""
+    space = tmp_path / "sampled.yaml"
     space.write_text(SPACE.replace("lr: {grid: [0.0, 0.05]}", "lr: {loguniform: [1.0e-4, 0.1]}")
                      .replace("epochs: 4", "epochs: 2"))
-    argv = ["--space", str(space), "--samples", "4", "--no-confirm", "--grace-period", "1", "--reduction-factor", "2",
-            "--storage-path", str(tmp_path), "--name", "random"]
+    argv = ["--space", str(space), "--search", search, "--samples", "4", "--no-confirm", "--grace-period", "1",
+            "--reduction-factor", "2", "--storage-path", str(tmp_path), "--name", search]
     assert run.main(argv) == 0
-    screen = load(tmp_path / "random").phase("screen")
+    if search == "optuna":
+        import optuna
+
+        study = optuna.load_study(study_name=search, storage=f"sqlite:///{tmp_path / search / 'optuna.db'}")
+        assert len(study.trials) == 4
+    screen = load(tmp_path / search).phase("screen")
     first, second = (screen.trials[screen.trials["rung"] == k] for k in (0, 1))
     assert len(first) == 4 and len(second) == 2 and set(second["epochs"]) == {2} and set(first["epochs"]) == {1}
     ranking = screen_ranking(first, screen.epochs, ["lr"])
