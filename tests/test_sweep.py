@@ -146,3 +146,31 @@ def test_real_data_sweep_on_a_fashion_mnist_subset(local_ray, tmp_path):
     scores = sorted(r.metrics["best_val_acc"] for r in results)
     assert scores[-1] > scores[0] + 10 and scores[-1] > 30  # 10 classes: chance is 10%
     assert all(r.metrics["test_images"] == 10000 for r in results)
+
+
+def test_a_worker_ended_inside_a_weakref_callback_prints_no_traceback(capsys):
+    """Ray's sys.exit(1) for an idle worker, raised inside a weakref callback, reached the driver's console
+    as "Exception ignored ... SystemExit: 1": the trial worker's unraisable hook drops that case only."""
+    import sys
+    import weakref
+
+    import sweep.trainable  # noqa: F401  (installs the hook, as in every trial worker)
+
+    assert sys.unraisablehook is sweep.trainable.ignore_exit_in_callbacks
+
+    def exit_now(_):
+        raise SystemExit(1)
+
+    def fail_now(_):
+        raise ValueError("a real error")
+
+    class Thing:
+        pass
+
+    for callback in (exit_now, fail_now):
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing  # the callback runs now; its exception is unraisable
+        assert ref() is None
+    err = capsys.readouterr().err
+    assert "SystemExit" not in err and "ValueError: a real error" in err
