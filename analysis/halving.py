@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import pandas as pd
-from scipy.stats import spearmanr
 
 from analysis.confirm import arm_labels, plain, rung_ranking
+from analysis.fidelity import fidelity
+from analysis.load import ended
 from sweep.record import rung_keeps
 
 RUNG_COLUMNS = ["rung", "budget", "arms", "trials", "ended", "promoted", "best_val_at_end", "spearman_next", "n_next"]
@@ -39,24 +40,22 @@ def rung_table(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str
                rungs: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per rung of the screen: its budget (epochs), arms and trials run, trials that ran to
     their end, arms promoted to the next rung, the best arm's validation accuracy at the end of its
-    schedule, and Spearman's rank correlation (scipy.stats.spearmanr) between this rung's scores of the
-    arms it promoted and their scores in the next rung (``n_next`` arms; NaN with fewer than 3)."""
+    schedule, and Spearman's rank correlation (analysis.fidelity.fidelity, scipy.stats.spearmanr) between
+    this rung's scores of the arms it promoted and their scores in the next rung (``n_next`` arms; NaN
+    with fewer than 3 or with tied values)."""
+    here = [trials[trials["rung"] == k] for k in range(len(rungs))]
+    rankings = [rung_ranking(rung_trials, epochs, factors) for rung_trials in here]
     rows = []
-    for k, spec in enumerate(rungs):
-        here = trials[trials["rung"] == k]
-        ranking = rung_ranking(here, epochs, factors)
-        nxt = rung_ranking(trials[trials["rung"] == k + 1], epochs, factors) if k + 1 < len(rungs) else None
+    for k, (spec, ranking) in enumerate(zip(rungs, rankings)):
         rho, n = float("nan"), 0
-        if nxt is not None and len(nxt):
-            paired = pd.concat([score(ranking, factors), score(nxt, factors)], axis=1, join="inner").dropna()
-            n = len(paired)
-            if n >= 3 and paired.nunique().min() > 1:
-                rho = float(spearmanr(paired.iloc[:, 0], paired.iloc[:, 1])[0])
+        if k + 1 < len(rungs) and len(rankings[k + 1]):
+            # a higher score is a better rank: its negative orders the arms as a rank does (fidelity)
+            agreement = fidelity(-score(ranking, factors), score(rankings[k + 1], factors))
+            rho, n = agreement.rho, agreement.n
         promoted = len(rungs[k + 1].get("arms", [])) if k + 1 < len(rungs) else 0
-        rows.append({"rung": k + 1, "budget": spec["budget"], "arms": len(ranking) if len(here) else 0,
-                     "trials": len(here), "ended": int(here["stop_reason"].isin(("finished", "early_stopped",
-                                                                                  "diverged")).sum()),
-                     "promoted": promoted, "best_val_at_end": ranking["mean_val_at_end"].max() if len(ranking) else None,
+        rows.append({"rung": k + 1, "budget": spec["budget"], "arms": len(ranking), "trials": len(here[k]),
+                     "ended": int(ended(here[k]).sum()), "promoted": promoted,
+                     "best_val_at_end": ranking["mean_val_at_end"].max() if len(ranking) else None,
                      "spearman_next": rho, "n_next": n})
     return pd.DataFrame(rows, columns=RUNG_COLUMNS)
 

@@ -76,16 +76,16 @@ def fairness(screen, confirm_spec, factors, full, ff_effects) -> dict:
     from scipy.stats import spearmanr
 
     from analysis import effects
-    from analysis.confirm import arm_label, screen_ranking
+    from analysis.confirm import arm_label, arm_labels, screen_ranking
     from analysis.report import screen_compared
 
     ranking = screen_ranking(screen.trials, screen.epochs, factors)
-    ranks = dict(zip([arm_label(a, factors) for a in ranking[factors].to_dict("records")], ranking["rank"]))
+    ranks = dict(zip(arm_labels(ranking, factors), ranking["rank"]))
     by_test = full.sort_values("mean", ascending=False)
     shared = [arm for arm in by_test.index if arm in ranks]
     rho, p = spearmanr([-ranks[a] for a in shared], by_test.loc[shared, "mean"])
     confirmed_set = [arm_label(a["levels"], factors) for a in confirm_spec["arms"]]
-    view, compared = screen_compared(screen)
+    _, compared = screen_compared(screen)
     frame = compared.frame
     fit = effects.fit(frame, effects.designed_factors(frame, factors), compared.metric)
     screen_effects = effects.main_effects(fit).set_index(["factor", "level"])

@@ -175,13 +175,13 @@ def promote(plan: Plan, record: dict[str, Any], k: int) -> None:
 
     rungs = record["phases"][SCREEN]["rungs"]
     screen = load(plan.experiment_dir).phase(SCREEN)
-    factors = [key for key, value in record["params"].items() if isinstance(value, dict) and key != "seed"]
+    factors = sweep_phases.factors_of(record["params"])
     arms, ranked = promoted_arms(screen.trials, screen.epochs, factors, k - 1, plan.reduction_factor)
     if not arms:
         raise UserError(f"no trial of the screen's rung {k} reported a validation accuracy: nothing to promote; "
                         f"its trials are in {plan.experiment_dir}/{rungs[k - 1]['dir']}")
-    seeds = len(screen_seeds(record["params"]))
-    rungs[k].update(arms=arms, expected_trials=len(arms) * seeds, ranked=ranked)
+    rungs[k].update(arms=arms, expected_trials=len(arms) * sweep_phases.seeds_per_arm(record["params"]),
+                    ranked=ranked)
     write_sweep(plan.experiment_dir, record)
     print(f"\nrung {k + 1} of {len(rungs)}: the best {len(arms)} of {ranked} arms of rung {k} by validation accuracy at the "
           f"end of its {rungs[k - 1]['budget']}-epoch schedules, each trained again from scratch for "
@@ -189,12 +189,6 @@ def promote(plan: Plan, record: dict[str, Any], k: int) -> None:
     for arm in arms:
         levels = " ".join(f"{f}={v}" for f, v in arm["levels"].items()) or "(one arm)"
         print(f"  {levels}: {arm['why']}", flush=True)
-
-
-def screen_seeds(params: dict[str, Any]) -> list[Any]:
-    """The screen's seeds of one arm: its seed grid, or its one seed."""
-    spec = params.get("seed")
-    return list(spec["grid"]) if isinstance(spec, dict) and "grid" in spec else [spec]
 
 
 def choose_arms(plan: Plan, record: dict[str, Any]) -> None:

@@ -109,8 +109,19 @@ def confirm_settings(args: argparse.Namespace, space: Mapping[str, Any], params:
 
 
 def new_confirm(params: Mapping[str, Any], top: int, seeds: int, name: str = CONFIRM) -> dict[str, Any]:
-    factors = [k for k, v in params.items() if isinstance(v, Mapping) and k != "seed"]
-    return {"dir": name, "top": top, "seeds": fresh_seeds(params, seeds), "factors": factors}
+    return {"dir": name, "top": top, "seeds": fresh_seeds(params, seeds), "factors": factors_of(params)}
+
+
+def factors_of(params: Mapping[str, Any]) -> list[str]:
+    """A screen's factors: every axis but the seed (an arm is one combination of their levels)."""
+    return [k for k, v in params.items() if isinstance(v, Mapping) and k != "seed"]
+
+
+def seeds_per_arm(params: Mapping[str, Any]) -> int:
+    """The trials one arm of the screen runs: its seed grid's length, else 1 (one fixed seed, or the
+    searcher's draws)."""
+    spec = params.get("seed")
+    return len(spec["grid"]) if isinstance(spec, Mapping) and "grid" in spec else 1
 
 
 def fresh_seeds(params: Mapping[str, Any], n: int) -> list[int]:

@@ -19,7 +19,8 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from sweep import vocabulary as vocab  # noqa: E402
-from sweep.phases import CONFIRM_SEEDS, CONFIRM_TOP, check_confirm_numbers, confirm_bound  # noqa: E402
+from sweep.phases import (CONFIRM_SEEDS, CONFIRM_TOP, check_confirm_numbers, confirm_bound,  # noqa: E402
+                          seeds_per_arm)
 from sweep.plan import RESULTS_ENV, Plan, plan_sweep  # noqa: E402
 from sweep.record import CONFIRM, rung_keeps  # noqa: E402
 from sweep.spaces import SPACES  # noqa: E402
@@ -138,8 +139,7 @@ def halving_cost(params: dict[str, Any], plan: Plan, record: dict[str, Any]) -> 
     """Print a successive-halving screen's rungs (arms x seeds x budget each) and return its
     trial-epochs (at most: a trial that stops on its own patience costs less)."""
     rungs = record["phases"]["screen"]["rungs"]
-    seeds = params.get("seed")
-    per_arm = len(seeds["grid"]) if isinstance(seeds, dict) and "grid" in seeds else 1
+    per_arm = seeds_per_arm(params)
     arms = record["expected_trials"] // per_arm
     parts, total = [], 0
     for k, rung in enumerate(rungs):

@@ -26,11 +26,13 @@ from tests.helpers import plan
 from training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-# 2 arms (lr 0.05 learns in 32 steps an epoch, lr 0 cannot) x 1 seed; OneCycle over 4 epochs, so a
-# first rung at 2 epochs and eta 2 keeps 1 arm and retrains it for all 4.
+# 2 arms (lr 0.05 learns, lr 0 cannot) x 1 seed; OneCycle over 4 epochs, so a first rung at 2 epochs
+# and eta 2 keeps 1 arm and retrains it for all 4. At the first rung's 2 epochs lr 0.05 reached 58.8%
+# validation accuracy against 11.8% at lr 0 (train.py, one thread, this Intel Xeon): a margin of about
+# 47 points that another CPU's kernels cannot close (at 1,024 images it was 5 to 18 points).
 SPACE = """params:
   dataset: synthetic
-  subset: 1024
+  subset: 1536
   val_fraction: 0.5
   width: 0.25
   batch_size: 32
