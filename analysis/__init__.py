@@ -3,8 +3,12 @@
 ``analysis.load`` reads STORAGE/NAME (no Ray cluster; the files as ``sweep.record`` names them,
 Ray's own through ``analysis.ray_files``) into a trial frame and an epoch frame; ``stages`` and
 ``depth`` reproduce the two studies' tables next to their published figures; ``factorial`` fits the
-seed-blocked factorial model; ``effects`` gives main effects and recipe interactions with 95%
-intervals across seeds; ``importance`` fANOVA importance; ``confirm`` the screen's ranking, the
+seed-blocked factorial model; ``contrasts`` gives a contrast its own variance (paired over seeds, or
+Welch) with its equivalence test; ``effects`` gives main effects and recipe interactions with 95%
+intervals across seeds; ``importance`` each factor's variance share (exact ANOVA on a balanced grid,
+else fANOVA); ``lenth`` Lenth's method and the half-normal plot for an unreplicated grid;
+``subdesigns`` the full 2x2s among the confirm arms; ``verdicts`` the report's claims as
+sentences generated from its tests; ``confirm`` the screen's ranking, the
 confirm set and the confirm phase's estimates; ``fidelity`` how far to trust the screen; ``halving`` a successive-halving screen rung by rung; ``best`` the one best trial and arm; ``pareto`` and
 ``plots`` draw accuracy against cost, learning curves and the scheduler's stopping picture;
 ``render`` writes tables as Markdown, CSV or LaTeX (and holds a report's Section); ``confirm_report``

@@ -29,6 +29,7 @@ with a test accuracy); the others (errored, unfinished, never started) are count
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -37,10 +38,11 @@ import pandas as pd
 
 from statsmodels.stats.weightstats import DescrStatsW
 
-from analysis import factorial
-from analysis.effects import reference_level
+from analysis import contrasts, factorial
+from analysis.effects import EQUIVALENCE_MARGIN, reference_level
 from analysis.fidelity import Fidelity, fidelity
 from analysis.load import Experiment, ended
+from analysis.subdesigns import subdesign_table
 
 ARM = "arm"
 
@@ -174,11 +176,12 @@ def plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def fit_arms(trials: pd.DataFrame, factors: Sequence[str], best: dict,
-             metric: str = "test_acc") -> factorial.FactorialFit:
-    """The confirm model ``metric ~ C(arm) + C(seed)`` with the best arm as the reference level."""
+def fit_arms(trials: pd.DataFrame, factors: Sequence[str], best: dict | str,
+             metric: str = "test_acc", by_label: bool = False) -> factorial.FactorialFit:
+    """The confirm model ``metric ~ C(arm) + C(seed)`` with the best arm (levels, or its label when
+    `by_label`) as the reference level."""
     frame = trials.assign(**{ARM: arm_labels(trials, factors)})
-    return factorial.fit_factorial(frame, [ARM], metric, {ARM: arm_label(best, factors)})
+    return factorial.fit_factorial(frame, [ARM], metric, {ARM: best if by_label else arm_label(best, factors)})
 
 
 def arm_means(trials: pd.DataFrame, factors: Sequence[str], metric: str = "test_acc") -> pd.DataFrame:
@@ -198,34 +201,94 @@ def arm_means(trials: pd.DataFrame, factors: Sequence[str], metric: str = "test_
             .reset_index(drop=True))
 
 
-LOO_COLUMNS = ["removed", "arm", "n", "n_best", "cost", "se", "ci_low", "ci_high", "p", "p_holm", "significant"]
+LOO_COLUMNS = ["removed", "arm", "n", "n_best", "method", "cost", "se", "ci_low", "ci_high", "p", "p_holm", "significant",
+               "pooled_ci_low", "pooled_ci_high", "pooled_p_holm", "differs", "p_equivalent_holm", "margin_shown",
+               "seeds_needed", "verdict"]
+LOO_VERDICTS = dict(zip(contrasts.OUTCOMES, ("it helped", "it hurt", "no effect beyond the margin", "inconclusive")))
 
 
-def leave_one_out_table(ff: factorial.FactorialFit, best: dict, references: dict,
-                        factors: Sequence[str]) -> pd.DataFrame:
+def leave_one_out_table(ff: factorial.FactorialFit, best: dict, references: dict, factors: Sequence[str],
+                        margin: float = EQUIVALENCE_MARGIN) -> pd.DataFrame:
     """Per leave-one-out neighbour that ran: the cost of removing that component from the best arm,
-    EMM(best) - EMM(neighbour), paired by seed, with its 95% t interval, p and Holm p over the table."""
+    mean(best) - mean(neighbour), paired over the seeds both ran (analysis.contrasts; the pooled
+    model's figure beside it), with its 95% t interval, p, Holm p over the table, the equivalence test
+    at ±`margin` (Holm over the table), the smallest margin shown, the seeds a ±`margin` answer needs,
+    and the verdict those tests give."""
     best_label = arm_label(best, factors)
     rows = []
     for arm, factor in leave_one_out(best, references):
         label = arm_label(arm, factors)
         if label not in ff.levels[ARM]:
             continue
-        est = factorial.estimate(ff, -factorial.contrast(ff, ARM, label))
-        rows.append({"removed": removed(best, factor, references), ARM: label, "n": ff.counts[ARM][label], "n_best": ff.counts[ARM][best_label],
-                     "cost": est.effect, "se": est.se, "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p})
-    return factorial.with_holm(pd.DataFrame(rows, columns=LOO_COLUMNS[:-2]))
+        numbers = contrasts.both(ff, {(best_label,): 1.0, (label,): -1.0}, -factorial.contrast(ff, ARM, label), margin)
+        rows.append({"removed": removed(best, factor, references), ARM: label, "n_best": ff.counts[ARM][best_label],
+                     **numbers, "cost": numbers["effect"], "n": ff.counts[ARM][label]})
+    table = contrasts.family(pd.DataFrame(rows, columns=[*LOO_COLUMNS, "effect", "pooled_p", "p_equivalent"]))
+    table["verdict"] = [LOO_VERDICTS[contrasts.outcome(row)] for row in table.to_dict("records")]
+    return table[LOO_COLUMNS]
+
+
+COMPARISON_COLUMNS = [ARM, "n", "method", "difference", "ci_low", "ci_high", "p_holm", "p_equivalent_holm",
+                      "margin_shown", "seeds_needed", "chance_best", "verdict"]
+COMPARISON_VERDICTS = dict(zip(contrasts.OUTCOMES, ("behind the confirmed best", "ahead of the confirmed best",
+                                                    "equivalent within the margin", "inconclusive")))
+BOOTSTRAP = 2000  # resamples of the seeds for chance_best
+
+
+def best_comparisons(ff: factorial.FactorialFit, means: pd.DataFrame, margin: float = EQUIVALENCE_MARGIN) -> pd.DataFrame:
+    """The confirmed best (row 0 of `means`) against every other confirmed arm: difference of mean
+    test accuracy (best - arm) paired over seeds, 95% interval, Holm p, TOST at ±`margin` (Holm), the
+    smallest margin shown, the seeds a ±`margin` answer needs, and chance_best (every arm, the best's row
+    included): the share of BOOTSTRAP resamples of the seeds (whole seeds, every arm together) in which
+    the arm has the highest mean test accuracy."""
+    best = means.iloc[0][ARM]
+    share = chance_best(ff)
+    rows = [{ARM: best, "n": ff.counts[ARM].get(best, 0), "chance_best": share.get(best, np.nan),
+             "verdict": "the confirmed best"}]
+    for label in means[ARM].iloc[1:]:
+        numbers = contrasts.both(ff, {(best,): 1.0, (label,): -1.0},
+                                 factorial.contrast(ff, ARM, best) - factorial.contrast(ff, ARM, label), margin)
+        rows.append({ARM: label, **numbers, "difference": numbers["effect"], "n": ff.counts[ARM].get(label, 0),
+                     "chance_best": share.get(label, np.nan)})
+    table = pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, "effect", "p", "pooled_p", "p_equivalent"])
+    others = contrasts.family(table.iloc[1:].copy())
+    others["verdict"] = [COMPARISON_VERDICTS[contrasts.outcome(row)] for row in others.to_dict("records")]
+    return pd.concat([table.iloc[:1], others])[COMPARISON_COLUMNS].reset_index(drop=True)
+
+
+def chance_best(ff: factorial.FactorialFit, resamples: int = BOOTSTRAP, seed: int = 0) -> dict[str, float]:
+    """Per arm, the share of bootstrap resamples of the seeds (rows drawn with replacement, every arm
+    of a seed together, so the seed offsets stay paired) in which its mean test accuracy is the
+    highest (ties split); a simple measure of how sure "the best" is, not a posterior."""
+    table, _, ids = ff.by_seed
+    values = table.to_numpy(float)
+    if len(values) < 2:
+        return {}
+    rng = np.random.default_rng(seed)
+    wins = np.zeros(values.shape[1])
+    for rows in rng.integers(0, len(values), size=(resamples, len(values))):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an arm without any of the drawn seeds
+            mean = np.nanmean(values[rows], axis=0)
+        top = np.flatnonzero(mean == np.nanmax(mean))
+        wins[top] += 1 / len(top)
+    labels = {i: c[0] for c, i in ids.items()}
+    return {labels[column]: float(w / resamples) for column, w in zip(table.columns, wins)}
 
 
 def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: pd.DataFrame,
-                 references: dict | None) -> str:
-    """One line for the console: the confirmed best arm (by validation) with its test accuracy and
-    interval, the screen's best if that differs, and what removing each component of it costs."""
+                 references: dict | None, comparisons: pd.DataFrame | None = None) -> str:
+    """One line for the console: the confirmed best arm (by validation, among K) with its test
+    accuracy, interval and bootstrap chance of being the best, the screen's best if that differs, and
+    what removing each component of the screen's best costs (points, interval, verdict)."""
     def described(row: pd.Series) -> str:
         interval = "" if np.isnan(row["ci_low"]) else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
         return f"{row[ARM]}: test accuracy {row['mean']:.2f}%{interval} (n={int(row['n'])})"
 
-    text = f"confirmed best arm {described(means.iloc[0])}"
+    text = f"confirmed best arm {described(means.iloc[0])}, picked on validation among {len(means)} confirmed arms"
+    chance = None if comparisons is None or comparisons.empty else comparisons.iloc[0]["chance_best"]
+    if chance is not None and not np.isnan(chance):
+        text += f" (best by test in {chance:.0%} of bootstrap resamples of the seeds)"
     screen_best = arm_label(best, factors)
     if screen_best not in set(means[ARM]):
         text += f"; the screen's best, {screen_best}, has no confirm trial that ran to its end"
@@ -233,11 +296,14 @@ def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: p
         text += f"; the screen's best, {described(means[means[ARM] == screen_best].iloc[0])}"
     if len(loo):
         short = {arm_label(arm, factors): removed(best, f) for arm, f in leave_one_out(best, references or {})}
-        costs = "; ".join(f"{short[r[ARM]]} {r['cost']:+.2f}" + ("*" if r["significant"] else "")
+        costs = "; ".join(f"{short[r[ARM]]} {r['cost']:+.2f} points" + interval(r) + f": {r['verdict']}"
                           for r in loo.to_dict("records"))
-        text += f"; removing from the screen's best costs: {costs}" + (" (* Holm p < 0.05)" if loo["significant"].any()
-                                                                       else " (none with Holm p < 0.05)")
+        text += f"; removing from the screen's best costs (test accuracy, Holm-adjusted tests): {costs}"
     return text
+
+
+def interval(row: Mapping) -> str:
+    return "" if np.isnan(row["ci_low"]) else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
 
 
 @dataclass(frozen=True)
@@ -246,6 +312,8 @@ class Confirmed:
     factors: list[str]
     best: dict[str, Any]  # the screen's best arm (its rank 1): the arm the leave-one-out starts from
     means: pd.DataFrame  # arm_means, with `why` the arm was confirmed; row 0 the confirmed best
+    comparisons: pd.DataFrame  # best_comparisons: the confirmed best against every other arm, chance_best
+    subdesigns: pd.DataFrame  # analysis.subdesigns.subdesign_table: full 2x2s among the confirm arms
     loo: pd.DataFrame  # leave_one_out_table; no rows without references or neighbours (loo_note says why)
     loo_note: str  # the model fitted (factorial.FactorialFit.describe), or why there is no table
     n: int  # confirm trials used
@@ -253,6 +321,7 @@ class Confirmed:
     never_started: int  # confirm trials the driver expected that Ray has no record of
     line: str  # summary_line: the one line the console prints after the confirm phase
     fidelity: Fidelity  # how well the screen ranked the confirmed arms
+    margin: float  # the equivalence margin of the tests (points)
 
     @property
     def note(self) -> str:
@@ -291,9 +360,10 @@ def screen_table(exp: Experiment) -> pd.DataFrame | None:
     return ranking.assign(chosen=arm_labels(ranking, factors).map(reasons(spec, factors)).fillna(""))
 
 
-def confirmed(exp: Experiment) -> Confirmed | None:
-    """The confirmed ranking, the leave-one-out table (grid screens: references recorded) and the
-    console's line, from the confirm trials that ran to their end; None when none has yet."""
+def confirmed(exp: Experiment, margin: float = EQUIVALENCE_MARGIN) -> Confirmed | None:
+    """The confirmed ranking, the comparisons with the confirmed best, the sub-designs, the
+    leave-one-out table (grid screens: references recorded) and the console's line, from the confirm
+    trials that ran to their end, equivalence tested at ±`margin` points; None when none has yet."""
     spec = confirm_record(exp)
     if spec is None:
         return None
@@ -306,19 +376,25 @@ def confirmed(exp: Experiment) -> Confirmed | None:
         return None
     means = arm_means(used, factors)
     means["why"] = means[ARM].map(reasons(spec, factors)).fillna("")
-    loo, loo_note = leave_one_out_costs(used, factors, best, spec.get("references"))
+    ff = fit_arms(used, factors, means.iloc[0][ARM], by_label=True)
+    comparisons = best_comparisons(ff, means, margin)
+    subdesigns = subdesign_table(ff, used[list(factors)].drop_duplicates(), lambda levels: arm_label(levels, factors),
+                                 spec.get("references") or {}, margin)
+    loo, loo_note = leave_one_out_costs(used, factors, best, spec.get("references"), margin)
     excluded = {str(k): int(v) for k, v in trials[~ran]["stop_reason"].value_counts(sort=False).items()}
     screen = exp.phase("screen")
     ranking = screen_ranking(screen.trials, screen.epochs, factors) if len(screen.epochs) else None
     ranks = (pd.Series(ranking["rank"].to_numpy(), index=arm_labels(ranking, factors)) if ranking is not None
              else pd.Series(dtype=float))  # a screen without epochs (its frames lost) ranked nothing
-    return Confirmed(list(factors), best, means, loo, loo_note, len(used), excluded, view.never_started,
-                     summary_line(best, factors, means, loo, spec.get("references")),
-                     fidelity(ranks, means.set_index(ARM)["mean"]))
+    return Confirmed(list(factors), best, means, comparisons,
+                     subdesigns, loo, loo_note,
+                     len(used), excluded, view.never_started,
+                     summary_line(best, factors, means, loo, spec.get("references"), comparisons),
+                     fidelity(ranks, means.set_index(ARM)["mean"]), margin)
 
 
 def leave_one_out_costs(used: pd.DataFrame, factors: Sequence[str], best: dict,
-                        references: dict | None) -> tuple[pd.DataFrame, str]:
+                        references: dict | None, margin: float = EQUIVALENCE_MARGIN) -> tuple[pd.DataFrame, str]:
     """(leave_one_out_table, the model's description) from the confirm trials `used`, or (no rows,
     why not): no references, the best arm at every reference, or no trial of it or of a neighbour."""
     empty = pd.DataFrame(columns=LOO_COLUMNS)
@@ -332,4 +408,5 @@ def leave_one_out_costs(used: pd.DataFrame, factors: Sequence[str], best: dict,
         return empty, ("no leave-one-out: the screen's best arm or all of its neighbours have no confirm "
                        "trial that ran to its end")
     ff = fit_arms(used, factors, best)
-    return leave_one_out_table(ff, best, references, factors), ff.describe()
+    table = leave_one_out_table(ff, best, references, factors, margin)
+    return table, f"{contrasts.describe(table)}; pooled: {ff.describe()}"

@@ -4,6 +4,7 @@ confirmed ranking with the screen's fidelity, and the leave-one-out table (the n
 """
 from __future__ import annotations
 
+from analysis import contrasts
 from analysis.confirm import ARM, Confirmed, arm_label, arm_labels, confirm_record, screen_table
 from analysis.load import Experiment, ended
 from analysis.render import Section
@@ -29,9 +30,16 @@ def confirm_sections(exp: Experiment, result: Confirmed | None) -> list[Section]
     fidelity = " ".join(line[0].upper() + line[1:] + "." for line in result.fidelity.lines)
     out.append(Section(CONFIRMED_TITLE, status + CONFIRMED_TEXT.format(note=result.note) + " " + fidelity + " "
                        + FIDELITY_TEXT, "confirmed_ranking", table))
+    if len(result.comparisons) > 1:
+        out.append(Section("Against the confirmed best", status + COMPARISONS_TEXT.format(
+            margin=result.margin, rows=len(result.comparisons) - 1, k=len(result.comparisons),
+            how=contrasts.describe(result.comparisons.iloc[1:])), "best_comparisons", result.comparisons))
+    if len(result.subdesigns):
+        out.append(Section("Factorial sub-designs among the confirm arms", status + SUBDESIGNS_TEXT.format(
+            margin=result.margin, rows=len(result.subdesigns)), "subdesigns", result.subdesigns))
     if spec.get("references"):
-        text = (LOO_TEXT.format(rows=len(result.loo)) + f" Model: {result.loo_note}." if len(result.loo)
-                else f"No rows: {result.loo_note}.")
+        text = (LOO_TEXT.format(rows=len(result.loo), margin=result.margin) + f" Intervals: {result.loo_note}."
+                if len(result.loo) else f"No rows: {result.loo_note}.")
         out.append(Section("Leave-one-out from the screen's best arm", status + text, "leave_one_out", result.loo))
     return out
 
@@ -77,10 +85,33 @@ FIDELITY_TEXT = ("The screen's fidelity is Spearman's rank correlation (scipy.st
                  "rank of each confirmed arm and its confirmed mean test accuracy; it judges the arms the screen "
                  "sent on only (an arm it dropped is never seen again), unadjusted p of no association.")
 
-LOO_TEXT = ("Cost of removing one component from the screen's best arm (the factor set back to its "
-            "reference level, the rest unchanged) = EMM(best) − EMM(neighbour) from one OLS model of the "
-            "confirm trials, test_acc ~ C(arm) + C(seed): the seed is a block, so the difference is paired by "
-            "seed; positive: the component helped. n, n_best: the neighbour's and the best arm's trials. "
-            "ci: 95% t interval from the model's residual variance (one variance for every confirm arm), not "
-            "adjusted; p: two-sided t test of cost = 0; p_holm: Holm-adjusted over the table's {rows} "
-            "row(s) (one family); significant only where p_holm < 0.05.")
+TESTS_TEXT = ("Each difference is paired over the seeds both arms ran (the per-seed differences' one-sample t "
+              "interval, statsmodels DescrStatsW; the same as scipy's ttest_rel), so it has its own variance; "
+              "Welch's interval where the arms share fewer than two seeds. p_holm: two-sided t test of a difference "
+              "of 0, Holm-adjusted over the table's {rows} row(s) (one family). p_equivalent_holm: the two one-sided "
+              "tests (TOST, Schuirmann 1987) of a difference within ±{margin:g} points (`--margin`), Holm-adjusted "
+              "over the table; margin_shown: the smallest margin these numbers show equivalence within (the far end "
+              "of the 90% interval); seeds_needed: the seeds at which TOST at ±{margin:g} has 80% power if the arms "
+              "are truly equal, from the observed spread of the paired differences (statsmodels.stats.power). "
+              "The verdict follows from the tests at 0.05: a difference shown (p_holm), else equivalence shown "
+              "(p_equivalent_holm), else inconclusive.")
+
+COMPARISONS_TEXT = ("The confirmed best (picked on validation among the {k} confirmed arms) against each other "
+                    "confirmed arm: difference = best − arm, test accuracy points. " + TESTS_TEXT + " chance_best: the share "
+                    "of 2,000 bootstrap resamples of the seeds (whole seeds, every arm together) in which the arm has "
+                    "the highest mean test accuracy; the first row's is the chance, by this measure, that the pick "
+                    "is the best by test. {how}.")
+
+SUBDESIGNS_TEXT = ("Every full 2×2 found among the confirm arms (two factors, two levels each, all four arms, the "
+                   "other factors held at one setting): each factor's effect at both levels of the other, its main "
+                   "effect (their mean) and the interaction (their difference), test accuracy points, each "
+                   "computed per seed that all four arms ran. " + TESTS_TEXT + " pooled_p_holm: the same contrast "
+                   "from the pooled confirm model (one residual variance for every confirm arm), Holm over the "
+                   "table; differs: the two disagree on significance.")
+
+LOO_TEXT = ("Cost of removing one component from the screen's best arm (the factor set back to its reference "
+            "level, the rest unchanged) = mean(best) − mean(neighbour), test accuracy points; positive: the "
+            "component helped. n, n_best: the neighbour's and the best arm's trials. " + TESTS_TEXT
+            + " pooled_*: the same cost from one OLS model of every confirm trial, test_acc ~ C(arm) + C(seed) "
+            "(one residual variance for every confirm arm), Holm over the table; differs: the two disagree on "
+            "significance, so read that row with care.")

@@ -21,9 +21,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import factorial
+from analysis import contrasts, factorial
 from analysis.factorial import ALPHA, FactorialFit
 from analysis.load import ended
+from analysis.render import p_value
 from training.config import TrainConfig
 
 EQUIVALENCE_MARGIN = 0.5  # points: "did not help" means shown to help by less than this
@@ -158,35 +159,41 @@ def fit(frame: pd.DataFrame, factors: Sequence[str], metric: str = "test_acc") -
 
 
 EFFECT_COLUMNS = ["factor", "level", "reference", "n", "n_ref", "emm", "emm_ref", "effect", "se", "ci_low",
-                  "ci_high", "p", "p_holm", "significant"]
+                  "ci_high", "p", "p_holm", "significant", "method", "seeds", "pooled_ci_low", "pooled_ci_high",
+                  "pooled_p_holm", "differs"]
 
 
 def main_effects(ff: FactorialFit) -> pd.DataFrame:
     """Per factor and non-reference level: EMM at the level and at the reference, their difference
-    with its 95% t interval and p; Holm over the table (one family); significant = Holm p < 0.05."""
+    with its own variance (analysis.contrasts: paired over the seeds in which every cell ran, else the
+    pooled model's), its 95% t interval and p, and the pooled model's interval and Holm p beside it;
+    Holm over the table (one family); significant = Holm p < 0.05."""
     rows = []
     for factor in ff.factors:
         ref = ff.levels[factor][0]
         for level in ff.levels[factor][1:]:
-            est = factorial.estimate(ff, factorial.contrast(ff, factor, level))
+            numbers = contrasts.both(ff, contrasts.emm_weights(ff, factor, level),
+                                     factorial.contrast(ff, factor, level))
             rows.append({"factor": factor, "level": level, "reference": ref,
-                         "n": ff.counts[factor][level], "n_ref": ff.counts[factor][ref],
                          "emm": factorial.marginal_mean(ff, factor, level),
-                         "emm_ref": factorial.marginal_mean(ff, factor, ref), "effect": est.effect, "se": est.se,
-                         "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p})
-    return factorial.with_holm(pd.DataFrame(rows, columns=EFFECT_COLUMNS[:-2]))
+                         "emm_ref": factorial.marginal_mean(ff, factor, ref), **numbers,
+                         "n": ff.counts[factor][level], "n_ref": ff.counts[factor][ref],
+                         "seeds": numbers["n"] if numbers["method"] == "paired" else None})
+    table = pd.DataFrame(rows, columns=[*EFFECT_COLUMNS, "pooled_p"])
+    return contrasts.family(table)[EFFECT_COLUMNS] if len(table) else table[EFFECT_COLUMNS]
 
 
-INTERACTION_COLUMNS = ["factor", "level", "reference", "recipe", "base_recipe", "effect_base", "base_low",
-                       "base_high", "p_base_holm", "p_below_margin_holm", "effect_new", "new_low", "new_high",
-                       "p_new_holm", "interaction", "ci_low", "ci_high", "p_interaction_holm", "verdict", "reason"]
+INTERACTION_COLUMNS = ["factor", "level", "reference", "recipe", "base_recipe", "method", "effect_base", "base_low",
+                       "base_high", "effect_new", "new_low", "new_high", "interaction", "ci_low", "ci_high",
+                       "p_claim", "p_claim_holm", "p_against_holm", "verdict", "reason"]
 
 
 def recipe_interactions(ff: FactorialFit, recipe: str = "recipe",
                         margin: float = EQUIVALENCE_MARGIN) -> pd.DataFrame:
     """Per architecture change and new recipe: its effect under the base recipe, under the new one
-    and their difference (the interaction), from the same model; each p-value column is one Holm
-    family; the verdict on the study's claim follows :func:`claim_verdict`."""
+    and their difference (the interaction), each with its own variance where the seeds allow
+    (analysis.contrasts.both), and the verdict on the study's claim (:func:`claim_verdict`; Holm over
+    the rows of each of its two tests, p_claim and p_against)."""
     if recipe not in ff.factors or ff.model == factorial.MODELS[2]:
         return pd.DataFrame(columns=INTERACTION_COLUMNS)
     base = ff.levels[recipe][0]
@@ -194,22 +201,32 @@ def recipe_interactions(ff: FactorialFit, recipe: str = "recipe",
     for factor in (f for f in ff.factors if f in ARCHITECTURE_FIELDS):
         for new in ff.levels[recipe][1:]:
             for level in ff.levels[factor][1:]:
-                under_new = factorial.contrast(ff, factor, level, {recipe: new})
-                under_base = factorial.contrast(ff, factor, level, {recipe: base})
-                e_new, e_base = factorial.estimate(ff, under_new), factorial.estimate(ff, under_base)
-                e_int = factorial.estimate(ff, under_new - under_base)
+                w_new = contrasts.emm_weights(ff, factor, level, {recipe: new})
+                w_base = contrasts.emm_weights(ff, factor, level, {recipe: base})
+                v_new = factorial.contrast(ff, factor, level, {recipe: new})
+                v_base = factorial.contrast(ff, factor, level, {recipe: base})
+                w_int = {c: w_new.get(c, 0.0) - w_base.get(c, 0.0) for c in {**w_new, **w_base}}
+                e_new, e_base, e_int = (contrasts.both(ff, w, v) for w, v in
+                                        ((w_new, v_new), (w_base, v_base), (w_int, v_new - v_base)))
+                methods = sorted({e["method"] for e in (e_new, e_base, e_int)})
+                tests = {"new > 0": contrasts.p_greater(e_new), f"base < {margin:g}": contrasts.p_below(e_base, margin),
+                         "interaction > 0": contrasts.p_greater(e_int)}
+                against = {"it helped under the base recipe too": contrasts.p_greater(e_base),
+                           "it helped less with the new recipe than without it": contrasts.p_greater(e_int, negate=True)}
+                shown = [p for p in against.values() if not np.isnan(p)]
                 rows.append({"factor": factor, "level": level, "reference": ff.levels[factor][0], "recipe": new,
-                             "base_recipe": base, "effect_base": e_base.effect, "base_low": e_base.ci_low,
-                             "base_high": e_base.ci_high, "p_base": e_base.p,
-                             "p_below_margin": factorial.below_margin_p(ff, e_base, margin),
-                             "effect_new": e_new.effect, "new_low": e_new.ci_low, "new_high": e_new.ci_high,
-                             "p_new": e_new.p, "interaction": e_int.effect, "ci_low": e_int.ci_low,
-                             "ci_high": e_int.ci_high, "p_interaction": e_int.p})
+                             "base_recipe": base, "method": "/".join(methods), "effect_base": e_base["effect"],
+                             "base_low": e_base["ci_low"], "base_high": e_base["ci_high"],
+                             "effect_new": e_new["effect"], "new_low": e_new["ci_low"], "new_high": e_new["ci_high"],
+                             "interaction": e_int["effect"], "ci_low": e_int["ci_low"], "ci_high": e_int["ci_high"],
+                             "p_claim": np.nan if any(np.isnan(p) for p in tests.values()) else max(tests.values()),
+                             "p_against": min(1.0, len(against) * min(shown)) if shown else np.nan,
+                             "tests": tests, "against": against})
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=INTERACTION_COLUMNS)
-    for column in ("p_base", "p_below_margin", "p_new", "p_interaction"):
-        table[f"{column}_holm"] = factorial.holm(table[column])
+    table["p_claim_holm"] = factorial.holm(table["p_claim"])
+    table["p_against_holm"] = factorial.holm(table["p_against"])
     verdicts = [claim_verdict(row, margin) for row in table.to_dict("records")]
     table["verdict"], table["reason"] = [v for v, _ in verdicts], [r for _, r in verdicts]
     return table[INTERACTION_COLUMNS]
@@ -217,31 +234,23 @@ def recipe_interactions(ff: FactorialFit, recipe: str = "recipe",
 
 def claim_verdict(row: dict, margin: float = EQUIVALENCE_MARGIN) -> tuple[str, str]:
     """(verdict, reason) on the SqueezeNet study's claim "the change helped only together with the
-    new recipe", from Holm-adjusted p-values at 0.05:
+    new recipe", each verdict from one Holm family over the table's rows at 0.05:
 
-    - contradicted: it helped under the base recipe too (effect > 0), or it helped less with the new
-      recipe (interaction < 0);
-    - supported: it helped under the new recipe (> 0), was shown to help by less than `margin` under
-      the base recipe (one-sided test against the margin), and the interaction is > 0. The three tests
-      must all reject (intersection-union, Berger 1982), so no further adjustment within a row;
-    - inconclusive otherwise, with the conditions that were not shown.
+    - supported: three one-sided tests all reject (an intersection-union test, Berger 1982, whose p is
+      the largest of the three, ``p_claim``): it helped under the new recipe (> 0), it helped by less
+      than `margin` under the base recipe (the upper test of TOST), and the interaction is > 0;
+    - not supported: the claim is shown false, by either of two one-sided tests (Bonferroni within
+      the row, ``p_against``): it helped under the base recipe too (> 0), or it helped less with the
+      new recipe (interaction < 0);
+    - inconclusive otherwise, with the unadjusted p of each of the claim's tests.
     """
-    def shown(p: float) -> bool:
-        return bool(p < ALPHA)  # NaN (no interval) is never shown
-
-    if np.isnan(row["p_new"]) and np.isnan(row["p_base"]):
-        return "inconclusive", "no residual variance: no test is possible (run more seeds)"
-    if shown(row["p_base_holm"]) and row["effect_base"] > 0:
-        return "contradicted", "it helped under the base recipe too"
-    if shown(row["p_interaction_holm"]) and row["interaction"] < 0:
-        return "contradicted", "it helped less with the new recipe than without it"
-    missing = []
-    if not (shown(row["p_new_holm"]) and row["effect_new"] > 0):
-        missing.append("effect under the new recipe not shown > 0")
-    if not shown(row["p_below_margin_holm"]):
-        missing.append(f"effect under the base recipe not shown < {margin:g}")
-    if not (shown(row["p_interaction_holm"]) and row["interaction"] > 0):
-        missing.append("interaction not shown > 0")
-    if missing:
-        return "inconclusive", "; ".join(missing)
-    return "supported", f"helped with the new recipe, < {margin:g} without it, interaction > 0"
+    if np.isnan(row["p_claim"]) and np.isnan(row["p_against"]):
+        return "inconclusive", "no interval for these contrasts: no test is possible (run more seeds)"
+    if row["p_claim_holm"] < ALPHA:
+        return "supported", (f"helped with the new recipe, by < {margin:g} without it, interaction > 0 "
+                             f"(Holm p {row['p_claim_holm']:.2g})")
+    if row["p_against_holm"] < ALPHA:
+        why = min(row["against"], key=lambda k: np.inf if np.isnan(row["against"][k]) else row["against"][k])
+        return "not supported", f"{why} (Holm p {row['p_against_holm']:.2g})"
+    tests = ", ".join(f"{name} {p_value(p) or 'n/a'}" for name, p in row["tests"].items())
+    return "inconclusive", f"one-sided p: {tests}; neither verdict's Holm p < 0.05"

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -60,6 +61,22 @@ class FactorialFit:
     metric: str = "test_acc"
     projector: np.ndarray | None = None  # pinv(X) @ X: a contrast c is estimable iff c @ projector == c
     counts: dict[str, dict] = field(default_factory=dict)  # per factor and level, trials fitted
+    data: pd.DataFrame | None = None  # the trials fitted (factors, seed, metric): per-contrast variances
+    pooled_interactions: bool = False  # unreplicated: the 3- to k-way interactions are the error (assumed 0)
+
+    @cached_property
+    def by_seed(self) -> tuple[pd.DataFrame, pd.Series, dict]:
+        """(the metric per seed (rows) and cell (columns, by cell number), each trial's cell number,
+        the number of each cell (a tuple of the factors' levels)): what a per-contrast variance is
+        computed from. Without a seed column each trial is its own row."""
+        data = self.data
+        cells = list(data[self.factors].itertuples(index=False, name=None))
+        ids = {c: i for i, c in enumerate(dict.fromkeys(cells))}
+        cell = pd.Series([ids[c] for c in cells], index=data.index)
+        seeds = data[SEED] if SEED in data else pd.Series(range(len(data)), index=data.index)
+        table = (pd.DataFrame({"cell": cell, "seed": seeds, "y": data[self.metric].astype(float)})
+                 .pivot_table(index="seed", columns="cell", values="y", aggfunc="mean"))
+        return table, cell, ids
 
     @property
     def df_resid(self) -> float:
@@ -79,6 +96,10 @@ class FactorialFit:
             more = f" and {len(self.missing_cells) - 5} more" if len(self.missing_cells) > 5 else ""
             text += (f". {len(self.missing_cells)} arm(s) have no trial ({shown}{more}): their means come "
                      f"from the {self.model} model, which assumes the higher-order interactions are 0")
+        if self.pooled_interactions:
+            text += (f". One trial per arm leaves no replicate error: the three- to {len(self.factors)}-way "
+                     f"interactions are pooled as the error (assumed 0, the sparsity of effects; a real one "
+                     f"widens the intervals), residual df = {self.df_resid:g}")
         if not self.has_error_variance:
             text += (". No residual variance (one trial per arm, or identical values): effects are shown "
                      "without intervals or p-values; run more seeds (--samples)")
@@ -107,10 +128,32 @@ def fit_factorial(frame: pd.DataFrame, factors: Sequence[str], metric: str,
         design = np.asarray(patsy.build_design_matrices([design_matrix.design_info], grid_coded)[0])
         candidate = FactorialFit(fit, list(factors), levels, grid, design, model, blocked, len(data),
                                  cells[missing.to_numpy()].to_dict("records"), metric, np.linalg.pinv(x) @ x,
-                                 {f: {lv: int((data[f] == lv).sum()) for lv in levels[f]} for f in factors})
+                                 {f: {lv: int((data[f] == lv).sum()) for lv in levels[f]} for f in factors},
+                                 data[[*factors, *([SEED] if SEED in data else []), metric]])
         if all(estimable(candidate, contrast(candidate, f, lv)) for f in factors for lv in levels[f][1:]):
-            return candidate
+            break
+    if (candidate.model == MODELS[0] and candidate.df_resid == 0 and not candidate.missing_cells
+            and len(factors) >= 3 and not blocked):
+        return pool_interactions(candidate, coded, grid_coded)
     return candidate
+
+
+POOLED_MIN_DF = 5  # fewer error df than this from pooling gives intervals too wide to be worth printing
+
+
+def pool_interactions(full: FactorialFit, coded: pd.DataFrame, grid_coded: pd.DataFrame) -> FactorialFit:
+    """An unreplicated full factorial (one trial per arm) of 3 or more factors refitted with main
+    effects and two-way interactions only: the three- to k-way interactions' sums of squares become
+    the error (Montgomery, Design and Analysis of Experiments, 6.5), when that leaves POOLED_MIN_DF
+    or more degrees of freedom; else `full` (no intervals)."""
+    design_matrix = patsy.dmatrix(terms(len(full.factors), MODELS[1]), coded)
+    x = np.asarray(design_matrix)
+    fit = sm.OLS(full.data[full.metric].to_numpy(float), x).fit()
+    if fit.df_resid < POOLED_MIN_DF:
+        return full
+    design = np.asarray(patsy.build_design_matrices([design_matrix.design_info], grid_coded)[0])
+    return replace(full, fit=fit, grid_design=design, model=MODELS[1], projector=np.linalg.pinv(x) @ x,
+                   pooled_interactions=True)
 
 
 def encode(frame: pd.DataFrame, factors: Sequence[str], levels: dict, seeds: list) -> pd.DataFrame:

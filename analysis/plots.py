@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from scipy.stats import norm
 
 LABELS = {"val_acc": "validation accuracy (%)", "train_acc": "train accuracy (%)",
           "test_acc": "test accuracy (%)", "train_loss": "train loss", "val_loss": "validation loss",
@@ -148,3 +149,31 @@ def stopping_plot(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val
     ax.legend(fontsize=7)
     ax.set_title(f"{metric} by epoch, one line per trial (n={len(trials)}); marker = how it ended", fontsize=9)
     return fig
+
+
+def half_normal_plot(table: pd.DataFrame, me: float, sme: float, metric: str = "") -> Figure:
+    """Lenth's half-normal plot (analysis.lenth): each orthogonal contrast's |estimate|, sorted,
+    against half-normal quantiles; noise falls on a line through 0, active contrasts stand above it.
+    Dashed: Lenth's margin of error (ME, per contrast), solid: the simultaneous one (SME, all
+    contrasts). Contrasts beyond ME are labelled."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    ranked = table.sort_values("abs_estimate", kind="stable").reset_index(drop=True)
+    m = len(ranked)
+    quantiles = norm.ppf(0.5 + 0.5 * (np.arange(1, m + 1) - 0.5) / m)
+    colors = ["tab:green" if a else "tab:orange" if b else "tab:gray"
+              for a, b in zip(ranked["active_simultaneous"], ranked["active"])]
+    ax.scatter(quantiles, ranked["abs_estimate"], c=colors, s=18)
+    for q, row in zip(quantiles, ranked.to_dict("records")):
+        if row["active"]:
+            ax.annotate(textwrap.shorten(row["contrast"], 60), (q, row["abs_estimate"]), fontsize=7,
+                        xytext=(-4, 0), textcoords="offset points", ha="right", va="center")
+    ax.axhline(me, ls="--", color="tab:orange", lw=0.8, label=f"ME = {me:.3g}")
+    ax.axhline(sme, ls="-", color="tab:green", lw=0.8, label=f"SME = {sme:.3g}")
+    ax.set(xlabel="half-normal quantile", ylabel="|contrast estimate| (unit-length contrast)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(f"Half-normal plot of the {m} orthogonal contrasts{f' of {metric}' if metric else ''} (Lenth's "
+                 "method, one trial per arm):\ngreen beyond SME (simultaneous 95%), orange beyond ME (per contrast)",
+                 fontsize=9)
+    return fig
+

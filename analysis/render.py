@@ -63,14 +63,18 @@ def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
 
 
 def is_p_value(column: object) -> bool:
-    return str(column) == "p" or str(column).startswith("p_")
+    name = str(column)
+    return name == "p" or name.startswith("p_") or "_p_" in name or name.endswith("_p")
 
 
 def p_value(value: object) -> str:
-    """A p-value as a reader expects it: 2 significant digits, '<0.001' below that, empty for NaN."""
+    """A p-value as a reader expects it: 2 significant digits (3 near 0.05, so that 0.0498 and 0.0502
+    do not both read 0.05), '<0.001' below that, empty for NaN."""
     if value is None or pd.isna(value):
         return ""
-    return "<0.001" if value < 0.001 else f"{value:.2g}"
+    if value < 0.001:
+        return "<0.001"
+    return f"{value:.3g}" if 0.045 <= value < 0.055 else f"{value:.2g}"
 
 
 def cell(value: object, spec: str) -> str:

@@ -29,12 +29,14 @@ from analysis.depth import depth_table, layers  # noqa: E402
 from analysis.fidelity import schedules_at_rung  # noqa: E402
 from analysis.halving import rung_table  # noqa: E402
 from analysis.importance import importance  # noqa: E402
+from analysis.lenth import lenth  # noqa: E402
 from analysis.confirm import Confirmed, confirmed  # noqa: E402
 from analysis.load import Experiment, load  # noqa: E402
 from analysis.pareto import arm_summary, objective_front  # noqa: E402
 from analysis.confirm_report import confirm_sections  # noqa: E402
 from analysis.render import FORMATS, Section, to_markdown, write_table  # noqa: E402
 from analysis.stages import stage_steps, stage_table, study_data_caveat  # noqa: E402
+from analysis.verdicts import verdict_section  # noqa: E402
 from sweep import record  # noqa: E402
 from training.cli import Parser, run_cli  # noqa: E402
 from training.config import UserError  # noqa: E402
@@ -47,12 +49,14 @@ MEANING = {"finished": "ran every epoch", "early_stopped": "stopped by its own p
 def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> list[Section]:
     """Every block of the report, in order; blocks that do not apply to this sweep are left out. With
     phases, the study's blocks are the screen's alone, then come the confirm phase's."""
-    result = confirmed(exp) if "confirm" in exp.phases else None  # one fit for the overview and the sections
+    result = confirmed(exp, margin) if "confirm" in exp.phases else None  # one fit for the overview and the sections
     out = [overview(exp, result)]
     if len(exp.unfinished) or exp.never_started:
         out.append(unfinished_section(exp))
-    out += study_sections(exp.phase("screen"), margin, exp.path)
-    return out + (confirm_sections(exp, result) if "confirm" in exp.phases else [])
+    body = study_sections(exp.phase("screen"), margin, exp.path)
+    body += confirm_sections(exp, result) if "confirm" in exp.phases else []
+    found = verdict_section(body, margin)
+    return out + ([found] if found else []) + body
 
 
 def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
@@ -232,8 +236,11 @@ STAGE_TEXT = ("Test accuracy (%) of the best-validation weights, params (M), GFL
               "is the study's single run (CIFAR-10); diff_vs_paper = our mean − the study's, given only when "
               "every trial trained on all of CIFAR-10 at 32x32. " + SHARED_TEXT)
 STEPS_TEXT = ("Each step's effect is the next stage's mean test accuracy minus the previous one's (points), "
-              "estimated with the seed as a block, with its 95% t interval and p; p_holm adjusts over the "
-              "steps (Holm), and significant means p_holm < 0.05. Each stage changes several things at "
+              "with its own variance: paired over the seeds both stages ran (a seed fixes the split and data "
+              "order of every stage; Welch where they share fewer than two), with its 95% t interval and p; "
+              "p_holm adjusts over the steps (Holm), and significant means p_holm < 0.05; pooled_*: the same "
+              "step from one model of all stages with the seed as a block (one residual variance for every "
+              "stage), differs where the two disagree on significance. Each stage changes several things at "
               "once (sweep/spaces.py), so a step is the effect of that bundle, not of one change. "
               "paper_step is the study's single-run step on CIFAR-10, for context.")
 DEPTH_TEXT = ("Mean ± std across seeds, n trials with a final report. Increases are relative to "
@@ -268,7 +275,7 @@ def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
         if compared.title_note:
             out = [replace(section, title=f"{section.title} ({compared.title_note})") for section in out]
     ranking, note = importance(frame, factors, metric)
-    return out + [Section(f"Importance (fANOVA) for {metric}", f"{IMPORTANCE_TEXT} {note[0].upper()}{note[1:]}.",
+    return out + [Section(f"Importance for {metric}", f"{IMPORTANCE_TEXT} {note[0].upper()}{note[1:]}.",
                           "importance", ranking)]
 
 
@@ -283,6 +290,13 @@ def factorial_sections(frame: pd.DataFrame, factors: list[str], metric: str, hea
             f"test{'s' if tests != 1 else ''} of this table.")
     out = [Section(f"Main effects on {metric}", text, "main_effects", main,
                    plots.effects_plot(main, metric, heading) if len(main) else None)]
+    screened = lenth(frame, factors, metric, {f: levels[0] for f, levels in ff.levels.items()})
+    if screened is not None:
+        out.append(Section(f"Lenth's method on {metric} (one trial per arm)", LENTH_TEXT.format(
+            note=screened.note, model=("the main effects' intervals above pool the three- and higher-way interactions "
+                                       "as the error" if ff.pooled_interactions else "the main effects above have no "
+                                       "interval")), "lenth", screened.table,
+                           plots.half_normal_plot(screened.table, screened.me, screened.sme, metric)))
     if "recipe" in factors:
         inter = effects.recipe_interactions(ff, "recipe", margin)
         why = "" if len(inter) else " No rows: the model could not separate the recipe's interactions."
@@ -301,23 +315,34 @@ def best_trials(frame: pd.DataFrame, factors: list[str], k: int = 10, test: bool
 
 
 MAIN_TEXT = ("Effect = estimated marginal mean (emm) at the level − at the reference: every cell of the other "
-             "factors weighted equally, seeds as blocks (not a pooled mean of trials). ci: 95% t interval from "
-             "the model's residual variance, not adjusted; p: two-sided t test of effect = 0; p_holm: Holm-"
-             "adjusted over the table; significant (green in the figure) only where p_holm < 0.05. n, n_ref: "
+             "factors weighted equally (not a pooled mean of trials). Its interval has the contrast's own variance "
+             "where the seeds allow (method paired: the contrast computed per seed in which every cell ran, a "
+             "one-sample t interval over those seeds), else the model's residual variance (method pooled; Welch "
+             "for two unpaired levels); pooled_*: the model's figure beside it, differs where the two disagree on "
+             "significance. ci: 95% t interval, not adjusted; p: two-sided t test of effect = 0; p_holm: "
+             "Holm-adjusted over the table; significant (green in the figure) only where p_holm < 0.05. n, n_ref: "
              "trials at the level and at the reference.")
-INTERACTION_TEXT = ("Per architecture change, from the same model: its effect under the base recipe and under "
+INTERACTION_TEXT = ("Per architecture change, from the same trials: its effect under the base recipe and under "
                     "the new recipe (each averaged over the other factors' cells), and the interaction "
-                    "(their difference), with 95% t intervals. Verdict on the study's claim that the change "
-                    "helped only with the new recipe: supported when the new-recipe effect is > 0, the base-"
-                    "recipe effect is shown below +{margin:g} points (one-sided test against that margin, the "
-                    "upper test of TOST; `--margin`) and the interaction is > 0; contradicted when the base-"
-                    "recipe effect is > 0 or the interaction < 0; else inconclusive (reason given). Each "
-                    "p_*_holm column is Holm-adjusted over the table's {rows} row(s); a verdict needs all of its tests "
-                    "(intersection-union), at 0.05.")
+                    "(their difference), with 95% t intervals (method as in the main effects). Verdict on the "
+                    "study's claim that the change helped only with the new recipe: supported when three one-sided "
+                    "tests all reject: the new-recipe effect > 0, the base-recipe effect below +{margin:g} points "
+                    "(the upper test of TOST; `--margin`) and the interaction > 0 (an intersection-union test: "
+                    "p_claim is the largest of the three); not supported when the base-recipe effect is shown > 0 "
+                    "or the interaction < 0 (p_against: the smaller one-sided p of the two, doubled); else "
+                    "inconclusive, with each test's one-sided p. p_claim_holm and p_against_holm are each "
+                    "Holm-adjusted over the table's {rows} row(s) (one family per verdict), at 0.05.")
+LENTH_TEXT = ("An unreplicated grid has no replicate error: {model} (an assumption). Lenth's method (Lenth 1989) "
+              "needs none: the grid's orthogonal contrasts (Helmert coding of each factor, a level against the mean "
+              "of the levels before it, and all their products), scaled to unit length so each has one trial's "
+              "variance; the pseudo standard error PSE from the median of the small ones (effect sparsity); active: "
+              "|estimate| > ME = t(0.975; m/3) × PSE; active_simultaneous: > SME, the margin for all m at once. "
+              "{note}. The figure is the half-normal plot.")
 BEST_TEXT = ("The 10 best of the trials that ran to their own end, by best validation accuracy (model "
              "selection on validation), with their test accuracy; single trials, no interval.")
-IMPORTANCE_TEXT = ("Share of the variance of the metric explained by each factor alone (fANOVA on a random "
-                   "forest); the last row is the rest (interactions and noise), so the column sums to 1.")
+IMPORTANCE_TEXT = ("Share of the variance of the metric explained by each factor alone (the exact ANOVA "
+                   "decomposition on a balanced grid, else fANOVA on a random forest); the last row is the rest "
+                   "(interactions and noise), so the column sums to 1.")
 
 
 RUNGS_TEXT = ("Successive halving: each rung trained its arms from scratch, every trial's schedule fitted to the "
@@ -397,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", metavar="DIR", help="where to write (default: RUN_DIR/report)")
     parser.add_argument("--format", choices=FORMATS, default="md", help="also write each table as csv or tex")
     parser.add_argument("--margin", type=float, default=effects.EQUIVALENCE_MARGIN, metavar="POINTS",
-                        help="accuracy points below which a change 'did not help' in the recipe verdict "
+                        help="accuracy points within which two arms count as equivalent (every TOST) and below "
+                             "which a change 'did not help' in the recipe verdict "
                              f"(default {effects.EQUIVALENCE_MARGIN:g})")
     try:
         args = parser.parse_args(argv)

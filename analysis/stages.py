@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import factorial
+from analysis import contrasts, factorial
 from analysis.effects import completed
 
 # Test accuracy (%) per stage, the SqueezeNet study's Table I, in the study's order; the keys are the
@@ -80,31 +80,35 @@ def stage_table(trials: pd.DataFrame, stage: str = "stage") -> pd.DataFrame:
     return table.drop(columns="diff_vs_paper") if study_data_caveat(trials) else table
 
 
+STEP_COLUMNS = ["step", "n_from", "n_to", "method", "n", "effect", "se", "ci_low", "ci_high", "p", "p_holm",
+                "significant", "pooled_ci_low", "pooled_ci_high", "pooled_p_holm", "differs", "paper_step"]
+
+
 def stage_steps(trials: pd.DataFrame, stage: str = "stage") -> tuple[pd.DataFrame, str]:
-    """(table, the model's description): what each stage added, the study's question. Per step from
+    """(table, the models' description): what each stage added, the study's question. Per step from
     one stage to the next in the study's order (both with trials), the difference of their mean test
-    accuracy (%), ``to - from``, from ``test_acc ~ C(stage) + C(seed)`` (analysis.factorial: OLS with
-    the seed as a block, since a seed fixes the split and data order of every stage; one residual
-    variance for all stages) with its 95% t interval, p and Holm's p over the steps; ``paper_step``
-    is the study's single-run difference (CIFAR-10), context only. Trials without a final report
-    with a test accuracy are left out (the stage table's n_other). No rows with fewer than two
-    stages."""
+    accuracy (%), ``to - from``, with its own variance (analysis.contrasts: paired over the seeds both
+    stages ran, since a seed fixes the split and data order of every stage; Welch when they share
+    fewer than two), its 95% t interval, p and Holm's p over the steps; ``pooled_*`` the same step
+    from ``test_acc ~ C(stage) + C(seed)`` (one residual variance for all stages), ``differs`` where
+    the two disagree on significance; ``paper_step`` is the study's single-run difference (CIFAR-10),
+    context only. Trials without a final report with a test accuracy are left out (the stage table's
+    n_other). No rows with fewer than two stages."""
     done = completed(trials)[0]
     present = [s for s in PAPER_STAGE_ACCURACY if (done[stage] == s).any()]
-    columns = ["step", "n_from", "n_to", "effect", "se", "ci_low", "ci_high", "p", "p_holm", "significant",
-               "paper_step"]
     if len(present) < 2:
-        return pd.DataFrame(columns=columns), "fewer than two of the study's stages ran to their end: no steps"
+        return pd.DataFrame(columns=STEP_COLUMNS), "fewer than two of the study's stages ran to their end: no steps"
     frame = done[done[stage].isin(present)].assign(test_acc=lambda f: f["test_acc"].astype(float))
     ff = factorial.fit_factorial(frame, [stage], "test_acc", {stage: present[0]})
     rows = []
     for before, after in zip(present, present[1:]):
-        est = factorial.estimate(ff, factorial.contrast(ff, stage, after) - factorial.contrast(ff, stage, before))
+        vector = factorial.contrast(ff, stage, after) - factorial.contrast(ff, stage, before)
+        numbers = contrasts.both(ff, {(after,): 1.0, (before,): -1.0}, vector)
         rows.append({"step": f"{before} -> {after}", "n_from": ff.counts[stage][before],
-                     "n_to": ff.counts[stage][after], "effect": est.effect, "se": est.se, "ci_low": est.ci_low,
-                     "ci_high": est.ci_high, "p": est.p,
+                     "n_to": ff.counts[stage][after], **numbers,
                      "paper_step": PAPER_STAGE_ACCURACY[after] - PAPER_STAGE_ACCURACY[before]})
-    return factorial.with_holm(pd.DataFrame(rows))[columns], ff.describe()
+    table = contrasts.family(pd.DataFrame(rows))[STEP_COLUMNS]
+    return table, f"{contrasts.describe(table)}; pooled: {ff.describe()}"
 
 
 def group_timing(group: pd.DataFrame) -> str:

@@ -149,7 +149,7 @@ def test_report_of_a_real_experiment(finished, tmp_path):
     # ASHA stopped trials: effects only as an early-training screen at the epoch every trial reached
     assert "## Main effects on val_acc_at_epoch (early-training screen, not final accuracy)" in text
     assert "## Main effects on test_acc" not in text and "| p_holm |" in text.replace("   ", " ").replace("  ", " ")
-    assert "Not computed: 4 trials with val_acc_at_epoch, fewer than 20" in text  # no fANOVA on 4 trials
+    assert "Exact ANOVA variance shares of val_acc_at_epoch on a balanced grid" in text  # 2 arms x 2 seeds
     assert "Interrupted" not in text and "unfinished" not in text.split("## Trials")[1].split("##")[0]
     for name in ("learning_curves.png", "loss_curves.png", "stopping.png", "pareto.png", "trials.csv",
                  "epochs.csv", "trial_outcomes.tex", "pareto.tex"):
@@ -173,7 +173,8 @@ def test_report_refuses_effects_for_an_optuna_sweep(finished, tmp_path):
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DEBIAN), reason="apt-get install dataset-fashion-mnist")
 def test_report_of_a_real_fashion_mnist_grid(tmp_path_factory, tmp_path):
     """attention x recipe x 2 seeds on real images, every trial run to the end (FIFO): the factorial
-    tables on test accuracy, the interaction verdicts, and fANOVA refused on 8 trials."""
+    tables on test accuracy (paired over the two seeds), the interaction verdicts, the exact ANOVA
+    shares of a balanced grid, and the verdict sentences."""
     storage = tmp_path_factory.mktemp("sweeps")
     space = tmp_path / "grid.yaml"
     # 16x16 (resized): a quarter of the compute of 32x32 per image; the tables do not depend on it
@@ -191,13 +192,15 @@ def test_report_of_a_real_fashion_mnist_grid(tmp_path_factory, tmp_path):
     main = pd.read_csv(out / "main_effects.csv").set_index("factor")
     assert list(main.index) == ["recipe", "attention"] and (main["n"] == 4).all() and (main["n_ref"] == 4).all()
     assert (main["ci_low"] < main["effect"]).all() and (main["p_holm"] >= main["p"]).all()
+    assert set(main["method"]) == {"paired"} and set(main["seeds"]) == {2}
     inter = pd.read_csv(out / "interactions.csv")
     assert list(inter["factor"]) == ["attention"] and inter["verdict"].iloc[0] in effects_verdicts()
-    assert "Not computed: 8 trials with test_acc, fewer than 20" in text
+    assert "Exact ANOVA variance shares of test_acc on a balanced grid" in text and "## Verdicts" in text
+    assert "- attention=channel (against none) changes test_acc: **" in text
 
 
 def effects_verdicts() -> set[str]:
-    return {"supported", "contradicted", "inconclusive"}
+    return {"supported", "not supported", "inconclusive"}
 
 
 def test_report_of_an_interrupted_experiment_names_the_unfinished_trials(interrupted, tmp_path):

@@ -104,7 +104,8 @@ def test_seed_blocks_and_missing_trials_do_not_move_the_estimate():
             for a, r, s in itertools.product(("none", "channel"), ("baseline", "holistic"), range(3))]
     full = pd.DataFrame(rows)
     row = effects.main_effects(effects.fit(full, ["recipe", "attention"])).set_index("factor").loc["attention"]
-    assert row["ci_low"] < 1.0 < row["ci_high"] and row["ci_high"] - row["ci_low"] < 1.5
+    assert row["pooled_ci_low"] < 1.0 < row["pooled_ci_high"] and row["pooled_ci_high"] - row["pooled_ci_low"] < 1.5
+    assert row["method"] == "paired" and row["ci_low"] < 1.0 < row["ci_high"] and row["ci_high"] - row["ci_low"] < 2.5
     cut = full.drop(index=full[(full["attention"] == "channel") & (full["recipe"] == "holistic")].index[:2])
     ff = effects.fit(cut, ["recipe", "attention"])
     row = effects.main_effects(ff).set_index("factor").loc["attention"]

@@ -32,16 +32,35 @@ def factorial(effect_of, seeds=6, noise=0.5, rng_seed=0):
     return pd.DataFrame(rows)
 
 
-def test_one_factor_interval_matches_scipy_pooled_t_test():
-    """One factor, no seeds: the model's interval is the two-sample pooled-variance t interval."""
+def test_one_factor_without_seeds_is_welch_with_the_pooled_t_beside_it():
+    """One factor, no seeds (unpaired): the interval is Welch's (scipy's ttest_ind with unequal
+    variances), the pooled columns the two-sample pooled-variance t interval's."""
     a, b = np.array([5.1, 6.3, 5.8, 7.0]), np.array([4.0, 4.4, 3.1])
     frame = pd.DataFrame({"attention": ["channel"] * 4 + ["none"] * 3, "test_acc": [*a, *b]})
     row = effects.main_effects(effects.fit(frame, ["attention"])).iloc[0]
-    test = stats.ttest_ind(a, b, equal_var=True)
-    ci = test.confidence_interval(0.95)
-    assert row["effect"] == pytest.approx(a.mean() - b.mean())
+    welch, pooled = stats.ttest_ind(a, b, equal_var=False), stats.ttest_ind(a, b, equal_var=True)
+    assert row["effect"] == pytest.approx(a.mean() - b.mean()) and row["method"] == "welch"
+    ci = welch.confidence_interval(0.95)
     assert (row["ci_low"], row["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
-    assert row["p"] == pytest.approx(test.pvalue) and (row["n"], row["n_ref"]) == (4, 3)
+    assert row["p"] == pytest.approx(welch.pvalue) and (row["n"], row["n_ref"]) == (4, 3)
+    ci = pooled.confidence_interval(0.95)
+    assert (row["pooled_ci_low"], row["pooled_ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert row["pooled_p_holm"] == pytest.approx(pooled.pvalue)
+
+
+def test_paired_main_effect_is_scipy_ttest_rel_over_the_seeds():
+    """Two arms, the same seeds: the main interval is the paired t test of the per-seed differences."""
+    rng = np.random.default_rng(3)
+    offsets = rng.normal(0, 3, 4)
+    a, b = 71 + offsets + rng.normal(0, 0.4, 4), 70 + offsets + rng.normal(0, 0.4, 4)
+    frame = pd.DataFrame({"attention": ["channel"] * 4 + ["none"] * 4, "seed": [*range(4)] * 2,
+                          "test_acc": [*a, *b]})
+    row = effects.main_effects(effects.fit(frame, ["attention"])).iloc[0]
+    test = stats.ttest_rel(a, b)
+    ci = test.confidence_interval(0.95)
+    assert row["method"] == "paired" and row["seeds"] == 4
+    assert (row["ci_low"], row["ci_high"], row["p"]) == (pytest.approx(ci.low), pytest.approx(ci.high),
+                                                         pytest.approx(test.pvalue))
 
 
 def test_planted_effect_found_and_null_factor_includes_zero():
@@ -79,31 +98,33 @@ def test_interaction_supports_the_claim_only_when_the_data_do():
     assert attention["interaction"] == pytest.approx(3.0, abs=0.6)
     assert attention["verdict"] == "supported", attention["reason"]
     assert table.loc["dsconv", "verdict"] == "inconclusive"
-    assert "new recipe not shown > 0" in table.loc["dsconv", "reason"]
+    assert table.loc["dsconv", "reason"].startswith("one-sided p: new > 0 ")
 
     always = factorial(lambda r: 3.0 * (r["attention"] == "channel"))
     table = effects.recipe_interactions(effects.fit(always, ["recipe", "attention"])).set_index("factor")
-    assert table.loc["attention", "verdict"] == "contradicted"  # it helped under the old recipe too
-    assert table.loc["attention", "reason"] == "it helped under the base recipe too"
+    assert table.loc["attention", "verdict"] == "not supported"  # it helped under the old recipe too
+    assert table.loc["attention", "reason"].startswith("it helped under the base recipe too (Holm p ")
 
 
 def verdict_row(**changes):
-    """A row of the interaction table: helped under the new recipe, interaction > 0."""
-    row = {"effect_base": 0.1, "p_base": 0.8, "p_base_holm": 0.8, "p_below_margin_holm": 0.01,
-           "effect_new": 3.0, "p_new": 0.001, "p_new_holm": 0.002, "interaction": 2.9, "p_interaction_holm": 0.01}
+    """A row of the interaction table: every test of the claim passed, none against it."""
+    row = {"effect_base": 0.1, "interaction": 2.9, "p_claim": 0.01, "p_claim_holm": 0.02, "p_against": 0.9,
+           "p_against_holm": 0.9, "tests": {"new > 0": 0.001, "base < 0.5": 0.01, "interaction > 0": 0.005},
+           "against": {"it helped under the base recipe too": 0.45,
+                       "it helped less with the new recipe than without it": 0.99}}
     return {**row, **changes}
 
 
-def test_verdict_needs_the_base_effect_shown_below_the_margin():
+def test_verdict_comes_from_one_holm_family_per_verdict():
     assert effects.claim_verdict(verdict_row())[0] == "supported"
     # The review's case: base-recipe CI [-0.2, 4.0] is "not significant", not "did not help".
-    verdict, reason = effects.claim_verdict(verdict_row(effect_base=1.9, p_base=0.07, p_base_holm=0.07,
-                                                        p_below_margin_holm=0.9))
-    assert verdict == "inconclusive" and reason == "effect under the base recipe not shown < 0.5"
-    assert effects.claim_verdict(verdict_row(effect_base=1.9, p_base_holm=0.01))[0] == "contradicted"
-    assert effects.claim_verdict(verdict_row(interaction=-1.0))[0] == "contradicted"
-    assert effects.claim_verdict(verdict_row(interaction=-1.0, p_interaction_holm=0.3))[0] == "inconclusive"
-    assert effects.claim_verdict(verdict_row(interaction=-1.0, effect_new=-1.0))[1].startswith("it helped less")
+    verdict, reason = effects.claim_verdict(verdict_row(p_claim=0.9, p_claim_holm=0.9, tests={
+        "new > 0": 0.001, "base < 0.5": 0.9, "interaction > 0": 0.005}))
+    assert verdict == "inconclusive" and "base < 0.5 0.9" in reason
+    verdict, reason = effects.claim_verdict(verdict_row(p_claim_holm=0.3, p_against_holm=0.01, against={
+        "it helped under the base recipe too": 0.004, "it helped less with the new recipe than without it": 0.9}))
+    assert verdict == "not supported" and reason.startswith("it helped under the base recipe too")
+    assert effects.claim_verdict(verdict_row(p_claim=np.nan, p_against=np.nan))[0] == "inconclusive"
 
 
 def test_margin_test_against_a_computed_interval():
@@ -123,7 +144,7 @@ def test_zero_variance_gives_no_interval_and_no_verdict():
     assert table.loc["attention", "effect"] == pytest.approx(2.0)
     assert table[["ci_low", "ci_high", "p", "p_holm"]].isna().all().all() and not table["significant"].any()
     inter = effects.recipe_interactions(ff)
-    assert set(inter["verdict"]) == {"inconclusive"} and "no residual variance" in inter["reason"].iloc[0]
+    assert set(inter["verdict"]) == {"inconclusive"} and "no test is possible" in inter["reason"].iloc[0]
 
 
 def test_one_trial_per_arm_gives_effects_without_intervals():
@@ -182,28 +203,46 @@ def test_effects_are_refused_for_adaptive_searches():
     assert not effects.compared_trials(trials, pd.DataFrame(), None).effects_refused
 
 
+def test_balanced_grid_gets_the_exact_anova_shares():
+    """Balanced: each factor's share is its main-effect sum of squares over the total, by hand."""
+    trials = factorial(lambda r: 4.0 * (r["attention"] == "channel") + 1.0 * (r["recipe"] == "holistic"), seeds=3)
+    ranking, note = importance(trials, ["attention", "dsconv", "recipe"])
+    y = trials["test_acc"]
+    total = ((y - y.mean()) ** 2).sum()
+    for factor in ("attention", "dsconv", "recipe"):
+        by_hand = (trials.groupby(factor)["test_acc"].transform("mean") - y.mean()).pow(2).sum() / total
+        assert ranking.set_index("factor").loc[factor, "importance"] == pytest.approx(by_hand)
+    assert list(ranking["factor"])[:2] == ["attention", "recipe"] and list(ranking["factor"])[-1] == REST
+    assert ranking["importance"].sum() == pytest.approx(1.0) and "exact ANOVA" in note and "n = 24" in note
+
+
+def unbalanced(trials: pd.DataFrame) -> pd.DataFrame:
+    return trials.drop(index=trials.index[:1]).reset_index(drop=True)  # one trial lost: fANOVA
+
+
 def test_fanova_is_unnormalised_with_the_rest_as_a_row():
-    trials = factorial(lambda r: 4.0 * (r["attention"] == "channel"), seeds=3)
+    trials = unbalanced(factorial(lambda r: 4.0 * (r["attention"] == "channel"), seeds=3))
     ranking, note = importance(trials, ["attention", "dsconv", "recipe"])
     assert list(ranking["factor"])[0] == "attention" and ranking["importance"].iloc[0] > 0.8
     assert list(ranking["factor"])[-1] == REST and ranking["importance"].sum() == pytest.approx(1.0)
-    assert set(ranking["n"]) == {24} and "not normalised" in note and "n = 24" in note
+    assert set(ranking["n"]) == {23} and "not normalised" in note and "n = 23" in note
     assert ranking.equals(importance(trials, ["attention", "dsconv", "recipe"])[0])  # seeded
 
 
 def test_fanova_leaves_unexplained_variance_to_the_rest_row():
     """Pure noise: no factor explains the metric, and the table must not say otherwise (normalised
     importances would still sum to 1 over the factors)."""
-    trials = factorial(lambda r: 0.0, seeds=3, noise=1.0)
-    ranking, _ = importance(trials, ["attention", "dsconv", "recipe"])
-    factors_share = ranking.loc[ranking["factor"] != REST, "importance"].sum()
-    assert factors_share < 0.5 and ranking.set_index("factor").loc[REST, "importance"] > 0.5
+    for trials in (factorial(lambda r: 0.0, seeds=3, noise=1.0),):
+        for frame in (trials, unbalanced(trials)):  # ANOVA, then fANOVA
+            ranking, _ = importance(frame, ["attention", "dsconv", "recipe"])
+            factors_share = ranking.loc[ranking["factor"] != REST, "importance"].sum()
+            assert factors_share < 0.5 and ranking.set_index("factor").loc[REST, "importance"] > 0.5
 
 
 def test_fanova_refused_on_too_few_trials_or_nothing_to_explain():
-    small = factorial(lambda r: 4.0 * (r["attention"] == "channel"), seeds=1)
+    small = unbalanced(factorial(lambda r: 4.0 * (r["attention"] == "channel"), seeds=1))
     ranking, note = importance(small, ["attention"])
-    assert ranking.empty and "8 trials" in note and f"fewer than {MIN_TRIALS}" in note
+    assert ranking.empty and "7 trials" in note and f"fewer than {MIN_TRIALS}" in note
     ranking, note = importance(factorial(lambda r: 0.0, seeds=3).assign(test_acc=1.0), ["attention"])
     assert ranking.empty and "constant" in note
 
@@ -384,3 +423,18 @@ def test_mean_std_shows_equal_values_with_a_zero_spread():
     values = pd.Series([97826.0] * 3) * 1e-6  # the float sum leaves a std of 1.7e-17
     assert values.std() > 0 and mean_std(values.mean(), values.std(), ".3g") == "0.0978 ± 0"
     assert mean_std(81.234, 0.4, ".2f") == "81.23 ± 0.40" and mean_std(float("nan"), 1.0) == ""
+
+
+def test_verdict_sentences_follow_the_tests():
+    from analysis import verdicts
+
+    row = {"effect": 1.45, "ci_low": 0.38, "ci_high": 2.52, "method": "paired", "n": 3, "p_holm": 0.057,
+           "significant": False, "p_equivalent_holm": 1.0, "margin_shown": 2.18, "seeds_needed": 8.0}
+    text = verdicts.directional("Removing X costs test accuracy", row, +1, 0.5)
+    assert text == ("Removing X costs test accuracy: **inconclusive** (+1.45 points [0.38, 2.52], paired over 3 seeds, "
+                    "Holm p 0.057; within ±0.5 not shown either (TOST Holm p 1; the smallest margin these numbers "
+                    "show is ±2.18; about 8 seeds would give ±0.5 an 80% chance)).")
+    assert "**supported**" in verdicts.directional("X", {**row, "p_holm": 0.01, "significant": True}, +1, 0.5)
+    assert "**not supported**" in verdicts.directional("X", {**row, "p_holm": 0.01, "significant": True}, -1, 0.5)
+    assert "**not supported** (+1.45 points" in verdicts.directional("X", {**row, "p_equivalent_holm": 0.01}, +1, 0.5)
+    assert "**supported, lower**" in verdicts.two_sided("X", {**row, "effect": -1.0, "significant": True})

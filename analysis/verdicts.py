@@ -1,0 +1,159 @@
+"""The report's claims as sentences generated from its tests (issue 25): every sentence states the
+claim, the verdict its test gives, and the numbers behind it.
+
+A verdict is one of:
+
+- **supported**: the claim's test rejects at 0.05 after Holm's adjustment over its table (a
+  difference claimed in a direction: the two-sided test rejects and the estimate has that sign; the
+  study's recipe claim: its intersection-union test, analysis.effects.claim_verdict);
+- **not supported**: the opposite is shown: a difference in the other direction, or equivalence
+  within the margin (TOST, Holm over the table) where the claim is a difference;
+- **inconclusive**: neither; the sentence then says what the design can show (the smallest margin
+  shown, the seeds a ±margin answer would need).
+
+The sentences come from the report's own tables (the sections named in :data:`CLAIMS`), so every
+number in them is a number of a table above or below.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import pandas as pd
+
+from analysis import contrasts
+from analysis.render import Section, p_value
+
+VERDICTS = ("supported", "not supported", "inconclusive")
+METHOD_WORDS = {"paired": "paired over {n} seeds", "welch": "Welch, {n} trials", "pooled": "pooled model",
+                "none": "no interval"}
+
+
+def numbers(row: Mapping, unit: str = "points", estimate: str = "effect") -> str:
+    """'+1.45 points [0.38, 2.52], paired over 3 seeds, Holm p 0.057'."""
+    value = row[estimate]
+    text = f"{value:+.2f} {unit}"
+    if not math.isnan(row.get("ci_low", math.nan)):
+        text += f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+    method = row.get("method")
+    if isinstance(method, str) and method in METHOD_WORDS:
+        text += ", " + METHOD_WORDS[method].format(n=int(row["n"]) if not pd.isna(row.get("n")) else "?")
+    if not math.isnan(row.get("p_holm", math.nan)):
+        text += f", Holm p {p_value(row['p_holm'])}"
+    return text
+
+
+def equivalence(row: Mapping, margin: float | None) -> str:
+    """What the equivalence test showed, and what the design can show: '' without one."""
+    if margin is None or math.isnan(row.get("p_equivalent_holm", math.nan)):
+        return ""
+    if row["p_equivalent_holm"] < contrasts.ALPHA:
+        return f"; shown within ±{margin:g} points (TOST Holm p {p_value(row['p_equivalent_holm'])})"
+    text = (f"; within ±{margin:g} not shown either (TOST Holm p {p_value(row['p_equivalent_holm'])}; "
+            f"the smallest margin these numbers show is ±{row['margin_shown']:.2f}")
+    needed = row.get("seeds_needed", math.nan)
+    if not math.isnan(needed):
+        text += f"; about {int(needed)} seeds would give ±{margin:g} an 80% chance"
+    return text + ")"
+
+
+def directional(claim: str, row: Mapping, sign: int, margin: float | None = None, unit: str = "points",
+                estimate: str = "effect") -> str:
+    """'<claim>: **supported** (numbers)' for the claim that the row's estimate is > 0 (`sign` +1) or
+    < 0 (-1): supported when the two-sided Holm-adjusted test rejects with that sign; not supported
+    when it rejects with the other sign or equivalence within `margin` is shown; else inconclusive."""
+    shown = contrasts.outcome(row)
+    if shown == contrasts.OUTCOMES[0 if sign > 0 else 1]:
+        verdict = VERDICTS[0]
+    elif shown in (contrasts.OUTCOMES[1 if sign > 0 else 0], contrasts.OUTCOMES[2]):
+        verdict = VERDICTS[1]
+    else:
+        verdict = VERDICTS[2]
+    return f"{claim}: **{verdict}** ({numbers(row, unit, estimate)}{equivalence(row, margin)})."
+
+
+def two_sided(claim: str, row: Mapping, margin: float | None = None, unit: str = "points") -> str:
+    """'<claim>: **supported**, higher (numbers)' for the claim that the estimate differs from 0."""
+    shown = contrasts.outcome(row)
+    if shown in contrasts.OUTCOMES[:2]:
+        verdict = f"{VERDICTS[0]}, {'higher' if row['effect'] > 0 else 'lower'}"
+    else:
+        verdict = VERDICTS[1] if shown == contrasts.OUTCOMES[2] else VERDICTS[2]
+    return f"{claim}: **{verdict}** ({numbers(row, unit)}{equivalence(row, margin)})."
+
+
+def stage_steps(table: pd.DataFrame, margin: float) -> list[str]:
+    return [directional(f"The {row['step'].split(' -> ')[1]} stage improves test accuracy over the "
+                        f"{row['step'].split(' -> ')[0]} stage", row, +1) for row in table.to_dict("records")]
+
+
+def main_effects(table: pd.DataFrame, margin: float, metric: str = "") -> list[str]:
+    return [two_sided(f"{row['factor']}={row['level']} (against {row['reference']}) changes {metric or 'the metric'}",
+                      row) for row in table.to_dict("records")]
+
+
+def interactions(table: pd.DataFrame, margin: float) -> list[str]:
+    out = []
+    for row in table.to_dict("records"):
+        verdict = {"supported": VERDICTS[0], "not supported": VERDICTS[1]}.get(row["verdict"], VERDICTS[2])
+        out.append(f"The study's claim that {row['factor']}={row['level']} helped only with the {row['recipe']} "
+                   f"recipe: **{verdict}** ({row['reason']}; effect {row['effect_base']:+.2f} with the "
+                   f"{row['base_recipe']} recipe, {row['effect_new']:+.2f} with {row['recipe']}, interaction "
+                   f"{row['interaction']:+.2f} points).")
+    return out
+
+
+def leave_one_out(table: pd.DataFrame, margin: float) -> list[str]:
+    return [directional(f"Removing {row['removed'].removeprefix('without ')} from the screen's best arm costs test "
+                        "accuracy", row, +1, margin, estimate="cost") for row in table.to_dict("records")]
+
+
+def best_comparisons(table: pd.DataFrame, margin: float) -> list[str]:
+    if table.empty:
+        return []
+    best = table.iloc[0]
+    out = [f"The confirmed best, {best['arm']}, was picked on validation among {len(table)} confirmed arms; it is "
+           f"the best by test in {best['chance_best']:.0%} of bootstrap resamples of the seeds."]
+    for row in table.iloc[1:].to_dict("records"):
+        out.append(directional(f"The confirmed best is better by test than {row['arm']}", row, +1, margin,
+                               estimate="difference"))
+    return out
+
+
+def subdesigns(table: pd.DataFrame, margin: float) -> list[str]:
+    out = []
+    for design, rows in table.groupby("design", sort=False):
+        out.append(f"The confirm arms hold a full 2×2, {design}:")
+        for row in rows.to_dict("records"):
+            claim = (f"the {row['contrast'].split(':')[0]} differs from 0" if row["contrast"].startswith("interaction")
+                     else f"{row['contrast']} changes test accuracy")
+            out.append("  - " + two_sided(claim[0].upper() + claim[1:], row, margin))
+    return out
+
+
+CLAIMS: dict[str, Callable[[pd.DataFrame, float], list[str]]] = {
+    "stage_steps": stage_steps, "interactions": interactions, "best_comparisons": best_comparisons,
+    "subdesigns": subdesigns, "leave_one_out": leave_one_out}
+
+
+def verdict_section(found: Sequence[Section], margin: float) -> Section | None:
+    """Every claim the report's tables test, one generated sentence each, in the order of the tables;
+    None when no table tests anything."""
+    lines = []
+    for section in found:
+        if section.table is None or section.table.empty:
+            continue
+        if section.name in CLAIMS:
+            lines += CLAIMS[section.name](section.table, margin)
+        elif section.name == "main_effects" and section.table["p"].notna().any():
+            lines += main_effects(section.table, margin, section.title.removeprefix("Main effects on "))
+    if not lines:
+        return None
+    bullets = [line if line.startswith("  - ") else f"- {line}" for line in lines]
+    return Section("Verdicts", VERDICTS_TEXT.format(margin=margin) + "\n\n" + "\n".join(bullets))
+
+
+VERDICTS_TEXT = ("Every claim the tables below test, as a sentence generated from its test (docs/ANALYSIS.md, "
+                 "Verdicts): **supported** where the test rejects at 0.05 after Holm's adjustment over its table, "
+                 "**not supported** where the opposite or equivalence within ±{margin:g} points (`--margin`) is "
+                 "shown, **inconclusive** otherwise, with what the design can show.")
