@@ -221,7 +221,8 @@ def recipe_interactions(ff: FactorialFit, recipe: str = "recipe",
                              "interaction": e_int["effect"], "ci_low": e_int["ci_low"], "ci_high": e_int["ci_high"],
                              "p_claim": np.nan if any(np.isnan(p) for p in tests.values()) else max(tests.values()),
                              "p_against": min(1.0, len(against) * min(shown)) if shown else np.nan,
-                             "tests": tests, "against": against})
+                             "tests": tests, "against": against,
+                             "aliased": not factorial.estimable(ff, v_new - v_base)})
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=INTERACTION_COLUMNS)
@@ -244,6 +245,9 @@ def claim_verdict(row: dict, margin: float = EQUIVALENCE_MARGIN) -> tuple[str, s
       new recipe (interaction < 0);
     - inconclusive otherwise, with the unadjusted p of each of the claim's tests.
     """
+    if row.get("aliased"):
+        return "inconclusive", ("the interaction is not estimable: the design aliases it with another "
+                                "two-factor interaction (a fraction of the grid)")
     if np.isnan(row["p_claim"]) and np.isnan(row["p_against"]):
         return "inconclusive", "no interval for these contrasts: no test is possible (run more seeds)"
     if row["p_claim_holm"] < ALPHA:

@@ -82,6 +82,8 @@ def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
     if len(rungs) > 1:  # successive halving: the rungs, then the first rung's picture (every arm at one budget)
         factors = effects.ablation_factors(trials, columns, exp.axes)
         out.append(Section("Rungs of the screen", RUNGS_TEXT, "rungs", rung_table(trials, exp.epochs, factors, rungs)))
+    if exp.sweep.get("design"):
+        out.append(Section("Design of the screen", design_text(exp.sweep["design"])))
     exp, compared = screen_compared(exp)
     trials = exp.trials
     out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes, not validation_only)
@@ -94,6 +96,21 @@ def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
         out.append(front_section(exp, objectives, root))
     out += figure_sections(exp, compared, columns)
     return out
+
+
+def design_text(design: dict) -> str:
+    """What a fractional screen ran and what it can tell apart (sweep.design's record)."""
+    chains = design.get("aliased_two_factor_interactions") or []
+    return (f"A resolution-IV fraction of the grid (`--design fraction`): {design.get('arms')} of its "
+            f"{design.get('full_arms')} arms, every one run to its end, in a random order (seed "
+            f"{design.get('order_seed')}). Two-level axes "
+            + ", ".join(f"{k} = {v}" for k, v in (design.get("two_level_axes") or {}).items())
+            + f"; generators {', '.join(design.get('generators') or [])}"
+            + (f"; crossed in full with {', '.join(design['crossed_in_full'])}" if design.get("crossed_in_full") else "")
+            + ". Main effects are aliased with no two-factor interaction; the effects below assume three-factor and "
+            "higher interactions are 0, and their intervals take the error from them. "
+            + (f"These two-factor interactions are aliased with each other, so none of them is estimated alone: "
+               f"{'; '.join(chains)}." if chains else "No two two-factor interactions are aliased with each other."))
 
 
 def screen_compared(exp: Experiment) -> tuple[Experiment, effects.Compared]:

@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--grace-period", type=int, help="ASHA's grace period of the screen (default: sweep/run.py's)")
     p.add_argument("--search-seed", type=int, default=0, help="the screen's launch order (sweep/run.py's flag; 0)")
     p.add_argument("--scheduler", help="the screen's scheduler (default: the space's, successive halving)")
+    p.add_argument("--design", choices=("full", "fraction"), default="full",
+                   help="the screen's design: every arm, or a resolution-IV fraction run to the end (sweep/run.py's flag)")
     args = p.parse_args(argv)
     device = common.setup(args)
     plan = dict(QUICK if args.quick else FULL)
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             walls = {"confirm": run_sweep("confirm", args, plan, storage, [
                 "--confirm-top", str(args.top), "--confirm-seeds", str(args.seeds),
-                *(["--scheduler", args.scheduler] if args.scheduler else [])])}
+                *(["--scheduler", args.scheduler] if args.scheduler else []), "--design", args.design])}
             if not args.full:
                 walls["fifo"] = run_sweep("fifo", args, plan, storage, [
                     "--scheduler", "fifo", "--samples", str(args.seeds), "--no-confirm"])
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
     in_full = full.loc[pick]
     epochs = {"screen": len(screen.epochs), "confirm": len(confirm.epochs), "fifo": len(runs["fifo"].epochs)}
     scheduler = runs["confirm"].sweep["plan"]["scheduler"]
-    rows = [{"run": f"screen ({scheduler}, 1 seed)", "trials": len(screen.trials), "trial-epochs": epochs["screen"]},
+    design = " resolution-IV fraction," if args.design == "fraction" else ""
+    rows = [{"run": f"screen ({scheduler},{design} 1 seed)", "trials": len(screen.trials), "trial-epochs": epochs["screen"]},
             {"run": f"confirm (fifo, {args.seeds} fresh seeds)", "trials": len(confirm.trials),
              "trial-epochs": epochs["confirm"]},
             {"run": "screen + confirm", "trials": len(screen.trials) + len(confirm.trials),
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
                "full_best_by_test_in_the_confirm_set": fair["full_best_by_test_confirmed"],
                "confirmed_best_in_the_full_top_3_by_test": by_test.index(pick) < 3,
                "resolved_full_effects_have_the_screens_sign": fair["resolved_signs_agree"]}
-    settings = {"space": args.space, "scheduler": scheduler, "seeds": args.seeds, "top": args.top, "cpus_per_trial": args.cpus_per_trial,
+    settings = {"space": args.space, "scheduler": scheduler, "design": args.design, "seeds": args.seeds, "top": args.top, "cpus_per_trial": args.cpus_per_trial,
                 "grace_period": runs["confirm"].sweep["plan"]["grace_period"], "search_seed": args.search_seed, **plan, "sets": plan["sets"] + args.set, "full_factorial_from": args.full or "this run"}
     top = full.head(5)[["n", "mean_best_val", "mean", "ci_low", "ci_high"]].round(2).reset_index()
     return common.finish(args, device, "sweep_efficiency", settings, rows,

@@ -1,7 +1,7 @@
 """Sweeps: many `training.loop.fit` trials as phases of one experiment, each a Ray Tune experiment.
 
-``sweep/run.py`` is the command (flags only); ``sweep.plan`` plans the screen as plain data and
-``sweep.phases`` the confirm phase; ``sweep.driver`` runs the phases one after another;
+``sweep/run.py`` is the command (flags only); ``sweep.plan`` plans the screen as plain data,
+``sweep.design`` a fractional screen's arms, and ``sweep.phases`` the rungs and the confirm phase; ``sweep.driver`` runs the phases one after another;
 ``sweep.spaces`` declares the named spaces and the presets their bundle keys name;
 ``sweep.vocabulary`` reads a space (Python dict or YAML file) into Ray Tune objects;
 ``sweep.tuner`` builds a phase's Tuner (scheduler, searcher, resources, restore);

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from sweep import phases
+from sweep import design, phases
 from sweep import vocabulary as vocab
 from sweep.record import CONFIRM, METRIC, MODE, SCREEN, trial_config
 from training.config import ConfigError, TrainConfig, UserError
@@ -177,6 +177,14 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
             overrides["measure_latency"] = True
     params = vocab.apply_overrides(space, overrides, name)["params"]
     search = "optuna" if objectives else args.search or space["search"]
+    fractional = getattr(args, "design", "full") == "fraction"
+    if fractional:
+        if search != "grid":
+            raise UserError(f"--design fraction runs a fraction of a grid space's arms; {search} search draws its own")
+        if args.scheduler not in (None, "fifo"):
+            raise UserError(f"--design fraction runs every arm to its end: --scheduler {args.scheduler} would stop "
+                            "some (leave --scheduler out)")
+        scheduler = "fifo"
     vocab.check_search(params, search, name)
     params, num_samples = vocab.add_seeds(params, search, args.samples or space["samples"])
     if args.smoke_test:
@@ -194,7 +202,12 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
                 args.max_failures or 0, args.search_seed, args.smoke_test, objectives, phase_dir=SCREEN,
                 test_shown=confirm is None)
     expected = vocab.count_trials(params, num_samples)
-    if search == "grid" and scheduler in ASYNCHRONOUS:
+    designed = None
+    if fractional:
+        plan.points, designed = design.fraction(params, args.search_seed)
+        plan.num_samples = len(plan.points)
+        expected = len(plan.points) * phases.seeds_per_arm(params)
+    elif search == "grid" and scheduler in ASYNCHRONOUS:
         plan.points = launch_order(params, args.search_seed)
         plan.num_samples = len(plan.points)
     rungs = None
@@ -207,6 +220,8 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
               "options": vars(args), "expected_trials": expected, "metric": METRIC, "mode": MODE,
               "datasets": sorted({(c.dataset, c.image_size) for c in configs}),
               "phases": phases.planned(expected, confirm, rungs)}
+    if designed:
+        record["design"] = designed
     return params, plan, record, notes
 
 

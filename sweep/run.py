@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
 from sweep import vocabulary as vocab  # noqa: E402
 from sweep.phases import (CONFIRM_SEEDS, CONFIRM_TOP, check_confirm_numbers, confirm_bound,  # noqa: E402
                           seeds_per_arm)
+from sweep.design import DESIGNS  # noqa: E402
 from sweep.plan import RESULTS_ENV, Plan, plan_sweep  # noqa: E402
 from sweep.record import CONFIRM, rung_keeps  # noqa: E402
 from sweep.spaces import SPACES  # noqa: E402
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", metavar="METRIC:MODE,...",
                    help="multi-objective search, e.g. best_val_acc:max,flops:min: Optuna's NSGA-II, every "
                         "trial run to its end (default: the space's, if it names any)")
+    p.add_argument("--design", choices=DESIGNS, default="full",
+                   help="full: every arm of a grid space; fraction: a resolution-IV fraction of it, every arm "
+                        "run to its end in a random order (--search-seed; docs/ANALYSIS.md)")
     p.add_argument("--grace-period", type=int,
                    help="halving/ASHA/median: the first rung's epochs (default: a third of the most epochs, at "
                         "least 2)")
@@ -121,11 +125,19 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
         print("objectives: " + ", ".join(f"{m} ({d})" for m, d in plan.objectives)
               + " by Optuna's NSGA-II, every trial to its end")
     print("fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
+    designed = record.get("design")
+    if designed:
+        print(f"design: a resolution-IV fraction, {designed['arms']} of the grid's {designed['full_arms']} arms "
+              f"(two-level axes {', '.join(f'{k} = {v}' for k, v in designed['two_level_axes'].items())}; generators "
+              f"{', '.join(designed['generators'])}"
+              + (f"; crossed in full with {', '.join(designed['crossed_in_full'])}" if designed["crossed_in_full"] else "")
+              + ")")
     if plan.search == "grid":  # each arm once: a grid of many seeds is the same table
         seeds = params.get("seed")
         rows = plan.points or vocab.grid_arms(params)
-        order = (f", in this order (shuffled by --search-seed {plan.search_seed}: {plan.scheduler} judges each trial "
-                 "against those that reached its rung before it)" if plan.points else "")
+        why = ("the fraction's run order" if designed else
+               f"{plan.scheduler} judges each trial against those that reached its rung before it")
+        order = (f", in this order (shuffled by --search-seed {plan.search_seed}: {why})" if plan.points else "")
         if isinstance(seeds, dict) or order:
             print(f"each row runs with {len(seeds['grid']) if isinstance(seeds, dict) else 1} seed(s){order}")
         print(pd.DataFrame(rows).to_string(index=True) if any(rows) else "(one arm)")
