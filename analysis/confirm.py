@@ -29,7 +29,6 @@ with a test accuracy); the others (errored, unfinished, never started) are count
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -259,18 +258,18 @@ def best_comparisons(ff: factorial.FactorialFit, means: pd.DataFrame, margin: fl
 def chance_best(ff: factorial.FactorialFit, resamples: int = BOOTSTRAP, seed: int = 0) -> dict[str, float]:
     """Per arm, the share of bootstrap resamples of the seeds (rows drawn with replacement, every arm
     of a seed together, so the seed offsets stay paired) in which its mean test accuracy is the
-    highest (ties split); a simple measure of how sure "the best" is, not a posterior."""
+    highest (ties split); a simple measure of how sure "the best" is, not a posterior. Only the seeds
+    every arm ran are drawn (an arm missing a seed would otherwise be averaged over other seeds);
+    none with fewer than two."""
     table, _, ids = ff.by_seed
-    values = table.to_numpy(float)
+    values = table.dropna().to_numpy(float)
     if len(values) < 2:
         return {}
     rng = np.random.default_rng(seed)
     wins = np.zeros(values.shape[1])
     for rows in rng.integers(0, len(values), size=(resamples, len(values))):
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an arm without any of the drawn seeds
-            mean = np.nanmean(values[rows], axis=0)
-        top = np.flatnonzero(mean == np.nanmax(mean))
+        mean = values[rows].mean(axis=0)
+        top = np.flatnonzero(mean == mean.max())
         wins[top] += 1 / len(top)
     labels = {i: c[0] for c, i in ids.items()}
     return {labels[column]: float(w / resamples) for column, w in zip(table.columns, wins)}

@@ -107,7 +107,8 @@ SUBDESIGNS_TEXT = ("Every full 2×2 found among the confirm arms (two factors, t
                    "effect (their mean) and the interaction (their difference), test accuracy points, each "
                    "computed per seed that all four arms ran. " + TESTS_TEXT + " pooled_p_holm: the same contrast "
                    "from the pooled confirm model (one residual variance for every confirm arm), Holm over the "
-                   "table; differs: the two disagree on significance.")
+                   "table; differs: the two disagree on significance. A contrast that is also a leave-one-out cost "
+                   "has a larger Holm p here: this table is a larger family.")
 
 LOO_TEXT = ("Cost of removing one component from the screen's best arm (the factor set back to its reference "
             "level, the rest unchanged) = mean(best) − mean(neighbour), test accuracy points; positive: the "

@@ -96,16 +96,6 @@ def seedwise(values: pd.DataFrame, weights: Mapping[object, float], margin: floa
                    seeds_needed=needed(TTestPower(), margin / float(d.std(ddof=1))))
 
 
-def difference(a: pd.Series, b: pd.Series, margin: float | None = None) -> Contrast:
-    """mean(a) - mean(b) of two arms' values indexed by seed: paired over the seeds both have when
-    they share two or more, else Welch over all their trials (module docstring)."""
-    a, b = a.dropna(), b.dropna()
-    shared = a.index.intersection(b.index)
-    if len(shared) >= 2 and a.index.is_unique and b.index.is_unique:
-        return seedwise(pd.DataFrame({"a": a, "b": b}), {"a": 1.0, "b": -1.0}, margin)
-    return welch(a.to_numpy(float), b.to_numpy(float), margin)
-
-
 def welch(a: np.ndarray, b: np.ndarray, margin: float | None = None) -> Contrast:
     """mean(a) - mean(b) by Welch's t test and its Satterthwaite interval, and the Welch TOST."""
     effect = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
@@ -130,7 +120,7 @@ def needed(power: TTestPower | TTestIndPower, effect_size: float) -> float:
     if not np.isfinite(effect_size) or effect_size <= 0:
         return math.nan
     target, kwargs = 1 - (1 - TOST_POWER) / 2, dict(effect_size=effect_size, alpha=ALPHA, alternative="larger")
-    if power.power(nobs=2, **kwargs) >= target:  # the solver has no root below 2
+    if power.power(kwargs["effect_size"], 2, ALPHA, alternative="larger") >= target:  # no root below 2 (nobs, or nobs1)
         return 2.0
     with warnings.catch_warnings():  # no convergence: returned as NaN, said as "not found"
         warnings.simplefilter("ignore")
@@ -173,15 +163,20 @@ def emm_weights(ff: FactorialFit, factor: str, level: object, where: Mapping[str
 def of_cells(ff: FactorialFit, weights: Mapping[tuple, float], margin: float | None = None) -> Contrast:
     """The contrast ``sum_cell weights[cell] * mean(cell)`` of the trials `ff` was fitted on, with its
     own variance: paired over the seeds in which every weighted cell has a trial; for two cells
-    sharing fewer than two seeds, Welch over their trials; else no interval (module docstring)."""
+    sharing fewer than two seeds, Welch over their trials; else no interval (module docstring). A
+    contrast of more than two cells with a trial missing in some seed is not paired (the seed would
+    drop out whole, a third of the data with three seeds): :func:`both` then takes the seed-blocked
+    model's estimate and interval."""
     data = ff.data
     table, cell, ids = ff.by_seed
     used = {c: w for c, w in weights.items() if w != 0}
     table = pd.DataFrame({k: table[ids[c]] if c in ids else np.nan for k, c in enumerate(used)}, index=table.index)
     paired = seedwise(table, dict(enumerate(used.values())), margin) if SEED in data else None
+    if paired is not None and paired.unpaired and len(used) > 2:  # a lost trial would drop its whole seed:
+        return Contrast(paired.effect, **NO_INTERVAL, n=paired.n, method="none")  # the seed-blocked model's
     if paired is not None and (paired.method != "none" or paired.n >= 2):
         return paired
-    if len(used) == 2 and all(c in ids for c in used):
+    if sorted(used.values()) == [-1.0, 1.0] and all(c in ids for c in used):
         a, b = sorted(used, key=lambda c: -used[c])
         values = data[ff.metric].astype(float)
         return welch(values[cell == ids[a]].to_numpy(float), values[cell == ids[b]].to_numpy(float), margin)

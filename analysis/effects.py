@@ -211,7 +211,7 @@ def recipe_interactions(ff: FactorialFit, recipe: str = "recipe",
                 methods = sorted({e["method"] for e in (e_new, e_base, e_int)})
                 tests = {"new > 0": contrasts.p_greater(e_new), f"base < {margin:g}": contrasts.p_below(e_base, margin),
                          "interaction > 0": contrasts.p_greater(e_int)}
-                against = {"it helped under the base recipe too": contrasts.p_greater(e_base),
+                against = {f"it helped by {margin:g} or more under the base recipe too": 1 - contrasts.p_below(e_base, margin),
                            "it helped less with the new recipe than without it": contrasts.p_greater(e_int, negate=True)}
                 shown = [p for p in against.values() if not np.isnan(p)]
                 rows.append({"factor": factor, "level": level, "reference": ff.levels[factor][0], "recipe": new,
@@ -241,8 +241,9 @@ def claim_verdict(row: dict, margin: float = EQUIVALENCE_MARGIN) -> tuple[str, s
       the largest of the three, ``p_claim``): it helped under the new recipe (> 0), it helped by less
       than `margin` under the base recipe (the upper test of TOST), and the interaction is > 0;
     - not supported: the claim is shown false, by either of two one-sided tests (Bonferroni within
-      the row, ``p_against``): it helped under the base recipe too (> 0), or it helped less with the
-      new recipe (interaction < 0);
+      the row, ``p_against``): it helped by the margin or more under the base recipe too (the mirror
+      of the claim's own test, so the two verdicts cannot both hold), or it helped less with the new
+      recipe (interaction < 0);
     - inconclusive otherwise, with the unadjusted p of each of the claim's tests.
     """
     if row.get("aliased"):

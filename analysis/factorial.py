@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 import patsy
 import statsmodels.api as sm
-from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 ALPHA = 0.05
@@ -216,22 +215,6 @@ def estimate(ff: FactorialFit, vector: np.ndarray) -> Estimate:
     low, high = np.asarray(test.conf_int(alpha=ALPHA))[0]
     return Estimate(effect, float(np.squeeze(test.sd)), float(low), float(high), float(np.squeeze(test.pvalue)),
                     float(np.squeeze(test.tvalue)))
-
-
-def below_margin_p(ff: FactorialFit, est: Estimate, margin: float) -> float:
-    """One-sided p of H0: effect >= margin against H1: effect < margin (the upper test of TOST,
-    Schuirmann 1987): small when the change is shown to help by less than `margin`."""
-    if np.isnan(est.se) or est.se == 0:
-        return np.nan
-    return float(stats.t.cdf((est.effect - margin) / est.se, ff.df_resid))
-
-
-def with_holm(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` (one family, its p-values in ``p``) with ``p_holm`` (:func:`holm`) and ``significant``
-    (p_holm < ALPHA) added."""
-    table["p_holm"] = holm(table["p"])
-    table["significant"] = table["p_holm"] < ALPHA
-    return table
 
 
 def holm(p: pd.Series) -> pd.Series:

@@ -57,7 +57,7 @@ def unreplicated(frame: pd.DataFrame, factors: Sequence[str]) -> bool:
 
 def lenth(frame: pd.DataFrame, factors: Sequence[str], metric: str, references: dict) -> Lenth | None:
     """Lenth's method (module docstring) on an unreplicated full factorial; None for any other
-    design or fewer than 7 contrasts (too few for a median of the noise)."""
+    design, fewer than 7 contrasts (too few for a median of the noise), or a median contrast of 0."""
     data = frame.dropna(subset=[metric]).reset_index(drop=True)
     if not unreplicated(data, factors) or len(data) - 1 < 7:
         return None
@@ -73,6 +73,8 @@ def lenth(frame: pd.DataFrame, factors: Sequence[str], metric: str, references: 
     m = len(estimates)
     absolute = np.abs(estimates)
     s0 = 1.5 * np.median(absolute)
+    if s0 == 0:  # half the contrasts exactly 0 (a constant metric): no noise to estimate
+        return None
     pse = 1.5 * np.median(absolute[absolute < 2.5 * s0])
     df = m / 3
     me = stats.t.ppf(0.975, df) * pse

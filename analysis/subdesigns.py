@@ -21,7 +21,7 @@ import pandas as pd
 from analysis import contrasts, factorial
 
 COLUMNS = ["design", "contrast", "n", "method", "effect", "ci_low", "ci_high", "p", "p_holm", "p_equivalent_holm",
-           "margin_shown", "pooled_p_holm", "differs", "verdict"]
+           "margin_shown", "seeds_needed", "pooled_p_holm", "differs", "verdict"]
 
 
 def squares(arms: pd.DataFrame, factors: Sequence[str], references: dict) -> list[dict]:

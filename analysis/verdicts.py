@@ -112,8 +112,9 @@ def best_comparisons(table: pd.DataFrame, margin: float) -> list[str]:
     if table.empty:
         return []
     best = table.iloc[0]
-    out = [f"The confirmed best, {best['arm']}, was picked on validation among {len(table)} confirmed arms; it is "
-           f"the best by test in {best['chance_best']:.0%} of bootstrap resamples of the seeds."]
+    chance = ("" if pd.isna(best["chance_best"]) else
+              f"; it is the best by test in {best['chance_best']:.0%} of bootstrap resamples of the seeds")
+    out = [f"The confirmed best, {best['arm']}, was picked on validation among {len(table)} confirmed arms{chance}."]
     for row in table.iloc[1:].to_dict("records"):
         out.append(directional(f"The confirmed best is better by test than {row['arm']}", row, +1, margin,
                                estimate="difference"))

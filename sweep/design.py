@@ -87,7 +87,8 @@ def alias_chains(added: list[str], words: list[str], names: dict[str, str]) -> l
     for pair in itertools.combinations(sorted(axis_of), 2):
         if frozenset(pair) in seen:
             continue
-        chain = [frozenset(pair)] + [frozenset(pair) ^ w for w in relation if len(frozenset(pair) ^ w) == 2]
+        chain = [frozenset(pair)] + sorted((frozenset(pair) ^ w for w in relation if len(frozenset(pair) ^ w) == 2),
+                                           key=sorted)
         seen.update(chain)
         if len(chain) > 1:
             chains.append(" = ".join("×".join(axis_of[x] for x in sorted(c)) for c in chain))

@@ -184,3 +184,16 @@ def test_the_confirmed_best_is_compared_with_every_arm_and_its_chance_of_being_b
     means = confirm.arm_means(equal, ["attention"])
     table = confirm.best_comparisons(confirm.fit_arms(equal, ["attention"], means.iloc[0]["arm"], by_label=True), means, 0.5)
     assert table.loc[1, "verdict"] == "equivalent within the margin" and table.loc[1, "margin_shown"] < 0.5
+
+
+def test_chance_best_draws_only_the_seeds_every_arm_ran():
+    factors = ["attention", "residual", "recipe"]
+    frame = square_frame(np.random.default_rng(5))
+    gone = frame.index[(frame["recipe"] == "holistic") & (frame["residual"] == "simple") & (frame["seed"] == 0)]
+    ff = confirm.fit_arms(frame.drop(index=gone), factors, {"attention": "none", "residual": "none",
+                                                          "recipe": "baseline"})
+    shares = confirm.chance_best(ff)
+    assert sum(shares.values()) == pytest.approx(1.0) and len(shares) == 5
+    one_seed = frame[frame["seed"] == 0]
+    assert confirm.chance_best(confirm.fit_arms(one_seed, factors, {"attention": "none", "residual": "none",
+                                                                    "recipe": "baseline"})) == {}

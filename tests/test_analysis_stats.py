@@ -103,14 +103,14 @@ def test_interaction_supports_the_claim_only_when_the_data_do():
     always = factorial(lambda r: 3.0 * (r["attention"] == "channel"))
     table = effects.recipe_interactions(effects.fit(always, ["recipe", "attention"])).set_index("factor")
     assert table.loc["attention", "verdict"] == "not supported"  # it helped under the old recipe too
-    assert table.loc["attention", "reason"].startswith("it helped under the base recipe too (Holm p ")
+    assert table.loc["attention", "reason"].startswith("it helped by 0.5 or more under the base recipe too (Holm p ")
 
 
 def verdict_row(**changes):
     """A row of the interaction table: every test of the claim passed, none against it."""
     row = {"effect_base": 0.1, "interaction": 2.9, "p_claim": 0.01, "p_claim_holm": 0.02, "p_against": 0.9,
            "p_against_holm": 0.9, "tests": {"new > 0": 0.001, "base < 0.5": 0.01, "interaction > 0": 0.005},
-           "against": {"it helped under the base recipe too": 0.45,
+           "against": {"it helped by 0.5 or more under the base recipe too": 0.45,
                        "it helped less with the new recipe than without it": 0.99}}
     return {**row, **changes}
 
@@ -122,8 +122,9 @@ def test_verdict_comes_from_one_holm_family_per_verdict():
         "new > 0": 0.001, "base < 0.5": 0.9, "interaction > 0": 0.005}))
     assert verdict == "inconclusive" and "base < 0.5 0.9" in reason
     verdict, reason = effects.claim_verdict(verdict_row(p_claim_holm=0.3, p_against_holm=0.01, against={
-        "it helped under the base recipe too": 0.004, "it helped less with the new recipe than without it": 0.9}))
-    assert verdict == "not supported" and reason.startswith("it helped under the base recipe too")
+        "it helped by 0.5 or more under the base recipe too": 0.004,
+        "it helped less with the new recipe than without it": 0.9}))
+    assert verdict == "not supported" and reason.startswith("it helped by 0.5 or more under the base recipe too")
     assert effects.claim_verdict(verdict_row(p_claim=np.nan, p_against=np.nan))[0] == "inconclusive"
 
 
@@ -438,3 +439,25 @@ def test_verdict_sentences_follow_the_tests():
     assert "**not supported**" in verdicts.directional("X", {**row, "p_holm": 0.01, "significant": True}, -1, 0.5)
     assert "**not supported** (+1.45 points" in verdicts.directional("X", {**row, "p_equivalent_holm": 0.01}, +1, 0.5)
     assert "**supported, lower**" in verdicts.two_sided("X", {**row, "effect": -1.0, "significant": True})
+
+
+def test_a_welch_contrast_gets_its_equivalence_test_and_the_seeds_it_needs():
+    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+    from analysis import contrasts
+
+    a, b = np.array([85.1, 85.4, 84.9, 85.2]), np.array([85.0, 85.3, 85.2])
+    c = contrasts.welch(a, b, 0.5)
+    expected = CompareMeans(DescrStatsW(a), DescrStatsW(b)).ttost_ind(-0.5, 0.5, usevar="unequal")[0]
+    assert c.method == "welch" and c.p_equivalent == pytest.approx(expected) and c.seeds_needed >= 2
+    assert c.margin_shown < 0.5 and c.p_equivalent < 0.05  # close arms, little noise: within ±0.5 shown
+
+
+def test_a_many_cell_contrast_with_a_lost_trial_falls_back_to_the_seed_blocked_model():
+    """Pairing would drop the lost trial's whole seed (a third of the data): the model's estimate instead."""
+    trials = factorial(lambda r: 1.0 * (r["attention"] == "channel"), seeds=3)
+    ff = effects.fit(trials.drop(index=[0]), ["recipe", "attention", "dsconv"])
+    row = effects.main_effects(ff).set_index("factor").loc["attention"]
+    assert row["method"] == "pooled" and row["effect"] == pytest.approx(row["emm"] - row["emm_ref"])
+    full = effects.main_effects(effects.fit(trials, ["recipe", "attention", "dsconv"])).set_index("factor")
+    assert full.loc["attention", "method"] == "paired" and full.loc["attention", "seeds"] == 3

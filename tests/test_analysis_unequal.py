@@ -191,3 +191,4 @@ def test_lenth_finds_planted_effects_and_its_simultaneous_margin_holds_under_the
                      for _ in range(draws))
     assert any_active / draws <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / draws), any_active / draws
     assert lenth.lenth(unreplicated_grid(rng, {}).iloc[1:], GRID, "val", references) is None  # not a full grid
+    assert lenth.lenth(unreplicated_grid(rng, {}, noise=0.0), GRID, "val", references) is None  # no noise at all
