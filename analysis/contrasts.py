@@ -243,12 +243,12 @@ def p_below(row: Mapping, margin: float) -> float:
 OUTCOMES = ("above 0", "below 0", "within the margin", "inconclusive")
 
 
-def outcome(row: Mapping) -> str:
+def outcome(row: Mapping, estimate: str = "effect") -> str:
     """What a row of a :func:`family`-adjusted table shows, at Holm-adjusted 0.05: "above 0" or
-    "below 0" (the two-sided test rejects; the sign of the estimate), "within the margin" (TOST
+    "below 0" (the two-sided test rejects; the sign of the row's `estimate` column), "within the margin" (TOST
     rejects: shown to differ by less than the margin either way), else "inconclusive"."""
     if row.get("significant"):
-        return OUTCOMES[0] if row["effect"] > 0 else OUTCOMES[1]
+        return OUTCOMES[0] if row[estimate] > 0 else OUTCOMES[1]
     if row.get("p_equivalent_holm", math.nan) < ALPHA:
         return OUTCOMES[2]
     return OUTCOMES[3]

@@ -62,14 +62,15 @@ def directional(claim: str, row: Mapping, sign: int, margin: float | None = None
     """'<claim>: **supported** (numbers)' for the claim that the row's estimate is > 0 (`sign` +1) or
     < 0 (-1): supported when the two-sided Holm-adjusted test rejects with that sign; not supported
     when it rejects with the other sign or equivalence within `margin` is shown; else inconclusive."""
-    shown = contrasts.outcome(row)
+    shown = contrasts.outcome(row, estimate)
     if shown == contrasts.OUTCOMES[0 if sign > 0 else 1]:
         verdict = VERDICTS[0]
     elif shown in (contrasts.OUTCOMES[1 if sign > 0 else 0], contrasts.OUTCOMES[2]):
         verdict = VERDICTS[1]
     else:
         verdict = VERDICTS[2]
-    return f"{claim}: **{verdict}** ({numbers(row, unit, estimate)}{equivalence(row, margin)})."
+    tested = equivalence(row, margin) if shown not in contrasts.OUTCOMES[:2] else ""  # a difference shown: no TOST
+    return f"{claim}: **{verdict}** ({numbers(row, unit, estimate)}{tested})."
 
 
 def two_sided(claim: str, row: Mapping, margin: float | None = None, unit: str = "points") -> str:
@@ -79,7 +80,8 @@ def two_sided(claim: str, row: Mapping, margin: float | None = None, unit: str =
         verdict = f"{VERDICTS[0]}, {'higher' if row['effect'] > 0 else 'lower'}"
     else:
         verdict = VERDICTS[1] if shown == contrasts.OUTCOMES[2] else VERDICTS[2]
-    return f"{claim}: **{verdict}** ({numbers(row, unit)}{equivalence(row, margin)})."
+    tested = equivalence(row, margin) if shown not in contrasts.OUTCOMES[:2] else ""
+    return f"{claim}: **{verdict}** ({numbers(row, unit)}{tested})."
 
 
 def stage_steps(table: pd.DataFrame, margin: float) -> list[str]:

@@ -59,8 +59,8 @@ def test_schedules_at_the_rung_from_the_lr_each_trial_reported():
     assert np.allclose(table["share_done"], 1 / 3) and (table["rung"] == 3).all()
 
 
-def test_on_the_committed_ablation_onecycle_was_before_its_decay_at_the_rung_and_fidelity_is_read():
-    exp = load(ROOT / "results" / "ablation")
+def test_on_the_committed_asha_ablation_onecycle_was_before_its_decay_at_the_rung_and_fidelity_is_read():
+    exp = load(ROOT / "results" / "ablation-asha")
     screen = exp.phase("screen")
     rung = exp.sweep["plan"]["grace_period"]
     table = schedules_at_rung(screen.trials, screen.epochs, rung).set_index("recipe")

@@ -439,6 +439,9 @@ def test_verdict_sentences_follow_the_tests():
     assert "**not supported**" in verdicts.directional("X", {**row, "p_holm": 0.01, "significant": True}, -1, 0.5)
     assert "**not supported** (+1.45 points" in verdicts.directional("X", {**row, "p_equivalent_holm": 0.01}, +1, 0.5)
     assert "**supported, lower**" in verdicts.two_sided("X", {**row, "effect": -1.0, "significant": True})
+    cost = {("cost" if k == "effect" else k): v for k, v in row.items()}  # the leave-one-out table's column
+    assert verdicts.directional("X", {**cost, "significant": True}, +1, 0.5, estimate="cost") == (
+        "X: **supported** (+1.45 points [0.38, 2.52], paired over 3 seeds, Holm p 0.057).")  # no TOST clause
 
 
 def test_a_welch_contrast_gets_its_equivalence_test_and_the_seeds_it_needs():

@@ -112,8 +112,10 @@ def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
 
     text = write_report(exp, tmp_path / "report").read_text()
     titles = [line[3:] for line in text.splitlines() if line.startswith("## ")]
-    assert titles[-3:] == ["Screen ranking", "Confirmed ranking (fresh seeds, run to the end)",
-                           "Leave-one-out from the screen's best arm"] and "Unfinished trials" not in titles
+    assert titles[titles.index("Screen ranking"):] == [
+        "Screen ranking", "Confirmed ranking (fresh seeds, run to the end)", "Against the confirmed best",
+        "Leave-one-out from the screen's best arm"] and "Unfinished trials" not in titles
+    assert titles[1] == "Verdicts" and "- Removing lr=0.05 (-> 1e-05) from the screen's best arm costs test accuracy: **supported** (+" in text
     overview = text.split("## ")[1]
     best_lines = [line for line in overview.splitlines() if line.startswith(("best trial", "best arm"))]
     assert best_lines and not any("test " in line for line in best_lines)  # the screen shows validation only
