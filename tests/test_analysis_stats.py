@@ -1,6 +1,7 @@
 """analysis on hand-made frames with known answers: effects and their intervals from the factorial
 model, the recipe interaction verdict, which sweeps get effects, fANOVA, the two studies' tables,
 the Pareto front, table rendering. (Coverage and error rates by simulation: test_analysis_simulation.)"""
+import gc
 import itertools
 
 import numpy as np
@@ -15,6 +16,14 @@ from analysis.importance import MIN_TRIALS, REST, importance
 from analysis.pareto import arm_summary, pareto_front
 from analysis.render import mean_std, readable, to_markdown, write_table
 from analysis.stages import PAPER_STAGE_ACCURACY, STUDY_DATA, stage_steps, stage_table, study_data_caveat
+
+@pytest.fixture(autouse=True, scope="module")
+def cheap_gc():
+    """statsmodels' Holm (multipletests) calls gc.collect() on every call; frozen objects are not scanned."""
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
 
 CONFIG = ("attention", "dsconv", "lr", "seed", "recipe")  # TrainConfig fields, then a bundle key
 
