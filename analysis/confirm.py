@@ -15,11 +15,11 @@ all-reference arm. Each arm once, with why it was chosen.
 
 **Confirm estimates**: every confirm trial ran to its end under FIFO, each arm with the same fresh
 seeds. An arm's mean is the mean over its seeds with a 95% t interval from its own trials (the
-seed-to-seed scatter included). Differences come from one model, ``test_acc ~ C(arm) + C(seed)``
-(OLS, :mod:`analysis.factorial`): the seed is a block, so a difference of two arms is paired by
-seed, and the *cost* of removing a component is
-``EMM(best) - EMM(neighbour)``, with its t interval, raw p and Holm-adjusted p over the table (one
-family), as for the factorial effects.
+seed-to-seed scatter included). A difference of two arms is paired over the seeds both ran, with
+its own variance (:mod:`analysis.contrasts`; the one model ``test_acc ~ C(arm) + C(seed)`` of
+:mod:`analysis.factorial` gives the pooled figure beside it): the *cost* of removing a component is
+mean(best) - mean(neighbour), the comparisons are the confirmed best minus each other arm, each
+with its t interval, raw p, Holm-adjusted p over its table (one family) and the equivalence test.
 
 :func:`confirmed` gathers them for an experiment (the report's sections and the driver's console line
 use it); :func:`screen_table` is the screen's ranking with why each arm was or was not confirmed.
@@ -41,6 +41,7 @@ from analysis import contrasts, factorial
 from analysis.effects import EQUIVALENCE_MARGIN, reference_level
 from analysis.fidelity import Fidelity, fidelity
 from analysis.load import Experiment, ended
+from analysis.render import interval
 from analysis.subdesigns import subdesign_table
 
 ARM = "arm"
@@ -219,7 +220,7 @@ def leave_one_out_table(ff: factorial.FactorialFit, best: dict, references: dict
         label = arm_label(arm, factors)
         if label not in ff.levels[ARM]:
             continue
-        numbers = contrasts.both(ff, {(best_label,): 1.0, (label,): -1.0}, -factorial.contrast(ff, ARM, label), margin)
+        numbers = contrasts.both(ff, {(best_label,): 1.0, (label,): -1.0}, margin)
         rows.append({"removed": removed(best, factor, references), ARM: label, "n_best": ff.counts[ARM][best_label],
                      **numbers, "cost": numbers["effect"], "n": ff.counts[ARM][label]})
     table = contrasts.family(pd.DataFrame(rows, columns=[*LOO_COLUMNS, "effect", "pooled_p", "p_equivalent"]))
@@ -245,8 +246,7 @@ def best_comparisons(ff: factorial.FactorialFit, means: pd.DataFrame, margin: fl
     rows = [{ARM: best, "n": ff.counts[ARM].get(best, 0), "chance_best": share.get(best, np.nan),
              "verdict": "the confirmed best"}]
     for label in means[ARM].iloc[1:]:
-        numbers = contrasts.both(ff, {(best,): 1.0, (label,): -1.0},
-                                 factorial.contrast(ff, ARM, best) - factorial.contrast(ff, ARM, label), margin)
+        numbers = contrasts.both(ff, {(best,): 1.0, (label,): -1.0}, margin)
         rows.append({ARM: label, **numbers, "difference": numbers["effect"], "n": ff.counts[ARM].get(label, 0),
                      "chance_best": share.get(label, np.nan)})
     table = pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, "effect", "p", "pooled_p", "p_equivalent"])
@@ -281,8 +281,7 @@ def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: p
     accuracy, interval and bootstrap chance of being the best, the screen's best if that differs, and
     what removing each component of the screen's best costs (points, interval, verdict)."""
     def described(row: pd.Series) -> str:
-        interval = "" if np.isnan(row["ci_low"]) else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
-        return f"{row[ARM]}: test accuracy {row['mean']:.2f}%{interval} (n={int(row['n'])})"
+        return f"{row[ARM]}: test accuracy {row['mean']:.2f}%{interval(row)} (n={int(row['n'])})"
 
     text = f"confirmed best arm {described(means.iloc[0])}, picked on validation among {len(means)} confirmed arms"
     chance = None if comparisons is None or comparisons.empty else comparisons.iloc[0]["chance_best"]
@@ -299,10 +298,6 @@ def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: p
                           for r in loo.to_dict("records"))
         text += f"; removing from the screen's best costs (test accuracy, Holm-adjusted tests): {costs}"
     return text
-
-
-def interval(row: Mapping) -> str:
-    return "" if np.isnan(row["ci_low"]) else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
 
 
 @dataclass(frozen=True)
@@ -379,7 +374,7 @@ def confirmed(exp: Experiment, margin: float = EQUIVALENCE_MARGIN) -> Confirmed 
     comparisons = best_comparisons(ff, means, margin)
     subdesigns = subdesign_table(ff, used[list(factors)].drop_duplicates(), lambda levels: arm_label(levels, factors),
                                  spec.get("references") or {}, margin)
-    loo, loo_note = leave_one_out_costs(used, factors, best, spec.get("references"), margin)
+    loo, loo_note = leave_one_out_costs(ff, used, factors, best, spec.get("references"), margin)
     excluded = {str(k): int(v) for k, v in trials[~ran]["stop_reason"].value_counts(sort=False).items()}
     screen = exp.phase("screen")
     ranking = screen_ranking(screen.trials, screen.epochs, factors) if len(screen.epochs) else None
@@ -392,10 +387,11 @@ def confirmed(exp: Experiment, margin: float = EQUIVALENCE_MARGIN) -> Confirmed 
                      fidelity(ranks, means.set_index(ARM)["mean"]), margin)
 
 
-def leave_one_out_costs(used: pd.DataFrame, factors: Sequence[str], best: dict,
+def leave_one_out_costs(ff: factorial.FactorialFit, used: pd.DataFrame, factors: Sequence[str], best: dict,
                         references: dict | None, margin: float = EQUIVALENCE_MARGIN) -> tuple[pd.DataFrame, str]:
-    """(leave_one_out_table, the model's description) from the confirm trials `used`, or (no rows,
-    why not): no references, the best arm at every reference, or no trial of it or of a neighbour."""
+    """(leave_one_out_table, the model's description) from the confirm model `ff` of the trials
+    `used` (:func:`fit_arms`), or (no rows, why not): no references, the best arm at every
+    reference, or no trial of it or of a neighbour."""
     empty = pd.DataFrame(columns=LOO_COLUMNS)
     if not references:
         return empty, "no reference levels recorded (a random or Optuna screen): no leave-one-out"
@@ -406,6 +402,5 @@ def leave_one_out_costs(used: pd.DataFrame, factors: Sequence[str], best: dict,
     if arm_label(best, factors) not in labels or not neighbours:
         return empty, ("no leave-one-out: the screen's best arm or all of its neighbours have no confirm "
                        "trial that ran to its end")
-    ff = fit_arms(used, factors, best)
     table = leave_one_out_table(ff, best, references, factors, margin)
     return table, f"{contrasts.describe(table)}; pooled: {ff.describe()}"

@@ -24,7 +24,6 @@ approximation, Julious 2004).
 """
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from dataclasses import dataclass, replace
@@ -41,7 +40,7 @@ from analysis.factorial import SEED, FactorialFit
 
 ALPHA = 0.05
 TOST_POWER = 0.8
-METHODS = ("paired", "welch", "none")
+METHODS = ("paired", "welch", "pooled", "none")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class Contrast:
     p: float  # two-sided, H0: effect = 0
     df: float
     n: int  # seeds (paired) or trials (welch)
-    method: str  # one of METHODS: "none" when no interval can be made (n < 2, or no spread)
+    method: str  # one of METHODS ("pooled" only in a row of :func:`both`): "none" when no interval can be made
     unpaired: int = 0  # trials left out of a paired contrast: their seed is missing in another arm
     p_equivalent: float = math.nan  # TOST p of |effect| >= margin (small: shown to be within ±margin)
     margin_shown: float = math.nan  # the smallest margin these numbers show equivalence within
@@ -84,14 +83,14 @@ def seedwise(values: pd.DataFrame, weights: Mapping[object, float], margin: floa
     effect = float(d.mean()) if n else math.nan
     if n < 2 or np.ptp(d) == 0:
         return Contrast(effect, **NO_INTERVAL, n=n, method="none", unpaired=left_out)
-    stats = DescrStatsW(d)
-    low, high = stats.tconfint_mean(alpha=ALPHA)
-    t, p, df = stats.ttest_mean(0)
-    out = Contrast(effect, float(stats.std_mean), float(low), float(high), float(p), float(df), n, "paired", left_out)
+    summary = DescrStatsW(d)
+    low, high = summary.tconfint_mean(alpha=ALPHA)
+    t, p, df = summary.ttest_mean(0)
+    out = Contrast(effect, float(summary.std_mean), float(low), float(high), float(p), float(df), n, "paired", left_out)
     if margin is None:
         return out
-    low90, high90 = stats.tconfint_mean(alpha=2 * ALPHA)
-    return replace(out, p_equivalent=float(stats.ttost_mean(-margin, margin)[0]),
+    low90, high90 = summary.tconfint_mean(alpha=2 * ALPHA)
+    return replace(out, p_equivalent=float(summary.ttost_mean(-margin, margin)[0]),
                    margin_shown=float(max(abs(low90), abs(high90))),
                    seeds_needed=needed(TTestPower(), margin / float(d.std(ddof=1))))
 
@@ -119,21 +118,16 @@ def needed(power: TTestPower | TTestIndPower, effect_size: float) -> float:
     one-sided test at power 1 - (1 - TOST_POWER) / 2, one-sided alpha 0.05; rounded up, at least 2."""
     if not np.isfinite(effect_size) or effect_size <= 0:
         return math.nan
-    target, kwargs = 1 - (1 - TOST_POWER) / 2, dict(effect_size=effect_size, alpha=ALPHA, alternative="larger")
-    if power.power(kwargs["effect_size"], 2, ALPHA, alternative="larger") >= target:  # no root below 2 (nobs, or nobs1)
+    target = 1 - (1 - TOST_POWER) / 2
+    if power.power(effect_size, 2, ALPHA, alternative="larger") >= target:  # no root below 2 (nobs, or nobs1)
         return 2.0
     with warnings.catch_warnings():  # no convergence: returned as NaN, said as "not found"
         warnings.simplefilter("ignore")
         try:
-            n = float(power.solve_power(power=target, **kwargs))
+            n = float(power.solve_power(effect_size=effect_size, alpha=ALPHA, power=target, alternative="larger"))
         except (ValueError, RuntimeError):
             return math.nan
     return float(math.ceil(n)) if np.isfinite(n) else math.nan
-
-
-def by_seed(frame: pd.DataFrame, arm: str, metric: str, seed: str = "seed") -> pd.DataFrame:
-    """Arms as columns, seeds as rows, `metric` in the cells (the mean if a seed repeats in an arm)."""
-    return frame.pivot_table(index=seed, columns=arm, values=metric, aggfunc="mean")
 
 
 COLUMNS = ["effect", "se", "ci_low", "ci_high", "p", "df", "n", "method", "unpaired", "p_equivalent",
@@ -143,21 +137,6 @@ COLUMNS = ["effect", "se", "ci_low", "ci_high", "p", "df", "n", "method", "unpai
 def as_row(c: Contrast, prefix: str = "") -> dict:
     """The contrast's fields as one table row's columns (names prefixed by `prefix`)."""
     return {f"{prefix}{k}": getattr(c, k) for k in COLUMNS}
-
-
-def emm_weights(ff: FactorialFit, factor: str, level: object, where: Mapping[str, object] | None = None) -> dict:
-    """Per cell (a tuple of the factors' levels), its weight in EMM(factor=level) - EMM(factor=reference)
-    over the cells matching `where`, every cell weighted equally (analysis.factorial's estimand)."""
-    cells = [dict(zip(ff.factors, values)) for values in itertools.product(*ff.levels.values())]
-    cells = [c for c in cells if all(c[k] == v for k, v in (where or {}).items())]
-    at = [tuple(c.values()) for c in cells if c[factor] == level]
-    ref = [tuple(c.values()) for c in cells if c[factor] == ff.levels[factor][0]]
-    weights = dict.fromkeys(at + ref, 0.0)
-    for cell in at:
-        weights[cell] += 1 / len(at)
-    for cell in ref:
-        weights[cell] -= 1 / len(ref)
-    return weights
 
 
 def of_cells(ff: FactorialFit, weights: Mapping[tuple, float], margin: float | None = None) -> Contrast:
@@ -183,14 +162,14 @@ def of_cells(ff: FactorialFit, weights: Mapping[tuple, float], margin: float | N
     return paired or Contrast(math.nan, **NO_INTERVAL, n=0, method="none")
 
 
-def both(ff: FactorialFit, weights: Mapping[tuple, float], vector: np.ndarray, margin: float | None = None) -> dict:
-    """One table row's numbers for a contrast: its own variance (:func:`of_cells`: paired, or Welch)
-    as the main columns, the pooled model's (``factorial.estimate`` of `vector`, one residual variance
-    for every arm) as ``pooled_*``. Where no per-contrast interval can be made (one seed, no spread),
+def both(ff: FactorialFit, weights: Mapping[tuple, float], margin: float | None = None) -> dict:
+    """One table row's numbers for the contrast ``sum_cell weights[cell] * mean(cell)``: its own
+    variance (:func:`of_cells`: paired, or Welch) as the main columns, the pooled model's
+    (``factorial.estimate``, one residual variance for every arm) as ``pooled_*``. Where no per-contrast interval can be made (one seed, no spread),
     the main columns are the pooled model's (its seed-blocked estimate, and its interval when it has
     one), and ``method`` says "pooled" (or "none": no interval at all)."""
     own = of_cells(ff, weights, margin)
-    pooled = factorial.estimate(ff, vector)
+    pooled = factorial.estimate(ff, factorial.cells_vector(ff, weights))
     row = as_row(own)
     if own.method == "none":  # the seed-blocked model's estimate, with its interval when it has one
         row.update(effect=pooled.effect, se=pooled.se, ci_low=pooled.ci_low, ci_high=pooled.ci_high, p=pooled.p,

@@ -172,8 +172,7 @@ def main_effects(ff: FactorialFit) -> pd.DataFrame:
     for factor in ff.factors:
         ref = ff.levels[factor][0]
         for level in ff.levels[factor][1:]:
-            numbers = contrasts.both(ff, contrasts.emm_weights(ff, factor, level),
-                                     factorial.contrast(ff, factor, level))
+            numbers = contrasts.both(ff, factorial.emm_weights(ff, factor, level))
             rows.append({"factor": factor, "level": level, "reference": ref,
                          "emm": factorial.marginal_mean(ff, factor, level),
                          "emm_ref": factorial.marginal_mean(ff, factor, ref), **numbers,
@@ -201,13 +200,10 @@ def recipe_interactions(ff: FactorialFit, recipe: str = "recipe",
     for factor in (f for f in ff.factors if f in ARCHITECTURE_FIELDS):
         for new in ff.levels[recipe][1:]:
             for level in ff.levels[factor][1:]:
-                w_new = contrasts.emm_weights(ff, factor, level, {recipe: new})
-                w_base = contrasts.emm_weights(ff, factor, level, {recipe: base})
-                v_new = factorial.contrast(ff, factor, level, {recipe: new})
-                v_base = factorial.contrast(ff, factor, level, {recipe: base})
+                w_new = factorial.emm_weights(ff, factor, level, {recipe: new})
+                w_base = factorial.emm_weights(ff, factor, level, {recipe: base})
                 w_int = {c: w_new.get(c, 0.0) - w_base.get(c, 0.0) for c in {**w_new, **w_base}}
-                e_new, e_base, e_int = (contrasts.both(ff, w, v) for w, v in
-                                        ((w_new, v_new), (w_base, v_base), (w_int, v_new - v_base)))
+                e_new, e_base, e_int = (contrasts.both(ff, w) for w in (w_new, w_base, w_int))
                 methods = sorted({e["method"] for e in (e_new, e_base, e_int)})
                 tests = {"new > 0": contrasts.p_greater(e_new), f"base < {margin:g}": contrasts.p_below(e_base, margin),
                          "interaction > 0": contrasts.p_greater(e_int)}
@@ -222,7 +218,7 @@ def recipe_interactions(ff: FactorialFit, recipe: str = "recipe",
                              "p_claim": np.nan if any(np.isnan(p) for p in tests.values()) else max(tests.values()),
                              "p_against": min(1.0, len(against) * min(shown)) if shown else np.nan,
                              "tests": tests, "against": against,
-                             "aliased": not factorial.estimable(ff, v_new - v_base)})
+                             "aliased": not factorial.estimable(ff, factorial.cells_vector(ff, w_int))})
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=INTERACTION_COLUMNS)

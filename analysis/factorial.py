@@ -178,15 +178,35 @@ def estimable(ff: FactorialFit, vector: np.ndarray) -> bool:
     return bool(np.allclose(vector @ ff.projector, vector, atol=1e-8 * max(1.0, np.abs(vector).max())))
 
 
+def emm_weights(ff: FactorialFit, factor: str, level: object, where: dict | None = None) -> dict[tuple, float]:
+    """Per cell (a tuple of the factors' levels), its weight in EMM(factor=level) - EMM(factor=reference)
+    over the cells matching `where` (e.g. {"recipe": "holistic"}), every cell weighted equally."""
+    cells = [dict(zip(ff.factors, values)) for values in itertools.product(*ff.levels.values())]
+    cells = [c for c in cells if all(c[k] == v for k, v in (where or {}).items())]
+    at = [tuple(c.values()) for c in cells if c[factor] == level]
+    ref = [tuple(c.values()) for c in cells if c[factor] == ff.levels[factor][0]]
+    weights = dict.fromkeys(at + ref, 0.0)
+    for cell in at:
+        weights[cell] += 1 / len(at)
+    for cell in ref:
+        weights[cell] -= 1 / len(ref)
+    return weights
+
+
+def cells_vector(ff: FactorialFit, weights: dict[tuple, float]) -> np.ndarray:
+    """Coefficient vector of the contrast ``sum_cell weights[cell] * mean(cell)``: each cell's mean is
+    its design rows of the reference grid averaged over the seeds."""
+    rows: dict[tuple, list[int]] = {}
+    for i, cell in enumerate(ff.grid[ff.factors].itertuples(index=False, name=None)):
+        rows.setdefault(cell, []).append(i)
+    return sum((w * ff.grid_design[rows[cell]].mean(0) for cell, w in weights.items() if w),
+               np.zeros(ff.grid_design.shape[1]))
+
+
 def contrast(ff: FactorialFit, factor: str, level: object, where: dict | None = None) -> np.ndarray:
-    """Coefficient vector of EMM(factor=level) - EMM(factor=reference), averaged over the grid rows
-    that match `where` (e.g. {"recipe": "holistic"}) with equal weight."""
-    rows = np.ones(len(ff.grid), bool)
-    for key, value in (where or {}).items():
-        rows &= (ff.grid[key] == value).to_numpy()
-    at = rows & (ff.grid[factor] == level).to_numpy()
-    ref = rows & (ff.grid[factor] == ff.levels[factor][0]).to_numpy()
-    return ff.grid_design[at].mean(0) - ff.grid_design[ref].mean(0)
+    """Coefficient vector of EMM(factor=level) - EMM(factor=reference) over the cells that match
+    `where`, with equal weight (:func:`emm_weights`)."""
+    return cells_vector(ff, emm_weights(ff, factor, level, where))
 
 
 def marginal_mean(ff: FactorialFit, factor: str, level: object) -> float:

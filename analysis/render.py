@@ -77,6 +77,12 @@ def p_value(value: object) -> str:
     return f"{value:.3g}" if 0.045 <= value < 0.055 else f"{value:.2g}"
 
 
+def interval(row) -> str:
+    """' [low, high]' of a row's 95% interval (ci_low, ci_high), '' when it has none."""
+    low = row.get("ci_low", math.nan)
+    return "" if low is None or pd.isna(low) else f" [{low:.2f}, {row['ci_high']:.2f}]"
+
+
 def cell(value: object, spec: str) -> str:
     """One value as text: floats with `spec`, NaN/None empty, anything else as str()."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -59,17 +59,12 @@ def subdesign_table(ff: factorial.FactorialFit, arms: pd.DataFrame, label: Calla
     found = squares(arms, factors, references)
     if not found:
         return pd.DataFrame(columns=COLUMNS)
-    arm = ff.factors[0]
     rows = []
     for square in found:
         f, g, (f0, f1), (g0, g1) = square["f"], square["g"], square["f_levels"], square["g_levels"]
 
         def cell(a, b):
             return (label({**square["fixed"], f: a, g: b}),)
-
-        def vector(weights):
-            return sum(w * (factorial.contrast(ff, arm, c[0]) if c[0] != ff.levels[arm][0] else 0)
-                       for c, w in weights.items())
 
         at_g0 = {cell(f1, g0): 1.0, cell(f0, g0): -1.0}
         at_g1 = {cell(f1, g1): 1.0, cell(f0, g1): -1.0}
@@ -89,7 +84,7 @@ def subdesign_table(ff: factorial.FactorialFit, arms: pd.DataFrame, label: Calla
                 (f"{g}={g1} vs {g0}, main effect (mean over {f})", mean(at_f0, at_f1), effect_words),
                 (f"interaction: ({f}={f1} vs {f0}) at {g}={g1} minus at {g}={g0}", interaction,
                  (f"larger at {g}={g1}", f"smaller at {g}={g1}"))):
-            numbers = contrasts.both(ff, weights, vector(weights), margin)
+            numbers = contrasts.both(ff, weights, margin)
             rows.append({"design": design, "contrast": name, **numbers, "words": words})
     table = contrasts.family(pd.DataFrame(rows))
     verdicts = []

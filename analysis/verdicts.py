@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 
 from analysis import contrasts
-from analysis.render import Section, p_value
+from analysis.render import Section, interval, p_value
 
 VERDICTS = ("supported", "not supported", "inconclusive")
 METHOD_WORDS = {"paired": "paired over {n} seeds", "welch": "Welch, {n} trials", "pooled": "pooled model",
@@ -32,9 +32,7 @@ METHOD_WORDS = {"paired": "paired over {n} seeds", "welch": "Welch, {n} trials",
 def numbers(row: Mapping, unit: str = "points", estimate: str = "effect") -> str:
     """'+1.45 points [0.38, 2.52], paired over 3 seeds, Holm p 0.057'."""
     value = row[estimate]
-    text = f"{value:+.2f} {unit}"
-    if not math.isnan(row.get("ci_low", math.nan)):
-        text += f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+    text = f"{value:+.2f} {unit}" + interval(row)
     method = row.get("method")
     if isinstance(method, str) and method in METHOD_WORDS:
         text += ", " + METHOD_WORDS[method].format(n=int(row["n"]) if not pd.isna(row.get("n")) else "?")
