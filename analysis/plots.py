@@ -57,7 +57,7 @@ def learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, metrics: Sequenc
 
 def effects_plot(effects: pd.DataFrame, metric: str = "test_acc", note: str = "") -> Figure:
     """Each factor level's effect (difference of estimated marginal means, level minus reference) as
-    a dot with its 95% t interval from the factorial model as a bar; 0 marked; green only where the
+    a dot with its 95% t interval as a bar (the table's: its own variance, else the pooled model's); 0 marked; green only where the
     Holm-adjusted p < 0.05. Labels carry n of the level and of the reference."""
     fig = Figure(figsize=(7, 0.45 * len(effects) + 1.6), layout="constrained")
     ax = fig.subplots()
