@@ -9,7 +9,9 @@ intervals across seeds; ``importance`` each factor's variance share (exact ANOVA
 else fANOVA); ``lenth`` Lenth's method and the half-normal plot for an unreplicated grid;
 ``subdesigns`` the full 2x2s among the confirm arms; ``verdicts`` the report's claims as
 sentences generated from its tests; ``confirm`` the screen's ranking, the
-confirm set and the confirm phase's estimates; ``fidelity`` how far to trust the screen; ``halving`` a successive-halving screen rung by rung; ``best`` the one best trial and arm; ``pareto`` and
+confirm set and the confirm phase's estimates; ``fidelity`` how far to trust the screen; ``halving`` a successive-halving screen rung by rung; ``best`` the one best trial and arm;
+``learning`` which trials learned anything (the arms at chance left out of the findings); ``trained``
+the report's first table, what was trained; ``pareto`` and
 ``plots`` draw accuracy against cost, learning curves and the scheduler's stopping picture;
 ``render`` writes tables as Markdown, CSV or LaTeX (and holds a report's Section); ``confirm_report``
 makes the report's screen-then-confirm sections; ``python -m analysis.report RUN_DIR`` puts it all

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from analysis.learning import MARGIN, learned
 from analysis.load import ended as ran_to_end
 
 RULE = "highest best validation accuracy of the trials that ran to their own end"
@@ -76,7 +77,9 @@ def describe(trials: pd.DataFrame, factors: Sequence[str], test: bool = True) ->
     ran = f", {int(epochs)} epoch{'s' if int(epochs) != 1 else ''}" if pd.notna(epochs) else ""
     lines = [f"best trial ({RULE}): {best['trial_id']}: best val {percent(best['best_val_acc'])}, "
              + (f"test {percent(best.get('test_acc'))}" if test else "validation only") + ran
-             + (f"; {levels}" if levels else "")]
+             + (f"; {levels}" if levels else "")
+             + (f"; it did not learn (validation accuracy not shown above chance + {MARGIN:g} points: analysis.learning)"
+                if not learned(best.to_frame().T).iloc[0] else "")]
     arm = best_arm(trials, factors)
     if arm:
         levels = " ".join(f"{f}={level(v)}" for f, v in arm["levels"].items())

@@ -37,7 +37,7 @@ import pandas as pd
 
 from statsmodels.stats.weightstats import DescrStatsW
 
-from analysis import contrasts, factorial
+from analysis import contrasts, factorial, learning
 from analysis.effects import EQUIVALENCE_MARGIN, reference_level
 from analysis.fidelity import Fidelity, fidelity
 from analysis.load import Experiment, ended
@@ -277,27 +277,35 @@ def chance_best(ff: factorial.FactorialFit, resamples: int = BOOTSTRAP, seed: in
 
 def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: pd.DataFrame,
                  references: dict | None, comparisons: pd.DataFrame | None = None) -> str:
-    """One line for the console: the confirmed best arm (by validation, among K) with its test
-    accuracy, interval and bootstrap chance of being the best, the screen's best if that differs, and
-    what removing each component of the screen's best costs (points, interval, verdict)."""
+    """The console's closing lines (joined by newlines): the confirmed best arm (by validation, among
+    K) with its test accuracy, interval and bootstrap chance of being the best; the screen's best if
+    that differs; then one line per component removed from the screen's best: the test accuracy
+    points it costs (+: the component helped), 95% interval and verdict."""
     def described(row: pd.Series) -> str:
-        return f"{row[ARM]}: test accuracy {row['mean']:.2f}%{interval(row)} (n={int(row['n'])})"
+        return (f"{row[ARM]}: test accuracy {row['mean']:.2f}%{interval(row)} (mean of n={int(row['n'])} seeds, "
+                "95% t interval)")
 
     text = f"confirmed best arm {described(means.iloc[0])}, picked on validation among {len(means)} confirmed arms"
+    if "at_chance" in means and means["at_chance"].all():
+        text = f"no confirmed arm learned (every one at chance: analysis.learning); {text}"
+    elif "at_chance" in means and means["at_chance"].any():
+        text += f" ({int(means['at_chance'].sum())} of them did not learn: at chance)"
     chance = None if comparisons is None or comparisons.empty else comparisons.iloc[0]["chance_best"]
     if chance is not None and not np.isnan(chance):
-        text += f" (best by test in {chance:.0%} of bootstrap resamples of the seeds)"
+        text += f"; best by test in {chance:.0%} of bootstrap resamples of the seeds"
+    lines = [text]
     screen_best = arm_label(best, factors)
     if screen_best not in set(means[ARM]):
-        text += f"; the screen's best, {screen_best}, has no confirm trial that ran to its end"
+        lines.append(f"  the screen's best, {screen_best}, has no confirm trial that ran to its end")
     elif means.iloc[0][ARM] != screen_best:
-        text += f"; the screen's best, {described(means[means[ARM] == screen_best].iloc[0])}"
+        lines.append(f"  the screen's best, {described(means[means[ARM] == screen_best].iloc[0])}")
     if len(loo):
-        short = {arm_label(arm, factors): removed(best, f) for arm, f in leave_one_out(best, references or {})}
-        costs = "; ".join(f"{short[r[ARM]]} {r['cost']:+.2f} points" + interval(r) + f": {r['verdict']}"
-                          for r in loo.to_dict("records"))
-        text += f"; removing from the screen's best costs (test accuracy, Holm-adjusted tests): {costs}"
-    return text
+        lines.append("  removing one component from the screen's best: test accuracy points lost (+: it helped), "
+                     "95% interval paired over seeds, verdict from Holm-adjusted tests:")
+        short = {arm_label(arm, factors): removed(best, f, references) for arm, f in leave_one_out(best, references or {})}
+        lines += [f"    {short[r[ARM]]}: {r['cost']:+.2f} points{interval(r)}, {r['verdict']}"
+                  for r in loo.to_dict("records")]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -313,7 +321,7 @@ class Confirmed:
     n: int  # confirm trials used
     excluded: dict[str, int]  # stop_reason -> confirm trials left out (no final report with a test accuracy)
     never_started: int  # confirm trials the driver expected that Ray has no record of
-    line: str  # summary_line: the one line the console prints after the confirm phase
+    line: str  # summary_line: the lines the console prints after the confirm phase
     fidelity: Fidelity  # how well the screen ranked the confirmed arms
     margin: float  # the equivalence margin of the tests (points)
 
@@ -370,6 +378,9 @@ def confirmed(exp: Experiment, margin: float = EQUIVALENCE_MARGIN) -> Confirmed 
         return None
     means = arm_means(used, factors)
     means["why"] = means[ARM].map(reasons(spec, factors)).fillna("")
+    at_chance = set(arm_labels(learning.arms_at_chance(used, factors), factors))
+    if at_chance:  # a column only where some arm did not learn (analysis.learning)
+        means["at_chance"] = means[ARM].isin(at_chance)
     ff = fit_arms(used, factors, means.iloc[0][ARM], by_label=True)
     comparisons = best_comparisons(ff, means, margin)
     subdesigns = subdesign_table(ff, used[list(factors)].drop_duplicates(), lambda levels: arm_label(levels, factors),
@@ -385,6 +396,19 @@ def confirmed(exp: Experiment, margin: float = EQUIVALENCE_MARGIN) -> Confirmed 
                      len(used), excluded, view.never_started,
                      summary_line(best, factors, means, loo, spec.get("references"), comparisons),
                      fidelity(ranks, means.set_index(ARM)["mean"]), margin)
+
+
+def best_trial(exp: Experiment, result: Confirmed) -> pd.Series | None:
+    """The trial that stands for the confirmed best arm (row 0 of `result.means`): of its confirm
+    trials that ran to their end, the one with the highest best validation accuracy (selection on
+    validation, never on test); what the console's reproduce line and ``deploy.export --best`` use.
+    Its trial_dir is relative to the experiment's directory."""
+    trials = exp.trials[exp.trials["phase"] == "confirm"] if "phase" in exp.trials else exp.trials.iloc[:0]
+    candidates = trials[ended(trials, "best_val_acc")]
+    candidates = candidates[arm_labels(candidates, result.factors) == result.means.iloc[0][ARM]]
+    if candidates.empty:
+        return None
+    return candidates.loc[pd.to_numeric(candidates["best_val_acc"]).idxmax()]
 
 
 def leave_one_out_costs(ff: factorial.FactorialFit, used: pd.DataFrame, factors: Sequence[str], best: dict,

@@ -46,6 +46,8 @@ class Compared:
     label: str  # what the metric means here: final test accuracy, or an early-training screen
     effects_refused: str = ""  # why no factorial effects, "" when they are computed
     title_note: str = ""  # what the tables' titles add: an early-training screen, or validation only
+    at_chance: pd.DataFrame | None = None  # arms left out because they did not learn (analysis.learning)
+    arms: int = 0  # arms before those were left out
 
 
 def compared_trials(trials: pd.DataFrame, epochs: pd.DataFrame, search: str | None,

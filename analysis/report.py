@@ -23,14 +23,14 @@ matplotlib.use("Agg")  # files only: the report never opens a window
 
 import pandas as pd  # noqa: E402
 
-from analysis import effects, plots  # noqa: E402
+from analysis import effects, learning, plots, trained  # noqa: E402
 from analysis.best import describe as describe_best  # noqa: E402
 from analysis.depth import depth_table, layers  # noqa: E402
 from analysis.fidelity import schedules_at_rung  # noqa: E402
 from analysis.halving import rung_table  # noqa: E402
 from analysis.importance import importance  # noqa: E402
 from analysis.lenth import lenth  # noqa: E402
-from analysis.confirm import Confirmed, confirmed  # noqa: E402
+from analysis.confirm import Confirmed, best_trial, confirmed  # noqa: E402
 from analysis.load import Experiment, load  # noqa: E402
 from analysis.pareto import arm_summary, objective_front  # noqa: E402
 from analysis.confirm_report import confirm_sections  # noqa: E402
@@ -50,7 +50,8 @@ def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> lis
     """Every block of the report, in order; blocks that do not apply to this sweep are left out. With
     phases, the study's blocks are the screen's alone, then come the confirm phase's."""
     result = confirmed(exp, margin) if "confirm" in exp.phases else None  # one fit for the overview and the sections
-    out = [overview(exp, result)]
+    out = [Section("What was trained", trained.TEXT.format(machine=trained.machine(exp.sweep)), "trained",
+                   trained.trained_table(exp)), overview(exp, result)]
     if len(exp.unfinished) or exp.never_started:
         out.append(unfinished_section(exp))
     body = study_sections(exp.phase("screen"), margin, exp.path)
@@ -86,6 +87,10 @@ def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
         out.append(Section("Design of the screen", design_text(exp.sweep["design"])))
     exp, compared = screen_compared(exp)
     trials = exp.trials
+    if compared.at_chance is not None and len(compared.at_chance):
+        out.append(Section("Arms that did not learn", learning.TEXT.format(
+            n=len(compared.at_chance), arms=compared.arms, margin=learning.MARGIN, alpha=learning.ALPHA),
+            "did_not_learn", compared.at_chance))
     out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes, not validation_only)
     if plan.get("scheduler") == "asha" and (trials["stop_reason"] == "scheduler_stopped").any():
         rung = int(plan.get("grace_period", effects.common_epoch(trials)))
@@ -128,6 +133,11 @@ def screen_compared(exp: Experiment) -> tuple[Experiment, effects.Compared]:
         compared = replace(compared, label=f"{compared.label}; {fitted}",
                            title_note=f"{compared.title_note + ', ' if compared.title_note else ''}first rung, "
                                       f"{rungs[0]['budget']}-epoch schedules")
+    factors = effects.ablation_factors(compared.frame, exp.config_columns, exp.axes)
+    kept, at_chance, why = learning.keep_learners(compared.frame, factors)
+    arms = len(compared.frame[factors].drop_duplicates()) if factors else min(len(compared.frame), 1)
+    compared = replace(compared, frame=kept, note=f"{compared.note}; {why}" if why else compared.note,
+                       at_chance=at_chance, arms=arms)
     return exp, compared
 
 
@@ -190,11 +200,27 @@ def overview(exp: Experiment, result: Confirmed | None = None) -> Section:
         lines.append(f"{len(trials)} trials recorded"
                      + (f" of {sweep['expected_trials']} expected" if "expected_trials" in sweep else ""))
     screen = exp.phase("screen")
-    lines += describe_best(deepest_rung(screen.trials),
-                           effects.ablation_factors(screen.trials, exp.config_columns, exp.axes),
-                           test=not ("confirm" in exp.phases or sweep.get("confirm_follows")))
-    if "confirm" in exp.phases:
-        lines.append(result.line if result else "confirm phase: no trial has run to its end yet")
+    _, compared = screen_compared(screen)
+    if compared.at_chance is not None and learning.most_did_not_learn(compared.at_chance, compared.arms):
+        lines.insert(0, f"**Most arms did not learn: {len(compared.at_chance)} of {compared.arms} stayed at "
+                        f"{learning.chance_words(compared.at_chance)}** (best validation accuracy not shown above it + "
+                        f"{learning.MARGIN:g} points): the numbers below describe models that learned little or "
+                        "nothing. Train longer, on more images or with more optimiser steps an epoch (a smaller "
+                        "batch_size) before reading effects.")
+    if "confirm" in exp.phases and result:  # one best: the confirmed one (the screen's rank 1 is in Screen ranking)
+        head, *rest = result.line.split("\n")  # the console's lines: the indented ones as (nested) bullets
+        lines.append(f"**The best:** {head}" + "".join(
+            f"\n{'  ' if line.startswith('    ') else ''}- {line.strip()}" for line in rest))
+        trial = best_trial(exp, result)
+        if trial is not None:
+            lines.append(f"Its trial with the best validation accuracy: `{trial['trial_id']}` (re-run: `python train.py "
+                         f"--config {exp.path}/{trial['trial_dir']}`; export: `python -m deploy.export {exp.path} --best`)")
+    else:
+        lines += describe_best(deepest_rung(screen.trials),
+                               effects.ablation_factors(screen.trials, exp.config_columns, exp.axes),
+                               test=not ("confirm" in exp.phases or sweep.get("confirm_follows")))
+        if "confirm" in exp.phases:
+            lines.append("confirm phase: no trial has run to its end yet; the best above is the screen's, by validation")
     errored = trials[trials["stop_reason"] == "errored"]
     lines += [f"Errored `{t}`: {msg}" for t, msg in zip(errored["trial_id"], errored["error"])]
     lines += [f"Skipped (its files could not be read): {what}" for what in exp.skipped]
@@ -277,9 +303,11 @@ def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
     when it recorded them."""
     frame, metric = compared.frame, compared.metric
     factors = effects.ablation_factors(frame, config_columns, axes)
+    heading = f"Compared: {compared.label}. {compared.note}."
+    if compared.at_chance is not None and len(compared.at_chance) and len(frame) < 2:
+        return [Section("Effects", f"{heading} No effects: fewer than two trials of arms that learned are left.")]
     if not factors or len(frame) < 2:
         return []
-    heading = f"Compared: {compared.label}. {compared.note}."
     if compared.effects_refused:
         ended = compared.frame if ended is None else ended
         out = [Section("Effects", f"{heading} {compared.effects_refused}")]

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
-from analysis import contrasts
+from analysis import contrasts, learning
 from analysis.render import Section, interval, p_value
 
 VERDICTS = ("supported", "not supported", "inconclusive")
@@ -133,7 +133,7 @@ def subdesigns(table: pd.DataFrame, margin: float) -> list[str]:
 
 
 CLAIMS: dict[str, Callable[[pd.DataFrame, float], list[str]]] = {
-    "stage_steps": stage_steps, "interactions": interactions, "best_comparisons": best_comparisons,
+    "did_not_learn": learning.verdicts, "stage_steps": stage_steps, "interactions": interactions, "best_comparisons": best_comparisons,
     "subdesigns": subdesigns, "leave_one_out": leave_one_out}
 
 

@@ -1,4 +1,5 @@
-"""Which trials to export, and their models: ``--trial ID``, ``--best`` (the highest best validation
+"""Which trials to export, and their models: ``--trial ID``, ``--best`` (after a confirm phase the
+confirmed best arm's trial with the best validation accuracy, else the highest best validation
 accuracy among the trials that ran to their own end) or ``--front`` (those on the front of best
 validation accuracy against a cost, or of a multi-objective sweep's own objectives); selection is on
 validation accuracy only, never on test. Each model is loaded from its best-validation weights (the
@@ -66,10 +67,26 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
             picked = finished[pareto_front(finished, "best_val_acc", front_cost).to_numpy()]
             picked = picked.sort_values(front_cost, kind="stable")
         else:
-            picked = finished.sort_values("best_val_acc", ascending=False, kind="stable").head(1)
+            picked = best_trials(experiment, finished)
     return [Source(row.trial_id, record.read_trial_config(run_dir / row.trial_dir / record.TRIAL_CONFIG_FILE),
                    newest_checkpoint(run_dir / row.trial_dir), number_or_none(row.test_acc))
             for row in picked.itertuples()]
+
+
+def best_trials(experiment: Any, finished: pd.DataFrame) -> pd.DataFrame:
+    """--best: with a confirm phase, the confirmed best arm's trial (analysis.confirm.best_trial: its
+    seed with the best validation accuracy), the one best the report and the console name; else the
+    trial with the highest best validation accuracy among those that ran to their end."""
+    if "confirm" in experiment.phases:
+        from analysis.confirm import best_trial, confirmed
+
+        result = confirmed(experiment)
+        trial = best_trial(experiment, result) if result is not None else None
+        if trial is None:
+            raise UserError(f"the confirm phase of {experiment.path} has no trial that ran to its end yet: no "
+                            "confirmed best to export (--trial ID exports a given one)")
+        return trial.to_frame().T
+    return finished.sort_values("best_val_acc", ascending=False, kind="stable").head(1)
 
 
 def number_or_none(value: Any) -> float | None:

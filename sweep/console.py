@@ -43,7 +43,8 @@ def trial_frame(trials: Sequence[Any], scheduler: str, done: bool = False) -> pd
         reason = stop_reason(trial.status, last, trial.status == "ERROR")
         word = LIVE.get(trial.status, words[reason]) if reason == "unfinished" and not done else words[reason]
         where = last.get("node_ip") or ""
-        rows.append({**{k: v for k, v in last.items() if k in METRIC_COLUMNS or k in ("epochs_run", "time_total_s")},
+        rows.append({**{k: v for k, v in last.items() if k in METRIC_COLUMNS or k in ("epochs_run", "time_total_s",
+                                                                                        "timestamp")},
                      **trial.config, "trial_id": trial.trial_id, "name": str(trial), "stop_reason": reason,
                      "outcome": word, "status": trial.status, "loc": where, "path": trial_path(trial)})
     return pd.DataFrame(rows)
@@ -89,6 +90,30 @@ def clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+MAX_ROWS = 20  # rows of the live table; the whole table prints when the phase ends
+BEST_ROWS = 5
+
+
+def live_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(the rows the live table shows, a line saying what was left out): at most MAX_ROWS of the
+    running trials, the BEST_ROWS ended ones with the best validation accuracy and the newest ended
+    ones, in trial order; every row when they fit."""
+    if len(frame) <= MAX_ROWS:
+        return frame, ""
+    running = frame[frame["status"] == "RUNNING"]
+    ended = frame[~frame["status"].isin(tuple(LIVE))]
+    score = pd.to_numeric(ended.get("best_val_acc", pd.Series(dtype=float)), errors="coerce")
+    best = score.sort_values(ascending=False, kind="stable").dropna().index[:BEST_ROWS]
+    when = pd.to_numeric(ended.get("timestamp", pd.Series(dtype=float)), errors="coerce")
+    room = max(MAX_ROWS - len(running) - len(best), 0)
+    newest = when.drop(best, errors="ignore").sort_values(ascending=False, kind="stable").index[:room]
+    keep = frame.index.isin(running.index[:MAX_ROWS].union(best).union(newest))
+    pending = int((frame["status"] == "PENDING").sum())
+    note = (f"({int(keep.sum())} of {len(frame)} trials shown: the running, the {len(best)} best and the newest "
+            f"ended{f'; {pending} pending' if pending else ''}; every trial in the table at the end)")
+    return frame[keep], note
+
+
 def table(frame: pd.DataFrame, axes: Sequence[str]) -> str:
     """Ray's trial table (psql style), with the outcome in the report's words."""
     from tabulate import tabulate
@@ -107,8 +132,8 @@ def table(frame: pd.DataFrame, axes: Sequence[str]) -> str:
 
 
 class TrialTable(tune.CLIReporter):
-    """Ray's CLIReporter, printing our status: progress, the one best, the table in the report's words.
-    Every 30 s and at the end."""
+    """Ray's CLIReporter, printing our status: progress, the one best, the table in the report's words
+    (while it runs at most MAX_ROWS rows: live_rows). Every 30 s and at the end."""
 
     test_shown = True  # a table restored from a tuner.pkl written before this attribute existed
 
@@ -129,17 +154,21 @@ class TrialTable(tune.CLIReporter):
         if not frame.empty:
             if frame["status"].ne("PENDING").any():
                 lines += describe(frame, ablation_factors(frame, (), self.axes), self.test_shown)
-            lines.append(table(frame, self.axes))
+            shown, note = (frame, "") if done else live_rows(frame)
+            lines.append(table(shown, self.axes))
+            lines += [note] if note else []
         return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------ quiet Ray
 # Ray's lines that a successful or Ctrl-C'd sweep does not need: its own resume advice
 # (`Tuner.restore(...)`: ours is `--resume DIR`), the stop-signal notice, the run-time footer, token
-# auth on a private local Ray. Warnings and errors about anything else still print.
+# auth on a private local Ray, and after Ctrl-C or on --resume one FileNotFoundError per trial that never
+# started (Tune's ResultGrid fetching their result files; the summary says "N not started"). Warnings and errors about anything else still print.
 QUIET_MESSAGES = ("Token authentication is enabled", "Experiment has been interrupted", "Trials did not complete",
                   "Stop signal received", "Experiment state snapshotting has been triggered",
-                  "Wrote the latest version of all result files", "Total run time", "Started a local Ray instance")
+                  "Wrote the latest version of all result files", "Total run time", "Started a local Ray instance",
+                  "Failed to fetch metrics for")  # Tune's result frames of trials that never started: our own summary counts them
 
 
 class QuietRay(logging.Filter):

@@ -16,6 +16,7 @@ import ray
 from sweep import experiment as exp
 from sweep import phases as sweep_phases
 from sweep import storage, tuner
+from sweep.estimate import estimate_sweep
 from sweep.plan import Plan, absolute_location
 from sweep.record import (CONFIRM, SCREEN, expected_trials, phase_directories, rung_of, screen_rungs,
                           write_sweep)
@@ -31,10 +32,11 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: 
         prepare_data(params["data_dir"], record["datasets"])
         with connected(args.address):
             plan.gpus_per_trial = check_resources(plan.cpus_per_trial, args.gpus_per_trial)
-            record = {**record, "plan": asdict(plan), **provenance()}
+            estimate = estimate_sweep(params, plan, record, cluster_slots(plan))
+            record = {**record, "plan": asdict(plan), **provenance(), "estimate": asdict(estimate)}
             write_sweep(plan.experiment_dir, record)
             print(f"experiment {plan.experiment_dir}: {phases_line(record)}; monitor with: tensorboard --logdir "
-                  f"{plan.experiment_dir}", flush=True)
+                  f"{plan.experiment_dir}\n{estimate.line()}", flush=True)
             return run_phases(plan, record, retry_errored=False)
     finally:
         exp.release_claim(plan.experiment_dir, made)
@@ -322,6 +324,18 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float | None) -> floa
     return gpus_per_trial
 
 
+def cluster_slots(plan: Plan) -> int:
+    """Trials the cluster runs at once: per alive node, its CPUs (and GPUs) over a trial's share."""
+    slots = 0
+    for node in (n["Resources"] for n in ray.nodes() if n["Alive"]):
+        fits = int(node.get("CPU", 0) // plan.cpus_per_trial) if plan.cpus_per_trial else 1
+        if plan.gpus_per_trial:
+            fits = min(fits, int(node.get("GPU", 0) // plan.gpus_per_trial))
+        slots += fits
+    slots = max(slots, 1)
+    return min(slots, plan.max_concurrent) if plan.max_concurrent else slots
+
+
 def prepare_data(data_dir: str, datasets: list[tuple[str, int]]) -> None:
     """Download and verify every dataset once, here, before any trial starts."""
     from training.datasets import prepare_dataset
@@ -374,12 +388,15 @@ def report(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
 def print_confirmed(experiment_dir: str) -> None:
     """After the confirm phase: the confirmed best arm with its test accuracy interval, and what
     removing each component of the screen's best costs (analysis.confirm)."""
-    from analysis.confirm import confirmed
+    from analysis.confirm import best_trial, confirmed
     from analysis.load import load
 
-    result = confirmed(load(experiment_dir))
+    exp = load(experiment_dir)
+    result = confirmed(exp)
     if result is not None:
-        print("\n".join([result.line, *result.fidelity.lines]))
+        trial = best_trial(exp, result)
+        reproduce = [f"  reproduce it: python train.py --config {experiment_dir}/{trial['trial_dir']}"] if trial is not None else []
+        print("\n".join([result.line, *reproduce, *result.fidelity.lines]))
 
 
 def print_front(experiment_dir: str, objectives: list[list[str]]) -> None:

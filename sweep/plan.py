@@ -191,7 +191,7 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
         params, num_samples = smoke_params(params), smoke_samples(search, num_samples)
     params["data_dir"] = absolute_data_dir(params)
     configs = check_trials(params, args.smoke_test, exhaustive=search == "grid", source=name)
-    vocab.check_arms(configs, name)
+    notes += vocab.check_arms(configs, name)
     check_numbers(args)
     confirm = phases.confirm_settings(args, space, params, objectives)
     storage = absolute_location(args.storage_path or os.environ.get(RESULTS_ENV) or "runs/sweeps")

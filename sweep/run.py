@@ -93,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) -> None:
-    """What would run: the trials and their configs, the data and where it comes from, the cost."""
+def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any],
+                  args: argparse.Namespace | None = None) -> None:
+    """What would run: the trials and their configs, the data and where it comes from, the cost and
+    the wall time on this machine (sweep.estimate), with cheaper commands when that is long."""
     import pandas as pd
 
     from training.datasets import data_source
@@ -121,6 +123,14 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
     worst = screen_cost + (arms * seeds * plan.max_t if confirm else 0)
     print(f"cost: at most {worst} trial-epochs{stops}; {plan.cpus_per_trial:g} CPU"
           + (f" and {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "") + " per trial")
+    from sweep.estimate import LONG_S, estimate_sweep, local_slots
+
+    slots = local_slots(plan.cpus_per_trial, plan.gpus_per_trial, plan.max_concurrent)
+    estimate = estimate_sweep(params, plan, record, slots)
+    print(estimate.line())
+    if estimate.seconds > LONG_S and args is not None:
+        for line in cheaper(args, slots):
+            print(line)
     if plan.objectives:
         print("objectives: " + ", ".join(f"{m} ({d})" for m, d in plan.objectives)
               + " by Optuna's NSGA-II, every trial to its end")
@@ -145,6 +155,29 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any]) ->
         print(f"{plan.num_samples} draw(s) by {plan.search} from:")
         print(pd.DataFrame([{"key": k, "kind": next(iter(v)), "values": next(iter(v.values()))}
                             for k, v in axes.items()]).to_string(index=False))
+
+
+# Cheaper first runs of the same space, suggested when the estimate is long: what each adds to the command.
+CHEAPER = (("synthetic data, a few tiny trials", ["--smoke-test"]),
+           ("real Fashion-MNIST, small", ["--dataset", "fashion-mnist", "--set", "subset=2000", "width=0.25",
+                                          "batch_size=64", "--epochs", "3"]))
+
+
+def cheaper(args: argparse.Namespace, slots: int) -> list[str]:
+    """The CHEAPER commands that this space can run, each with its own estimate on this machine."""
+    from sweep.estimate import clock, estimate_sweep
+
+    space = args.space
+    lines = []
+    for what, extra in CHEAPER:
+        try:
+            cheap = build_parser().parse_args(["--space", space, *extra])
+            params, plan, record, _ = plan_sweep(cheap)
+            seconds = estimate_sweep(params, plan, record, slots).seconds
+        except (UserError, SystemExit):
+            continue
+        lines.append(f"  cheaper: python sweep/run.py --space {space} {' '.join(extra)}   ({what}: ~{clock(seconds)})")
+    return ["too long for a first run? these finish sooner here:", *lines] if lines else []
 
 
 def halving_cost(params: dict[str, Any], plan: Plan, record: dict[str, Any]) -> int:
@@ -201,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         for note in notes:
             print(note, file=sys.stderr)
         if args.dry_run:
-            print_dry_run(params, plan, record)
+            print_dry_run(params, plan, record, args)
             return 0
         return driver.start(args, params, plan, record)
     except UserError as exc:

@@ -28,9 +28,12 @@ from training.checkpoint import provenance
 from training.config import TrainConfig
 from training.loop import fit, resolve_device, resolve_precision
 
-# Ray logs "Checkpoint successfully created at ..." for every epoch of every trial: keep the console
-# to the trial table.
-logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+# Ray logs "Checkpoint successfully created at ..." for every epoch of every trial, and "Restored on
+# ... from checkpoint" in each worker that resumes one (forwarded to the driver, it could print after
+# the sweep's last line): keep the console to the trial table. This module is imported in a worker
+# before Tune restores its trainable.
+for _name in ("ray.train._internal.storage", "ray.tune.trainable.trainable"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def ignore_exit_in_callbacks(unraisable: Any) -> None:

@@ -162,14 +162,15 @@ MODEL_FIELDS = ("model", "width", "attention", "residual", "dsconv", "activation
                 "dropout", "init", "stem")
 
 
-def check_arms(configs: list[TrainConfig], source: str) -> None:
+def check_arms(configs: list[TrainConfig], source: str) -> list[str]:
     """Each distinct trial against its dataset's real sizes and this machine (training.preflight: the
     split, hard classes, the image size the model can take, memory), so a knob every trial would
-    fail on stops the sweep before anything is written."""
+    fail on stops the sweep before anything is written. Returns the warnings to print: arms with too
+    few optimiser steps an epoch to learn (training.preflight.few_steps)."""
     from training.datasets import dataset_sizes
-    from training.preflight import check_trial
+    from training.preflight import check_trial, few_steps, split_sizes, steps_per_epoch
 
-    sizes = {}
+    sizes, few = {}, {}
     for cfg in configs:
         try:
             if cfg.dataset not in sizes:
@@ -177,6 +178,14 @@ def check_arms(configs: list[TrainConfig], source: str) -> None:
             check_trial(cfg, sizes[cfg.dataset])
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+        steps = steps_per_epoch(cfg, sizes[cfg.dataset])
+        warning = few_steps(steps, split_sizes(sizes[cfg.dataset].train, cfg.val_fraction, cfg.subset)[0],
+                            cfg.batch_size)
+        if warning:
+            few.setdefault(warning, 0)
+            few[warning] += 1
+    return [f"warning: {warning} ({n} of the {len(configs)} distinct arm(s))" if len(configs) > 1 else
+            f"warning: {warning}" for warning, n in few.items()]
 
 
 def reachable(spec: Mapping[str, Any]) -> list[Any]:

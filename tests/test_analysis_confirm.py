@@ -119,7 +119,12 @@ def test_the_confirmed_ranking_selects_on_validation_and_reports_test_with_an_in
     assert (means["ci_low"] < means["mean"]).all() and (means["mean"] < means["ci_high"]).all()
     loo = confirm.leave_one_out_table(ff, BEST, REFERENCES, FACTORS)
     line = confirm.summary_line(BEST, FACTORS, means, loo, REFERENCES)
-    assert line.startswith("confirmed best arm ") and "leave" not in line and "without recipe=holistic +" in line
+    head, *rest = line.split("\n")
+    assert head.startswith("confirmed best arm ") and "leave" not in line
+    # one line per component removed, with its unit, interval and verdict; the header says what + means
+    header = next(i for i, r in enumerate(rest) if "points lost (+: it helped)" in r)
+    assert any(r.startswith("    without recipe=holistic (-> baseline): +") and " points [" in r and r.endswith("it helped")
+               for r in rest[header + 1:])
 
 
 def test_one_seed_gives_estimates_without_intervals():

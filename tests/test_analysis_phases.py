@@ -106,9 +106,9 @@ def test_legacy_experiments_are_one_screen_phase(tmp_path):
     exp = load(write_experiment(tmp_path / "legacy"))
     assert set(exp.trials["phase"]) == {"screen"} and exp.phases == {}
     assert exp.phase("screen").trials.equals(exp.trials) and exp.phase("confirm").trials.empty
-    assert [s.title for s in sections(exp)][:2] == ["Trials", "Unfinished trials"]
+    assert [s.title for s in sections(exp)][:3] == ["What was trained", "Trials", "Unfinished trials"]
     assert "trial_outcomes" in [s.name for s in sections(exp)]
-    assert "n" in sections(exp)[0].table.columns
+    assert "n" in sections(exp)[1].table.columns
 
 
 def test_confirmed_uses_only_confirm_trials_that_ran_to_their_end_and_counts_the_rest(tmp_path):
@@ -173,5 +173,5 @@ def test_a_reports_frames_load_as_the_experiment(tmp_path):
 def test_a_space_without_a_confirm_phase_reports_its_screen_without_the_confirm_wording(tmp_path):
     """stages and resnet-depth (confirm: false) record only a screen phase: no 'Screen, then confirm'."""
     exp = load(write_phased(tmp_path / "exp", confirm_spec=None))
-    text = sections(exp)[0].text
+    text = sections(exp)[1].text
     assert "Screen (`" in text and "Screen, then confirm" not in text and "Screen ranking" not in text

@@ -1,5 +1,6 @@
 """Named spaces, bundles, the YAML vocabulary and the CLI's input errors (no Ray cluster needed)."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,8 +112,14 @@ def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path)
     screen = (48 * 10 + 16 * 30) * samples if name == "ablation" else trials * epochs
     assert f"cost: at most {screen + confirm * epochs} trial-epochs" in out
     assert f"each row runs with {samples} seed(s)" in out  # the arms once, not once per seed
-    # header, data, (confirm), (the rungs), cost, fixed and seeds lines, columns
-    table = out.splitlines()[6 + bool(confirm) + (name == "ablation"):]
+    # the estimate from a probe on this machine, and (days of CPU time here) cheaper commands with theirs
+    assert re.search(r"^estimated wall time: ~.+ with \d+ trial\(s\) at once, from a probe of [12] arm\(s\) on this "
+                     r"machine's cpu \(1 thread; no GPU\)$", out, re.M)
+    assert re.search(r"^  cheaper: python sweep/run.py --space \S+ --smoke-test   \(synthetic data, a few tiny trials: "
+                     r"~\d+ (s|min)\)$", out, re.M)
+    # the table: after the seeds line, its columns, one row per arm
+    lines = out.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("each row runs")) + 2:]
     assert len(table) == trials // samples and table[-1].split()[0] == str(trials // samples - 1)
     assert not any(tmp_path.iterdir())
 

@@ -115,11 +115,18 @@ def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
     assert titles[titles.index("Screen ranking"):] == [
         "Screen ranking", "Confirmed ranking (fresh seeds, run to the end)", "Against the confirmed best",
         "Leave-one-out from the screen's best arm"] and "Unfinished trials" not in titles
-    assert titles[1] == "Verdicts" and "- Removing lr=0.05 (-> 1e-05) from the screen's best arm costs test accuracy: **supported** (+" in text
-    overview = text.split("## ")[1]
-    best_lines = [line for line in overview.splitlines() if line.startswith(("best trial", "best arm"))]
-    assert best_lines and not any("test " in line for line in best_lines)  # the screen shows validation only
-    assert result.line in overview
+    assert titles[:3] == ["What was trained", "Trials", "Verdicts"]
+    assert "- Removing lr=0.05 (-> 1e-05) from the screen's best arm costs test accuracy: **supported** (+" in text
+    trained = text.split("## ")[1]
+    assert "| dataset        | synthetic at 32x32" in trained and "| seeds          | 0" in trained
+    overview = text.split("## ")[2]
+    # one best: the confirmed arm, with the trial that export --best takes; no screen's "best trial" line
+    assert f"**The best:** {result.line.splitlines()[0]}" in overview
+    assert not [line for line in overview.splitlines() if line.startswith(("best trial", "best arm"))]
+    assert f"python -m deploy.export {experiment} --best" in overview
+    # nothing learns at lr 1e-5: those arms are named, tested for staying at chance, and out of the screen's effects
+    assert "Arms that did not learn" in titles and "- lr=1e-05 attention=none stays within 5 points of chance (10%): **" in text
+    assert "left out: lr=1e-05 attention=none" in text
     confirmed_section = text.split("## Confirmed ranking")[1]
     assert "Screen fidelity: " in confirmed_section and result.fidelity.n == len(result.means)
     ranking = screen_table(exp)

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import torch
 
 from training.config import UserError
+from training.metrics import cpu_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -139,6 +140,8 @@ def provenance() -> dict[str, Any]:
         "python": platform.python_version(),
         "git_revision": _git_revision(),
         "host": platform.node(),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 

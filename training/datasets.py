@@ -124,9 +124,24 @@ def prepare_dataset(name: str, data_dir: str, image_size: int = 32) -> None:
     if name in _CACHED_READERS:
         data_dir_path = _resolve(data_dir)
         if not _cache_readable(_cache_path(name, data_dir_path)):
-            _build_cache(name, data_dir_path, allow_download=True)
+            try:
+                _build_cache(name, data_dir_path, allow_download=True)
+            except DatasetError as exc:
+                if "cannot download" not in str(exc):
+                    raise
+                raise DatasetError(f"{exc}; {runs_offline(name, data_dir)}") from None
     elif name != "synthetic":
         load_dataset(name, data_dir, image_size)
+
+
+def runs_offline(missing: str, data_dir: str) -> str:
+    """What can run without the network instead of `missing`: the datasets already here (cached, or
+    Fashion-MNIST's system copy) and the synthetic set, as the flags that pick them."""
+    root = _resolve(data_dir)
+    here = [n for n in _CACHED_READERS if n != missing and (
+        _cache_readable(_cache_path(n, root)) or (n == "fashion-mnist" and FASHION_MNIST_SYSTEM_DIR.is_dir()))]
+    return ("without a download, these run: " + ", ".join([f"--dataset {n} (on this machine)" for n in here]
+                                                          + ["--dataset synthetic (generated; what sweep/run.py --smoke-test uses)"]))
 
 
 # Download sizes, for --dry-run: the CIFAR python archives (170.5 and 169.0 MB) and Fashion-MNIST's

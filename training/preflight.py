@@ -19,6 +19,7 @@ from training.datasets import DatasetSizes
 from training.loader import split_sizes
 
 BYTES_PER_PARAM = 4  # fp32 weights; training needs more (gradients, optimiser state, activations)
+MIN_STEPS_PER_EPOCH = 20  # fewer optimiser steps an epoch rarely learn anything in a few epochs
 
 
 def check_trial(cfg: TrainConfig, sizes: DatasetSizes) -> None:
@@ -37,6 +38,21 @@ def check_trial(cfg: TrainConfig, sizes: DatasetSizes) -> None:
         raise ConfigError(f"model={cfg.model} width={cfg.width:g} at image_size={cfg.image_size} needs at least "
                           f"{needed / 2**30:.1f} GiB for its weights and the {sizes.name} images; this machine has "
                           f"{available / 2**30:.1f} GiB")
+
+
+def steps_per_epoch(cfg: TrainConfig, sizes: DatasetSizes) -> int:
+    """Optimiser steps in one epoch: the training split over the batch size (the last partial batch
+    dropped, as training.loader does unless the split is smaller than one batch)."""
+    n_fit, _ = split_sizes(sizes.train, cfg.val_fraction, cfg.subset)
+    return max(1, n_fit // cfg.batch_size)
+
+
+def few_steps(steps: int, train_images: int, batch_size: int) -> str:
+    """The warning for too few optimiser steps an epoch ('' when there are enough)."""
+    if steps >= MIN_STEPS_PER_EPOCH:
+        return ""
+    return (f"only {steps} optimiser steps per epoch ({train_images} training images / batch {batch_size}): too "
+            "few to learn much; use a smaller batch_size or a larger subset")
 
 
 def meta_model(cfg: TrainConfig, num_classes: int) -> nn.Module:

@@ -14,8 +14,8 @@ from typing import Any
 from training import status
 from training.checkpoint import WriteError, write_failure
 from training.config import TrainConfig
+from training.preflight import few_steps
 
-MIN_STEPS_PER_EPOCH = 20  # fewer optimiser steps an epoch rarely learn anything in a few epochs
 # summary.json's "units": what the metrics whose keys match each pattern are measured in
 UNITS = {"*acc*": "percent of images", "*loss": "cross-entropy, nats", "params": "count", "flops":
          "per image, forward", "size_mb": "MB", "latency_ms_*": "ms", "*_s": "seconds",
@@ -43,10 +43,9 @@ class ConsoleAndTensorBoard:
     def start(self, info: dict[str, Any]) -> None:
         if not self.quiet:
             print(header(info), flush=True)
-        if info["steps_per_epoch"] < MIN_STEPS_PER_EPOCH:
-            print(f"train.py: warning: only {info['steps_per_epoch']} optimiser steps per epoch "
-                  f"({info['train_images']} training images / batch {info['batch_size']}): too few to learn "
-                  "much; use a smaller --batch-size or a larger --subset", file=sys.stderr, flush=True)
+        warning = few_steps(info["steps_per_epoch"], info["train_images"], info["batch_size"])
+        if warning:
+            print(f"train.py: warning: {warning}", file=sys.stderr, flush=True)
 
     def epoch(self, batches, steps: int, epoch: int):
         if not self.bar:

@@ -1,0 +1,162 @@
+"""Which trials learned anything: the check that keeps models at chance out of the findings.
+
+A trial *learned* when its best validation accuracy is shown above chance + MARGIN points: chance is
+100 / classes percent, and the test is one-sided and exact (scipy.stats.binomtest: the trial's
+correct validation images out of its `val_images` against a rate of chance + MARGIN, alpha
+ALPHA). A trial whose validation accuracy is not shown above that did not learn; so a small
+validation set is not enough to call a trial at 16% with chance at 10% a learner. An **arm at
+chance** is one whose every ended trial did not learn; an arm with some seeds that learned keeps all
+of them (a seed that failed is part of that arm's spread). Trials without `val_images` (frames from
+before it was recorded) or without a validation accuracy are not tested and count as learned.
+
+The report leaves arms at chance out of the screen's effects, interactions and importance (counted
+and named in the text), lists them in their own table with the opposite test too (p_at_chance:
+accuracy shown *below* chance + MARGIN, Holm over the table), whose verdict says whether the arm is
+shown to stay at chance or is only not shown to learn; it says so at its top when most arms did not
+learn, and marks confirm arms at chance; the console says it with the best arm. Picking the best epoch of each trial favours
+"learned", so the check errs towards keeping a trial.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+MARGIN = 5.0  # points above chance a trial must be shown to exceed
+ALPHA = 0.05
+CLASS_PREFIX = "test_acc_class/"
+
+
+def chance(trials: pd.DataFrame) -> pd.Series:
+    """Chance accuracy (percent) of each trial: 100 / its dataset's classes, from the dataset's known
+    size, else from how many per-class test accuracies it reported; NaN where neither says."""
+    from training.datasets import KNOWN_SIZES
+
+    per_class = [c for c in trials.columns if str(c).startswith(CLASS_PREFIX)]
+    counted = trials[per_class].notna().sum(axis=1) if per_class else pd.Series(0, index=trials.index)
+    datasets = trials["dataset"] if "dataset" in trials else pd.Series(None, index=trials.index)
+    classes = [KNOWN_SIZES[d][2] if d in KNOWN_SIZES else (n or np.nan) for d, n in zip(datasets, counted)]
+    return 100.0 / pd.Series(classes, index=trials.index, dtype=float)
+
+
+def tests(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per trial: chance (%), the floor chance + MARGIN, p_learned (exact binomial test of its best
+    validation accuracy > the floor) and p_at_chance (the same test of < the floor); NaN where a trial
+    cannot be tested (module docstring)."""
+    acc = pd.to_numeric(trials.get("best_val_acc", pd.Series(np.nan, index=trials.index)), errors="coerce")
+    n = pd.to_numeric(trials.get("val_images", pd.Series(np.nan, index=trials.index)), errors="coerce")
+    level = chance(trials)
+    rows = []
+    for a, k, c in zip(acc, n, level):
+        floor = c + MARGIN
+        if not (np.isfinite(a) and np.isfinite(k) and k >= 1 and np.isfinite(c)) or floor >= 100:
+            rows.append((c, floor, np.nan, np.nan))
+            continue
+        correct, k = int(round(a / 100 * k)), int(k)
+        rows.append((c, floor, binomtest(correct, k, floor / 100, alternative="greater").pvalue,
+                     binomtest(correct, k, floor / 100, alternative="less").pvalue))
+    return pd.DataFrame(rows, index=trials.index, columns=["chance", "floor", "p_learned", "p_at_chance"])
+
+
+def learned(trials: pd.DataFrame) -> pd.Series:
+    """Per trial: True unless its best validation accuracy is not shown above chance + MARGIN (module
+    docstring); True where it cannot be tested."""
+    p = tests(trials)["p_learned"]
+    return (p.isna() | (p < ALPHA)).astype(bool)
+
+
+def arms_at_chance(trials: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+    """The arms (factor levels) none of whose trials learned: n trials, their highest best validation
+    accuracy, chance, val_images, p_learned (the arm's smallest: its best trial's evidence of
+    learning), p_at_chance (its largest: every trial shown below chance + MARGIN needs all to reject)
+    and p_at_chance_holm (Holm over the table, statsmodels); no rows when every arm learned."""
+    from statsmodels.stats.multitest import multipletests
+
+    factors = [f for f in factors if f in trials]
+    columns = [*factors, "n", "best_val_acc", "chance", "val_images", "p_learned", "p_at_chance", "p_at_chance_holm"]
+    if trials.empty:
+        return pd.DataFrame(columns=columns)
+    frame = pd.concat([trials.assign(best_val_acc=pd.to_numeric(trials["best_val_acc"], errors="coerce")),
+                       tests(trials)[["p_learned", "p_at_chance"]]], axis=1)
+    frame["_learned"] = frame["p_learned"].isna() | (frame["p_learned"] < ALPHA)
+    frame["_chance"] = chance(trials)
+    keys = factors or ["_arm"]
+    if not factors:
+        frame["_arm"] = "(one arm)"
+    if "val_images" not in frame:
+        frame["val_images"] = np.nan
+    table = frame.groupby(keys, sort=False, dropna=False).agg(
+        n=("_learned", "size"), any_learned=("_learned", "any"), best_val_acc=("best_val_acc", "max"),
+        chance=("_chance", "first"), val_images=("val_images", "min"), p_learned=("p_learned", "min"),
+        p_at_chance=("p_at_chance", "max")).reset_index()
+    table = table[~table["any_learned"]].drop(columns=["any_learned", "_arm"], errors="ignore").reset_index(drop=True)
+    table["p_at_chance_holm"] = (multipletests(table["p_at_chance"], method="holm")[1] if len(table) else [])
+    return table[columns]
+
+
+def keep_learners(trials: pd.DataFrame, factors: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(the trials of arms that learned, the arms at chance, a sentence for the report: '' when every
+    arm learned)."""
+    at_chance = arms_at_chance(trials, factors)
+    if at_chance.empty:
+        return trials, at_chance, ""
+    factors = [f for f in factors if f in trials]
+    if factors:
+        keys = set(map(tuple, at_chance[factors].astype(object).to_numpy().tolist()))
+        drop = trials[factors].astype(object).apply(tuple, axis=1).isin(keys)
+    else:
+        drop = pd.Series(True, index=trials.index)
+    arms = trials[factors].drop_duplicates() if factors else trials.iloc[:1]
+    return trials[~drop], at_chance, sentence(at_chance, factors, len(arms))
+
+
+def sentence(at_chance: pd.DataFrame, factors: Sequence[str], arms: int) -> str:
+    """'3 of 48 arms did not learn (best validation accuracy not shown above chance 10% + 5 points by a
+    one-sided exact binomial test, alpha 0.05) and are left out: attention=simple residual=none ...'."""
+    level = chance_words(at_chance)
+    names = "; ".join(" ".join(f"{f}={row[f]}" for f in factors) or "(one arm)"
+                      for row in at_chance.head(8).to_dict("records"))
+    more = f"; and {len(at_chance) - 8} more" if len(at_chance) > 8 else ""
+    return (f"{len(at_chance)} of {arms} arm{'s' if arms != 1 else ''} did not learn (no trial's best validation "
+            f"accuracy is shown above {level} + {MARGIN:g} points by a one-sided exact binomial test, alpha "
+            f"{ALPHA:g}; analysis.learning) and are left out: {names}{more}")
+
+
+def chance_words(frame: pd.DataFrame) -> str:
+    """'chance (10%)', or 'chance' when the arms' chance levels differ or are unknown."""
+    levels = frame["chance"].dropna().unique() if "chance" in frame else []
+    return f"chance ({levels[0]:.3g}%)" if len(levels) == 1 else "chance"
+
+
+def most_did_not_learn(at_chance: pd.DataFrame, arms: int) -> bool:
+    return arms > 0 and len(at_chance) > arms / 2
+
+
+TEXT = ("{n} of {arms} arms did not learn: none of their trials' best validation accuracy is shown above chance + "
+        "{margin:g} points (chance = 100 / classes; one-sided exact binomial test of the correct validation images, "
+        "scipy.stats.binomtest, alpha {alpha:g}; analysis.learning). They are left out of the effects, interactions "
+        "and importance below, which compare the arms that learned. Per arm: n trials, the highest best validation "
+        "accuracy among them (%), chance, the validation images, p_learned (the best trial's test of accuracy > "
+        "chance + {margin:g}), p_at_chance (the opposite test, accuracy < chance + {margin:g}, the largest over the "
+        "arm's trials) and p_at_chance_holm (Holm over the table): below 0.05 the arm is shown to stay within "
+        "{margin:g} points of chance, else it is only not shown to learn.")
+
+
+def verdicts(table: pd.DataFrame, margin: float = MARGIN) -> list[str]:
+    """One sentence per arm at chance (analysis.verdicts): the claim that it stays at chance."""
+    out = []
+    factors = [c for c in table.columns if c not in ("n", "best_val_acc", "chance", "val_images", "p_learned",
+                                                     "p_at_chance", "p_at_chance_holm")]
+    from analysis.render import p_value
+
+    for row in table.to_dict("records"):
+        arm = " ".join(f"{f}={row[f]}" for f in factors) or "the one arm"
+        shown = row["p_at_chance_holm"] < ALPHA
+        out.append(f"{arm} stays within {MARGIN:g} points of chance ({row['chance']:.3g}%): "
+                   f"**{'supported' if shown else 'inconclusive'}** (best validation {row['best_val_acc']:.2f}% over "
+                   f"{int(row['n'])} trial(s), {int(row['val_images']) if pd.notna(row['val_images']) else '?'} "
+                   f"validation images; Holm p {p_value(row['p_at_chance_holm'])}"
+                   + ("" if shown else f"; not shown above it either, p {p_value(row['p_learned'])}") + ").")
+    return out

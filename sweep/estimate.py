@@ -1,0 +1,261 @@
+"""What a sweep will cost in wall time, before anything of it runs, from a short measured probe.
+
+The probe trains the arm with the most forward FLOPs and the one with the fewest for a few steps on
+this machine (random images of the dataset's size through the trial's own loader, augmentation,
+model, loss and optimiser, with the torch threads a trial gets), and times inference at the
+evaluation batch size. An arm's seconds per image are interpolated linearly in FLOPs between the two
+(one probe when all arms have the same FLOPs). A trial's time is then
+
+    start + epochs x (train images x train s/img + validation images x eval s/img) + test images x eval s/img
+
+with `start` the measured cost of starting one trial on Ray (TRIAL_START_S), and a phase's wall
+time PHASE_START_S plus the makespan of its trials over the trial slots (longest trial first onto the freest slot, as
+Tune fills free slots). Later rungs and the confirm phase train arms not known yet: they take the
+mean arm's time, at most as many trials as planned. Schedulers that stop trials early (ASHA,
+HyperBand, the median rule) are priced as if every trial ran to its end: an upper bound.
+
+It prices the trials on *this* machine: a cluster with other nodes or a GPU the driver lacks runs at
+another speed (the estimate says which device it measured). Measured against real sweeps:
+docs/PERFORMANCE.md ("The dry run's estimate").
+"""
+from __future__ import annotations
+
+import functools
+import heapq
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from training.config import TrainConfig
+
+# A trial's fixed cost on Ray beyond its epochs (the dataset cache read, the model built and its FLOPs
+# counted, the files written), and each phase's (a Tuner set up, the trials' actors started, the
+# summary read back). Measured on the 2-core development machine with a 48-arm Fashion-MNIST ablation
+# (docs/PERFORMANCE.md, "The dry run's estimate"): a trial's time_total_s exceeded its epochs'
+# wall_time_s by 4.1 to 5.1 s (mean per phase), of which the final pass over the 10,000 test images
+# took about 2.7 s (the probe's rate); the sweep's wall time exceeded the sum of its three phases' by 30 s.
+TRIAL_START_S = 2.0
+PHASE_START_S = 10.0
+LONG_S = 3600.0  # an estimate above this suggests cheaper first runs (sweep/run.py)
+PROBE_STEPS = 3  # timed training steps after one warm-up step
+PROBE_BATCH = 64  # at most this many images a probe step (seconds per image change little above it on a CPU)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One arm's measured seconds per image on this machine."""
+    flops: int
+    train_s: float  # per training image: loader, augmentation, forward, backward, optimiser step
+    eval_s: float  # per evaluated image: forward only, at the evaluation batch size
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float  # the whole sweep's wall time
+    phases: list[tuple[str, float]]  # (phase, seconds)
+    slots: int  # trials at once
+    device: str  # what the probe ran on: 'cpu (1 thread)', 'cuda (NVIDIA H200)'
+    probed: int  # arms probed
+
+    def line(self) -> str:
+        parts = ", ".join(f"{name} {clock(s)}" for name, s in self.phases)
+        return (f"estimated wall time: ~{clock(self.seconds)} ({parts}) with {self.slots} trial(s) at once, from a "
+                f"probe of {self.probed} arm(s) on this machine's {self.device}")
+
+
+def clock(seconds: float) -> str:
+    """'3 h 05 min', '12 min', '40 s'."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+
+
+def model_flops(cfg: TrainConfig, classes: int) -> int:
+    """Forward FLOPs of one image, counted on PyTorch's meta device (no memory, no weights); once per
+    architecture (about 0.2 s each)."""
+    from sweep.vocabulary import MODEL_FIELDS
+
+    return _flops(cfg.replace(**{f: getattr(TrainConfig(), f) for f in vars(cfg)
+                                 if f not in MODEL_FIELDS and f not in ("image_size", "dataset")}), classes)
+
+
+@functools.lru_cache(maxsize=None)
+def _flops(cfg: TrainConfig, classes: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from training.preflight import meta_model
+
+    model = meta_model(cfg, classes).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, cfg.image_size, cfg.image_size, device="meta"))
+    return int(counter.get_total_flops())
+
+
+def probe(cfg: TrainConfig, classes: int, threads: int) -> Probe:
+    """Seconds per training and per evaluated image of `cfg` on this machine (module docstring)."""
+    from training.datasets import NORMALIZATION
+    from training.loader import DeviceLoader
+    from training.loop import resolve_device, resolve_precision
+    from training.optim import build_optimizer
+    from models import create_model
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads or threads))
+    try:
+        device = resolve_device(cfg.device)
+        autocast, scaler, _ = resolve_precision(cfg.precision, device)
+        bare = cfg.replace(pretrained=False, fresh_stem=False, init_from="")
+        torch.manual_seed(0)
+        model = create_model(bare, classes).to(device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(cfg, model, device)
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        batch = min(cfg.batch_size, PROBE_BATCH)
+        generator = torch.Generator(device=device).manual_seed(0)
+        images = torch.randint(0, 256, (batch * (PROBE_STEPS + 1), 3, cfg.image_size, cfg.image_size),
+                               dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        labels = torch.randint(0, classes, (len(images),), generator=torch.Generator().manual_seed(1))
+        mean, std = NORMALIZATION.get(cfg.dataset, ((0.5,) * 3, (0.25,) * 3))
+        loader = DeviceLoader(images, labels, batch_size=batch, mean=mean, std=std, device=device,
+                              augment=cfg.augment, shuffle=True, drop_last=True, channels_last=cfg.channels_last)
+        model.train()
+        times = []
+        sync(device)
+        start = time.perf_counter()
+        for x, y in loader.batches(generator):  # the first step warms up (allocator, kernels)
+            with autocast:
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            sync(device)
+            now = time.perf_counter()
+            times.append(now - start)
+            start = now
+        train_s = sorted(times[1:])[len(times[1:]) // 2] / batch
+        model.eval()
+        x = torch.randn(min(cfg.eval_batch_size, 4 * PROBE_BATCH), 3, cfg.image_size, cfg.image_size, device=device)
+        with torch.no_grad(), autocast:
+            model(x)
+            sync(device)
+            start = time.perf_counter()
+            model(x)
+            sync(device)
+            eval_s = (time.perf_counter() - start) / len(x)
+        return Probe(model_flops(cfg, classes), train_s, eval_s)
+    finally:
+        torch.set_num_threads(before)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Prices:
+    """Seconds per image of any arm, from the probes of the arms with the most and fewest FLOPs."""
+
+    def __init__(self, configs: Sequence[TrainConfig], classes: dict[str, int], threads: int) -> None:
+        flops = {cfg: model_flops(cfg, classes[cfg.dataset]) for cfg in configs}
+        ends = list(dict.fromkeys([max(configs, key=flops.get), min(configs, key=flops.get)]))
+        if len(ends) == 2 and flops[ends[0]] == flops[ends[1]]:
+            ends = ends[:1]
+        self.flops = flops
+        self.probes = [probe(cfg, classes[cfg.dataset], threads) for cfg in ends]
+
+    def per_image(self, cfg: TrainConfig, classes: int) -> tuple[float, float]:
+        """(train, eval) seconds per image of `cfg`."""
+        flops = self.flops.get(cfg) or model_flops(cfg, classes)
+        if len(self.probes) == 1:
+            p = self.probes[0]
+            return p.train_s, p.eval_s
+        hi, lo = self.probes
+        share = (flops - lo.flops) / (hi.flops - lo.flops)
+        return (max(lo.train_s + share * (hi.train_s - lo.train_s), 0.0),
+                max(lo.eval_s + share * (hi.eval_s - lo.eval_s), 0.0))
+
+
+def trial_seconds(cfg: TrainConfig, sizes: Any, prices: Prices) -> float:
+    """One trial's wall time from its images and epochs (module docstring)."""
+    from training.loader import split_sizes
+
+    n_fit, n_val = split_sizes(sizes.train, cfg.val_fraction, cfg.subset)
+    train_images = (n_fit // cfg.batch_size) * cfg.batch_size if n_fit >= cfg.batch_size else n_fit
+    train_s, eval_s = prices.per_image(cfg, sizes.classes)
+    epochs = cfg.epochs + cfg.finetune_epochs
+    return TRIAL_START_S + epochs * (train_images * train_s + n_val * eval_s) + sizes.test * eval_s
+
+
+def makespan(durations: Sequence[float], slots: int) -> float:
+    """Wall time of `durations` run `slots` at a time, longest first onto the slot free first."""
+    free = [0.0] * max(1, slots)
+    for d in sorted(durations, reverse=True):
+        heapq.heappush(free, heapq.heappop(free) + d)
+    return max(free)
+
+
+def local_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> int:
+    """Trials that run at once on this machine: its CPUs (and GPUs) over a trial's share."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    slots = max(1, math.floor(cpus / cpus_per_trial)) if cpus_per_trial > 0 else 1
+    if gpus_per_trial:
+        gpus = torch.cuda.device_count()
+        slots = min(slots, max(1, math.floor(gpus / gpus_per_trial))) if gpus else slots
+    return min(slots, max_concurrent) if max_concurrent else slots
+
+
+def device_words(threads: int) -> str:
+    from training.loop import resolve_device
+
+    device = resolve_device("auto")
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({threads} thread{'s' if threads != 1 else ''}; no GPU)"
+
+
+def estimate_sweep(params: dict[str, Any], plan: Any, record: dict[str, Any], slots: int) -> Estimate:
+    """The wall time of the sweep `plan_sweep` planned (sweep.plan), its trials `slots` at a time."""
+    from sweep import phases
+    from sweep.plan import check_trials
+    from sweep.record import CONFIRM, SCREEN, rung_keeps
+    from training.datasets import dataset_sizes
+
+    grid = plan.search == "grid"
+    seeds = phases.seeds_per_arm(params) if grid else 1
+    rungs = record["phases"][SCREEN].get("rungs") or [{"budget": plan.max_t}]
+    screen = check_trials(params, plan.smoke, grid, record["space_name"])
+    sizes = {name: dataset_sizes(name) for name in {cfg.dataset for cfg in screen}}
+    classes = {name: s.classes for name, s in sizes.items()}
+    threads = max(1, int(plan.cpus_per_trial))
+    prices = Prices(screen, classes, threads)
+    draws = 1 if grid else math.ceil(plan.num_samples / len(screen))  # random/Optuna: each config stands for its share
+
+    def arm_times(fraction: float) -> list[float]:
+        configs = check_trials(params, plan.smoke, grid, record["space_name"], fraction) if fraction < 1 else screen
+        return [trial_seconds(cfg, sizes[cfg.dataset], prices) for cfg in configs]
+
+    out, arms = [], record["expected_trials"] // seeds
+    first = arm_times(rungs[0]["budget"] / plan.max_t)
+    if grid and len(first) != arms:  # a fraction of the grid: some of its arms, each as the mean arm
+        first = [sum(first) / len(first)] * arms
+    durations = [t for t in first for _ in range(seeds * draws)][:record["expected_trials"]]
+    out.append((SCREEN if len(rungs) == 1 else "rung 1", PHASE_START_S + makespan(durations, slots)))
+    for k, rung in enumerate(rungs[1:], start=2):
+        arms = rung_keeps(arms, plan.reduction_factor)
+        mean = sum(times := arm_times(rung["budget"] / plan.max_t)) / len(times)
+        out.append((f"rung {k}", PHASE_START_S + makespan([mean] * (arms * seeds), slots)))
+    confirm = record["phases"].get(CONFIRM)
+    if confirm:
+        full = arm_times(1.0)
+        bound = phases.confirm_bound(params, confirm, plan.search) * len(confirm["seeds"])
+        out.append((CONFIRM, PHASE_START_S + makespan([sum(full) / len(full)] * bound, slots)))
+    return Estimate(sum(s for _, s in out), out, slots, device_words(threads), len(prices.probes))

@@ -1,0 +1,68 @@
+"""analysis.learning by simulation against known truth, and the console's and estimate's small parts."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import learning
+from sweep.console import MAX_ROWS, live_rows
+from sweep.estimate import clock, makespan
+
+
+def simulated(rate: float, n_val: int, trials: int, rng) -> pd.DataFrame:
+    """Trials whose validation accuracy is a binomial draw at `rate` on `n_val` images (10 classes)."""
+    correct = rng.binomial(n_val, rate, size=trials)
+    return pd.DataFrame({"trial_id": [f"t{i}" for i in range(trials)], "dataset": "fashion-mnist",
+                         "best_val_acc": 100 * correct / n_val, "val_images": n_val})
+
+
+@pytest.mark.parametrize("n_val", [222, 2000])
+def test_the_learning_test_holds_its_error_rate_and_finds_learners(n_val):
+    rng = np.random.default_rng(0)
+    # at the floor itself (chance 10% + 5 points) "learned" is a false claim: at most alpha of the time
+    at_floor = learning.learned(simulated(0.15, n_val, 2000, rng)).mean()
+    assert at_floor <= learning.ALPHA + 0.015
+    # at chance hardly anything is called a learner, and the opposite test shows it stayed there
+    at_chance = simulated(0.10, n_val, 500, rng)
+    assert learning.learned(at_chance).mean() <= 0.01
+    assert (learning.tests(at_chance)["p_at_chance"] < 0.05).mean() > (0.6 if n_val == 222 else 0.99)
+    # 15 points above the floor is found almost always, even on 222 images
+    assert learning.learned(simulated(0.30, n_val, 500, rng)).mean() > 0.99
+
+
+def test_an_arm_with_one_seed_that_learned_stays_and_arms_at_chance_leave_counted_and_named():
+    frame = pd.DataFrame({"attention": ["none"] * 3 + ["simple"] * 3 + ["channel"] * 3,
+                          "dataset": "fashion-mnist", "val_images": 2000,
+                          "best_val_acc": [80.0, 81.0, 79.0, 10.0, 10.2, 9.9, 10.0, 60.0, 11.0]})
+    kept, at_chance, why = learning.keep_learners(frame, ["attention"])
+    assert list(at_chance["attention"]) == ["simple"] and at_chance.loc[0, "n"] == 3
+    assert at_chance.loc[0, "p_at_chance_holm"] < 0.05 and at_chance.loc[0, "best_val_acc"] == 10.2
+    assert set(kept["attention"]) == {"none", "channel"} and len(kept) == 6
+    assert why.startswith("1 of 3 arms did not learn") and "left out: attention=simple" in why
+    assert not learning.most_did_not_learn(at_chance, 3) and learning.most_did_not_learn(at_chance, 1)
+    sentence = learning.verdicts(at_chance)[0]
+    assert sentence.startswith("attention=simple stays within 5 points of chance (10%): **supported**")
+
+
+def test_trials_that_cannot_be_tested_count_as_learned():
+    frame = pd.DataFrame({"dataset": ["fashion-mnist", "imagefolder:/x"], "best_val_acc": [10.0, 10.0],
+                          "val_images": [np.nan, 100]})
+    assert learning.learned(frame).all()  # no val_images; an image folder without per-class columns
+
+
+def test_makespan_and_clock():
+    assert makespan([10, 10, 10, 10], 2) == 20 and makespan([30, 10, 10, 10], 2) == 30
+    assert makespan([5, 5], 8) == 5
+    assert (clock(40), clock(600), clock(3 * 3600 + 5 * 60)) == ("40 s", "10 min", "3 h 05 min")
+
+
+def test_the_live_table_keeps_the_running_the_best_and_the_newest():
+    n = 48
+    frame = pd.DataFrame({"trial_id": range(n), "status": ["TERMINATED"] * 30 + ["RUNNING"] * 2 + ["PENDING"] * 16,
+                          "best_val_acc": list(range(30)) + [np.nan] * 18,
+                          "timestamp": list(range(30)) + [np.nan] * 18})
+    shown, note = live_rows(frame)
+    assert len(shown) == MAX_ROWS and set(frame.index[30:32]) <= set(shown.index)
+    assert set(range(25, 30)) <= set(shown.index)  # the 5 best (also the newest here)
+    assert list(shown.index) == sorted(shown.index) and "16 pending" in note and "20 of 48 trials shown" in note
+    small = frame.head(10)
+    assert live_rows(small) == (small, "")
