@@ -134,9 +134,9 @@ def screen_compared(exp: Experiment) -> tuple[Experiment, effects.Compared]:
                            title_note=f"{compared.title_note + ', ' if compared.title_note else ''}first rung, "
                                       f"{rungs[0]['budget']}-epoch schedules")
     factors = effects.ablation_factors(compared.frame, exp.config_columns, exp.axes)
-    kept, at_chance, why = learning.keep_learners(compared.frame, factors)
+    at_chance, why = learning.check(compared.frame, factors)
     arms = len(compared.frame[factors].drop_duplicates()) if factors else min(len(compared.frame), 1)
-    compared = replace(compared, frame=kept, note=f"{compared.note}; {why}" if why else compared.note,
+    compared = replace(compared, note=f"{compared.note}; {why}" if why else compared.note,
                        at_chance=at_chance, arms=arms)
     return exp, compared
 
@@ -304,8 +304,6 @@ def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
     frame, metric = compared.frame, compared.metric
     factors = effects.ablation_factors(frame, config_columns, axes)
     heading = f"Compared: {compared.label}. {compared.note}."
-    if compared.at_chance is not None and len(compared.at_chance) and len(frame) < 2:
-        return [Section("Effects", f"{heading} No effects: fewer than two trials of arms that learned are left.")]
     if not factors or len(frame) < 2:
         return []
     if compared.effects_refused:

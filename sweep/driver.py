@@ -24,9 +24,11 @@ from training.checkpoint import provenance
 from training.config import UserError
 
 
-def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: dict[str, Any]) -> int:
+def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: dict[str, Any],
+          notes: list[str] = ()) -> int:
     """A new experiment: claim its directory (two starts with one --name cannot share it), then the
-    data, the cluster and the record; a failure before the record leaves no directory behind."""
+    data, the cluster and the record; a failure before the record leaves no directory behind. The
+    planner's `notes` (warnings) print once those checks passed, so an error stays one line."""
     made = exp.claim(plan.experiment_dir)
     try:
         prepare_data(params["data_dir"], record["datasets"])
@@ -35,6 +37,8 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: 
             estimate = estimate_sweep(params, plan, record, cluster_slots(plan))
             record = {**record, "plan": asdict(plan), **provenance(), "estimate": asdict(estimate)}
             write_sweep(plan.experiment_dir, record)
+            for note in notes:
+                print(note, file=sys.stderr, flush=True)
             print(f"experiment {plan.experiment_dir}: {phases_line(record)}; monitor with: tensorboard --logdir "
                   f"{plan.experiment_dir}\n{estimate.line()}", flush=True)
             return run_phases(plan, record, retry_errored=False)

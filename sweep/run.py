@@ -231,12 +231,12 @@ def run(args: argparse.Namespace) -> int:
         from sweep.tuner import check_searcher  # Ray and Optuna: only once the cheap checks passed
 
         check_searcher(plan, params)
-        for note in notes:
-            print(note, file=sys.stderr)
         if args.dry_run:
+            for note in notes:
+                print(note, file=sys.stderr)
             print_dry_run(params, plan, record, args)
             return 0
-        return driver.start(args, params, plan, record)
+        return driver.start(args, params, plan, record, notes)  # the notes once its own checks passed
     except UserError as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)
         return 2

@@ -29,15 +29,14 @@ def test_the_learning_test_holds_its_error_rate_and_finds_learners(n_val):
     assert learning.learned(simulated(0.30, n_val, 500, rng)).mean() > 0.99
 
 
-def test_an_arm_with_one_seed_that_learned_stays_and_arms_at_chance_leave_counted_and_named():
+def test_an_arm_with_one_seed_that_learned_is_not_at_chance_and_arms_at_chance_are_counted_and_named():
     frame = pd.DataFrame({"attention": ["none"] * 3 + ["simple"] * 3 + ["channel"] * 3,
                           "dataset": "fashion-mnist", "val_images": 2000,
                           "best_val_acc": [80.0, 81.0, 79.0, 10.0, 10.2, 9.9, 10.0, 60.0, 11.0]})
-    kept, at_chance, why = learning.keep_learners(frame, ["attention"])
+    at_chance, why = learning.check(frame, ["attention"])
     assert list(at_chance["attention"]) == ["simple"] and at_chance.loc[0, "n"] == 3
     assert at_chance.loc[0, "p_at_chance_holm"] < 0.05 and at_chance.loc[0, "best_val_acc"] == 10.2
-    assert set(kept["attention"]) == {"none", "channel"} and len(kept) == 6
-    assert why.startswith("1 of 3 arms did not learn") and "left out: attention=simple" in why
+    assert why.startswith("1 of 3 arms did not learn") and "analysis.learning): attention=simple;" in why
     assert not learning.most_did_not_learn(at_chance, 3) and learning.most_did_not_learn(at_chance, 1)
     sentence = learning.verdicts(at_chance)[0]
     assert sentence.startswith("attention=simple stays within 5 points of chance (10%): **supported**")

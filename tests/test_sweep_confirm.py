@@ -124,9 +124,9 @@ def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
     assert f"**The best:** {result.line.splitlines()[0]}" in overview
     assert not [line for line in overview.splitlines() if line.startswith(("best trial", "best arm"))]
     assert f"python -m deploy.export {experiment} --best" in overview
-    # nothing learns at lr 1e-5: those arms are named, tested for staying at chance, and out of the screen's effects
+    # nothing learns at lr 1e-5: those arms are named beside the screen's effects and tested for staying at chance
     assert "Arms that did not learn" in titles and "- lr=1e-05 attention=none stays within 5 points of chance (10%): **" in text
-    assert "left out: lr=1e-05 attention=none" in text
+    assert "analysis.learning): lr=1e-05 attention=none" in text
     confirmed_section = text.split("## Confirmed ranking")[1]
     assert "Screen fidelity: " in confirmed_section and result.fidelity.n == len(result.means)
     ranking = screen_table(exp)
