@@ -10,7 +10,7 @@ else fANOVA); ``lenth`` Lenth's method and the half-normal plot for an unreplica
 ``subdesigns`` the full 2x2s among the confirm arms; ``verdicts`` the report's claims as
 sentences generated from its tests; ``confirm`` the screen's ranking, the
 confirm set and the confirm phase's estimates; ``fidelity`` how far to trust the screen; ``halving`` a successive-halving screen rung by rung; ``best`` the one best trial and arm;
-``learning`` which trials learned anything (the arms at chance left out of the findings); ``trained``
+``learning`` which trials learned anything (the arms at chance, tested and named); ``trained``
 the report's first table, what was trained; ``pareto`` and
 ``plots`` draw accuracy against cost, learning curves and the scheduler's stopping picture;
 ``render`` writes tables as Markdown, CSV or LaTeX (and holds a report's Section); ``confirm_report``

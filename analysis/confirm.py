@@ -277,10 +277,20 @@ def chance_best(ff: factorial.FactorialFit, resamples: int = BOOTSTRAP, seed: in
 
 def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: pd.DataFrame,
                  references: dict | None, comparisons: pd.DataFrame | None = None) -> str:
-    """The console's closing lines (joined by newlines): the confirmed best arm (by validation, among
-    K) with its test accuracy, interval and bootstrap chance of being the best; the screen's best if
-    that differs; then one line per component removed from the screen's best: the test accuracy
-    points it costs (+: the component helped), 95% interval and verdict."""
+    """The console's closing lines (summary_lines), indented by depth and joined by newlines."""
+    return as_console(summary_lines(best, factors, means, loo, references, comparisons))
+
+
+def as_console(lines: Sequence[tuple[int, str]]) -> str:
+    return "\n".join("  " * depth + text for depth, text in lines)
+
+
+def summary_lines(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: pd.DataFrame,
+                  references: dict | None, comparisons: pd.DataFrame | None = None) -> list[tuple[int, str]]:
+    """(depth, text) of each closing line: the confirmed best arm (by validation, among K) with its
+    test accuracy, interval and bootstrap chance of being the best; the screen's best if that
+    differs; then one line per component removed from the screen's best: the test accuracy points it
+    costs (+: the component helped), 95% interval and verdict."""
     def described(row: pd.Series) -> str:
         return (f"{row[ARM]}: test accuracy {row['mean']:.2f}%{interval(row)} (mean of n={int(row['n'])} seeds, "
                 "95% t interval)")
@@ -293,19 +303,19 @@ def summary_line(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: p
     chance = None if comparisons is None or comparisons.empty else comparisons.iloc[0]["chance_best"]
     if chance is not None and not np.isnan(chance):
         text += f"; best by test in {chance:.0%} of bootstrap resamples of the seeds"
-    lines = [text]
+    lines = [(0, text)]
     screen_best = arm_label(best, factors)
     if screen_best not in set(means[ARM]):
-        lines.append(f"  the screen's best, {screen_best}, has no confirm trial that ran to its end")
+        lines.append((1, f"the screen's best, {screen_best}, has no confirm trial that ran to its end"))
     elif means.iloc[0][ARM] != screen_best:
-        lines.append(f"  the screen's best, {described(means[means[ARM] == screen_best].iloc[0])}")
+        lines.append((1, f"the screen's best, {described(means[means[ARM] == screen_best].iloc[0])}"))
     if len(loo):
-        lines.append("  removing one component from the screen's best: test accuracy points lost (+: it helped), "
-                     "95% interval paired over seeds, verdict from Holm-adjusted tests:")
+        lines.append((1, "removing one component from the screen's best: test accuracy points lost (+: it helped), "
+                         "95% interval paired over seeds, verdict from Holm-adjusted tests:"))
         short = {arm_label(arm, factors): removed(best, f, references) for arm, f in leave_one_out(best, references or {})}
-        lines += [f"    {short[r[ARM]]}: {r['cost']:+.2f} points{interval(r)}, {r['verdict']}"
+        lines += [(2, f"{short[r[ARM]]}: {r['cost']:+.2f} points{interval(r)}, {r['verdict']}")
                   for r in loo.to_dict("records")]
-    return "\n".join(lines)
+    return lines
 
 
 @dataclass(frozen=True)
@@ -321,9 +331,14 @@ class Confirmed:
     n: int  # confirm trials used
     excluded: dict[str, int]  # stop_reason -> confirm trials left out (no final report with a test accuracy)
     never_started: int  # confirm trials the driver expected that Ray has no record of
-    line: str  # summary_line: the lines the console prints after the confirm phase
+    lines: list[tuple[int, str]]  # summary_lines: (depth, text) of what the console prints after the confirm phase
     fidelity: Fidelity  # how well the screen ranked the confirmed arms
     margin: float  # the equivalence margin of the tests (points)
+
+    @property
+    def line(self) -> str:
+        """The console's form of `lines` (summary_line)."""
+        return as_console(self.lines)
 
     @property
     def note(self) -> str:
@@ -394,7 +409,7 @@ def confirmed(exp: Experiment, margin: float = EQUIVALENCE_MARGIN) -> Confirmed 
     return Confirmed(list(factors), best, means, comparisons,
                      subdesigns, loo, loo_note,
                      len(used), excluded, view.never_started,
-                     summary_line(best, factors, means, loo, spec.get("references"), comparisons),
+                     summary_lines(best, factors, means, loo, spec.get("references"), comparisons),
                      fidelity(ranks, means.set_index(ARM)["mean"]), margin)
 
 

@@ -47,7 +47,7 @@ class Compared:
     effects_refused: str = ""  # why no factorial effects, "" when they are computed
     title_note: str = ""  # what the tables' titles add: an early-training screen, or validation only
     at_chance: pd.DataFrame | None = None  # arms that did not learn (analysis.learning), named in the note
-    arms: int = 0  # arms before those were left out
+    arms: int = 0  # arms the learning check tested
 
 
 def compared_trials(trials: pd.DataFrame, epochs: pd.DataFrame, search: str | None,

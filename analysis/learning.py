@@ -1,4 +1,4 @@
-"""Which trials learned anything: the check that keeps models at chance out of the findings.
+"""Which trials learned anything: the check that keeps models at chance from passing as findings.
 
 A trial *learned* when its best validation accuracy is shown above chance + MARGIN points: chance is
 100 / classes percent, and the test is one-sided and exact (scipy.stats.binomtest: the trial's
@@ -24,9 +24,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from analysis.render import p_value
+
 MARGIN = 5.0  # points above chance a trial must be shown to exceed
 ALPHA = 0.05
 CLASS_PREFIX = "test_acc_class/"
+# the columns of an arms_at_chance table besides the factors
+NUMBERS = ("n", "best_val_acc", "chance", "val_images", "p_learned", "p_at_chance", "p_at_chance_holm")
 
 
 def chance(trials: pd.DataFrame) -> pd.Series:
@@ -75,7 +79,7 @@ def arms_at_chance(trials: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame
     from statsmodels.stats.multitest import multipletests
 
     factors = [f for f in factors if f in trials]
-    columns = [*factors, "n", "best_val_acc", "chance", "val_images", "p_learned", "p_at_chance", "p_at_chance_holm"]
+    columns = [*factors, *NUMBERS]
     if trials.empty:
         return pd.DataFrame(columns=columns)
     frame = pd.concat([trials.assign(best_val_acc=pd.to_numeric(trials["best_val_acc"], errors="coerce")),
@@ -96,14 +100,12 @@ def arms_at_chance(trials: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame
     return table[columns]
 
 
-def check(trials: pd.DataFrame, factors: Sequence[str]) -> tuple[pd.DataFrame, str]:
-    """(the arms at chance, a sentence for the report: '' when every arm learned)."""
-    at_chance = arms_at_chance(trials, factors)
-    if at_chance.empty:
-        return at_chance, ""
+def check(trials: pd.DataFrame, factors: Sequence[str]) -> tuple[pd.DataFrame, str, int]:
+    """(the arms at chance, a sentence for the report ('' when every arm learned), the arms checked)."""
     factors = [f for f in factors if f in trials]
-    arms = len(trials[factors].drop_duplicates()) if factors else 1
-    return at_chance, sentence(at_chance, factors, arms)
+    arms = len(trials[factors].drop_duplicates()) if factors else min(len(trials), 1)
+    at_chance = arms_at_chance(trials, factors)
+    return at_chance, sentence(at_chance, factors, arms) if len(at_chance) else "", arms
 
 
 def sentence(at_chance: pd.DataFrame, factors: Sequence[str], arms: int) -> str:
@@ -140,12 +142,10 @@ TEXT = ("{n} of {arms} arms did not learn: none of their trials' best validation
 
 
 def verdicts(table: pd.DataFrame, margin: float = MARGIN) -> list[str]:
-    """One sentence per arm at chance (analysis.verdicts): the claim that it stays at chance."""
+    """One sentence per arm at chance (analysis.verdicts' CLAIMS): the claim that it stays at chance.
+    `margin` is the report's equivalence margin, which this claim does not use (its own is MARGIN)."""
     out = []
-    factors = [c for c in table.columns if c not in ("n", "best_val_acc", "chance", "val_images", "p_learned",
-                                                     "p_at_chance", "p_at_chance_holm")]
-    from analysis.render import p_value
-
+    factors = [c for c in table.columns if c not in NUMBERS]
     for row in table.to_dict("records"):
         arm = " ".join(f"{f}={row[f]}" for f in factors) or "the one arm"
         shown = row["p_at_chance_holm"] < ALPHA

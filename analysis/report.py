@@ -50,19 +50,23 @@ def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> lis
     """Every block of the report, in order; blocks that do not apply to this sweep are left out. With
     phases, the study's blocks are the screen's alone, then come the confirm phase's."""
     result = confirmed(exp, margin) if "confirm" in exp.phases else None  # one fit for the overview and the sections
+    screen = exp.phase("screen")
+    screened = screen_compared(screen)  # once: the overview's learning line and the effects read it
     out = [Section("What was trained", trained.TEXT.format(machine=trained.machine(exp.sweep)), "trained",
-                   trained.trained_table(exp)), overview(exp, result)]
+                   trained.trained_table(exp)), overview(exp, screened[1], result)]
     if len(exp.unfinished) or exp.never_started:
         out.append(unfinished_section(exp))
-    body = study_sections(exp.phase("screen"), margin, exp.path)
+    body = study_sections(screen, margin, exp.path, screened)
     body += confirm_sections(exp, result) if "confirm" in exp.phases else []
     found = verdict_section(body, margin)
     return out + ([found] if found else []) + body
 
 
-def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
+def study_sections(exp: Experiment, margin: float, root: Path,
+                   screened: tuple[Experiment, effects.Compared]) -> list[Section]:
     """Stages, depth, effects, importance, the front and the figures of one phase's trials; `root`:
-    the experiment's directory (where the driver writes the latency measured alone)."""
+    the experiment's directory (where the driver writes the latency measured alone); `screened`:
+    screen_compared(exp)."""
     trials, columns = exp.trials, exp.config_columns
     validation_only = bool(exp.sweep.get("confirm_follows"))  # test accuracy: the confirm phase's only
     studied = ("stage" in trials and trials["stage"].notna().any()) or trials["model"].map(layers).notna().any()
@@ -85,7 +89,7 @@ def study_sections(exp: Experiment, margin: float, root: Path) -> list[Section]:
         out.append(Section("Rungs of the screen", RUNGS_TEXT, "rungs", rung_table(trials, exp.epochs, factors, rungs)))
     if exp.sweep.get("design"):
         out.append(Section("Design of the screen", design_text(exp.sweep["design"])))
-    exp, compared = screen_compared(exp)
+    exp, compared = screened
     trials = exp.trials
     if compared.at_chance is not None and len(compared.at_chance):
         out.append(Section("Arms that did not learn", learning.TEXT.format(
@@ -133,9 +137,8 @@ def screen_compared(exp: Experiment) -> tuple[Experiment, effects.Compared]:
         compared = replace(compared, label=f"{compared.label}; {fitted}",
                            title_note=f"{compared.title_note + ', ' if compared.title_note else ''}first rung, "
                                       f"{rungs[0]['budget']}-epoch schedules")
-    factors = effects.ablation_factors(compared.frame, exp.config_columns, exp.axes)
-    at_chance, why = learning.check(compared.frame, factors)
-    arms = len(compared.frame[factors].drop_duplicates()) if factors else min(len(compared.frame), 1)
+    at_chance, why, arms = learning.check(compared.frame, effects.ablation_factors(compared.frame, exp.config_columns,
+                                                                                   exp.axes))
     compared = replace(compared, note=f"{compared.note}; {why}" if why else compared.note,
                        at_chance=at_chance, arms=arms)
     return exp, compared
@@ -182,9 +185,10 @@ def front_section(exp: Experiment, objectives: list[list[str]], root: Path) -> S
     return Section("Front of the objectives", text, "objective_front", table, figure)
 
 
-def overview(exp: Experiment, result: Confirmed | None = None) -> Section:
-    """How many trials ran and how they ended (per phase), the best trial and arm, and with a confirm
-    phase its `result` (analysis.confirm.confirmed)."""
+def overview(exp: Experiment, compared: effects.Compared, result: Confirmed | None = None) -> Section:
+    """How many trials ran and how they ended (per phase), whether most of the screen's arms learned
+    nothing (`compared`: screen_compared's), the best trial and arm, and with a confirm phase its
+    `result` (analysis.confirm.confirmed)."""
     sweep, trials = exp.sweep, exp.trials
     plan = sweep.get("plan", {})
     lines = [f"Experiment `{exp.path}`" + (f": space `{sweep['space_name']}`" if "space_name" in sweep
@@ -200,7 +204,6 @@ def overview(exp: Experiment, result: Confirmed | None = None) -> Section:
         lines.append(f"{len(trials)} trials recorded"
                      + (f" of {sweep['expected_trials']} expected" if "expected_trials" in sweep else ""))
     screen = exp.phase("screen")
-    _, compared = screen_compared(screen)
     if compared.at_chance is not None and learning.most_did_not_learn(compared.at_chance, compared.arms):
         lines.insert(0, f"**Most arms did not learn: {len(compared.at_chance)} of {compared.arms} stayed at "
                         f"{learning.chance_words(compared.at_chance)}** (best validation accuracy not shown above it + "
@@ -208,9 +211,8 @@ def overview(exp: Experiment, result: Confirmed | None = None) -> Section:
                         "nothing. Train longer, on more images or with more optimiser steps an epoch (a smaller "
                         "batch_size) before reading effects.")
     if "confirm" in exp.phases and result:  # one best: the confirmed one (the screen's rank 1 is in Screen ranking)
-        head, *rest = result.line.split("\n")  # the console's lines: the indented ones as (nested) bullets
-        lines.append(f"**The best:** {head}" + "".join(
-            f"\n{'  ' if line.startswith('    ') else ''}- {line.strip()}" for line in rest))
+        (_, head), *rest = result.lines  # the console's lines: the deeper ones as (nested) bullets
+        lines.append(f"**The best:** {head}" + "".join(f"\n{'  ' * (depth - 1)}- {text}" for depth, text in rest))
         trial = best_trial(exp, result)
         if trial is not None:
             lines.append(f"Its trial with the best validation accuracy: `{trial['trial_id']}` (re-run: `python train.py "
@@ -303,9 +305,9 @@ def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
     when it recorded them."""
     frame, metric = compared.frame, compared.metric
     factors = effects.ablation_factors(frame, config_columns, axes)
-    heading = f"Compared: {compared.label}. {compared.note}."
     if not factors or len(frame) < 2:
         return []
+    heading = f"Compared: {compared.label}. {compared.note}."
     if compared.effects_refused:
         ended = compared.frame if ended is None else ended
         out = [Section("Effects", f"{heading} {compared.effects_refused}")]

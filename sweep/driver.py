@@ -9,14 +9,14 @@ import os
 import signal
 import sys
 from dataclasses import asdict, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
 from sweep import experiment as exp
 from sweep import phases as sweep_phases
 from sweep import storage, tuner
-from sweep.estimate import estimate_sweep
+from sweep.estimate import estimate_sweep, trial_slots
 from sweep.plan import Plan, absolute_location
 from sweep.record import (CONFIRM, SCREEN, expected_trials, phase_directories, rung_of, screen_rungs,
                           write_sweep)
@@ -25,7 +25,7 @@ from training.config import UserError
 
 
 def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: dict[str, Any],
-          notes: list[str] = ()) -> int:
+          notes: Sequence[str] = ()) -> int:
     """A new experiment: claim its directory (two starts with one --name cannot share it), then the
     data, the cluster and the record; a failure before the record leaves no directory behind. The
     planner's `notes` (warnings) print once those checks passed, so an error stays one line."""
@@ -329,15 +329,9 @@ def check_resources(cpus_per_trial: float, gpus_per_trial: float | None) -> floa
 
 
 def cluster_slots(plan: Plan) -> int:
-    """Trials the cluster runs at once: per alive node, its CPUs (and GPUs) over a trial's share."""
-    slots = 0
-    for node in (n["Resources"] for n in ray.nodes() if n["Alive"]):
-        fits = int(node.get("CPU", 0) // plan.cpus_per_trial) if plan.cpus_per_trial else 1
-        if plan.gpus_per_trial:
-            fits = min(fits, int(node.get("GPU", 0) // plan.gpus_per_trial))
-        slots += fits
-    slots = max(slots, 1)
-    return min(slots, plan.max_concurrent) if plan.max_concurrent else slots
+    """Trials the cluster runs at once (sweep.estimate.trial_slots of its alive nodes)."""
+    return trial_slots([n["Resources"] for n in ray.nodes() if n["Alive"]], plan.cpus_per_trial,
+                       plan.gpus_per_trial, plan.max_concurrent)
 
 
 def prepare_data(data_dir: str, datasets: list[tuple[str, int]]) -> None:

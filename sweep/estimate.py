@@ -169,12 +169,11 @@ class Prices:
         ends = list(dict.fromkeys([max(configs, key=flops.get), min(configs, key=flops.get)]))
         if len(ends) == 2 and flops[ends[0]] == flops[ends[1]]:
             ends = ends[:1]
-        self.flops = flops
         self.probes = [probe(cfg, classes[cfg.dataset], threads) for cfg in ends]
 
     def per_image(self, cfg: TrainConfig, classes: int) -> tuple[float, float]:
         """(train, eval) seconds per image of `cfg`."""
-        flops = self.flops.get(cfg) or model_flops(cfg, classes)
+        flops = model_flops(cfg, classes)  # counted once per architecture
         if len(self.probes) == 1:
             p = self.probes[0]
             return p.train_s, p.eval_s
@@ -203,14 +202,27 @@ def makespan(durations: Sequence[float], slots: int) -> float:
     return max(free)
 
 
-def local_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> int:
-    """Trials that run at once on this machine: its CPUs (and GPUs) over a trial's share."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    slots = max(1, math.floor(cpus / cpus_per_trial)) if cpus_per_trial > 0 else 1
-    if gpus_per_trial:
-        gpus = torch.cuda.device_count()
-        slots = min(slots, max(1, math.floor(gpus / gpus_per_trial))) if gpus else slots
+def trial_slots(nodes: Sequence[dict[str, float]], cpus_per_trial: float, gpus_per_trial: float,
+                max_concurrent: int | None) -> int:
+    """Trials that run at once: per node (Ray's resources: {"CPU": n, "GPU": m}), its CPUs (and GPUs)
+    over a trial's share; at least one, at most `max_concurrent`."""
+    slots = 0
+    for node in nodes:
+        fits = math.floor(node.get("CPU", 0) / cpus_per_trial) if cpus_per_trial > 0 else 1
+        if gpus_per_trial:
+            fits = min(fits, math.floor(node.get("GPU", 0) / gpus_per_trial))
+        slots += fits
+    slots = max(slots, 1)
     return min(slots, max_concurrent) if max_concurrent else slots
+
+
+def local_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> int:
+    """trial_slots of this machine alone (a dry run: no Ray started); GPUs count only where it has
+    some (without, the sweep itself refuses --gpus-per-trial: the dry run prices the CPUs)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    gpus = torch.cuda.device_count()
+    return trial_slots([{"CPU": cpus, "GPU": gpus}], cpus_per_trial, gpus_per_trial if gpus else 0.0,
+                       max_concurrent)
 
 
 def device_words(threads: int) -> str:

@@ -33,7 +33,8 @@ def test_an_arm_with_one_seed_that_learned_is_not_at_chance_and_arms_at_chance_a
     frame = pd.DataFrame({"attention": ["none"] * 3 + ["simple"] * 3 + ["channel"] * 3,
                           "dataset": "fashion-mnist", "val_images": 2000,
                           "best_val_acc": [80.0, 81.0, 79.0, 10.0, 10.2, 9.9, 10.0, 60.0, 11.0]})
-    at_chance, why = learning.check(frame, ["attention"])
+    at_chance, why, arms = learning.check(frame, ["attention"])
+    assert arms == 3
     assert list(at_chance["attention"]) == ["simple"] and at_chance.loc[0, "n"] == 3
     assert at_chance.loc[0, "p_at_chance_holm"] < 0.05 and at_chance.loc[0, "best_val_acc"] == 10.2
     assert why.startswith("1 of 3 arms did not learn") and "analysis.learning): attention=simple;" in why

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from training.config import DATASETS, ConfigError, default_data_dir
-from training.download import DatasetError, ensure_writable_dir, publish
+from training.download import DatasetError, DownloadError, ensure_writable_dir, publish
 from training.sources import (CIFAR_SPECS, FASHION_MNIST_FILES, FASHION_MNIST_SYSTEM_DIR, Payload,
                               read_cifar, read_fashion_mnist)
 from training.sources_local import SYNTHETIC_TEST, SYNTHETIC_TRAIN, make_synthetic, read_image_folder
@@ -126,9 +126,7 @@ def prepare_dataset(name: str, data_dir: str, image_size: int = 32) -> None:
         if not _cache_readable(_cache_path(name, data_dir_path)):
             try:
                 _build_cache(name, data_dir_path, allow_download=True)
-            except DatasetError as exc:
-                if "cannot download" not in str(exc):
-                    raise
+            except DownloadError as exc:
                 raise DatasetError(f"{exc}; {runs_offline(name, data_dir)}") from None
     elif name != "synthetic":
         load_dataset(name, data_dir, image_size)

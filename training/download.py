@@ -27,6 +27,11 @@ class DatasetError(UserError):
     """A dataset that cannot be found, fetched, verified or read; the message says what to do."""
 
 
+class DownloadError(DatasetError):
+    """The network could not give a file (no route, refused, timed out): what can run offline is
+    worth saying (training.datasets.runs_offline)."""
+
+
 def md5sum(path: str | os.PathLike) -> str:
     """Hex md5 of a file, read in 1 MiB chunks (md5 only identifies files, it is no security)."""
     digest = hashlib.md5(usedforsecurity=False)
@@ -104,7 +109,7 @@ def _fetch(url: str, dest: Path, md5: str) -> Path:
     except (OSError, HTTPException) as exc:  # URLError, timeouts and resets are all OSErrors
         os.unlink(name)
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
-        raise DatasetError(f"cannot download {url} ({reason}); {put_by_hand(dest.name, md5, dest.parent)}") from None
+        raise DownloadError(f"cannot download {url} ({reason}); {put_by_hand(dest.name, md5, dest.parent)}") from None
     return Path(name)
 
 
