@@ -59,13 +59,15 @@ def make_searcher(plan: Plan):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    from sweep.sampler import NSGAIISampler
+
     quiet_optuna()
     storage = None
     if "://" not in plan.experiment_dir:
         storage = optuna.storages.RDBStorage(f"sqlite:///{plan.experiment_dir}/optuna.db")
     if plan.objectives:  # NSGA-II (Deb et al. 2002), told each trial's final metrics
         return OptunaSearch(metric=[m for m, _ in plan.objectives], mode=[d for _, d in plan.objectives],
-                            sampler=optuna.samplers.NSGAIISampler(seed=plan.search_seed), storage=storage,
+                            sampler=NSGAIISampler(seed=plan.search_seed), storage=storage,
                             study_name=plan.experiment_name if storage else None)
     return OptunaSearch(metric=METRIC, mode=MODE, seed=plan.search_seed, storage=storage,
                         study_name=plan.experiment_name if storage else None)

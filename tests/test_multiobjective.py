@@ -14,6 +14,7 @@ from analysis.load import load
 from analysis.pareto import front, objective_front
 from sweep.record import read_latency_alone
 from sweep import run
+from tests.helpers import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +78,23 @@ def test_a_multi_objective_search_runs_every_trial_to_its_end(capsys):
     captured = capsys.readouterr()
     assert "a multi-objective search runs every trial to its end (fifo)" in captured.err
     assert "fifo scheduler" in captured.out and "objectives: best_val_acc (max), flops (min)" in captured.out
+
+
+def test_the_multi_objective_searcher_pickles_as_ray_tune_saves_it(tmp_path):
+    # Ray Tune pickles the searcher into tuner.pkl; Optuna 5.1's NSGA-II holds a lock (sweep/sampler.py)
+    import ray.cloudpickle as cloudpickle
+
+    from sweep.tuner import make_searcher
+
+    planned = plan(["--space", "embedded", "--samples", "4", "--storage-path", str(tmp_path),
+                    "--objectives", "best_val_acc:max,flops:min"])[1]
+    Path(planned.experiment_dir).mkdir(parents=True)  # where the driver keeps the study (optuna.db)
+    searcher = make_searcher(planned)
+    loaded = cloudpickle.loads(cloudpickle.dumps(searcher))
+    sampler = loaded._sampler
+    assert type(sampler).__name__ == "NSGAIISampler" and sampler._get_generation_key() == "NSGAIISampler:generation"
+    with sampler._thread_lock:  # a working lock again
+        pass
 
 
 @pytest.mark.slow
