@@ -12,7 +12,9 @@ sentences generated from its tests; ``confirm`` the screen's ranking, the
 confirm set and the confirm phase's estimates; ``fidelity`` how far to trust the screen; ``halving`` a successive-halving screen rung by rung; ``best`` the one best trial and arm;
 ``learning`` which trials learned anything (the arms at chance, tested and named); ``trained``
 the report's first table, what was trained; ``pareto`` and
-``plots`` draw accuracy against cost, learning curves and the scheduler's stopping picture;
+``plots`` draw accuracy against cost, learning curves, the effects, interactions and per-class
+accuracy, each with its caption, and ``confirm_plots`` the confirm phase's arms, leave-one-out
+costs and screen-against-confirm ranks;
 ``render`` writes tables as Markdown, CSV or LaTeX (and holds a report's Section); ``confirm_report``
 makes the report's screen-then-confirm sections; ``python -m analysis.report RUN_DIR`` puts it all
 in one Markdown report, and ``trials.ipynb`` walks through the same functions.

@@ -4,9 +4,13 @@ confirmed ranking with the screen's fidelity, and the leave-one-out table (the n
 """
 from __future__ import annotations
 
+import pandas as pd
+
 from analysis import contrasts
 from analysis.confirm import ARM, Confirmed, arm_label, arm_labels, confirm_record, screen_table
+from analysis.confirm_plots import confirmed_plot, loo_plot, rank_plot
 from analysis.load import Experiment, ended
+from analysis.plots import per_class_plot
 from analysis.render import Section
 
 
@@ -28,8 +32,18 @@ def confirm_sections(exp: Experiment, result: Confirmed | None) -> list[Section]
     table = result.means.rename(columns={"mean": "mean_test_acc"})[
         [ARM, "n", "mean_test_acc", "ci_low", "ci_high", "mean_best_val", "why"]]
     fidelity = " ".join(line[0].upper() + line[1:] + "." for line in result.fidelity.lines)
+    view = exp.phase("confirm")
+    used = view.trials[ended(view.trials) & view.trials["test_acc"].notna()]
     out.append(Section(CONFIRMED_TITLE, status + CONFIRMED_TEXT.format(note=result.note) + " " + fidelity + " "
-                       + FIDELITY_TEXT, "confirmed_ranking", table))
+                       + FIDELITY_TEXT, "confirmed_ranking", table, confirmed_plot(result, used)))
+    ranks = pd.Series(ranking["rank"].to_numpy(), index=arm_labels(ranking, factors))
+    if result.means[ARM].isin(ranks.index).sum() >= 2:
+        out.append(Section("Screen rank against the confirmed accuracy", RANK_TEXT, "screen_vs_confirm",
+                           figure=rank_plot(ranks, result)))
+    if any(str(c).startswith("test_acc_class/") for c in used.columns) and len(used):
+        out.append(Section("Per-class test accuracy of the confirmed arms", PER_CLASS_TEXT, "per_class",
+                           figure=per_class_plot(used, arm_labels(used, factors), "Per-class test accuracy",
+                                                 list(result.means[ARM]))))
     if len(result.comparisons) > 1:
         out.append(Section("Against the confirmed best", status + COMPARISONS_TEXT.format(
             margin=result.margin, rows=len(result.comparisons) - 1, k=len(result.comparisons),
@@ -40,7 +54,8 @@ def confirm_sections(exp: Experiment, result: Confirmed | None) -> list[Section]
     if spec.get("references"):
         text = (LOO_TEXT.format(rows=len(result.loo), margin=result.margin) + f" Intervals: {result.loo_note}."
                 if len(result.loo) else f"No rows: {result.loo_note}.")
-        out.append(Section("Leave-one-out from the screen's best arm", status + text, "leave_one_out", result.loo))
+        out.append(Section("Leave-one-out from the screen's best arm", status + text, "leave_one_out", result.loo,
+                           loo_plot(result) if len(result.loo) else None))
     return out
 
 def confirm_status(view: Experiment) -> str:
@@ -52,6 +67,11 @@ def confirm_status(view: Experiment) -> str:
             "run to their end; the numbers below are from those and will change.** ")
 
 CONFIRMED_TITLE = "Confirmed ranking (fresh seeds, run to the end)"
+
+RANK_TEXT = ("Does the screen's ranking hold? Each confirmed arm's rank in the screen against its mean test "
+             "accuracy in the confirm phase (the fidelity above, drawn).")
+PER_CLASS_TEXT = ("Where the confirmed arms differ, class by class: the mean test accuracy on each class over the "
+                  "arm's confirm trials (rows in the confirmed ranking's order). Descriptive: no test is made per class.")
 
 SCREEN_RANKING_TEXT = ("The screen's picture, validation accuracy only (test accuracy is not read from the "
                        "screen). Per arm: its trials; deepest_epoch, the last epoch any of them reached (how "

@@ -1,5 +1,6 @@
 """The figures, as matplotlib Figures (no pyplot state: safe in the report, the notebook and tests).
-Every title says n and what lines, bands and bars mean."""
+Each has a short title and, beneath it, a caption that says n and what the lines, bands and bars mean
+(:func:`caption`), so a figure read alone, in the notebook or the report, says what it shows."""
 from __future__ import annotations
 
 import textwrap
@@ -14,10 +15,23 @@ from scipy.stats import norm
 
 LABELS = {"val_acc": "validation accuracy (%)", "train_acc": "train accuracy (%)",
           "test_acc": "test accuracy (%)", "train_loss": "train loss", "val_loss": "validation loss",
+          "val_acc_at_epoch": "validation accuracy at the compared epoch (%)",
+          "final_val_acc": "final validation accuracy (%)", "best_val_acc": "best validation accuracy (%)",
           "params": "parameters", "flops": "FLOPs per image", "latency_ms_b1": "latency at batch 1 (ms)"}
 STOP_MARKERS = {"finished": ("o", "tab:green"), "early_stopped": ("s", "tab:olive"),
                 "diverged": ("v", "tab:red"), "scheduler_stopped": ("x", "tab:orange"),
                 "errored": ("X", "black"), "unfinished": (">", "tab:blue")}
+NARROW = 0.05  # a cost axis whose arms differ by less than this share of their mean is marked as narrow
+
+
+def label(name: str) -> str:
+    """A metric's axis label in words ('validation accuracy (%)'), else its column name."""
+    return LABELS.get(name, name)
+
+
+def words(name: str) -> str:
+    """A metric in words without its unit, for a title ('validation accuracy')."""
+    return label(name).removesuffix(" (%)")
 
 
 def save(fig: Figure, path: str | Path) -> Path:
@@ -26,79 +40,124 @@ def save(fig: Figure, path: str | Path) -> Path:
     return Path(path)
 
 
+def caption(fig: Figure, text: str) -> Figure:
+    """Put `text` beneath the figure's axes, wrapped to its width, in small type (saved with it:
+    :func:`save` keeps everything drawn)."""
+    fig.text(0.0, -0.01, textwrap.fill(text, int(fig.get_figwidth() * 17)), ha="left", va="top", fontsize=7.5)
+    return fig
+
+
+def chance_level(trials: pd.DataFrame) -> float | None:
+    """The trials' chance accuracy (%) when they share one (analysis.learning.chance), else None."""
+    from analysis.learning import chance
+
+    levels = chance(trials).dropna().unique() if len(trials) else []
+    return float(levels[0]) if len(levels) == 1 else None
+
+
+def mark_chance(ax, level: float | None, metric: str) -> None:
+    """A dashed line at chance on an accuracy axis."""
+    if level is not None and metric.endswith("acc"):
+        ax.axhline(level, ls="--", lw=0.9, color="black", label=f"chance ({level:g}%)")
+
+
 def learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, metrics: Sequence[str] = ("val_acc",),
                     by: str | None = None) -> Figure:
-    """`metrics` by epoch, one panel each: a line per trial, or with `by` the mean per level with a
-    ±1 std band across that level's trials (n per level in the legend; fewer trials count at later
-    epochs when some stopped early)."""
+    """`metrics` by epoch, one panel each: a thin line per trial (coloured by its level of `by`) and,
+    with `by`, each level's mean over the epochs that every one of its trials reached, so the mean
+    never averages only the trials an early stop left (its n and last epoch in the legend); chance
+    dashed on accuracy panels."""
     fig = Figure(figsize=(5.5 * len(metrics), 3.8), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     # A factor named like a per-epoch column (lr) is taken from the trials frame.
     data = epochs.drop(columns=by, errors="ignore").merge(trials[["trial_id", by]], on="trial_id") if by else epochs
+    n = data["trial_id"].nunique()
+    level = chance_level(trials[trials["trial_id"].isin(data["trial_id"])])
     for ax, metric in zip(axes, metrics):
-        if by:
-            for level, group in data.groupby(by, sort=False):
-                curve = group.groupby("epoch")[metric].agg(["mean", "std", "count"])
-                label = f"{by}={level} (n={group['trial_id'].nunique()})"
-                line, = ax.plot(curve.index, curve["mean"], label=label)
-                ax.fill_between(curve.index, curve["mean"] - curve["std"].fillna(0),
-                                curve["mean"] + curve["std"].fillna(0), color=line.get_color(), alpha=0.2)
-        else:
-            for trial_id, group in data.groupby("trial_id", sort=False):
-                ax.plot(group["epoch"], group[metric], lw=1, label=trial_id)
-        ax.set(xlabel="epoch", ylabel=LABELS.get(metric, metric))
+        groups = data.groupby(by, sort=False) if by else [(None, data)]
+        for i, (value, group) in enumerate(groups):
+            color = f"C{i % 10}" if by else None
+            for trial_id, trial in group.groupby("trial_id", sort=False):
+                ax.plot(trial["epoch"], trial[metric], lw=0.7, alpha=0.35 if by else 0.8, color=color,
+                        label=None if by or n > 8 else trial_id)
+            if by:
+                reached = int(group.groupby("trial_id")["epoch"].max().min())  # the last epoch all of them reached
+                curve = group[group["epoch"] <= reached].groupby("epoch")[metric].mean()
+                ax.plot(curve.index, curve.to_numpy(), lw=2.2, color=color,
+                        label=f"{by}={value}: mean of {group['trial_id'].nunique()} to epoch {reached}")
+        mark_chance(ax, level, metric)
+        ax.set(xlabel="epoch", ylabel=label(metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=7)
-    what = (f"mean per {by} over the trials that reached the epoch, band ±1 std" if by
-            else "one line per trial")
-    fig.suptitle(f"{', '.join(metrics)} per epoch ({what}; n={data['trial_id'].nunique()} trials)", fontsize=10)
-    return fig
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle((" and ".join(words(m) for m in metrics) + " per epoch").capitalize(), fontsize=10)
+    stopped = (data.groupby("trial_id")["epoch"].max().nunique() > 1)
+    return caption(fig, f"Thin lines: one trial each (n = {n})"
+                   + (f"; thick: the mean of each {by} level over the epochs all its trials reached"
+                      + (" (some stopped early: the mean is not carried on over the trials left)" if stopped else "")
+                      if by else "")
+                   + ("; dashed: chance" if level is not None and any(m.endswith("acc") for m in metrics) else "")
+                   + ".")
 
 
 def effects_plot(effects: pd.DataFrame, metric: str = "test_acc", note: str = "") -> Figure:
     """Each factor level's effect (difference of estimated marginal means, level minus reference) as
-    a dot with its 95% t interval as a bar (the table's: its own variance, else the pooled model's); 0 marked; green only where the
-    Holm-adjusted p < 0.05. Labels carry n of the level and of the reference."""
-    fig = Figure(figsize=(7, 0.45 * len(effects) + 1.6), layout="constrained")
+    a dot with its 95% t interval as a bar (the table's: its own variance, else the pooled model's); 0
+    marked; green only where the Holm-adjusted p < 0.05. Labels carry n of the level and of the
+    reference; `note` (what was compared) ends the caption."""
+    fig = Figure(figsize=(7, 0.45 * len(effects) + 1.4), layout="constrained")
     ax = fig.subplots()
-    labels = [f"{r.factor}={r.level} vs {r.reference} (n={r.n} vs {r.n_ref})" for r in effects.itertuples()]
-    y = np.arange(len(effects))[::-1]
-    low = (effects["effect"] - effects["ci_low"]).fillna(0)
-    high = (effects["ci_high"] - effects["effect"]).fillna(0)
-    for row, effect, lo, hi, significant in zip(y, effects["effect"], low, high, effects["significant"]):
-        ax.errorbar(effect, row, xerr=[[lo], [hi]], fmt="o", capsize=3,
-                    color="tab:green" if significant else "tab:gray")
+    forest(ax, [f"{r.factor}={r.level} vs {r.reference} (n={r.n} vs {r.n_ref})" for r in effects.itertuples()],
+           effects["effect"], effects["ci_low"], effects["ci_high"],
+           ["tab:green" if significant else "tab:gray" for significant in effects["significant"]])
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel(f"effect on {LABELS.get(metric, metric)}, level minus reference")
-    ax.set_title(f"Main effects: dot = difference of estimated marginal means, bar = 95% t interval "
-                 f"(unadjusted); green: Holm p < 0.05 over the {int(effects['p'].notna().sum())} tests"
-                 + (f"\n{textwrap.fill(note, 110)}" if note else ""), fontsize=9)
-    return fig
+    ax.set_xlabel("effect (points), level minus reference")
+    ax.set_title(f"Main effects on {words(metric)}", fontsize=10)
+    tests = int(effects["p"].notna().sum())
+    return caption(fig, "Dot: difference of estimated marginal means, level minus reference; bar: its 95% t "
+                        "interval, not adjusted (the table's method); green: Holm-adjusted p < 0.05 over the "
+                        f"{tests} test{'s' if tests != 1 else ''}; n: trials at the level and at the reference. "
+                   + note)
 
 
 def pareto_plot(arms: pd.DataFrame, accuracy: str = "test_acc",
                 costs: Sequence[str] = ("params", "flops", "latency_ms_b1")) -> Figure:
     """Per arm, mean accuracy (bar: ±1 std across seeds) against each cost in `arms` (from
-    :func:`analysis.pareto.arm_summary`); the Pareto front's arms ringed and joined."""
-    costs = [c for c in costs if f"pareto_{c}" in arms]
-    fig = Figure(figsize=(4.8 * max(len(costs), 1), 3.8), layout="constrained")
+    :func:`analysis.pareto.arm_summary`): the Pareto front's arms ringed and joined where the table
+    has a front for that cost (none for a latency measured while trials shared the machine: the
+    panel says so); an axis whose arms differ by less than NARROW of their mean says by how much."""
+    costs = [c for c in costs if c in arms]
+    fig = Figure(figsize=(4.8 * max(len(costs), 1), 3.9), layout="constrained")
     axes = fig.subplots(1, max(len(costs), 1), squeeze=False)[0]
     mean, std = arms[f"{accuracy}_mean"], arms[f"{accuracy}_std"].fillna(0)
+    marks = []
     for ax, cost in zip(axes, costs):
-        ax.errorbar(arms[cost], mean, yerr=std, fmt="o", color="tab:blue", ecolor="tab:gray", capsize=3)
-        front = arms[arms[f"pareto_{cost}"]].sort_values(cost)
-        ax.plot(front[cost], front[f"{accuracy}_mean"], "-", color="tab:red", lw=1)
-        ax.scatter(front[cost], front[f"{accuracy}_mean"], s=120, facecolors="none", edgecolors="tab:red",
-                   label="Pareto front")
-        ax.set(xlabel=LABELS.get(cost, cost), ylabel=LABELS.get(accuracy, accuracy))
+        has_front = f"pareto_{cost}" in arms
+        ax.errorbar(arms[cost], mean, yerr=std, fmt="o", color="tab:blue" if has_front else "tab:gray",
+                    ecolor="lightgray", capsize=3)
+        if has_front:
+            front = arms[arms[f"pareto_{cost}"]].sort_values(cost)
+            ax.plot(front[cost], front[f"{accuracy}_mean"], "-", color="tab:red", lw=1)
+            ax.scatter(front[cost], front[f"{accuracy}_mean"], s=120, facecolors="none", edgecolors="tab:red",
+                       label="Pareto front")
+            ax.legend(fontsize=7)
+        else:
+            ax.set_title("measured while trials shared the machine: no front", fontsize=8)
+        spread = (arms[cost].max() - arms[cost].min()) / arms[cost].mean() if arms[cost].mean() else 0
+        if 0 < spread < NARROW:
+            ax.set_title(f"the arms differ by {spread:.1%} of the mean", fontsize=8)
+            marks.append(cost)
+        ax.set(xlabel=label(cost), ylabel=label(accuracy))
         if arms[cost].min() > 0 and arms[cost].max() > 10 * arms[cost].min():
             ax.set_xscale("log")
         readable_ticks(ax.xaxis, counts=cost in ("params", "flops"))
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{accuracy} against cost: {len(arms)} arms, dot = mean, bar = ±1 std across seeds "
-                 f"(n per arm {int(arms['n'].min())}-{int(arms['n'].max())})", fontsize=10)
-    return fig
+    fig.suptitle(f"{words(accuracy).capitalize()} against cost", fontsize=10)
+    low, high = int(arms["n"].min()), int(arms["n"].max())
+    return caption(fig, f"One dot per arm (n = {len(arms)} arms, {low if low == high else f'{low}-{high}'} "
+                        "trials each): the mean, bar ±1 std across its seeds; red: the Pareto front (no arm both "
+                        "cheaper and better)"
+                   + (f"; {', '.join(marks)}: the arms barely differ, so the front is a matter of decimals" if marks
+                      else "") + ".")
 
 
 def readable_ticks(axis, counts: bool) -> None:
@@ -121,18 +180,19 @@ def objective_front_plot(frame: pd.DataFrame, objectives: Sequence[Sequence[str]
     dominated, on = frame[~frame["pareto"]], frame[frame["pareto"]].sort_values(x)
     ax.scatter(dominated[x], dominated[y], color="lightgray", edgecolors="gray", label="dominated")
     ax.plot(on[x], on[y], "-o", color="tab:red", label="front")
-    ax.set(xlabel=f"{LABELS.get(x, x)} ({x_mode})", ylabel=f"{LABELS.get(y, y)} ({y_mode})")
+    ax.set(xlabel=f"{label(x)} ({x_mode})", ylabel=f"{label(y)} ({y_mode})")
     for axis, column in ((ax.xaxis, x), (ax.yaxis, y)):
         if frame[column].min() > 0 and frame[column].max() > 10 * frame[column].min():
             (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
     ax.legend(fontsize=7)
-    fig.suptitle(f"{len(on)} of {len(frame)} trials on the front", fontsize=10)
-    return fig
+    fig.suptitle("Front of the objectives", fontsize=10)
+    return caption(fig, f"One dot per trial that ran to its end (n = {len(frame)}); red, joined: the {len(on)} on "
+                        "the front (no other trial at least as good on every objective and better on one).")
 
 
 def stopping_plot(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_acc") -> Figure:
     """The scheduler's picture: every trial's `metric` by epoch, its last epoch marked by why it
-    ended (x = stopped by the scheduler)."""
+    ended (x = stopped by the scheduler); chance dashed."""
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     reasons = trials.set_index("trial_id")["stop_reason"]
@@ -144,11 +204,13 @@ def stopping_plot(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val
     for reason, (marker, color) in STOP_MARKERS.items():
         if reason in counts:
             ax.scatter([], [], marker=marker, color=color, label=f"{reason} (n={counts[reason]})")
-    ax.set(xlabel="epoch", ylabel=LABELS.get(metric, metric))
+    mark_chance(ax, chance_level(trials), metric)
+    ax.set(xlabel="epoch", ylabel=label(metric))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7)
-    ax.set_title(f"{metric} by epoch, one line per trial (n={len(trials)}); marker = how it ended", fontsize=9)
-    return fig
+    ax.set_title("How each trial ended", fontsize=10)
+    return caption(fig, f"{label(metric).capitalize()} by epoch, one grey line per trial (n = {len(trials)}); "
+                        "the marker at its last epoch says how it ended (legend: n per reason).")
 
 
 def half_normal_plot(table: pd.DataFrame, me: float, sme: float, metric: str = "") -> Figure:
@@ -164,16 +226,85 @@ def half_normal_plot(table: pd.DataFrame, me: float, sme: float, metric: str = "
     colors = ["tab:green" if a else "tab:orange" if b else "tab:gray"
               for a, b in zip(ranked["active_simultaneous"], ranked["active"])]
     ax.scatter(quantiles, ranked["abs_estimate"], c=colors, s=18)
-    for q, row in zip(quantiles, ranked.to_dict("records")):
+    # labels from the largest down, each at least a line below the one above it (close estimates overlap)
+    step = 0.045 * max(ranked["abs_estimate"].max(), me, sme)
+    above = np.inf
+    for q, row in reversed(list(zip(quantiles, ranked.to_dict("records")))):
         if row["active"]:
-            ax.annotate(textwrap.shorten(row["contrast"], 60), (q, row["abs_estimate"]), fontsize=7,
-                        xytext=(-4, 0), textcoords="offset points", ha="right", va="center")
+            above = min(row["abs_estimate"], above - step)
+            ax.annotate(textwrap.shorten(row["contrast"], 60), (q, row["abs_estimate"]), (q - 0.04, above),
+                        fontsize=7, ha="right", va="center",
+                        arrowprops=dict(arrowstyle="-", lw=0.4, color="gray") if above < row["abs_estimate"] else None)
     ax.axhline(me, ls="--", color="tab:orange", lw=0.8, label=f"ME = {me:.3g}")
     ax.axhline(sme, ls="-", color="tab:green", lw=0.8, label=f"SME = {sme:.3g}")
     ax.set(xlabel="half-normal quantile", ylabel="|contrast estimate| (unit-length contrast)")
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(f"Half-normal plot of the {m} orthogonal contrasts{f' of {metric}' if metric else ''} (Lenth's "
-                 "method, one trial per arm):\ngreen beyond SME (simultaneous 95%), orange beyond ME (per contrast)",
-                 fontsize=9)
-    return fig
+    ax.set_title(f"Half-normal plot{f' of {words(metric)}' if metric else ''}", fontsize=10)
+    return caption(fig, f"The {m} orthogonal contrasts of the grid, one trial per arm (Lenth's method), |estimate| "
+                        "against half-normal quantiles: noise lies on a line through 0. Green: beyond SME "
+                        "(simultaneous 95%); orange: beyond ME (per contrast), labelled.")
 
+
+
+def forest(ax, labels: Sequence[str], estimate, low, high, colors: Sequence[str]) -> None:
+    """A forest plot on `ax`: one row per label, top to bottom, a dot at its estimate and a bar over
+    its interval (NaN: no bar)."""
+    y = np.arange(len(labels))[::-1]
+    estimate, low, high = (np.asarray(v, dtype=float) for v in (estimate, low, high))
+    for row, e, lo, hi, color in zip(y, estimate, low, high, colors):
+        xerr = None if np.isnan(lo) or np.isnan(hi) else [[e - lo], [hi - e]]
+        ax.errorbar(e, row, xerr=xerr, fmt="o", capsize=3, color=color)
+    ax.set_yticks(y, labels, fontsize=8)
+
+
+def interaction_plot(inter: pd.DataFrame, metric: str = "test_acc") -> Figure:
+    """The interaction plot of the recipe table (analysis.effects.recipe_interactions): per
+    architecture change, its effect under the base recipe and under the new one, each with its 95%
+    interval, joined; lines that are not parallel are the interaction; coloured by the verdict."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    styles = {"supported": "-", "not supported": ":"}  # inconclusive: dashed
+    for i, row in enumerate(inter.to_dict("records")):
+        x = np.array([0, 1]) + (i - (len(inter) - 1) / 2) * 0.04  # a small offset so the bars do not overlap
+        effects, lows, highs = [row["effect_base"], row["effect_new"]], [row["base_low"], row["new_low"]], \
+            [row["base_high"], row["new_high"]]
+        ax.errorbar(x, effects, yerr=[np.subtract(effects, lows), np.subtract(highs, effects)], fmt="o",
+                    ls=styles.get(row["verdict"], "--"), capsize=3, color=f"C{i % 10}", lw=1.2,
+                    label=f"{row['factor']}={row['level']} vs {row['reference']} ({row['verdict']})")
+    ax.axhline(0, color="black", lw=0.8)
+    recipes = inter.iloc[0] if len(inter) else {"base_recipe": "base", "recipe": "new"}
+    ax.set_xticks([0, 1], [f"recipe={recipes['base_recipe']}", f"recipe={recipes['recipe']}"])
+    ax.set_xlim(-0.4, 1.4)
+    ax.set_ylabel("effect (points), level minus reference")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"Changes under each recipe: {words(metric)}", fontsize=10)
+    return caption(fig, "Each architecture change's effect (level minus reference, averaged over the other factors' "
+                        "cells) under the base recipe and under the new one, with 95% t intervals (none where the table has none), not adjusted; a "
+                        "line that is not flat is an interaction with the recipe. The verdict in the legend is the "
+                        "table's (Holm over its rows); line: solid supported, dotted not supported, dashed "
+                        "inconclusive.")
+
+
+def per_class_plot(trials: pd.DataFrame, groups: pd.Series, title: str, order: Sequence[str] | None = None) -> Figure:
+    """Mean per-class test accuracy (the trials' ``test_acc_class/*`` columns) of each group of
+    trials (`groups`: a label per trial; rows in `order`, else as they come), as a heat map with the
+    numbers."""
+    from analysis.learning import CLASS_PREFIX
+
+    columns = [c for c in trials.columns if str(c).startswith(CLASS_PREFIX)]
+    table = trials[columns].groupby(groups, sort=False).mean()
+    table = table.reindex([name for name in order if name in table.index]) if order is not None else table
+    counts = groups.value_counts()
+    fig = Figure(figsize=(1.0 + 0.75 * len(columns) + 3.2, 0.42 * len(table) + 1.9), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(table.to_numpy(float), cmap="viridis", aspect="auto", vmin=0, vmax=100)
+    for (i, j), value in np.ndenumerate(table.to_numpy(float)):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                    color="white" if value < 60 else "black")
+    ax.set_xticks(range(len(columns)), [c[len(CLASS_PREFIX):] for c in columns], rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(len(table)), [f"{name} (n={counts[name]})" for name in table.index], fontsize=7)
+    fig.colorbar(image, ax=ax, label="test accuracy (%)", shrink=0.8)
+    ax.set_title(title, fontsize=10)
+    return caption(fig, "Per class, the mean over each row's trials of its test accuracy on that class's test images "
+                        "(the best-validation weights); n: trials per row.")

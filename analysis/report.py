@@ -30,7 +30,7 @@ from analysis.fidelity import schedules_at_rung  # noqa: E402
 from analysis.halving import rung_table  # noqa: E402
 from analysis.importance import importance  # noqa: E402
 from analysis.lenth import lenth  # noqa: E402
-from analysis.confirm import Confirmed, best_trial, confirmed  # noqa: E402
+from analysis.confirm import Confirmed, arm_labels, best_trial, confirmed  # noqa: E402
 from analysis.load import Experiment, load  # noqa: E402
 from analysis.pareto import arm_summary, objective_front  # noqa: E402
 from analysis.confirm_report import confirm_sections  # noqa: E402
@@ -103,7 +103,7 @@ def study_sections(exp: Experiment, margin: float, root: Path,
     objectives = exp.sweep.get("plan", {}).get("objectives") if isinstance(exp.sweep.get("plan"), dict) else None
     if objectives:
         out.append(front_section(exp, objectives, root))
-    out += figure_sections(exp, compared, columns)
+    out += figure_sections(exp, compared, columns, not validation_only)
     return out
 
 
@@ -346,7 +346,8 @@ def factorial_sections(frame: pd.DataFrame, factors: list[str], metric: str, hea
         inter = effects.recipe_interactions(ff, "recipe", margin)
         why = "" if len(inter) else " No rows: the model could not separate the recipe's interactions."
         out.append(Section(f"Architecture × recipe interactions on {metric}",
-                           INTERACTION_TEXT.format(margin=margin, rows=len(inter)) + why, "interactions", inter))
+                           INTERACTION_TEXT.format(margin=margin, rows=len(inter)) + why, "interactions", inter,
+                           plots.interaction_plot(inter, metric) if len(inter) else None))
     return out
 
 
@@ -385,6 +386,9 @@ LENTH_TEXT = ("An unreplicated grid has no replicate error: {model} (an assumpti
               "{note}. The figure is the half-normal plot.")
 BEST_TEXT = ("The 10 best of the trials that ran to their own end, by best validation accuracy (model "
              "selection on validation), with their test accuracy; single trials, no interval.")
+PER_CLASS_TEXT = ("The {k} arm(s) with the highest mean best validation accuracy (selection on validation), in that "
+                  "order: the mean test accuracy on each class over the arm's trials. Descriptive: no test is made "
+                  "per class.")
 IMPORTANCE_TEXT = ("Share of the variance of the metric explained by each factor alone (the exact ANOVA "
                    "decomposition on a balanced grid, else fANOVA on a random forest); the last row is the rest "
                    "(interactions and noise), so the column sums to 1.")
@@ -410,8 +414,9 @@ SCHEDULES_TEXT = ("ASHA continues each trial from its checkpoint, so it compared
 
 
 def figure_sections(exp: Experiment, compared: effects.Compared,
-                    config_columns: tuple[str, ...]) -> list[Section]:
-    """Learning and loss curves, the scheduler's stopping picture, accuracy against cost."""
+                    config_columns: tuple[str, ...], test: bool = True) -> list[Section]:
+    """Learning and loss curves, the scheduler's stopping picture, accuracy against cost and, unless
+    not `test` (a screen a confirm phase follows), the per-class test accuracy of the best arms."""
     trials, epochs = exp.trials, exp.epochs
     if epochs.empty:
         return []
@@ -428,9 +433,22 @@ def figure_sections(exp: Experiment, compared: effects.Compared,
                            compared.metric)
         out.append(Section("Accuracy against cost", f"Per arm: n, mean ± std across seeds of {compared.metric} "
                            f"({compared.label}), mean costs; pareto_<cost>: on the front of that mean "
-                           "against the cost. "
+                           "against the cost (none for a latency measured while trials shared the machine). "
                            + SHARED_TEXT, "pareto", arms, plots.pareto_plot(arms, compared.metric)))
+    tested = compared.frame[compared.frame["test_acc"].notna()] if "test_acc" in compared.frame else compared.frame.iloc[:0]
+    if test and len(tested) and any(str(c).startswith(learning.CLASS_PREFIX) for c in tested.columns):
+        out.append(per_class_section(tested, effects.ablation_factors(tested, config_columns, exp.axes)))
     return out
+
+
+def per_class_section(trials: pd.DataFrame, factors: list[str], k: int = 12) -> Section:
+    """Per-class test accuracy of the `k` arms with the highest mean best validation accuracy
+    (selection on validation), rows in that order."""
+    labels = arm_labels(trials, factors) if factors else pd.Series("all trials", index=trials.index)
+    order = list(trials.groupby(labels, sort=False)["best_val_acc"].mean().sort_values(ascending=False).index[:k])
+    shown = trials[labels.isin(order)]
+    return Section("Per-class test accuracy", PER_CLASS_TEXT.format(k=min(k, len(order))), "per_class",
+                   figure=plots.per_class_plot(shown, labels[shown.index], "Per-class test accuracy", order))
 
 
 def write_report(exp: Experiment, out: Path, fmt: str = "md",

@@ -4,7 +4,8 @@
 ``sweep.design`` a fractional screen's arms, and ``sweep.phases`` the rungs and the confirm phase; ``sweep.driver`` runs the phases one after another;
 ``sweep.spaces`` declares the named spaces and the presets their bundle keys name;
 ``sweep.vocabulary`` reads a space (Python dict or YAML file) into Ray Tune objects;
-``sweep.tuner`` builds a phase's Tuner (scheduler, searcher, resources, restore);
+``sweep.tuner`` builds a phase's Tuner (scheduler, searcher, resources, restore), and
+``sweep.sampler`` gives it an Optuna NSGA-II sampler that Ray Tune can pickle;
 ``sweep.experiment`` claims the experiment directory, reads its plan back and summarises a phase;
 ``sweep.record`` owns the experiment record on disk (file names, phase names, stop reasons, the
 readers of sweep.json and of a trial's config), shared with the analysis; ``sweep.trainable`` is the

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.confirm import confirmed
 from analysis.load import load
 from analysis.render import to_markdown
 from analysis.report import sections
@@ -65,16 +66,27 @@ def test_each_marked_block_is_what_the_report_prints_from_the_frames(sweep, name
     assert block == to_markdown(tables[name])
 
 
-def test_the_notebook_runs_on_a_committed_frames_directory(monkeypatch):
-    """analysis/trials.ipynb on results/stages (no trial files): the stage table and the steps."""
+@pytest.mark.parametrize("sweep", ["stages", "ablation"])
+def test_the_notebook_runs_on_a_committed_frames_directory(monkeypatch, sweep):
+    """analysis/trials.ipynb on results/stages (no trial files: the stage table and the steps) and
+    results/ablation (a confirm phase: its tables and figures), its tables rounded as the report's."""
+    import re
+
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("ABLATION_RUN_DIR", str(RESULTS / "stages"))
+    monkeypatch.setenv("ABLATION_RUN_DIR", str(RESULTS / sweep))
     notebook = nbformat.read(ROOT / "analysis" / "trials.ipynb", as_version=4)
     NotebookClient(notebook, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT / "analysis")}}).execute()
-    shown = [o.get("data", {}).get("text/markdown", "") for c in notebook.cells if c.cell_type == "code"
-             for o in c.outputs]
-    steps = to_markdown(stage_steps(load(RESULTS / "stages").trials)[0])
-    assert any(steps in text for text in shown) and any("| holistic" in text for text in shown)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    shown = [o.get("data", {}).get("text/markdown", "") for o in outputs]
+    tables = [o.get("data", {}).get(kind, "") for o in outputs for kind in ("text/markdown", "text/html", "text/plain")]
+    assert not any(re.search(r"\d\.\d{6,}", text) for text in tables)  # no unrounded floats (78.69994440465088)
+    images = sum("image/png" in o.get("data", {}) for o in outputs)
+    if sweep == "stages":
+        steps = to_markdown(stage_steps(load(RESULTS / "stages").trials)[0])
+        assert any(steps in text for text in shown) and any("| holistic" in text for text in shown)
+    else:
+        means = to_markdown(confirmed(load(RESULTS / "ablation")).means)
+        assert any(means in text for text in shown) and images >= 8  # the confirm arms' and leave-one-out's too

@@ -1,0 +1,75 @@
+"""The confirm phase's figures: the confirmed arms with their intervals, the leave-one-out costs as a
+forest plot, and the screen's rank of each confirmed arm against what the confirm phase measured
+(the numbers are :mod:`analysis.confirm`'s; the drawing helpers :mod:`analysis.plots`')."""
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.confirm import ARM, Confirmed
+from analysis.plots import caption, chance_level, forest
+
+SIGNIFICANT, NOT = "tab:green", "tab:gray"
+
+
+def confirmed_plot(result: Confirmed, trials: pd.DataFrame) -> Figure:
+    """The confirmed ranking: each arm's mean test accuracy with its 95% t interval, in the table's
+    order (by mean best validation: the top row is the confirmed best, in colour); chance marked
+    where it is on the axis's scale (`trials`: the confirm trials used)."""
+    means = result.means
+    fig = Figure(figsize=(7.5, 0.42 * len(means) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    forest(ax, [f"{arm} (n={n})" for arm, n in zip(means[ARM], means["n"])], means["mean"], means["ci_low"],
+           means["ci_high"], ["tab:blue"] + [NOT] * (len(means) - 1))
+    level = chance_level(trials)
+    if level is not None and means["mean"].min() - level < 20:  # far below the arms it only squashes them
+        ax.axvline(level, ls="--", lw=0.9, color="black", label=f"chance ({level:g}%)")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_title("Confirmed arms", fontsize=10)
+    return caption(fig, f"Each arm's mean test accuracy over its fresh seeds (n per arm), bar: 95% t interval from its "
+                        "own trials, not adjusted. Ordered by mean best validation accuracy: the top (blue) is the "
+                        f"confirmed best. Used: {result.note}.")
+
+
+def loo_plot(result: Confirmed) -> Figure:
+    """The leave-one-out costs as a forest plot: per component removed from the screen's best arm, the
+    cost (best − neighbour, test accuracy points) with its 95% interval, green where its Holm p <
+    0.05; 0 and ± the equivalence margin marked."""
+    loo = result.loo
+    fig = Figure(figsize=(7.5, 0.5 * len(loo) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    forest(ax, [f"{removed} (n={n} vs {n_best})" for removed, n, n_best in zip(loo["removed"], loo["n"], loo["n_best"])],
+           loo["cost"], loo["ci_low"], loo["ci_high"], [SIGNIFICANT if s else NOT for s in loo["significant"]])
+    ax.axvline(0, color="black", lw=0.8)
+    for side in (-1, 1):
+        ax.axvline(side * result.margin, ls=":", lw=0.8, color="tab:purple",
+                   label=f"±{result.margin:g} (equivalence margin)" if side > 0 else None)
+    ax.legend(fontsize=7)
+    ax.set_xlabel("cost of removing it (test accuracy points; + : the component helped)")
+    ax.set_title("Leave-one-out from the screen's best arm", fontsize=10)
+    return caption(fig, "Per component: the best arm's mean test accuracy minus its neighbour's without it (n: the "
+                        "neighbour's and the best arm's trials); bar: 95% t interval (the table's method), not "
+                        f"adjusted; green: Holm-adjusted p < 0.05 over the {len(loo)} row(s).")
+
+
+def rank_plot(ranks: pd.Series, result: Confirmed) -> Figure:
+    """The screen against the confirm phase: each confirmed arm's screen rank (`ranks`: rank by arm
+    label, 1 = best) against its confirmed mean test accuracy with its interval, Spearman's rho
+    (result.fidelity) in the caption."""
+    means = result.means.assign(rank=result.means[ARM].map(ranks)).dropna(subset=["rank"])
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    low, high = (means["mean"] - means["ci_low"]).fillna(0), (means["ci_high"] - means["mean"]).fillna(0)
+    ax.errorbar(means["rank"], means["mean"], yerr=[low, high], fmt="o", capsize=3, color="tab:blue")
+    for rank, mean, n in zip(means["rank"], means["mean"], means["n"]):
+        ax.annotate(f"n={n}", (rank, mean), xytext=(5, 0), textcoords="offset points", fontsize=7, va="center")
+    ax.invert_xaxis()  # the screen's best on the right, as accuracy grows upwards
+    ax.set(xlabel="screen rank (1 = the screen's best)", ylabel="confirmed mean test accuracy (%)")
+    ax.set_title("Screen rank against the confirmed accuracy", fontsize=10)
+    fid = result.fidelity
+    rho = (f"Spearman {fid.rho:+.2f} (n = {fid.n} arms, p = {fid.p:.2g})" if fid.n >= 3 and fid.rho == fid.rho
+           else "Spearman not measured (fewer than 3 distinct arms)")
+    return caption(fig, f"Each confirmed arm at its screen rank (x, reversed) and its confirmed mean test accuracy "
+                        f"(y, bar: 95% t interval of its fresh seeds). A screen that ranks well gives a rising line. "
+                        f"{rho}: the screen's fidelity, on the arms it sent on only.")
