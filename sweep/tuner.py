@@ -151,7 +151,7 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         progress_reporter=console_table(axes, plan), verbose=1,
         # TensorBoard with train.py's tags (sweep/board.py); a full disk stops the sweep like Ctrl-C
-        callbacks=[TrialBoard(plan.smoke), storage.StorageGuard(plan.tune_dir)],
+        callbacks=[TrialBoard(plan.smoke, tuple(a for a in axes if a != "seed")), storage.StorageGuard(plan.tune_dir)],
         # trial_config.json is written in the trial's working directory, on whichever node runs it
         sync_config=tune.SyncConfig(sync_artifacts=True))
     return tune.Tuner(trainable_for(plan), param_space=param_space(plan, params), tune_config=tune_config,

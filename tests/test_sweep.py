@@ -81,6 +81,19 @@ def test_tensorboard_events_hold_the_per_epoch_val_accuracy_and_hparams(smoke_ex
         tags = set(events.Tags()["scalars"])
         assert {"ray/tune/best_val_acc", "ray/tune/test_acc_class/rings-low"} <= tags
         assert not {"ray/tune/done", "ray/tune/should_checkpoint", "ray/tune/time_this_iter_s"} & tags
+        # constants once, among the HParams, not a flat scalar every epoch
+        assert not {"ray/tune/params", "ray/tune/flops", "ray/tune/test_images"} & tags
+        assert hparams["params"].number_value == result.metrics["params"] and hparams["test_images"].number_value > 0
+        # the sweep's experiment marks its searched axis: TensorBoard's own sort puts it first among
+        # the five columns it selects by default (else: activation, augment, batch_norm, ...)
+        from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
+
+        content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+        assert [h.name for h in experiment.hparam_infos if h.differs] == ["attention"]
+        _sort_and_reduce_to_hparams_limit(experiment, 5)
+        assert experiment.hparam_infos[0].name == "attention"
+        assert {m.name.tag for m in experiment.metric_infos} >= {"ray/tune/best_val_acc", "ray/tune/test_acc"}
 
 
 def test_asha_stops_a_clear_loser_early(local_ray, tmp_path):

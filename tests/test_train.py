@@ -44,6 +44,9 @@ def test_cli_writes_run_dir_and_summary(tmp_path, capsys):
     hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
     assert hparams["batch_size"].number_value == 64 and hparams["optimizer"].string_value == "sgd"
     summary = json.loads((out / "summary.json").read_text())
+    # the constants once, among the HParams, not as a flat scalar every epoch
+    assert not {"ray/tune/params", "ray/tune/flops", "ray/tune/size_mb", "ray/tune/test_images"} & set(tags)
+    assert hparams["params"].number_value == summary["params"] and hparams["test_images"].number_value > 0
     assert summary["epochs_run"] == 2
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"]["subset"] == 256 and saved["versions"]["torch"]

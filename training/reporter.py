@@ -39,6 +39,7 @@ class ConsoleAndTensorBoard:
         self.quiet, self.cfg = quiet, cfg
         self.bar = sys.stdout.isatty() and not quiet
         self.last_tags: dict[str, float] = {}
+        self.constants: dict[str, Any] = {}
 
     def start(self, info: dict[str, Any]) -> None:
         if not self.quiet:
@@ -61,6 +62,7 @@ class ConsoleAndTensorBoard:
         self.append(metrics)
         step = metrics["epoch"]
         self.last_tags = scalars(metrics)
+        self.constants = metrics  # the constants among them go to the HParams (tb_tags.hparam_values)
         try:
             for tag, value in self.last_tags.items():
                 self.writer.add_scalar(tag, value, step)
@@ -93,7 +95,7 @@ class ConsoleAndTensorBoard:
 
         with contextlib.suppress(Exception):  # a failure was reported where it happened
             if self.last_tags:
-                for summary in hparams(hparam_values(self.cfg.to_dict()), hparam_metrics(self.last_tags)):
+                for summary in hparams(hparam_values(self.cfg.to_dict(), self.constants), hparam_metrics(self.last_tags)):
                     self.writer.file_writer.add_summary(summary)
             self.writer.close()
         with contextlib.suppress(OSError):
