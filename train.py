@@ -1,7 +1,8 @@
 """Train one model, no Ray:  python train.py --dataset fashion-mnist --model squeezenet --epochs 30
 
-Every TrainConfig field is a flag (`--label-smoothing 0.1`, `--dsconv true`); `--config FILE` loads
-the same keys from YAML or JSON, and flags override it; `--config TRIAL_DIR` re-runs a sweep's trial
+Every TrainConfig field is a flag (`--label-smoothing 0.1`, `--dsconv true`); `--recipe NAME` and
+`--stage NAME` apply a sweep's preset (the knobs a space's `recipe` or `stage` value sets); `--config
+FILE` loads the same keys from YAML or JSON; a preset beats the file and flags beat both; `--config TRIAL_DIR` re-runs a sweep's trial
 (its trial_config.json: the same seed, threads, device and precision, so the same metrics on CPU).
 The run directory receives TensorBoard scalars, the latest checkpoint, one JSON line per epoch, the
 resolved config with provenance and a final summary.json. `--resume RUN_DIR` continues an interrupted
@@ -21,12 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+# torch and what imports it load inside run(): --help and a refused flag answer in a fraction of a second
 from sweep import record  # the run's record files, named where a sweep trial's are
-from training.checkpoint import WriteError, write_failure
+from sweep.spaces import BUNDLES, BY_MODEL, merge_config
 from training.cli import Parser, run_cli
 from training.config import MODEL_NAMES, TrainConfig, UserError, field_names, load_mapping
-from training.loop import fit
-from training.reporter import UNITS, ConsoleAndTensorBoard, rounded
 from training.signals import sigterm_as_ctrl_c
 
 __all__ = ["TrainConfig", "fit", "main"]
@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace the run in --out-dir (its checkpoint, config, metrics, summary and "
                              "TensorBoard files) instead of refusing")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines (the summary still prints)")
+    presets = parser.add_argument_group("presets (sweep/spaces.py: what a space's recipe or stage value sets)")
+    for key, named in BUNDLES.items():
+        presets.add_argument(f"--{key}", choices=list(named), metavar="NAME",
+                             help=f"apply the {key} preset NAME ({' | '.join(named)}): "
+                                  + ("how the network is trained" if key == "recipe" else
+                                     "one of the SqueezeNet study's five cumulative stages")
+                                  + "; the flags given beside it win")
     knobs = parser.add_argument_group("training knobs (TrainConfig)")
     helps, defaults = field_help(), TrainConfig().to_dict()
     helps["model"] = helps["model"].replace("MODEL_NAMES", " | ".join(MODEL_NAMES))  # their one list
@@ -70,22 +77,31 @@ RUN_FILES = (record.RUN_CONFIG_FILE, "summary.json", "metrics.jsonl", "checkpoin
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config: --config and flags, or with --resume the run's own, which flags may repeat
     but not change (its checkpoint continues only the config it was written with)."""
-    overrides = {k: v for k, v in vars(args).items() if k in field_names() and v is not None}
     if args.resume:
         path = Path(args.resume) / record.RUN_CONFIG_FILE
         if not path.is_file():
             raise UserError(f"{args.resume} is not a train.py run directory (no {record.RUN_CONFIG_FILE} with a config)")
         saved = record.read_config_record(path)
         cfg = TrainConfig.from_dict(saved)
-        asked = TrainConfig.from_dict({**saved, **overrides})
+        asked = TrainConfig.from_dict(with_flags(saved, args))
         changed = [f"--{k.replace('_', '-')}" for k, v in asked.to_dict().items() if getattr(cfg, k) != v]
         if changed:
             raise UserError(f"--resume continues {args.resume} as it was configured, but {', '.join(changed)} "
                             "would change it; start a fresh --out-dir instead (with --init-from to start "
                             "from its weights)")
         return cfg
-    base = load_config(args.config) if args.config else {}
-    return TrainConfig.from_dict({**base, **overrides})
+    return TrainConfig.from_dict(with_flags(load_config(args.config) if args.config else {}, args))
+
+
+def with_flags(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """`base` (a --config file's keys, or a run's own config) with the presets named by --recipe and
+    --stage on top, then the knob flags on top of those, as a sweep resolves a trial
+    (sweep.spaces.merge_config: a preset's per-model entries apply to fields no flag set). A file may
+    name a preset too (`recipe: holistic`); its own fields beat the preset it names."""
+    flags = {k: v for k, v in vars(args).items() if k in field_names() and v is not None}
+    named = {key: getattr(args, key) for key in BUNDLES if getattr(args, key, None)}
+    covered = {k for key, name in named.items() for k in BUNDLES[key][name] if k != BY_MODEL}
+    return merge_config({**{k: v for k, v in base.items() if k not in covered}, **named, **flags})
 
 
 def check_out_dir(run_dir: Path, overwrite: bool) -> None:
@@ -142,10 +158,11 @@ def load_config(path: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every check first (config, device, output path, dataset sizes, --init-from, the checkpoint to
     resume), then the dataset, then the first write."""
-    from training.checkpoint import provenance, write_text_atomically
+    from training.checkpoint import WriteError, provenance, write_failure, write_text_atomically
     from training.datasets import dataset_sizes, prepare_dataset
-    from training.loop import resolve_device, resolve_precision
+    from training.loop import fit, resolve_device, resolve_precision
     from training.preflight import check_init_from, check_trial
+    from training.reporter import UNITS, ConsoleAndTensorBoard
 
     cfg = resolve_config(args)
     resolve_precision(cfg.precision, resolve_device(cfg.device))
@@ -229,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                      else "nothing was written")
             print(f"train.py: {'terminated' if terminated else 'interrupted'}; {after}", file=sys.stderr)
             return 143 if terminated else 130
+    from training.reporter import rounded
+
     print(json.dumps(rounded(summary), indent=2))
     return 0
 

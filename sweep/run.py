@@ -30,8 +30,42 @@ from training.config import UserError  # noqa: E402
 from training.signals import sigterm_as_ctrl_c  # noqa: E402
 
 
+EXAMPLES = """examples:
+  python sweep/run.py --space ablation --dry-run        the plan and its estimated wall time; runs nothing
+  python sweep/run.py --space ablation --smoke-test     every code path in under a minute (synthetic data)
+  python sweep/run.py --space ablation --dataset fashion-mnist --set subset=2000 width=0.25 batch_size=64 --epochs 3
+                                                        a real small ablation, minutes on 2 CPU cores
+  python sweep/run.py --space ablation --samples 3      the study: 48 arms x 3 seeds, then a confirm phase
+  python sweep/run.py --space my_space.yaml --search optuna --samples 40   your own space file
+  python sweep/run.py --resume runs/sweeps/NAME         continue an interrupted experiment
+  python -m analysis.report runs/sweeps/NAME            the report: tables, figures, verdicts"""
+
+
+def spaces_text() -> str:
+    """'spaces and their factors:' then, per named space, its description and its searched axes."""
+    import textwrap
+
+    lines = ["spaces and their factors (the searched axes; docs/SWEEPS.md):"]
+    for name, space in SPACES.items():
+        lines.append(textwrap.fill(f"{name}: {space['description']}", 100, initial_indent="  ",
+                                   subsequent_indent="      "))
+        axes = [f"{key} {axis_text(value)}" for key, value in space["params"].items() if isinstance(value, dict)]
+        lines.append(textwrap.fill("factors: " + ("; ".join(axes) if axes else "none"), 100,
+                                   initial_indent="      ", subsequent_indent="        "))
+    return "\n".join(lines)
+
+
+def axis_text(axis: dict[str, Any]) -> str:
+    """'none | simple | channel' for a grid or a choice, 'loguniform 1e-3..0.3' for a distribution."""
+    (kind, values), = axis.items()
+    if kind in ("grid", "choice"):
+        return " | ".join(map(str, values))
+    return f"{kind} {values[0]:g}..{values[1]:g}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="run.py", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="run.py", description=__doc__.split("\n\n")[0], epilog=f"{spaces_text()}\n\n{EXAMPLES}",
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--space", help=f"named space ({', '.join(SPACES)}) or a YAML/JSON space file")
     what.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted experiment")

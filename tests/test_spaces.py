@@ -265,3 +265,13 @@ def test_sweeps_md_lists_every_space_and_preset_exactly():
         fixed = {k: v for k, v in space["params"].items() if not isinstance(v, dict)}
         assert any(all(f"{k}={shown(v)}" in " ".join(row) for k, v in fixed.items()) and space["description"] in row
                    for row in rows[name]), name
+
+
+def test_run_help_lists_every_space_with_its_factors_and_examples():
+    text = " ".join(run.build_parser().format_help().split())
+    for name, space in SPACES.items():
+        assert f"{name}: " in text
+        for axis in (k for k, v in space["params"].items() if isinstance(v, dict)):
+            assert f"{axis} " in text[text.index(f"{name}: "):]
+    assert "factors: attention none | simple | channel; residual none | simple" in text
+    assert "examples: python sweep/run.py --space ablation --dry-run" in text

@@ -93,6 +93,46 @@ def test_help_documents_every_knob():
     assert " | ".join(MODEL_NAMES) in model and "MODEL_NAMES" not in model  # the names, not their list's name
 
 
+def test_help_answers_without_importing_torch():
+    probe = ("import sys, runpy; sys.argv = ['train.py', '--help']\ntry:\n    runpy.run_path('train.py', run_name='__main__')\n"
+             "except SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert proc.stderr.strip().endswith("False") and "--recipe NAME" in proc.stdout
+
+
+def resolved(argv, tmp_path=None):
+    return train.resolve_config(train.build_parser().parse_args(argv))
+
+
+def test_recipe_and_stage_apply_a_sweeps_preset_and_flags_win(tmp_path):
+    from sweep.spaces import RECIPES, STAGES
+
+    cfg = resolved(["--recipe", "holistic", "--lr", "0.05"])
+    assert {k: getattr(cfg, k) for k in RECIPES["holistic"] if k != "lr"} == \
+        {k: v for k, v in RECIPES["holistic"].items() if k != "lr"} and cfg.lr == 0.05
+    assert resolved(["--stage", "simple_attention"]).attention == "simple"
+    assert resolved(["--stage", "simple_attention"]).batch_norm is STAGES["simple_attention"]["batch_norm"]
+    # a preset's per-model entries: the ResNet study pretrained and froze ResNet-152 only
+    assert resolved(["--recipe", "resnet_study", "--model", "resnet152"]).freeze == "backbone"
+    assert resolved(["--recipe", "resnet_study", "--model", "resnet18"]).pretrained is False
+    # a file may name a preset; its own fields beat it, --recipe beats the file, flags beat all
+    (tmp_path / "c.yaml").write_text("recipe: baseline\nlr: 0.2\nscheduler: cosine\n")
+    from_file = resolved(["--config", str(tmp_path / "c.yaml")])
+    assert (from_file.lr, from_file.scheduler, from_file.optimizer) == (0.2, "cosine", "sgd")
+    both = resolved(["--config", str(tmp_path / "c.yaml"), "--recipe", "holistic", "--label-smoothing", "0"])
+    assert (both.lr, both.scheduler, both.label_smoothing) == (0.1, "onecycle", 0.0)
+
+
+def test_a_preset_that_would_change_a_resumed_run_is_refused(tmp_path, capsys):
+    out = tmp_path / "r"
+    base = ["--dataset", "synthetic", "--subset", "256", "--epochs", "1", "--width", "0.25", "--quiet",
+            "--measure-latency", "false"]
+    assert train.main([*base, "--out-dir", str(out)]) == 0
+    capsys.readouterr()
+    assert train.main(["--resume", str(out), "--recipe", "holistic"]) == 2
+    assert "--label-smoothing" in capsys.readouterr().err  # among the knobs it would change
+
+
 @pytest.mark.slow
 def test_real_fashion_mnist_subset_learns(fashion_mnist_run):
     """4,000 real Fashion-MNIST images, 3 epochs, a half-width SqueezeNet on CPU (conftest's
