@@ -29,7 +29,7 @@ from training.cli import Parser, run_cli
 from training.config import MODEL_NAMES, TrainConfig, UserError, field_names, load_mapping
 from training.signals import sigterm_as_ctrl_c
 
-__all__ = ["TrainConfig", "fit", "main"]
+__all__ = ["TrainConfig", "main"]  # fit: training.loop.fit
 
 
 def field_help() -> dict[str, str]:
