@@ -12,5 +12,6 @@ readers of sweep.json and of a trial's config), shared with the analysis; ``swee
 thin Ray wrapper of ``fit`` that every trial worker loads; ``sweep.storage`` stops a sweep cleanly on
 a full disk and keeps the driver's own record of results; ``sweep.board`` writes TensorBoard;
 ``sweep.console`` prints the live table and quiets Ray; ``sweep.estimate`` prices a sweep in wall
-time before it runs, from a short probe on this machine.
+time before it runs, from a short probe on this machine; ``sweep.packing`` chooses the share of a
+GPU a trial takes by default, from the largest arm's training footprint.
 """

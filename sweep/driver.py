@@ -20,6 +20,7 @@ from sweep.estimate import estimate_sweep, trial_slots
 from sweep.plan import Plan, absolute_location
 from sweep.record import (CONFIRM, SCREEN, expected_trials, phase_directories, rung_of, screen_rungs,
                           write_sweep)
+from sweep.packing import sweep_packing
 from training.checkpoint import provenance
 from training.config import UserError
 
@@ -33,12 +34,17 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: 
     try:
         prepare_data(params["data_dir"], record["datasets"])
         with connected(args.address):
-            plan.gpus_per_trial = check_resources(plan.cpus_per_trial, args.gpus_per_trial)
+            packing = sweep_packing(params, plan, record) if args.gpus_per_trial is None and cluster_gpus() else None
+            plan.gpus_per_trial = check_resources(plan.cpus_per_trial,
+                                                  packing.share if packing else args.gpus_per_trial)
             estimate = estimate_sweep(params, plan, record, cluster_slots(plan))
-            record = {**record, "plan": asdict(plan), **provenance(), "estimate": asdict(estimate)}
+            record = {**record, "plan": asdict(plan), **provenance(), "estimate": asdict(estimate),
+                      **({"packing": asdict(packing)} if packing else {})}
             write_sweep(plan.experiment_dir, record)
             for note in notes:
                 print(note, file=sys.stderr, flush=True)
+            if packing:
+                print(packing.line(), flush=True)
             print(f"experiment {plan.experiment_dir}: {phases_line(record)}; monitor with: tensorboard --logdir "
                   f"{plan.experiment_dir}\n{estimate.line()}", flush=True)
             return run_phases(plan, record, retry_errored=False)
@@ -311,9 +317,15 @@ def ray_logs_shown() -> Iterator[None]:
         ray_log.setLevel(level)
 
 
+def cluster_gpus() -> float:
+    """The GPUs of the cluster's largest node (0 without any)."""
+    return max((node["Resources"].get("GPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
+
+
 def check_resources(cpus_per_trial: float, gpus_per_trial: float | None) -> float:
-    """The GPUs per trial to use (default: 1 when the cluster has GPUs), after checking that some
-    node can hold one trial (Ray would otherwise wait for resources forever)."""
+    """The GPUs per trial to use (default: 1 when the cluster has GPUs; the driver passes
+    sweep.packing's share for a new sweep), after checking that some node can hold one trial (Ray
+    would otherwise wait for resources forever)."""
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     most_cpus = max(node.get("CPU", 0) for node in nodes)
     most_gpus = max(node.get("GPU", 0) for node in nodes)

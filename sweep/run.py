@@ -157,6 +157,15 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any],
     worst = screen_cost + (arms * seeds * plan.max_t if confirm else 0)
     print(f"cost: at most {worst} trial-epochs{stops}; {plan.cpus_per_trial:g} CPU"
           + (f" and {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "") + " per trial")
+    if args is not None and args.gpus_per_trial is None:  # the sweep chooses the share on a cluster with GPUs
+        import torch
+
+        from sweep.packing import sweep_packing
+
+        packed = sweep_packing(params, plan, record)
+        if torch.cuda.device_count():
+            plan.gpus_per_trial = packed.share
+        print(packed.line() if torch.cuda.device_count() else f"no GPU here; on GPUs: {packed.line()[len('GPUs: '):]}")
     from sweep.estimate import LONG_S, estimate_sweep, local_slots
 
     slots = local_slots(plan.cpus_per_trial, plan.gpus_per_trial, plan.max_concurrent)
