@@ -2,7 +2,8 @@
 # does no installation work after that:
 #   make sweep                                    python sweep/run.py --space ablation
 #   make sweep ARGS="--space ablation --samples 3"  any run.py flags (ARGS replaces --space ablation)
-#   make test                                     the test suite (what CI runs)
+#   make test                                     the test suite (what CI runs), after finding or
+#                                                 fetching Fashion-MNIST (scripts/test_data.py)
 # Settings: TORCH=auto|cpu|cuda|<pip requirement> (which torch; see scripts/setup.sh),
 # PYTHON=python3 (makes the venv), VENV=.venv.
 PYTHON ?= python3
@@ -16,6 +17,7 @@ sweep: $(VENV)/.ready
 	$(VENV)/bin/python sweep/run.py $(ARGS)
 
 test: $(VENV)/.ready
+	@$(VENV)/bin/python scripts/test_data.py
 	$(VENV)/bin/python -m pytest -q tests
 
 setup: $(VENV)/.ready

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import torch
 
-from tests.helpers import FASHION_MNIST_DEBIAN
+from tests.helpers import FASHION_MNIST, NO_FASHION_MNIST
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray stays on 127.0.0.1
 torch.set_num_threads(2)
@@ -40,8 +40,8 @@ FASHION_MNIST_RUN = ["--dataset", "fashion-mnist", "--subset", "4000", "--epochs
 @pytest.fixture(scope="session")
 def fashion_mnist_run(tmp_path_factory):
     """The run directory of FASHION_MNIST_RUN (train.py: config.json, checkpoint/, summary.json)."""
-    if not os.path.isdir(FASHION_MNIST_DEBIAN):
-        pytest.skip("apt-get install dataset-fashion-mnist (CI installs it)")
+    if FASHION_MNIST is None:
+        pytest.skip(NO_FASHION_MNIST)
     import train
 
     run_dir = tmp_path_factory.mktemp("fashion-mnist-run") / "run"

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import pickle
 import subprocess
 import tarfile
@@ -20,13 +19,15 @@ import pytest
 from training import download, sources
 from training.download import md5sum
 
-FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
+# Fashion-MNIST on this machine: Debian's dataset-fashion-mnist (what CI installs) or the default
+# cache's download (what make test fetches: scripts/test_data.py); None without either.
+FASHION_MNIST = sources.fashion_mnist_copy()
+NO_FASHION_MNIST = "no Fashion-MNIST here: make test fetches it; or apt-get install dataset-fashion-mnist"
 CIFAR10_TRAIN, CIFAR10_TEST = 5 * 4, 3  # images in the tests' small CIFAR-10 archives
 
 
 def needs_fashion_mnist():
-    return pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DEBIAN),
-                              reason="apt-get install dataset-fashion-mnist (CI installs it)")
+    return pytest.mark.skipif(FASHION_MNIST is None, reason=NO_FASHION_MNIST)
 
 
 def plan(argv: list[str]):

@@ -18,7 +18,7 @@ import pytest
 from analysis.load import load
 from analysis.report import main as report_main
 from sweep.spaces import SPACES
-from tests.helpers import FASHION_MNIST_DEBIAN
+from tests.helpers import FASHION_MNIST, NO_FASHION_MNIST
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -170,7 +170,7 @@ def test_report_refuses_effects_for_an_optuna_sweep(finished, tmp_path):
     assert "## Best trials by validation accuracy" in text and "## Main effects" not in text
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DEBIAN), reason="apt-get install dataset-fashion-mnist")
+@pytest.mark.skipif(FASHION_MNIST is None, reason=NO_FASHION_MNIST)
 def test_report_of_a_real_fashion_mnist_grid(tmp_path_factory, tmp_path):
     """attention x recipe x 2 seeds on real images, every trial run to the end (FIFO): the factorial
     tables on test accuracy (paired over the two seeds), the interaction verdicts, the exact ANOVA

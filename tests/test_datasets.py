@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import struct
+import sys
 import tarfile
 from pathlib import Path
 from urllib.error import URLError
@@ -196,6 +197,7 @@ def test_fashion_mnist_from_own_idx_files(tmp_path, monkeypatch):
               "t10k-labels-idx1-ubyte": np.array([9, 0], dtype=np.uint8)}
     (tmp_path / "fashion-mnist").mkdir()
     monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "absent")
+    monkeypatch.setattr(sources, "FASHION_MNIST_USER_DIR", tmp_path / "absent-too")
     for name, array in arrays.items():
         raw = _idx(array)
         (tmp_path / "fashion-mnist" / f"{name}.gz").write_bytes(gzip.compress(raw))
@@ -294,3 +296,53 @@ def test_unknown_name_lists_the_valid_ones():
 
 def test_every_configurable_dataset_has_a_source():
     assert set(DATASETS) == set(datasets._CACHED_READERS) | {"synthetic"}
+
+
+@pytest.mark.skipif(not sources.FASHION_MNIST_SYSTEM_DIR.is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed (the mirror serves its files)")
+def test_make_test_fetches_fashion_mnist_into_the_cache_when_the_machine_has_none(tmp_path, monkeypatch, capsys):
+    """scripts/test_data.py (make test's first step) on a machine without a copy: it downloads the four
+    files through the project's downloader from a loopback mirror into the cache folder, where the
+    reader and the suite then find them; a second run downloads nothing; offline it is one line."""
+    import functools
+    import http.server
+    import threading
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import test_data
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in sources.FASHION_MNIST_FILES:  # Debian re-gzipped them: serve those, with their own .gz md5
+        served = (sources.FASHION_MNIST_SYSTEM_DIR / f"{name}.gz").read_bytes()
+        (mirror / f"{name}.gz").write_bytes(served)
+        monkeypatch.setitem(sources.FASHION_MNIST_FILES, name,
+                            (hashlib.md5(served).hexdigest(), sources.FASHION_MNIST_FILES[name][1]))
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            hits.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(mirror)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cache = tmp_path / "home" / "data" / "fashion-mnist"
+    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(sources, "FASHION_MNIST_USER_DIR", cache)
+    monkeypatch.setattr(sources, "FASHION_MNIST_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+    try:
+        assert sources.fashion_mnist_copy() is None
+        assert test_data.main() == 0
+        assert "downloading Fashion-MNIST" in capsys.readouterr().out and len(hits) == 4
+        assert sources.fashion_mnist_copy() == cache
+        data = load_dataset("fashion-mnist", str(tmp_path / "another-data-dir"), download=False)  # read from the cache
+        assert data.train_x.shape == (60000, 3, 32, 32)
+        assert test_data.main() == 0 and len(hits) == 4 and f"Fashion-MNIST in {cache}" in capsys.readouterr().out
+    finally:
+        server.shutdown()
+    monkeypatch.setattr(sources, "FASHION_MNIST_USER_DIR", tmp_path / "offline" / "fashion-mnist")
+    assert test_data.main() == 0  # the server is gone: one line, and the suite goes on
+    err = capsys.readouterr().err
+    said = err.strip().splitlines()[-1]  # after the downloader's own "downloading ..." line
+    assert said.startswith("test data: no Fashion-MNIST") and "apt-get install dataset-fashion-mnist" in said
+    assert "Traceback" not in err

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from training.config import DATASETS, ConfigError, default_data_dir
 from training.download import DatasetError, DownloadError, ensure_writable_dir, publish
-from training.sources import (CIFAR_SPECS, FASHION_MNIST_FILES, FASHION_MNIST_SYSTEM_DIR, Payload,
+from training.sources import (CIFAR_SPECS, Payload, fashion_mnist_copy, holds_fashion_mnist, machine_copies,
                               read_cifar, read_fashion_mnist)
 from training.sources_local import SYNTHETIC_TEST, SYNTHETIC_TRAIN, make_synthetic, read_image_folder
 
@@ -137,7 +137,7 @@ def runs_offline(missing: str, data_dir: str) -> str:
     Fashion-MNIST's system copy) and the synthetic set, as the flags that pick them."""
     root = _resolve(data_dir)
     here = [n for n in _CACHED_READERS if n != missing and (
-        _cache_readable(_cache_path(n, root)) or (n == "fashion-mnist" and FASHION_MNIST_SYSTEM_DIR.is_dir()))]
+        _cache_readable(_cache_path(n, root)) or (n == "fashion-mnist" and fashion_mnist_copy() is not None))]
     return ("without a download, these run: " + ", ".join([f"--dataset {n} (on this machine)" for n in here]
                                                           + ["--dataset synthetic (generated; what sweep/run.py --smoke-test uses)"]))
 
@@ -159,8 +159,8 @@ def data_source(name: str, data_dir: str) -> str:
     if name in CIFAR_SPECS and (root / CIFAR_SPECS[name].filename).is_file():
         return f"unpacked once from {root / CIFAR_SPECS[name].filename}"
     if name == "fashion-mnist":
-        for folder in (root / "fashion-mnist", FASHION_MNIST_SYSTEM_DIR):
-            if all((folder / f).is_file() or (folder / f"{f}.gz").is_file() for f in FASHION_MNIST_FILES):
+        for folder in (root / "fashion-mnist", *machine_copies()):
+            if holds_fashion_mnist(folder):
                 return f"read once from {folder}"
     return f"downloaded once to {root} (about {DOWNLOAD_MB[name]} MB), verified and cached"
 

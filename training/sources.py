@@ -118,6 +118,10 @@ def _read_batches(root: Path, files: tuple[str, ...], label_key: str) -> tuple[t
 # Xiao, Rasul & Vollgraf 2017, https://github.com/zalandoresearch/fashion-mnist (README: files, md5s).
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+# Where a download into the default dataset cache (training.config.default_data_dir without
+# $ABLATION_DATA_DIR) keeps the files: a run with another data_dir reads that copy too, and so does the
+# test suite (make test fetches it there: scripts/test_data.py).
+FASHION_MNIST_USER_DIR = Path.home() / ".cache" / "ablation-sweeper" / "data" / "fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
 # name: (md5 of the official .gz, md5 of its uncompressed content). Debian re-gzipped the files, so
@@ -166,12 +170,38 @@ def read_fashion_mnist(data_dir: Path, allow_download: bool) -> Payload:
     return out
 
 
+def machine_copies() -> tuple[Path, ...]:
+    """The folders besides a run's own data_dir where Fashion-MNIST's files may already be: Debian's
+    package, then the default cache's download."""
+    return FASHION_MNIST_SYSTEM_DIR, FASHION_MNIST_USER_DIR
+
+
+def holds_fashion_mnist(folder: Path) -> bool:
+    """Whether `folder` has all four idx files, raw or gzipped (not yet verified: the reader checks md5s)."""
+    return all((folder / f).is_file() or (folder / f"{f}.gz").is_file() for f in FASHION_MNIST_FILES)
+
+
+def fashion_mnist_copy() -> Path | None:
+    """The first of machine_copies() that holds Fashion-MNIST, or None."""
+    return next((folder for folder in machine_copies() if holds_fashion_mnist(folder)), None)
+
+
+def fetch_fashion_mnist(folder: Path | None = None) -> Path:
+    """Download into `folder` (default FASHION_MNIST_USER_DIR; its name must be fashion-mnist) the
+    files no machine copy holds, verified by md5 (training.download); returns the folder. A
+    DownloadError says why one could not be fetched."""
+    folder = folder or FASHION_MNIST_USER_DIR
+    for name in FASHION_MNIST_FILES:
+        _fashion_file(name, folder.parent, allow_download=True)
+    return folder
+
+
 def _fashion_file(name: str, data_dir: Path, allow_download: bool) -> bytes:
     """Uncompressed content of one idx file whose md5 matches; downloads it only if none is found."""
     gz_md5, content_md5 = FASHION_MNIST_FILES[name]
     own_dir = data_dir / "fashion-mnist"
-    for path in (own_dir / name, own_dir / f"{name}.gz",
-                 FASHION_MNIST_SYSTEM_DIR / name, FASHION_MNIST_SYSTEM_DIR / f"{name}.gz"):
+    places = [own_dir, *(folder for folder in machine_copies() if folder != own_dir)]
+    for path in (folder / file for folder in places for file in (name, f"{name}.gz")):
         if path.is_file():
             try:
                 raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
@@ -180,7 +210,7 @@ def _fashion_file(name: str, data_dir: Path, allow_download: bool) -> bytes:
             if hashlib.md5(raw, usedforsecurity=False).hexdigest() == content_md5:
                 return raw
     if not allow_download:
-        raise DatasetError(f"no good copy of {name} in {own_dir} or {FASHION_MNIST_SYSTEM_DIR} (downloads are "
+        raise DatasetError(f"no good copy of {name} in {' or '.join(map(str, places))} (downloads are "
                            f"off); {put_by_hand(f'{name}.gz', gz_md5, own_dir)}")
     path = download(FASHION_MNIST_URL + f"{name}.gz", own_dir / f"{name}.gz", gz_md5)
     return gzip.decompress(path.read_bytes())
