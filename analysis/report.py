@@ -178,7 +178,10 @@ def front_section(exp: Experiment, objectives: list[list[str]], root: Path) -> S
     if alone:
         text += (f"latency_alone_ms_*: measured after the sweep for {alone['which']}, one model at a time, "
                  f"{alone['threads']} thread, median of {alone['repeats']}, on {alone['machine']}"
-                 + ("; the front uses them" if "latency_alone_ms_b1" in dict(used) else "") + ".")
+                 + ("; the front uses them" if "latency_alone_ms_b1" in dict(used) else "") + "."
+                 + (f" **Other processes used {alone['other_load']:.0%} of the machine's CPU time while they were "
+                    "timed: they are inflated.**" if isinstance(alone.get("other_load"), (int, float))
+                    and alone["other_load"] > record.BUSY_SHARE else ""))
     else:
         text += SHARED_TEXT
     figure = plots.objective_front_plot(frame, used) if len(used) >= 2 and len(frame) else None

@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             out = out_root / source.name
             record = export_one(source, out, args.threads, args.calibration, args.repeats)
             print(f"{source.name}: {out}\n{table_text(record)}\n")
+            if record["busy_note"]:
+                print(f"export: warning: {record['busy_note']}", file=sys.stderr)
     except UserError as exc:
         print(f"export: error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -17,6 +18,46 @@ from deploy.choose import Source, number_or_none, build_model, newest_checkpoint
 from sweep import record
 
 BATCHES = (1, 32)  # latency batch sizes
+
+
+class OtherLoad:
+    """The share of the machine's CPU time that other processes used while the block ran (0: the
+    machine was ours; 1: every CPU busy with other work): the CPUs' busy time from /proc/stat less
+    this process's own (os.times). `share` is None where /proc/stat cannot be read."""
+
+    def __enter__(self) -> "OtherLoad":
+        self.share: float | None = None
+        self._start = (busy_seconds(), own_seconds(), time.monotonic())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy, own, start = busy_seconds(), own_seconds(), time.monotonic()
+        if busy is None or self._start[0] is None or start - self._start[2] <= 0:
+            return
+        others = (busy - self._start[0]) - (own - self._start[1])
+        self.share = max(0.0, others / ((start - self._start[2]) * (os.cpu_count() or 1)))
+
+    def note(self) -> str:
+        """'' on a quiet machine, else a sentence that the latencies are inflated."""
+        if self.share is None or self.share <= record.BUSY_SHARE:
+            return ""
+        return (f"the machine was busy: other processes used {self.share:.0%} of its CPU time while the latency "
+                "was timed, so these latencies are inflated; time them again on an idle machine")
+
+
+def busy_seconds() -> float | None:
+    """CPU seconds every CPU has spent busy since boot (/proc/stat's first line: all but idle and iowait)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def latency_alone(model: torch.nn.Module, image_shape: tuple[int, int, int], threads: int,
@@ -47,7 +88,7 @@ def remeasure_front(run_dir: Path, objectives: list[list[str]], threads: int = 1
     latency_objective = any(metric.startswith("latency_ms") for metric, _ in objectives)
     chosen = finished if latency_objective else finished[front(finished, objectives).to_numpy()]
     classes: dict[tuple[str, str], int] = {}
-    measured = {}
+    measured, loads = {}, []
     for row in chosen.itertuples():
         cfg = record.read_trial_config(run_dir / row.trial_dir / record.TRIAL_CONFIG_FILE)
         key = (cfg.dataset, cfg.resolved_data_dir)
@@ -55,8 +96,12 @@ def remeasure_front(run_dir: Path, objectives: list[list[str]], threads: int = 1
             classes[key] = load_dataset(cfg.dataset, cfg.resolved_data_dir, cfg.image_size).num_classes
         source = Source(row.trial_id, cfg, newest_checkpoint(run_dir / row.trial_dir), number_or_none(row.test_acc))
         model = build_model(source, classes[key])
-        measured[row.trial_id] = latency_alone(model, (3, cfg.image_size, cfg.image_size), threads, repeats)
+        with OtherLoad() as load:
+            measured[row.trial_id] = latency_alone(model, (3, cfg.image_size, cfg.image_size), threads, repeats)
+        loads.append(load.share)
+    known = [share for share in loads if share is not None]
     alone = {"threads": threads, "repeats": repeats, "machine": machine(), "device": "cpu",
+             "other_load": max(known) if known else None,  # the busiest of the models' timing windows
              "which": "every trial that ran to its end" if latency_objective else "the front's trials",
              "trials": measured}
     (run_dir / record.LATENCY_FILE).write_text(json.dumps(alone, indent=2))

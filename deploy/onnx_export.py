@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from deploy.choose import Source, build_model
-from deploy.latency import BATCHES, machine
+from deploy.latency import BATCHES, OtherLoad, machine
 
 ATOL, RTOL = 1e-4, 1e-4  # ONNX fp32 logits against PyTorch's (float reassociation differs by ~1e-6)
 VERIFY_IMAGES = 512  # test images the fp32 ONNX model is checked on
@@ -151,21 +151,22 @@ def export_one(source: Source, out: Path, threads: int, calibration: int, repeat
 
     rows = []
     ort_name = f"onnxruntime {onnxruntime.__version__}"
-    for fmt, runtime, file, predict, size in (
-            ("PyTorch fp32", f"torch {torch.__version__} eager", "", run_torch, model_size_mb(model)),
-            ("ONNX fp32", ort_name, fp32.name, run_onnx(fp32_session), mb(fp32)),
-            ("ONNX int8 (QDQ)", ort_name, int8.name, run_onnx(int8_session), mb(int8))):
-        row = {"format": fmt, "runtime": runtime, "file": file, "size_mb": size,
-               "test_acc": accuracy(predict, test_x, test_y)}
-        for batch in BATCHES:
-            x = test_x[:batch].numpy()
-            row[f"latency_ms_b{batch}"] = median_ms(lambda: predict(x), repeats)
-        rows.append(row)
+    with OtherLoad() as load:  # other work on the machine inflates the latencies: measured, and said
+        for fmt, runtime, file, predict, size in (
+                ("PyTorch fp32", f"torch {torch.__version__} eager", "", run_torch, model_size_mb(model)),
+                ("ONNX fp32", ort_name, fp32.name, run_onnx(fp32_session), mb(fp32)),
+                ("ONNX int8 (QDQ)", ort_name, int8.name, run_onnx(int8_session), mb(int8))):
+            row = {"format": fmt, "runtime": runtime, "file": file, "size_mb": size,
+                   "test_acc": accuracy(predict, test_x, test_y)}
+            for batch in BATCHES:
+                x = test_x[:batch].numpy()
+                row[f"latency_ms_b{batch}"] = median_ms(lambda: predict(x), repeats)
+            rows.append(row)
     record = {"trial": source.name, "model": cfg.model, "dataset": cfg.dataset, "test_images": len(test_y),
               "reported_test_acc": source.reported_test_acc, "max_abs_logit_diff_fp32": max_diff,
               "tolerance": {"atol": ATOL, "rtol": RTOL, "images": len(sample)},
               "calibration_images": len(calib_x), "threads": threads, "repeats": repeats,
-              "machine": machine(), "rows": rows}
+              "machine": machine(), "other_load": load.share, "busy_note": load.note(), "rows": rows}
     (out / "export.json").write_text(json.dumps(record, indent=2))
     (out / "export.md").write_text(markdown(record))
     return record
@@ -193,4 +194,5 @@ def markdown(record: dict[str, Any]) -> str:
             f"{record['tolerance']['images']} test images (tolerance {ATOL:g} + {RTOL:g} x |logit|). Int8: static "
             f"QDQ quantisation calibrated on {record['calibration_images']} training images. Latency: median of "
             f"{record['repeats']} runs after warm-up, {record['threads']} thread(s), one process, on "
-            f"{record['machine']}; int8 is not always faster on models this small: these are measurements.\n")
+            f"{record['machine']}; int8 is not always faster on models this small: these are measurements."
+            + (f" **Note: {record['busy_note']}.**" if record.get("busy_note") else "") + "\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploy import export
+from sweep.record import BUSY_SHARE
 from deploy.onnx_export import ATOL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,9 @@ def test_a_model_that_learned_exports_verified_with_its_measured_table(fashion_m
     assert not (files / "model-prepared.onnx").exists()
     markdown = (files / "export.md").read_text()
     assert "| ONNX int8 (QDQ)" in markdown and "median of 5 runs" in markdown
+    # how busy the machine was while the latency was timed, and the note when it was (deploy.latency.OtherLoad)
+    assert 0 <= record["other_load"] <= 1
+    assert ("the machine was busy" in markdown) == (record["other_load"] > BUSY_SHARE) == bool(record["busy_note"])
     printed = capsys.readouterr().out
     assert "| ONNX fp32" in printed and "Traceback" not in printed
     # The exported file runs on its own, at a batch size it was not exported with.
@@ -78,3 +82,28 @@ def test_the_script_runs_from_the_repository_root(tmp_path):
     proc = subprocess.run([sys.executable, "deploy/export.py", str(tmp_path / "none")], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.startswith("export: error:") and "Traceback" not in proc.stderr
+
+
+def test_other_load_counts_the_other_processes_cpu_time_not_our_own():
+    """A process spinning beside the timed block takes one CPU: its share of the machine is counted;
+    this process spinning inside the block is not (its own CPU time is left out)."""
+    import os
+    import time
+
+    from deploy.latency import OtherLoad
+
+    cpus = os.cpu_count() or 1
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        with OtherLoad() as busy:
+            time.sleep(1.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy.share >= 0.7 / cpus and "the machine was busy" in busy.note()
+    with OtherLoad() as ours:
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            pass
+    assert ours.share < busy.share - 0.5 / cpus  # our own spinning is not another process's load
