@@ -46,7 +46,7 @@ class Compared:
     label: str  # what the metric means here: final test accuracy, or an early-training screen
     effects_refused: str = ""  # why no factorial effects, "" when they are computed
     title_note: str = ""  # what the tables' titles add: an early-training screen, or validation only
-    at_chance: pd.DataFrame | None = None  # arms that did not learn (analysis.learning), named in the note
+    at_chance: pd.DataFrame | None = None  # arms left out because they did not learn (analysis.learning)
     arms: int = 0  # arms the learning check tested
 
 

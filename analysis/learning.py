@@ -9,8 +9,9 @@ chance** is one whose every ended trial did not learn; an arm with some seeds th
 of them (a seed that failed is part of that arm's spread). Trials without `val_images` (frames from
 before it was recorded) or without a validation accuracy are not tested and count as learned.
 
-The report names arms at chance beside the screen's effects (a contrast with such an arm measures a
-failure to learn, not a size of effect), lists them in their own table with the opposite test too (p_at_chance:
+The report leaves arms at chance out of the screen's effects, interactions, importance, front and
+figures of the compared trials (a contrast with such an arm measures a failure to learn, not a size
+of effect: counted and named in the text), lists them in their own table with the opposite test too (p_at_chance:
 accuracy shown *below* chance + MARGIN, Holm over the table), whose verdict says whether the arm is
 shown to stay at chance or is only not shown to learn; it says so at its top when most arms did not
 learn, and marks confirm arms at chance; the console says it with the best arm. Picking the best epoch of each trial favours
@@ -100,25 +101,33 @@ def arms_at_chance(trials: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame
     return table[columns]
 
 
-def check(trials: pd.DataFrame, factors: Sequence[str]) -> tuple[pd.DataFrame, str, int]:
-    """(the arms at chance, a sentence for the report ('' when every arm learned), the arms checked)."""
+def check(trials: pd.DataFrame, factors: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, str, int]:
+    """(the trials of the arms that learned, the arms at chance, a sentence for the report ('' when
+    every arm learned), the arms checked)."""
     factors = [f for f in factors if f in trials]
     arms = len(trials[factors].drop_duplicates()) if factors else min(len(trials), 1)
     at_chance = arms_at_chance(trials, factors)
-    return at_chance, sentence(at_chance, factors, arms) if len(at_chance) else "", arms
+    if at_chance.empty:
+        return trials, at_chance, "", arms
+    if factors:
+        keys = set(map(tuple, at_chance[factors].astype(object).to_numpy().tolist()))
+        learned = ~trials[factors].astype(object).apply(tuple, axis=1).isin(keys)
+    else:
+        learned = pd.Series(False, index=trials.index)
+    return trials[learned], at_chance, sentence(at_chance, factors, arms, int((~learned).sum())), arms
 
 
-def sentence(at_chance: pd.DataFrame, factors: Sequence[str], arms: int) -> str:
-    """'3 of 48 arms did not learn (best validation accuracy not shown above chance 10% + 5 points by a
-    one-sided exact binomial test, alpha 0.05): attention=simple residual=none ...; contrasts with them ...'."""
+def sentence(at_chance: pd.DataFrame, factors: Sequence[str], arms: int, trials: int) -> str:
+    """'3 of 48 arms did not learn (no trial's best validation accuracy is shown above chance (10%) + 5
+    points by ...) and their 9 trials are left out: attention=simple residual=none; ...'."""
     level = chance_words(at_chance)
     names = "; ".join(" ".join(f"{f}={row[f]}" for f in factors) or "(one arm)"
                       for row in at_chance.head(8).to_dict("records"))
     more = f"; and {len(at_chance) - 8} more" if len(at_chance) > 8 else ""
     return (f"{len(at_chance)} of {arms} arm{'s' if arms != 1 else ''} did not learn (no trial's best validation "
             f"accuracy is shown above {level} + {MARGIN:g} points by a one-sided exact binomial test, alpha "
-            f"{ALPHA:g}; analysis.learning): {names}{more}; contrasts with them compare against models that learned "
-            "nothing")
+            f"{ALPHA:g}; analysis.learning) and their {trials} trial{'s are' if trials != 1 else ' is'} left out: "
+            f"{names}{more}")
 
 
 def chance_words(frame: pd.DataFrame) -> str:
@@ -133,8 +142,9 @@ def most_did_not_learn(at_chance: pd.DataFrame, arms: int) -> bool:
 
 TEXT = ("{n} of {arms} arms did not learn: none of their trials' best validation accuracy is shown above chance + "
         "{margin:g} points (chance = 100 / classes; one-sided exact binomial test of the correct validation images, "
-        "scipy.stats.binomtest, alpha {alpha:g}; analysis.learning). The effects below keep them: a contrast with "
-        "one of them measures a failure to learn, not the size of an effect. Per arm: n trials, the highest best validation "
+        "scipy.stats.binomtest, alpha {alpha:g}; analysis.learning). They are left out of the effects, interactions, "
+        "importance, front and figures of the compared trials below, which compare the arms that learned (a "
+        "contrast with a model that learned nothing measures a failure to learn, not the size of an effect). Per arm: n trials, the highest best validation "
         "accuracy among them (%), chance, the validation images, p_learned (the best trial's test of accuracy > "
         "chance + {margin:g}), p_at_chance (the opposite test, accuracy < chance + {margin:g}, the largest over the "
         "arm's trials) and p_at_chance_holm (Holm over the table): below 0.05 the arm is shown to stay within "

@@ -137,9 +137,9 @@ def screen_compared(exp: Experiment) -> tuple[Experiment, effects.Compared]:
         compared = replace(compared, label=f"{compared.label}; {fitted}",
                            title_note=f"{compared.title_note + ', ' if compared.title_note else ''}first rung, "
                                       f"{rungs[0]['budget']}-epoch schedules")
-    at_chance, why, arms = learning.check(compared.frame, effects.ablation_factors(compared.frame, exp.config_columns,
-                                                                                   exp.axes))
-    compared = replace(compared, note=f"{compared.note}; {why}" if why else compared.note,
+    learned, at_chance, why, arms = learning.check(compared.frame, effects.ablation_factors(
+        compared.frame, exp.config_columns, exp.axes))
+    compared = replace(compared, frame=learned, note=f"{compared.note}; {why}" if why else compared.note,
                        at_chance=at_chance, arms=arms)
     return exp, compared
 
@@ -308,9 +308,11 @@ def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
     when it recorded them."""
     frame, metric = compared.frame, compared.metric
     factors = effects.ablation_factors(frame, config_columns, axes)
+    heading = f"Compared: {compared.label}. {compared.note}."
+    if compared.at_chance is not None and len(compared.at_chance) and len(frame) < 2:
+        return [Section("Effects", f"{heading} No effects: fewer than two trials of arms that learned are left.")]
     if not factors or len(frame) < 2:
         return []
-    heading = f"Compared: {compared.label}. {compared.note}."
     if compared.effects_refused:
         ended = compared.frame if ended is None else ended
         out = [Section("Effects", f"{heading} {compared.effects_refused}")]

@@ -82,9 +82,17 @@ def two_sided(claim: str, row: Mapping, margin: float | None = None, unit: str =
     return f"{claim}: **{verdict}** ({numbers(row, unit)}{tested})."
 
 
-def stage_steps(table: pd.DataFrame, margin: float) -> list[str]:
-    return [directional(f"The {row['step'].split(' -> ')[1]} stage improves test accuracy over the "
-                        f"{row['step'].split(' -> ')[0]} stage", row, +1) for row in table.to_dict("records")]
+def stage_steps(table: pd.DataFrame, margin: float, at_chance: Sequence[str] = ()) -> list[str]:
+    """One sentence per step; a step from or to a stage that did not learn (`at_chance`: stage names,
+    analysis.learning) says so: it measures a failure to learn, not an improvement."""
+    out = []
+    for row in table.to_dict("records"):
+        before, after = row["step"].split(" -> ")
+        failed = [name for name in (before, after) if name in at_chance]
+        out.append(directional(f"The {after} stage improves test accuracy over the {before} stage", row, +1)
+                   + (f" The {' and '.join(failed)} stage did not learn (see Arms that did not learn): this step "
+                      "measures a failure to learn, not the size of a change." if failed else ""))
+    return out
 
 
 def main_effects(table: pd.DataFrame, margin: float, metric: str = "") -> list[str]:
@@ -141,10 +149,14 @@ def verdict_section(found: Sequence[Section], margin: float) -> Section | None:
     """Every claim the report's tables test, one generated sentence each, in the order of the tables;
     None when no table tests anything."""
     lines = []
+    failed = [str(name) for s in found if s.name == "did_not_learn" and s.table is not None and "stage" in s.table
+              for name in s.table["stage"]]
     for section in found:
         if section.table is None or section.table.empty:
             continue
-        if section.name in CLAIMS:
+        if section.name == "stage_steps":
+            lines += stage_steps(section.table, margin, failed)
+        elif section.name in CLAIMS:
             lines += CLAIMS[section.name](section.table, margin)
         elif section.name == "main_effects" and section.table["p"].notna().any():
             lines += main_effects(section.table, margin, section.title.removeprefix("Main effects on "))

@@ -73,6 +73,7 @@ def arm_table(trials, factors):
 
 def fairness(screen, confirm_spec, factors, full, ff_effects) -> dict:
     """The screen's ranking and effects against the full factorial's (module docstring)."""
+    import pandas as pd
     from scipy.stats import spearmanr
 
     from analysis import effects
@@ -85,10 +86,12 @@ def fairness(screen, confirm_spec, factors, full, ff_effects) -> dict:
     shared = [arm for arm in by_test.index if arm in ranks]
     rho, p = spearmanr([-ranks[a] for a in shared], by_test.loc[shared, "mean"])
     confirmed_set = [arm_label(a["levels"], factors) for a in confirm_spec["arms"]]
-    _, compared = screen_compared(screen)
+    _, compared = screen_compared(screen)  # the arms that learned (analysis.learning)
     frame = compared.frame
-    fit = effects.fit(frame, effects.designed_factors(frame, factors), compared.metric)
-    screen_effects = effects.main_effects(fit).set_index(["factor", "level"])
+    designed = effects.designed_factors(frame, factors) if len(frame) > 1 else []
+    none = pd.DataFrame({"effect": []}, index=pd.MultiIndex.from_tuples([], names=["factor", "level"]))
+    screen_effects = (effects.main_effects(effects.fit(frame, designed, compared.metric)).set_index(["factor", "level"])
+                      if designed else none)  # no effects where fewer than two learners are left
     signs = []
     for (factor, level), row in ff_effects.set_index(["factor", "level"]).iterrows():
         resolved = row["ci_low"] > 0 or row["ci_high"] < 0
@@ -100,6 +103,7 @@ def fairness(screen, confirm_spec, factors, full, ff_effects) -> dict:
     return {"spearman_all_arms": float(rho), "spearman_p": float(p), "arms_ranked": len(shared),
             "full_best_by_test": by_test.index[0], "full_best_by_test_confirmed": by_test.index[0] in confirmed_set,
             "screen_effects_from": compared.label, "effect_signs": signs,
+            "screen_arms_at_chance": 0 if compared.at_chance is None else len(compared.at_chance),
             "resolved_signs_agree": all(s["same_sign"] for s in signs if s["resolved"])}
 
 

@@ -65,26 +65,34 @@ def test_a_design_that_cannot_run_is_one_line(argv, said, capsys):
     assert len(err) <= 2 and said in err[-1] and "Traceback" not in "\n".join(err)
 
 
+# Every arm learns, so the learning check (analysis.learning) leaves none out of the effects: the
+# weakest, DSConv + channel attention + ReLU without residuals, reached 39-46% validation accuracy on
+# 256 images over seeds 0-1 (train.py, one thread, an Intel Xeon), against chance 10% and the
+# check's floor of 15% (at 3 epochs 27-30%; without batch norm at lr 0.05, 9-14%: at chance).
 SPACE = """scheduler: fifo
 params:
   dataset: synthetic
-  subset: 256
-  image_size: 16
+  subset: 1024
   val_fraction: 0.25
   width: 0.25
   batch_size: 32
-  epochs: 1
+  epochs: 4
+  lr: 0.05
+  scheduler: none
+  init: kaiming
+  augment: none
+  dropout: 0.0
   measure_latency: false
   residual: {grid: [none, simple]}
   dsconv: {grid: [false, true]}
   activation: {grid: [relu, silu]}
-  batch_norm: {grid: [true, false]}
+  attention: {grid: [none, channel]}
 """
 
 
 def test_a_fractional_sweep_runs_its_arms_to_the_end_and_reports_what_it_can_tell_apart(local_ray, tmp_path):
-    """2^(4-1) arms x 2 seeds, one epoch of tiny synthetic data: 16 trials, all run to their end; the
-    report names the design and its aliases, and gives every main effect an interval."""
+    """2^(4-1) arms x 2 seeds, four short epochs of synthetic data: 16 trials, all run to their end and
+    all learn; the report names the design and its aliases, and gives every main effect an interval."""
     space = tmp_path / "four.yaml"
     space.write_text(SPACE)
     assert run.main(["--space", str(space), "--design", "fraction", "--samples", "2", "--no-confirm",
@@ -94,10 +102,11 @@ def test_a_fractional_sweep_runs_its_arms_to_the_end_and_reports_what_it_can_tel
 
     exp = load(tmp_path / "frac")
     assert len(exp.trials) == 16 and set(exp.trials["stop_reason"]) == {"finished"}
-    assert exp.trials.groupby(["residual", "dsconv", "activation", "batch_norm"]).ngroups == 8
+    assert exp.trials.groupby(["residual", "dsconv", "activation", "attention"]).ngroups == 8
     found = {s.title: s for s in sections(exp)}
     assert "D = ABC" in found["Design of the screen"].text
-    assert "residual×dsconv = activation×batch_norm" in found["Design of the screen"].text
+    assert "residual×dsconv = activation×attention" in found["Design of the screen"].text
+    assert "Arms that did not learn" not in found
     main = found["Main effects on test_acc"].table
     assert len(main) == 4 and main["ci_low"].notna().all() and (main["ci_low"] < main["effect"]).all()
     assert SPACES["ablation"]["params"]["recipe"]["grid"]  # the named space keeps its full grid

@@ -140,8 +140,10 @@ def test_each_rung_ran_its_own_whole_schedule_and_promoted_the_learner(halving):
 def test_the_report_shows_the_rungs_and_the_first_rungs_effects(halving, tmp_path):
     _, experiment, _ = halving
     text = write_report(load(experiment), tmp_path / "report").read_text()
-    assert "## Rungs of the screen" in text and "first rung, 2-epoch schedules" in text
-    assert "fitted to 2 of 4 epochs" in text
+    assert "## Rungs of the screen" in text and "fitted to 2 of 4 epochs" in text
+    # lr 0 cannot learn: left out of the first rung's effects, which then have one learner and no contrast
+    assert "## Arms that did not learn" in text and "left out: lr=0.0" in text
+    assert "No effects: fewer than two trials of arms that learned are left." in text
 
 
 @pytest.mark.slow

@@ -33,11 +33,11 @@ def test_an_arm_with_one_seed_that_learned_is_not_at_chance_and_arms_at_chance_a
     frame = pd.DataFrame({"attention": ["none"] * 3 + ["simple"] * 3 + ["channel"] * 3,
                           "dataset": "fashion-mnist", "val_images": 2000,
                           "best_val_acc": [80.0, 81.0, 79.0, 10.0, 10.2, 9.9, 10.0, 60.0, 11.0]})
-    at_chance, why, arms = learning.check(frame, ["attention"])
-    assert arms == 3
+    learned, at_chance, why, arms = learning.check(frame, ["attention"])
+    assert arms == 3 and sorted(set(learned["attention"])) == ["channel", "none"] and len(learned) == 6
     assert list(at_chance["attention"]) == ["simple"] and at_chance.loc[0, "n"] == 3
     assert at_chance.loc[0, "p_at_chance_holm"] < 0.05 and at_chance.loc[0, "best_val_acc"] == 10.2
-    assert why.startswith("1 of 3 arms did not learn") and "analysis.learning): attention=simple;" in why
+    assert why.startswith("1 of 3 arms did not learn") and "analysis.learning) and their 3 trials are left out: attention=simple" in why
     assert not learning.most_did_not_learn(at_chance, 3) and learning.most_did_not_learn(at_chance, 1)
     sentence = learning.verdicts(at_chance)[0]
     assert sentence.startswith("attention=simple stays within 5 points of chance (10%): **supported**")
@@ -66,3 +66,22 @@ def test_the_live_table_keeps_the_running_the_best_and_the_newest():
     assert list(shown.index) == sorted(shown.index) and "16 pending" in note and "20 of 48 trials shown" in note
     small = frame.head(10)
     assert live_rows(small) == (small, "")
+
+
+def test_the_committed_stages_report_leaves_the_stage_that_did_not_learn_out_of_its_findings():
+    """results/stages (real Fashion-MNIST): simple attention without batch norm stays at chance; the
+    effects, importance and front compare the four stages that learned, the stage steps into and out
+    of it say they measure a failure to learn."""
+    from pathlib import Path
+
+    from analysis.load import load
+    from analysis.report import sections
+
+    every = sections(load(Path(__file__).resolve().parent.parent / "results" / "stages"))
+    found = {s.name or s.title: s for s in every}
+    assert list(found["did_not_learn"].table["stage"]) == ["simple_attention"]
+    assert "simple_attention" not in set(found["main_effects"].table["level"])
+    assert "left out: stage=simple_attention" in found["main_effects"].text
+    assert "simple_attention" not in set(found["pareto"].table["stage"]) and found["importance"].table["n"].max() == 12
+    steps = [line for line in found["Verdicts"].text.splitlines() if "simple_attention stage" in line]
+    assert len(steps) == 2 and all("measures a failure to learn" in line for line in steps)

@@ -113,7 +113,8 @@ def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
     text = write_report(exp, tmp_path / "report").read_text()
     titles = [line[3:] for line in text.splitlines() if line.startswith("## ")]
     assert titles[titles.index("Screen ranking"):] == [
-        "Screen ranking", "Confirmed ranking (fresh seeds, run to the end)", "Against the confirmed best",
+        "Screen ranking", "Confirmed ranking (fresh seeds, run to the end)", "Screen rank against the confirmed accuracy",
+        "Per-class test accuracy of the confirmed arms", "Against the confirmed best",
         "Leave-one-out from the screen's best arm"] and "Unfinished trials" not in titles
     assert titles[:3] == ["What was trained", "Trials", "Verdicts"]
     assert "- Removing lr=0.05 (-> 1e-05) from the screen's best arm costs test accuracy: **supported** (+" in text
@@ -124,9 +125,9 @@ def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
     assert f"**The best:** {result.line.splitlines()[0]}" in overview
     assert not [line for line in overview.splitlines() if line.startswith(("best trial", "best arm"))]
     assert f"python -m deploy.export {experiment} --best" in overview
-    # nothing learns at lr 1e-5: those arms are named beside the screen's effects and tested for staying at chance
+    # nothing learns at lr 1e-5: those arms are left out of the screen's effects, named and tested for staying at chance
     assert "Arms that did not learn" in titles and "- lr=1e-05 attention=none stays within 5 points of chance (10%): **" in text
-    assert "analysis.learning): lr=1e-05 attention=none" in text
+    assert "analysis.learning) and their " in text and "left out: lr=1e-05 attention=none" in text
     confirmed_section = text.split("## Confirmed ranking")[1]
     assert "Screen fidelity: " in confirmed_section and result.fidelity.n == len(result.means)
     ranking = screen_table(exp)
