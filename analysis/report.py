@@ -38,7 +38,7 @@ from analysis.render import FORMATS, Section, to_markdown, write_table  # noqa: 
 from analysis.stages import stage_steps, stage_table, study_data_caveat  # noqa: E402
 from analysis.verdicts import verdict_section  # noqa: E402
 from sweep import record  # noqa: E402
-from training.cli import Parser, run_cli  # noqa: E402
+from training.cli import Parser, finite_float, run_cli  # noqa: E402
 from training.config import UserError  # noqa: E402
 
 MEANING = {"finished": "ran every epoch", "early_stopped": "stopped by its own patience (early_stop_patience)",
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="experiment directory: STORAGE/NAME")
     parser.add_argument("--out", metavar="DIR", help="where to write (default: RUN_DIR/report)")
     parser.add_argument("--format", choices=FORMATS, default="md", help="also write each table as csv or tex")
-    parser.add_argument("--margin", type=float, default=effects.EQUIVALENCE_MARGIN, metavar="POINTS",
+    parser.add_argument("--margin", type=finite_float, default=effects.EQUIVALENCE_MARGIN, metavar="POINTS",
                         help="accuracy points within which two arms count as equivalent (every TOST) and below "
                              "which a change 'did not help' in the recipe verdict "
                              f"(default {effects.EQUIVALENCE_MARGIN:g})")

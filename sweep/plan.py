@@ -151,10 +151,25 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+# Counted before anything is built: the planner checks every distinct arm (seeds are checked once per
+# arm), so a grid of a million arms planned for minutes, dry run included, before it was refused here.
+MAX_ARMS = 10_000  # distinct configurations of a grid (its axes but the seed)
+MAX_SAMPLES = 1_000_000  # --samples: seeds per arm, or draws
+
+
+def check_size(params: dict[str, Any], source: str) -> None:
+    """Refuse a grid of more than MAX_ARMS arms, counted from its axes, before any is enumerated."""
+    arms = vocab.count_trials({k: v for k, v in params.items() if k != "seed"}, 1)
+    if arms > MAX_ARMS:
+        raise UserError(f"{source}: a grid of {arms:,} arms is more than a sweep plans (at most {MAX_ARMS:,}); "
+                        "narrow it, or draw some of its arms with --search random --samples N")
+
+
 def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str, Any], list[str]]:
     """(params, plan, record, notes): the screen's validated space with every override, its Ray
     settings, sweep.json's record with the phases, and the notes to print once every check has passed
     (an error stays the one line on stderr)."""
+    check_numbers(args)  # first: --samples sizes what is built next
     name, space = vocab.load_space(args.space)
     overrides = dict(SMOKE_SETTINGS) if args.smoke_test else {}
     overrides.update({k: v for k, v in (("epochs", args.epochs), ("dataset", args.dataset)) if v is not None})
@@ -190,9 +205,9 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     if args.smoke_test:
         params, num_samples = smoke_params(params), smoke_samples(search, num_samples)
     params["data_dir"] = absolute_data_dir(params)
+    check_size(params, name)  # counted from the axes, before any trial is built
     configs = check_trials(params, args.smoke_test, exhaustive=search == "grid", source=name)
     notes += vocab.check_arms(configs, name)
-    check_numbers(args)
     confirm = phases.confirm_settings(args, space, params, objectives)
     storage = absolute_location(args.storage_path or os.environ.get(RESULTS_ENV) or "runs/sweeps")
     experiment = f"{storage.rstrip('/')}/{experiment_name(args.name) or default_name(name, args.smoke_test)}"
@@ -257,6 +272,8 @@ def check_numbers(args: argparse.Namespace) -> None:
                          (args.grace_period, "--grace-period")):
         if number is not None and number < 1:
             raise UserError(f"{flag} must be >= 1")
+    if args.samples is not None and args.samples > MAX_SAMPLES:
+        raise UserError(f"--samples {args.samples:,} is more than a sweep plans (at most {MAX_SAMPLES:,})")
     phases.check_confirm_numbers(args)
     if args.max_failures is not None and args.max_failures < 0:
         raise UserError("--max-failures must be >= 0 (retries of an errored trial)")

@@ -25,7 +25,7 @@ from sweep.design import DESIGNS  # noqa: E402
 from sweep.plan import RESULTS_ENV, Plan, plan_sweep  # noqa: E402
 from sweep.record import CONFIRM, rung_keeps  # noqa: E402
 from sweep.spaces import SPACES  # noqa: E402
-from training.cli import Parser, run_cli  # noqa: E402
+from training.cli import Parser, finite_float, run_cli  # noqa: E402
 from training.config import UserError  # noqa: E402
 from training.signals import sigterm_as_ctrl_c  # noqa: E402
 
@@ -91,12 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-period", type=int,
                    help="halving/ASHA/median: the first rung's epochs (default: a third of the most epochs, at "
                         "least 2)")
-    p.add_argument("--reduction-factor", type=float, default=3,
+    p.add_argument("--reduction-factor", type=finite_float, default=3,
                    help="halving/ASHA/HyperBand: keep 1/F per rung (default 3)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
-    p.add_argument("--cpus-per-trial", type=float, default=1,
+    p.add_argument("--cpus-per-trial", type=finite_float, default=1,
                    help="CPUs Ray reserves per trial, also torch's threads (default 1)")
-    p.add_argument("--gpus-per-trial", type=float,
+    p.add_argument("--gpus-per-trial", type=finite_float,
                    help="fractions share a GPU (0.25: four trials per GPU); default 1 if the cluster "
                         "has GPUs, else 0")
     p.add_argument("--max-failures", type=int,

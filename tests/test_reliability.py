@@ -332,6 +332,14 @@ def test_train_py_bad_input_as_a_user_sees_it(tmp_path):
     (["--reduction-factor", "1"], "--reduction-factor"),  # ASHA asserts reduction_factor > 1
     (["--cpus-per-trial", "-1"], "--cpus-per-trial"),  # Ray: "Tracked actor is not managed..."
     (["--max-failures", "-1"], "--max-failures"),  # Ray reads -1 as "retry forever"
+    # issue 27, class 2: numbers that are not numbers (one ran as if valid, one asserted inside Ray)
+    (["--reduction-factor", "nan"], "--reduction-factor: 'nan' is not a finite number"),
+    (["--cpus-per-trial", "inf"], "--cpus-per-trial: 'inf' is not a finite number"),  # an OverflowError before
+    (["--gpus-per-trial", "nan"], "--gpus-per-trial: 'nan' is not a finite number"),
+    (["--set", "seed=99999999999999999999999"], "must be in [0, 2**32 - 1]"),  # an overflow inside torch before
+    (["--set", "seed=-1"], "seed=-1 must be in [0, 2**32 - 1]"),
+    # issue 27, class 1: sizes counted, not enumerated (a MemoryError before)
+    (["--samples", "1000000000000"], "--samples 1,000,000,000,000 is more than a sweep plans"),
 ])
 def test_sweep_bad_input_is_one_line_exit_2_before_anything_runs(argv, words, tmp_path, capsys):
     """Checked while planning (so --dry-run refuses them too): no Ray is started, nothing is written."""
@@ -341,6 +349,37 @@ def test_sweep_bad_input_is_one_line_exit_2_before_anything_runs(argv, words, tm
     assert code == 2, f"accepted: {argv}"
     assert words in one_line_error(err, "run.py")
     assert not out.exists()
+
+
+def hostile_files(tmp: Path) -> dict[str, Path]:
+    """Space or config files that exhaust a naive reader: nesting past any recursion limit, a YAML
+    alias bomb (9**7 values from 70 written), a grid of a million arms."""
+    files = {"deep.yaml": "params:\n  lr: " + "[" * 5000 + "]" * 5000 + "\n",
+             "deep.json": '{"params": {"lr": ' + "[" * 3000 + "]" * 3000 + "}}",
+             "bomb.yaml": 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+                 f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdef", "bcdefg")) + "params:\n  lr: *g\n",
+             "million.yaml": "params:\n  dataset: synthetic\n" + "".join(
+                 f"  {knob}: {{grid: [{', '.join(str(v / 1000 + 0.001) for v in range(100))}]}}\n"
+                 for knob in ("lr", "weight_decay", "momentum"))}
+    for name, text in files.items():
+        (tmp / name).write_text(text)
+    return {name: tmp / name for name in files}
+
+
+@pytest.mark.parametrize("name, words", [("deep.yaml", "nests deeper than 32 levels"),
+                                         ("deep.json", "nests deeper than 32 levels"),
+                                         ("bomb.yaml", "expands to more than 100,000 values"),
+                                         ("million.yaml", "a grid of 1,000,000 arms is more than a sweep plans")])
+def test_files_that_exhaust_the_parser_or_the_planner_are_one_line_at_once(name, words, tmp_path, capsys):
+    """Issue 27, class 1: a RecursionError traceback, an exhausted memory, minutes of planning before."""
+    path = hostile_files(tmp_path)[name]
+    started = time.monotonic()
+    assert run.main(["--space", str(path), "--dry-run", "--storage-path", str(tmp_path / "runs")]) == 2
+    assert words in one_line_error(capsys.readouterr().err, "run.py") and time.monotonic() - started < 10
+    assert not (tmp_path / "runs").exists()
+    if name != "million.yaml":  # the one reader of config and space files: train.py --config too
+        assert train.main(["--config", str(path), "--out-dir", str(tmp_path / "o")]) == 2
+        assert words in one_line_error(capsys.readouterr().err, "train.py") and not (tmp_path / "o").exists()
 
 
 def test_nan_and_inf_are_refused_in_every_float_knob():

@@ -5,6 +5,7 @@ and a reader that leaves early (``... | head``) ends the writer with a pipe's st
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -15,6 +16,18 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def finite_float(text: str) -> float:
+    """argparse's type for a numeric flag: a finite number (float() takes 'nan' and 'inf', which no
+    flag means; one ran as if valid, another ended in an assertion inside Ray)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def run_cli(main) -> None:

@@ -211,8 +211,16 @@ def coerce(key: str, value: Any, type_name: str) -> Any:
     raise ConfigError(f"{key}={value!r} has the wrong type: expected {expected}")
 
 
+# What a config or space file may hold: no space or config nests deeper than a few levels, and none
+# has this many values; a file beyond either (deep nesting, a YAML alias bomb) is refused before it
+# is built, not met as a RecursionError or an exhausted memory.
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+
+
 def load_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML (safe loader) or JSON file that must hold one mapping."""
+    """Read a YAML (safe loader) or JSON file that must hold one mapping, at most MAX_DEPTH levels
+    deep and MAX_VALUES values big (YAML aliases counted as often as they are used)."""
     import yaml
 
     p = Path(path)
@@ -223,10 +231,19 @@ def load_mapping(path: str | os.PathLike) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
+        if p.suffix != ".json":
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            if root is not None and _yaml_values(root, 0, {}) > MAX_VALUES:
+                raise ConfigError(f"{p} expands to more than {MAX_VALUES:,} values (YAML aliases repeat what they "
+                                  "name): no space or config is that big")
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}") from None
+    except (RecursionError, _TooDeep):
+        raise ConfigError(f"{p} nests deeper than {MAX_DEPTH} levels: no space or config does") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{p} nests deeper than {MAX_DEPTH} levels: no space or config does")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -235,6 +252,33 @@ def load_mapping(path: str | os.PathLike) -> dict[str, Any]:
     if odd:
         raise ConfigError(f"{p}: every key must be a name, not {type(odd[0]).__name__} {odd[0]!r}")
     return data
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _yaml_values(node: Any, depth: int, memo: dict[int, int]) -> int:
+    """The values a composed YAML node stands for, aliases expanded (each shared node counted once per
+    use, computed once); _TooDeep beyond MAX_DEPTH levels."""
+    if depth > MAX_DEPTH:
+        raise _TooDeep
+    if id(node) not in memo:
+        value = node.value if isinstance(node.value, list) else []
+        children = [n for item in value for n in (item if isinstance(item, tuple) else (item,))]
+        memo[id(node)] = 1 + sum(_yaml_values(child, depth + 1, memo) for child in children)
+    return memo[id(node)]
+
+
+def _depth(data: Any) -> int:
+    """How deep lists and mappings nest in `data` (0 for a plain value), without recursion."""
+    deepest, stack = 0, [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH and isinstance(value, (list, dict)):
+            stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 _POSITIVE = ("epochs", "batch_size", "eval_batch_size", "image_size", "step_size")
@@ -255,6 +299,8 @@ def _check_range(cfg: TrainConfig) -> None:
     for name in _NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 0")
+    if not 0 <= cfg.seed < 2**32:  # numpy's generators take no more; a larger one overflowed in torch
+        raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32 - 1]")
     for name in ("val_fraction", "label_smoothing"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be in [0, 1)")
