@@ -288,11 +288,17 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UserError("--gpus-per-trial takes a fraction up to 1 or a whole number of GPUs")
 
 
+NAME_MAX = 200  # bytes of --name: filesystems allow 255 for a directory; Ray and the driver add suffixes to it
+
+
 def experiment_name(name: str | None) -> str | None:
-    """--name is one directory inside --storage-path: no separators, no `..`."""
-    if name is not None and (not name.strip() or "/" in name or os.sep in name or ".." in name):
-        raise UserError(f"--name {name!r} must be a plain directory name (no '/', no '..'): the experiment "
+    """--name is one directory inside --storage-path: no separators, not `.` or `..`, at most NAME_MAX bytes."""
+    if name is not None and (not name.strip() or "/" in name or os.sep in name or ".." in name or name == "."):
+        raise UserError(f"--name {name!r} must be a plain directory name (no '/', not '.' or '..'): the experiment "
                         "goes inside --storage-path")
+    if name is not None and len(name.encode()) > NAME_MAX:
+        raise UserError(f"--name is {len(name.encode())} bytes long: at most {NAME_MAX} (a directory name may have "
+                        "255, and the sweep adds to it)")
     return name
 
 

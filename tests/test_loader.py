@@ -43,7 +43,8 @@ def test_subset_keeps_the_val_ratio():
     train, val = split_indices(50_000, 0.1, 900, seed=1)
     assert len(train) == 900 and len(val) == round(900 * 0.1 / 0.9) == 100
     assert not set(train.tolist()) & set(val.tolist())
-    assert len(split_indices(50_000, 0.0, 900, seed=1)[1]) == 0
+    with pytest.raises(ConfigError, match="leaves no validation images"):  # issue 27: an IndexError in a trial before
+        split_indices(50_000, 0.0, 900, seed=1)
 
 
 def test_subset_larger_than_the_data_is_an_error():

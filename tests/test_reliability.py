@@ -340,6 +340,11 @@ def test_train_py_bad_input_as_a_user_sees_it(tmp_path):
     (["--set", "seed=-1"], "seed=-1 must be in [0, 2**32 - 1]"),
     # issue 27, class 1: sizes counted, not enumerated (a MemoryError before)
     (["--samples", "1000000000000"], "--samples 1,000,000,000,000 is more than a sweep plans"),
+    # issue 27, class 6: edge inputs (an IndexError in every trial; a misleading "already exists"; "choose a
+    # writable --storage-path" for a name too long)
+    (["--set", "val_fraction=0"], "val_fraction=0.0 leaves no validation images out of 512"),
+    (["--name", "."], "--name '.' must be a plain directory name"),
+    (["--name", "x" * 300], "--name is 300 bytes long: at most 200"),
 ])
 def test_sweep_bad_input_is_one_line_exit_2_before_anything_runs(argv, words, tmp_path, capsys):
     """Checked while planning (so --dry-run refuses them too): no Ray is started, nothing is written."""

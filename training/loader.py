@@ -49,6 +49,10 @@ def split_sizes(n_train: int, val_fraction: float, subset: int) -> tuple[int, in
         n_fit = n_train - n_val
     if n_fit == 0:
         raise ConfigError(f"val_fraction={val_fraction} leaves no training images out of {n_train}")
+    if n_val == 0:  # the best weights, early stopping, the schedulers and the screen all read validation
+        raise ConfigError(f"val_fraction={val_fraction} leaves no validation images out of "
+                          f"{subset or n_train}: training picks its best weights, stops early and is compared on "
+                          "validation accuracy; give val_fraction > 0 (e.g. 0.1)")
     return n_fit, n_val
 
 
