@@ -25,6 +25,7 @@ from analysis import contrasts, factorial
 from analysis.factorial import ALPHA, FactorialFit
 from analysis.load import ended
 from analysis.render import p_value
+from sweep import record
 from training.config import TrainConfig
 
 EQUIVALENCE_MARGIN = 0.5  # points: "did not help" means shown to help by less than this
@@ -130,9 +131,12 @@ def ablation_factors(trials: pd.DataFrame, config_columns: Sequence[str],
         axes = [a for a in axes if a in trials and a not in NOT_FACTORS]
         return [a for a in axes if a not in DEFAULTS] + [a for a in axes if a in DEFAULTS]
     ordered = [c for c in config_columns if c not in DEFAULTS] + [c for c in config_columns if c in DEFAULTS]
+    rungs = "rung" in trials and trials["rung"].notna().any()  # a successive-halving screen fits these per rung
     kept: list[str] = []
     for column in ordered:
         if column in NOT_FACTORS or column not in trials or trials[column].nunique(dropna=False) < 2:
+            continue
+        if rungs and column in record.BUDGET_FIELDS:
             continue
         if not any(trials.groupby(k, dropna=False)[column].nunique(dropna=False).max() == 1 for k in kept):
             kept.append(column)

@@ -184,11 +184,44 @@ def read_frames(path: Path, sweep: dict[str, Any]) -> Experiment:
     if missing or "trial_id" not in epochs:
         raise ExperimentError(f"{path}: {trials_csv}/{epochs_csv} are not a report's frames (missing "
                               f"{', '.join(missing) or 'trial_id in ' + epochs_csv})")
+    check_frames(path, trials, epochs)
     text = [c for c in (*TEXT_COLUMNS, *(f for f, kind in field_types().items() if kind is str)) if c in trials]
     trials[text] = trials[text].astype(object).where(trials[text].notna(), "")
     named = (*(sweep.get("params") or {}), *BUNDLES)  # the bundle keys (stage, recipe) and any other axis
     bundles = list(dict.fromkeys(c for c in named if c not in field_names() and c in trials))
     return Experiment(path, trials, epochs, (*field_names(), *bundles), sweep)
+
+
+# The frames' columns that hold numbers (besides the numeric TrainConfig fields and the per-class
+# accuracies): a report's frames hold nothing else in them, so text there is a damaged file.
+NUMERIC_TRIAL_COLUMNS = (*SUMMARY_COLUMNS, "rung", "train_images", "val_images", "test_images", "last_epoch",
+                         "started_at", "ended_at", "best_epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+TEXT_EPOCH_COLUMNS = ("trial_id", "train_phase", "status")
+
+
+def check_frames(path: Path, trials: pd.DataFrame, epochs: pd.DataFrame) -> None:
+    """One ExperimentError naming the file, the column and the first bad value, where a report's
+    frames hold text in a number's column or a stop reason or phase this version never writes (the
+    analysis would end in a TypeError, ValueError or KeyError further on). Numeric columns are made
+    numbers in place (a column of whole numbers with empty cells reads as text otherwise)."""
+    trials_csv, epochs_csv = record.FRAMES
+    numeric = [*NUMERIC_TRIAL_COLUMNS, *(f for f, kind in field_types().items() if kind in (int, float)),
+               *(c for c in trials if str(c).startswith("test_acc_class/"))]
+    for name, frame, columns in ((trials_csv, trials, numeric),
+                                 (epochs_csv, epochs, [c for c in epochs if c not in TEXT_EPOCH_COLUMNS])):
+        for column in dict.fromkeys(c for c in columns if c in frame):
+            values = pd.to_numeric(frame[column], errors="coerce")
+            bad = frame[column].notna() & values.isna()
+            if bad.any():
+                row = int(bad.to_numpy().argmax())
+                raise ExperimentError(f"{path / name}: column {column} holds {frame[column].iloc[row]!r} (row "
+                                      f"{row + 2}), not a number: not a frame a report wrote, or a damaged one")
+            frame[column] = values
+    for column, allowed in (("stop_reason", record.STOP_REASONS), ("phase", record.PHASES)):
+        odd = trials[column].notna() & ~trials[column].isin(allowed)
+        if odd.any():
+            raise ExperimentError(f"{path / trials_csv}: column {column} holds {trials[column][odd].iloc[0]!r}, "
+                                  f"not one of {', '.join(allowed)}")
 
 
 def timing(trials: pd.DataFrame) -> pd.Series:

@@ -65,6 +65,11 @@ def smoke_limits(values: dict[str, Any]) -> dict[str, Any]:
     return limited
 
 
+# What fit_to_budget changes with a rung's budget: in a successive-halving screen these vary with the
+# rung, so they are never the sweep's factors.
+BUDGET_FIELDS = ("epochs", "warmup_epochs", "step_size", "early_stop_patience", "finetune_epochs")
+
+
 def fit_to_budget(values: dict[str, Any], fraction: float) -> dict[str, Any]:
     """One trial's schedule compressed to `fraction` of its length (a successive-halving rung's
     budget over the screen's most epochs, sweep.phases), every budget-dependent part with it (Li,
@@ -214,10 +219,14 @@ def checked_parts(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
     checked, wrong = dict(record), {}
     plan = record.get("plan")
     if "plan" in record:
-        if isinstance(plan, dict) and all(k in plan for k in PLAN_KEYS):
-            checked["plan"] = {LEGACY_PLAN_KEYS.get(k, k): v for k, v in plan.items()}
-        else:
+        if not (isinstance(plan, dict) and all(k in plan for k in PLAN_KEYS)):
             wrong["plan"] = f"`plan` is not an object with {', '.join(PLAN_KEYS)}"
+        elif not _objectives(plan.get("objectives")):
+            wrong["plan"] = "`plan.objectives` is not a list of [metric, min|max] pairs"
+        else:
+            checked["plan"] = {LEGACY_PLAN_KEYS.get(k, k): v for k, v in plan.items()}
+    if "design" in record and not isinstance(record["design"], dict):
+        wrong["design"] = "`design` is not an object"
     if "params" in record and not isinstance(record["params"], dict):
         wrong["params"] = "`params` is not an object"
     if "expected_trials" in record and not _is_count(record["expected_trials"]):
@@ -304,6 +313,13 @@ def expected_trials(record: Mapping[str, Any], phase: str, rung: int | None = No
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _objectives(value: Any) -> bool:
+    """None, or a list of [metric, "min"|"max"] pairs (a multi-objective plan's)."""
+    return value is None or (isinstance(value, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and pair[1] in ("min", "max")
+        for pair in value))
 
 
 # ------------------------------------------------------------------------------------ writing

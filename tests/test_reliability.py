@@ -691,3 +691,56 @@ def test_the_advice_after_a_stop_resumes_only_a_run_with_a_checkpoint(tmp_path):
     assert "start again" in train.after_stop(tmp_path) and "--resume" not in train.after_stop(tmp_path)
     (tmp_path / "checkpoint").mkdir()
     assert train.after_stop(tmp_path).endswith(f"continue with: python train.py --resume {tmp_path}")
+
+
+# ------------------------------------------------------------------- issue 27, class 3: wrong shapes
+def damaged_copy(tmp: Path, sweep_part=None, column=None) -> Path:
+    """A copy of the committed real ablation's frames (results/ablation) with one part of sweep.json
+    ((keys..., value)) or one cell of a frame ((file, column, value)) of the wrong type."""
+    import pandas as pd
+
+    copy = tmp / "damaged"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "results" / "ablation", copy)
+    if sweep_part:
+        *keys, value = sweep_part
+        data = json.loads((copy / "sweep.json").read_text())
+        inner = data
+        for key in keys[:-1]:
+            inner = inner[key]
+        inner[keys[-1]] = value
+        (copy / "sweep.json").write_text(json.dumps(data))
+    if column:
+        name, key, value = column
+        frame = pd.read_csv(copy / name)
+        frame[key] = frame[key].astype(object)
+        frame.loc[frame.index[0], key] = value
+        frame.to_csv(copy / name, index=False)
+    return copy
+
+
+@pytest.mark.parametrize("part", [("plan", "objectives", 5), ("design", "x"), ("params", [1, 2]),
+                                  ("phases", "screen", "rungs", 0, "budget", "3"), ("phases", "confirm", "arms", "x"),
+                                  ("expected_trials", "48")])
+def test_a_sweep_record_of_the_wrong_shape_is_read_without_it(part, tmp_path, capsys):
+    """Before: TypeError / AttributeError tracebacks (objectives an int, design a string; params a
+    list made the report detect `epochs` as a factor of the halving screen). Now the part is left out
+    by the record's one reader (sweep.record.checked_parts) and the report is written."""
+    from analysis import report
+
+    copy = damaged_copy(tmp_path, sweep_part=part)
+    assert report.main([str(copy), "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert "Traceback" not in capsys.readouterr().err and (tmp_path / "out" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("column", [("trials.csv", "test_acc", "abc"), ("trials.csv", "val_images", "x"),
+                                    ("trials.csv", "rung", "r"), ("epochs.csv", "epoch", "e"),
+                                    ("epochs.csv", "val_acc", "v"), ("trials.csv", "stop_reason", "weird")])
+def test_a_frame_with_text_in_a_number_s_column_is_one_line_naming_file_and_column(column, tmp_path, capsys):
+    """Before: ValueError / TypeError / KeyError tracebacks deep in the analysis; now the frames'
+    reader (analysis.load.check_frames) says which file and column, exit 2."""
+    from analysis import report
+
+    copy = damaged_copy(tmp_path, column=column)
+    assert report.main([str(copy), "--out", str(tmp_path / "out")]) == 2
+    line = one_line_error(capsys.readouterr().err, "report")
+    assert f"{column[0]}: column {column[1]} holds {column[2]!r}" in line
