@@ -32,11 +32,7 @@ def load_plan(experiment_dir: str) -> tuple[Plan, dict[str, Any]]:
                  "plan, nothing ran: remove it and start again") if _is_empty_dir(experiment_dir) else ""
         raise UserError(f"{experiment_dir} is not an experiment directory (no tuner.pkl or {SWEEP_FILE}){empty}")
     record = read_sweep(experiment_dir, needs=("plan", "params"))
-    try:
-        return Plan(**record["plan"]), record
-    except TypeError as exc:
-        raise UserError(f"{experiment_dir}/{SWEEP_FILE} does not hold a plan this version can read "
-                        f"({type(exc).__name__}: {exc})") from None
+    return Plan.from_record(record["plan"], f"{experiment_dir}/{SWEEP_FILE}"), record
 
 
 def claim(experiment_dir: str) -> str:

@@ -59,6 +59,47 @@ class Plan:
     # budget / max_t of its length (sweep.record.fit_to_budget); 0: every trial's whole schedule
     budget: int = 0
 
+    @classmethod
+    def from_record(cls, recorded: Mapping[str, Any], where: str) -> "Plan":
+        """The plan sweep.json recorded (`where`: the file, for the error), each field checked for
+        the type it is declared with (a number where a number belongs, a known search and scheduler):
+        a UserError naming the field, instead of a TypeError where the driver first compares it."""
+        import math
+        import typing
+        from dataclasses import fields
+
+        hints = typing.get_type_hints(cls)
+        unknown = [k for k in recorded if k not in hints]
+        if unknown:
+            raise UserError(f"{where} does not hold a plan this version can read (unknown field {unknown[0]!r})")
+        for f in fields(cls):
+            if f.name not in recorded:
+                continue
+            value, hint = recorded[f.name], hints[f.name]
+            allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
+
+            def fits(kind: Any) -> bool:
+                if kind is type(None):
+                    return value is None
+                if isinstance(value, bool):
+                    return kind is bool
+                if kind is float:
+                    return isinstance(value, (int, float)) and math.isfinite(value)
+                return isinstance(value, typing.get_origin(kind) or kind)
+
+            if not any(fits(kind) for kind in allowed):
+                words = {int: "a whole number", float: "a number", str: "text", bool: "true or false", list: "a list",
+                         type(None): "null"}
+                wanted = " or ".join(words.get(typing.get_origin(k) or k, str(k)) for k in allowed)
+                raise UserError(f"{where}: plan.{f.name} is {value!r}, not {wanted}")
+        for name, known in (("search", vocab.SEARCHES), ("scheduler", vocab.SCHEDULERS)):
+            if name in recorded and recorded[name] not in known:
+                raise UserError(f"{where}: plan.{name} is {recorded[name]!r}, not one of {', '.join(known)}")
+        try:
+            return cls(**recorded)
+        except TypeError as exc:  # a field this version needs is missing
+            raise UserError(f"{where} does not hold a plan this version can read ({exc})") from None
+
     @property
     def fraction(self) -> float:
         """The share of its schedule each trial of this phase runs (1 unless a rung's budget is set)."""

@@ -744,3 +744,25 @@ def test_a_frame_with_text_in_a_number_s_column_is_one_line_naming_file_and_colu
     assert report.main([str(copy), "--out", str(tmp_path / "out")]) == 2
     line = one_line_error(capsys.readouterr().err, "report")
     assert f"{column[0]}: column {column[1]} holds {column[2]!r}" in line
+
+
+@pytest.mark.parametrize("key, value, said", [("max_t", "x", "plan.max_t is 'x', not a whole number"),
+                                              ("cpus_per_trial", "one", "plan.cpus_per_trial is 'one', not a number"),
+                                              ("gpus_per_trial", float("inf"), "plan.gpus_per_trial is inf, not a number"),
+                                              ("points", 5, "plan.points is 5, not a list or null"),
+                                              ("scheduler", "nope", "plan.scheduler is 'nope', not one of halving"),
+                                              ("smoke", "yes", "plan.smoke is 'yes', not true or false")])
+def test_resume_of_a_plan_with_a_field_of_the_wrong_type_is_one_line(key, value, said, tmp_path, capsys):
+    """Issue 27, class 3: before, `--resume` met a string where the driver compared a number (a
+    TypeError traceback for the CPUs and GPUs per trial); the plan's reader (Plan.from_record) checks
+    every field against the type it is declared with."""
+    from sweep.plan import Plan
+
+    experiment = tmp_path / "exp"
+    experiment.mkdir()
+    plan = Plan(str(experiment), "grid", "fifo", 1, 2, 1, 3.0, 1.0, 0.0, None, 0, 0, phase_dir="screen")
+    recorded = {**dataclasses.asdict(plan), key: value}
+    (experiment / "sweep.json").write_text(json.dumps({"plan": recorded, "params": {},
+                                                      "phases": {"screen": {"dir": "screen"}}}))
+    assert run.main(["--resume", str(experiment)]) == 2
+    assert said in one_line_error(capsys.readouterr().err, "run.py")
