@@ -484,6 +484,22 @@ def write_report(exp: Experiment, out: Path, fmt: str = "md",
     return path
 
 
+def check_out(out: Path) -> Path:
+    """--out as given, refused when it is a file or an experiment's own directory (a report writes
+    sweep.json, trials.csv and epochs.csv there: it would overwrite the experiment's record); a
+    report's own directory (frames) may be written again."""
+    from analysis.load import is_frames
+    from analysis.ray_files import is_experiment
+
+    resolved = out.expanduser().resolve()
+    if resolved.exists() and not resolved.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
+    if resolved.is_dir() and is_experiment(resolved) and not is_frames(resolved, record.read_sweep(resolved)):
+        raise UserError(f"--out {out} is an experiment's directory: the report's sweep.json and frames would "
+                        "overwrite its record; choose another directory (the default is RUN_DIR/report)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="report", description=__doc__.split("\n\n")[1])
     parser.add_argument("run_dir", metavar="RUN_DIR", help="experiment directory: STORAGE/NAME")
@@ -501,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         exp = load(args.run_dir)
-        path = write_report(exp, Path(args.out) if args.out else exp.path / "report", args.format, args.margin)
+        out = check_out(Path(args.out)) if args.out else exp.path / "report"
+        path = write_report(exp, out, args.format, args.margin)
     except (UserError, OSError) as exc:
         print(f"report: error: {exc}", file=sys.stderr)
         return 2

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args.run_dir).expanduser().resolve()
         sources = choose(run_dir, args.trial, args.best, args.front, args.front_cost)
         out_root = Path(args.out).expanduser().resolve() if args.out else run_dir / "export"
+        if out_root.exists() and not out_root.is_dir():
+            raise UserError(f"--out {args.out} is a file, not a directory")
         for source in sources:
             out = out_root / source.name
             record = export_one(source, out, args.threads, args.calibration, args.repeats)

@@ -246,6 +246,7 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     if args.smoke_test:
         params, num_samples = smoke_params(params), smoke_samples(search, num_samples)
     params["data_dir"] = absolute_data_dir(params)
+    params = absolute_paths(params)
     check_size(params, name)  # counted from the axes, before any trial is built
     configs = check_trials(params, args.smoke_test, exhaustive=search == "grid", source=name)
     notes += vocab.check_arms(configs, name)
@@ -355,6 +356,32 @@ def absolute_data_dir(params: dict[str, Any]) -> str:
     if not isinstance(given, str):
         raise UserError("data_dir must be one fixed path, not an axis")
     return str(Path(given).expanduser().resolve()) if given else default_data_dir()
+
+
+IMAGE_FOLDER = "imagefolder:"
+
+
+def absolute_paths(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with a relative image-folder dataset (``imagefolder:PATH``) and a relative
+    ``init_from`` made absolute, fixed or as an axis's levels: every trial runs in its own working
+    directory (Ray's trial directory), where a relative path named nothing (issue 27: it worked in
+    train.py and failed in every sweep trial)."""
+    def absolute(key: str, value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        if key == "dataset" and value.startswith(IMAGE_FOLDER):
+            return IMAGE_FOLDER + str(Path(value[len(IMAGE_FOLDER):]).expanduser().resolve())
+        return str(Path(value).expanduser().resolve()) if key == "init_from" and "://" not in value else value
+
+    out = dict(params)
+    for key in ("dataset", "init_from"):
+        spec = out.get(key)
+        if isinstance(spec, dict):  # an axis: each of its levels
+            out[key] = {kind: [absolute(key, v) for v in values] if kind in ("grid", "choice") else values
+                        for kind, values in spec.items()}
+        elif key in out:
+            out[key] = absolute(key, spec)
+    return out
 
 
 def default_name(space: str, smoke: bool) -> str:

@@ -63,6 +63,14 @@ def test_bad_flags_are_one_line_exit_2(fashion_mnist_run, args, words, capsys):
     assert words in err and len(err.strip().splitlines()) == 1
 
 
+def test_an_out_that_is_a_file_is_one_line(fashion_mnist_run, tmp_path, capsys):
+    """Issue 27, class 4: a NotADirectoryError traceback before."""
+    (tmp_path / "a-file").write_text("x")
+    assert export.main([str(fashion_mnist_run), "--out", str(tmp_path / "a-file")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a directory" in err and "Traceback" not in err
+
+
 def test_bad_run_directories_are_one_line_exit_2(fashion_mnist_run, tmp_path, capsys):
     no_checkpoint = tmp_path / "no-checkpoint"
     no_checkpoint.mkdir()

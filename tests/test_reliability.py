@@ -766,3 +766,26 @@ def test_resume_of_a_plan_with_a_field_of_the_wrong_type_is_one_line(key, value,
                                                       "phases": {"screen": {"dir": "screen"}}}))
     assert run.main(["--resume", str(experiment)]) == 2
     assert said in one_line_error(capsys.readouterr().err, "run.py")
+
+
+# ------------------------------------------------------------ issue 27, class 4: where output goes
+def test_the_report_refuses_an_out_that_is_a_file_or_an_experiment_s_own_directory(tmp_path, capsys):
+    """Before: `[Errno 17] File exists` for a file, and `--out EXPERIMENT` wrote the report's
+    sweep.json (only its well-formed parts), trials.csv and epochs.csv over the experiment's record."""
+    from analysis import report
+
+    frames = Path(__file__).resolve().parent.parent / "results" / "stages"
+    (tmp_path / "a-file").write_text("x")
+    experiment = tmp_path / "experiment"
+    (experiment / "screen").mkdir(parents=True)
+    record_text = (frames / "sweep.json").read_text()
+    (experiment / "sweep.json").write_text(record_text)
+    (experiment / "screen" / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    for out, said in ((tmp_path / "a-file", "is a file, not a directory"),
+                      (experiment, "is an experiment's directory"), (experiment / "screen", "is an experiment's directory")):
+        assert report.main([str(frames), "--out", str(out)]) == 2
+        assert said in one_line_error(capsys.readouterr().err, "report")
+    assert (experiment / "sweep.json").read_text() == record_text and not (experiment / "trials.csv").exists()
+    copy = tmp_path / "frames"  # a report's own directory may be written again (results/ is regenerated so)
+    shutil.copytree(frames, copy)
+    assert report.main([str(copy), "--out", str(copy)]) == 0

@@ -187,3 +187,26 @@ def test_a_worker_ended_inside_a_weakref_callback_prints_no_traceback(capsys):
         assert ref() is None
     err = capsys.readouterr().err
     assert "SystemExit" not in err and "ValueError: a real error" in err
+
+
+def test_relative_paths_in_a_sweep_are_made_absolute_before_any_trial_runs(local_ray, tmp_path, monkeypatch):
+    """Issue 27, class 5: a relative image folder worked in train.py and failed in every sweep trial
+    ('imagefolder: /tmp/ray/.../working_dirs/train_trial_.../imgs is not a directory': Ray runs each
+    trial in its own directory). The driver resolves it, and a relative --init-from, once."""
+    import numpy as np
+    from PIL import Image
+
+    from analysis.load import load
+    from sweep.plan import absolute_paths
+
+    for label in ("cat", "dog"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(tmp_path / "imgs" / label / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    assert absolute_paths({"dataset": {"grid": ["imagefolder:imgs", "synthetic"]}, "init_from": "ckpt/x.pt"}) == {
+        "dataset": {"grid": [f"imagefolder:{tmp_path / 'imgs'}", "synthetic"]}, "init_from": str(tmp_path / "ckpt/x.pt")}
+    assert run.main(["--space", "smoke", "--dataset", "imagefolder:imgs", "--set", "subset=0", "val_fraction=0.34",
+                     "--epochs", "1", "--storage-path", "runs", "--name", "rel"]) == 0
+    trials = load(tmp_path / "runs" / "rel").trials
+    assert len(trials) == 2 and set(trials["stop_reason"]) == {"finished"}
