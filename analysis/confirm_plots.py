@@ -67,9 +67,7 @@ def rank_plot(ranks: pd.Series, result: Confirmed) -> Figure:
     ax.invert_xaxis()  # the screen's best on the right, as accuracy grows upwards
     ax.set(xlabel="screen rank (1 = the screen's best)", ylabel="confirmed mean test accuracy (%)")
     ax.set_title("Screen rank against the confirmed accuracy", fontsize=10)
-    fid = result.fidelity
-    rho = (f"Spearman {fid.rho:+.2f} (n = {fid.n} arms, p = {fid.p:.2g})" if fid.n >= 3 and fid.rho == fid.rho
-           else "Spearman not measured (fewer than 3 distinct arms)")
+    fidelity = result.fidelity.lines[0]  # the confirmed ranking's sentence
     return caption(fig, f"Each confirmed arm at its screen rank (x, reversed) and its confirmed mean test accuracy "
                         f"(y, bar: 95% t interval of its fresh seeds). A screen that ranks well gives a rising line. "
-                        f"{rho}: the screen's fidelity, on the arms it sent on only.")
+                        f"{fidelity[0].upper()}{fidelity[1:]}; it judges the arms the screen sent on only.")

@@ -9,6 +9,7 @@ import pandas as pd
 from analysis import contrasts
 from analysis.confirm import ARM, Confirmed, arm_label, arm_labels, confirm_record, screen_table
 from analysis.confirm_plots import confirmed_plot, loo_plot, rank_plot
+from analysis.learning import CLASS_PREFIX
 from analysis.load import Experiment, ended
 from analysis.plots import per_class_plot
 from analysis.render import Section
@@ -40,7 +41,7 @@ def confirm_sections(exp: Experiment, result: Confirmed | None) -> list[Section]
     if result.means[ARM].isin(ranks.index).sum() >= 2:
         out.append(Section("Screen rank against the confirmed accuracy", RANK_TEXT, "screen_vs_confirm",
                            figure=rank_plot(ranks, result)))
-    if any(str(c).startswith("test_acc_class/") for c in used.columns) and len(used):
+    if any(str(c).startswith(CLASS_PREFIX) for c in used.columns) and len(used):
         out.append(Section("Per-class test accuracy of the confirmed arms", PER_CLASS_TEXT, "per_class",
                            figure=per_class_plot(used, arm_labels(used, factors), "Per-class test accuracy",
                                                  list(result.means[ARM]))))

@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.learning import CLASS_PREFIX
 from analysis.ray_files import DirectoryRead, flatten, is_experiment, read_directory
 from sweep import record
 from sweep.record import FINAL_STATUSES, PHASES
@@ -206,7 +207,7 @@ def check_frames(path: Path, trials: pd.DataFrame, epochs: pd.DataFrame) -> None
     numbers in place (a column of whole numbers with empty cells reads as text otherwise)."""
     trials_csv, epochs_csv = record.FRAMES
     numeric = [*NUMERIC_TRIAL_COLUMNS, *(f for f, kind in field_types().items() if kind in (int, float)),
-               *(c for c in trials if str(c).startswith("test_acc_class/"))]
+               *(c for c in trials if str(c).startswith(CLASS_PREFIX))]
     for name, frame, columns in ((trials_csv, trials, numeric),
                                  (epochs_csv, epochs, [c for c in epochs if c not in TEXT_EPOCH_COLUMNS])):
         for column in dict.fromkeys(c for c in columns if c in frame):

@@ -132,7 +132,7 @@ def pareto_plot(arms: pd.DataFrame, accuracy: str = "test_acc",
     mean, std = arms[f"{accuracy}_mean"], arms[f"{accuracy}_std"].fillna(0)
     marks = []
     for ax, cost in zip(axes, costs):
-        has_front = f"pareto_{cost}" in arms
+        has_front, notes = f"pareto_{cost}" in arms, []
         ax.errorbar(arms[cost], mean, yerr=std, fmt="o", color="tab:blue" if has_front else "tab:gray",
                     ecolor="lightgray", capsize=3)
         if has_front:
@@ -142,11 +142,12 @@ def pareto_plot(arms: pd.DataFrame, accuracy: str = "test_acc",
                        label="Pareto front")
             ax.legend(fontsize=7)
         else:
-            ax.set_title("measured while trials shared the machine: no front", fontsize=8)
+            notes.append("measured while trials shared the machine: no front")
         spread = (arms[cost].max() - arms[cost].min()) / arms[cost].mean() if arms[cost].mean() else 0
         if 0 < spread < NARROW:
-            ax.set_title(f"the arms differ by {spread:.1%} of the mean", fontsize=8)
+            notes.append(f"the arms differ by {spread:.1%} of the mean")
             marks.append(cost)
+        ax.set_title("; ".join(notes), fontsize=8)
         ax.set(xlabel=label(cost), ylabel=label(accuracy))
         if arms[cost].min() > 0 and arms[cost].max() > 10 * arms[cost].min():
             ax.set_xscale("log")
@@ -245,7 +246,6 @@ def half_normal_plot(table: pd.DataFrame, me: float, sme: float, metric: str = "
                         "(simultaneous 95%); orange: beyond ME (per contrast), labelled.")
 
 
-
 def forest(ax, labels: Sequence[str], estimate, low, high, colors: Sequence[str]) -> None:
     """A forest plot on `ax`: one row per label, top to bottom, a dot at its estimate and a bar over
     its interval (NaN: no bar)."""
@@ -260,7 +260,7 @@ def forest(ax, labels: Sequence[str], estimate, low, high, colors: Sequence[str]
 def interaction_plot(inter: pd.DataFrame, metric: str = "test_acc") -> Figure:
     """The interaction plot of the recipe table (analysis.effects.recipe_interactions): per
     architecture change, its effect under the base recipe and under the new one, each with its 95%
-    interval, joined; lines that are not parallel are the interaction; coloured by the verdict."""
+    interval, joined; a line that is not flat is the interaction; its style says the table's verdict."""
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     styles = {"supported": "-", "not supported": ":"}  # inconclusive: dashed
@@ -272,8 +272,8 @@ def interaction_plot(inter: pd.DataFrame, metric: str = "test_acc") -> Figure:
                     ls=styles.get(row["verdict"], "--"), capsize=3, color=f"C{i % 10}", lw=1.2,
                     label=f"{row['factor']}={row['level']} vs {row['reference']} ({row['verdict']})")
     ax.axhline(0, color="black", lw=0.8)
-    recipes = inter.iloc[0] if len(inter) else {"base_recipe": "base", "recipe": "new"}
-    ax.set_xticks([0, 1], [f"recipe={recipes['base_recipe']}", f"recipe={recipes['recipe']}"])
+    first = inter.iloc[0]  # every row compares the same two recipes
+    ax.set_xticks([0, 1], [f"recipe={first['base_recipe']}", f"recipe={first['recipe']}"])
     ax.set_xlim(-0.4, 1.4)
     ax.set_ylabel("effect (points), level minus reference")
     ax.legend(fontsize=7, loc="best")

@@ -80,10 +80,9 @@ def clock(seconds: float) -> str:
 def model_flops(cfg: TrainConfig, classes: int) -> int:
     """Forward FLOPs of one image, counted on PyTorch's meta device (no memory, no weights); once per
     architecture (about 0.2 s each)."""
-    from sweep.vocabulary import MODEL_FIELDS
+    from sweep.vocabulary import architecture
 
-    return _flops(cfg.replace(**{f: getattr(TrainConfig(), f) for f in vars(cfg)
-                                 if f not in MODEL_FIELDS and f not in ("image_size", "dataset")}), classes)
+    return _flops(architecture(cfg, keep=("image_size", "dataset")), classes)
 
 
 @functools.lru_cache(maxsize=None)

@@ -48,11 +48,9 @@ class Packing:
 
 def footprint(cfg: TrainConfig, classes: int) -> int:
     """Bytes one trial of `cfg` needs on a GPU to train (the module docstring's estimate)."""
-    from sweep.vocabulary import MODEL_FIELDS
+    from sweep.vocabulary import architecture
 
-    plain = cfg.replace(**{f: getattr(TrainConfig(), f) for f in vars(cfg) if f not in MODEL_FIELDS and
-                           f not in ("image_size", "batch_size", "dataset")})
-    return _footprint(plain, classes)
+    return _footprint(architecture(cfg, keep=("image_size", "batch_size", "dataset")), classes)
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from sweep import design, phases
 from sweep import vocabulary as vocab
 from sweep.record import CONFIRM, METRIC, MODE, SCREEN, trial_config
-from training.config import ConfigError, TrainConfig, UserError
+from training.config import IMAGEFOLDER_PREFIX, ConfigError, TrainConfig, UserError
 
 RESULTS_ENV = "ABLATION_RESULTS_DIR"
 
@@ -358,9 +358,6 @@ def absolute_data_dir(params: dict[str, Any]) -> str:
     return str(Path(given).expanduser().resolve()) if given else default_data_dir()
 
 
-IMAGE_FOLDER = "imagefolder:"
-
-
 def absolute_paths(params: dict[str, Any]) -> dict[str, Any]:
     """`params` with a relative image-folder dataset (``imagefolder:PATH``) and a relative
     ``init_from`` made absolute, fixed or as an axis's levels: every trial runs in its own working
@@ -369,8 +366,8 @@ def absolute_paths(params: dict[str, Any]) -> dict[str, Any]:
     def absolute(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             return value
-        if key == "dataset" and value.startswith(IMAGE_FOLDER):
-            return IMAGE_FOLDER + str(Path(value[len(IMAGE_FOLDER):]).expanduser().resolve())
+        if key == "dataset" and value.startswith(IMAGEFOLDER_PREFIX):
+            return IMAGEFOLDER_PREFIX + str(Path(value[len(IMAGEFOLDER_PREFIX):]).expanduser().resolve())
         return str(Path(value).expanduser().resolve()) if key == "init_from" and "://" not in value else value
 
     out = dict(params)

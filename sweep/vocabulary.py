@@ -162,6 +162,13 @@ MODEL_FIELDS = ("model", "width", "attention", "residual", "dsconv", "activation
                 "dropout", "init", "stem")
 
 
+def architecture(cfg: TrainConfig, keep: tuple[str, ...] = ()) -> TrainConfig:
+    """`cfg` with every field but MODEL_FIELDS and `keep` at its default: the key under which what
+    depends only on the network (its FLOPs, its memory) is computed once per architecture."""
+    default = TrainConfig()
+    return cfg.replace(**{f: getattr(default, f) for f in vars(cfg) if f not in MODEL_FIELDS and f not in keep})
+
+
 def check_arms(configs: list[TrainConfig], source: str) -> list[str]:
     """Each distinct trial against its dataset's real sizes and this machine (training.preflight: the
     split, hard classes, the image size the model can take, memory), so a knob every trial would

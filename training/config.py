@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DATA_DIR_ENV = "ABLATION_DATA_DIR"
+IMAGEFOLDER_PREFIX = "imagefolder:"  # dataset=imagefolder:PATH, a folder per class
 
 # The architectures, named once for the schema, train.py's --help and models/, whose registry has a
 # factory for each name and no other (tests/test_models.py checks both ways). Here rather than in
@@ -230,20 +231,16 @@ def load_mapping(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    too_deep = ConfigError(f"{p} nests deeper than {MAX_DEPTH} levels: no space or config does")
     try:
-        if p.suffix != ".json":
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-            if root is not None and _yaml_values(root, 0, {}) > MAX_VALUES:
-                raise ConfigError(f"{p} expands to more than {MAX_VALUES:,} values (YAML aliases repeat what they "
-                                  "name): no space or config is that big")
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if p.suffix == ".json" else _safe_yaml(text, p)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}") from None
     except (RecursionError, _TooDeep):
-        raise ConfigError(f"{p} nests deeper than {MAX_DEPTH} levels: no space or config does") from None
+        raise too_deep from None
     if _depth(data) > MAX_DEPTH:
-        raise ConfigError(f"{p} nests deeper than {MAX_DEPTH} levels: no space or config does")
+        raise too_deep
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -256,6 +253,22 @@ def load_mapping(path: str | os.PathLike) -> dict[str, Any]:
 
 class _TooDeep(Exception):
     pass
+
+
+def _safe_yaml(text: str, p: Path) -> Any:
+    """YAML's safe loader, parsed once: the composed document is counted (_yaml_values) before its
+    values are built, so an alias bomb is refused without being expanded."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None and _yaml_values(root, 0, {}) > MAX_VALUES:
+            raise ConfigError(f"{p} expands to more than {MAX_VALUES:,} values (YAML aliases repeat what they "
+                              "name): no space or config is that big")
+        return loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
 
 
 def _yaml_values(node: Any, depth: int, memo: dict[int, int]) -> int:
@@ -316,8 +329,8 @@ def _check_range(cfg: TrainConfig) -> None:
         raise ConfigError(f"finetune_lr_factor={cfg.finetune_lr_factor} must be > 0")
     if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:
         raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} must be < epochs={cfg.epochs}")
-    if cfg.dataset.startswith("imagefolder:"):
-        if len(cfg.dataset) == len("imagefolder:"):
+    if cfg.dataset.startswith(IMAGEFOLDER_PREFIX):
+        if len(cfg.dataset) == len(IMAGEFOLDER_PREFIX):
             raise ConfigError("dataset=imagefolder: needs a path, e.g. imagefolder:/data/my_images")
     elif cfg.dataset not in DATASETS:
         raise ConfigError(f"dataset={cfg.dataset!r} is not one of: {', '.join(DATASETS)}, imagefolder:PATH")

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from training.config import DATASETS, ConfigError, default_data_dir
+from training.config import DATASETS, IMAGEFOLDER_PREFIX, ConfigError, default_data_dir
 from training.download import DatasetError, DownloadError, ensure_writable_dir, publish
 from training.sources import (CIFAR_SPECS, Payload, fashion_mnist_copy, holds_fashion_mnist, machine_copies,
                               read_cifar, read_fashion_mnist)
@@ -30,7 +30,6 @@ __all__ = ["DatasetError", "DatasetSizes", "ImageData", "channel_stats", "datase
            "prepare_dataset"]
 
 Stats = tuple[float, float, float]
-IMAGEFOLDER_PREFIX = "imagefolder:"
 
 # Per-channel mean and std of the [0, 1]-scaled training pixels (population std over all pixels).
 # CIFAR: computed over the 50,000 training images; the often-copied std (0.2023, 0.1994, 0.2010) is
@@ -151,8 +150,8 @@ def data_source(name: str, data_dir: str) -> str:
     """Where a dataset will come from, for a dry run: nothing is read or downloaded here."""
     if name == "synthetic":
         return "generated in memory"
-    if name.startswith("imagefolder:"):
-        return f"read from {name.split(':', 1)[1]}"
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        return f"read from {name[len(IMAGEFOLDER_PREFIX):]}"
     root = _resolve(data_dir)
     if _cache_readable(_cache_path(name, root)):
         return f"cached in {_cache_path(name, root)}"
