@@ -10,6 +10,7 @@ estimates from the rate so far).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any, Sequence
 
@@ -171,10 +172,40 @@ QUIET_MESSAGES = ("Token authentication is enabled", "Experiment has been interr
                   "Failed to fetch metrics for")  # Tune's result frames of trials that never started: our own summary counts them
 
 
+TRIAL_FAILED = "Trial task failed for trial "  # Tune's ERROR record with the trial's whole remote traceback
+
+
 class QuietRay(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        if message.startswith(TRIAL_FAILED):  # one line in its place: the traceback is in the trial's error.txt
+            if getattr(record, "said_in_one_line", False):  # this filter sits on a logger and on its handlers
+                return False
+            record.said_in_one_line = True
+            error = record.exc_info[1] if record.exc_info else None
+            print(f"run.py: trial {message[len(TRIAL_FAILED):]} errored: {trial_error(error)}", file=sys.stderr,
+                  flush=True)
+            return False
         return not any(text in message for text in QUIET_MESSAGES)
+
+
+def trial_error(error: BaseException | None) -> str:
+    """A trial's error in one line: the cause a trial raised (a user mistake's own message, else its
+    type and first line), or that its worker process died, and how."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if isinstance(error, RayActorError):  # the process went away: a signal, the OOM killer, a lost node
+        text = str(error)
+        how = ("it was sent SIGTERM" if "SIGTERM" in text else "it ran out of memory" if "memory" in text.lower()
+               else "it exited or was killed")
+        return f"its worker process died ({how}); the epochs it reported are kept"
+    cause = getattr(error, "cause", error) if isinstance(error, RayTaskError) else error
+    if cause is None:
+        return "no cause recorded (see error.txt in its directory)"
+    from training.config import UserError
+
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return first if isinstance(cause, UserError) else f"{type(cause).__name__}: {first} (error.txt in its directory)"
 
 
 QUIET = QuietRay()

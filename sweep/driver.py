@@ -169,6 +169,9 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
         code = run_phase(phase, params, phase_expected(record, directory), retried(record, directory, retry_errored),
                          axes, last=not confirm and k == max(len(rungs), 1) - 1, rungs=len(rungs))
         if code:
+            following = f"rung {k + 2}" if k + 1 < len(rungs) else "the confirm phase" if confirm else None
+            if code == 1 and following:  # every trial of this step errored: nothing to choose the next one from
+                print(f"run.py: {following} did not start: every trial of {directory} errored", file=sys.stderr)
             return code
     if not confirm:
         return 0
@@ -388,7 +391,7 @@ def report(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
         return 130
     if summary["errors"]:
         print(f"{summary['errors']} trial(s) errored (see error.txt in their directories); retry them "
-              f"from their checkpoints with: --resume {experiment_dir} --max-failures 1", file=sys.stderr)
+              f"(from their last checkpoint, if any) with: python sweep/run.py --resume {experiment_dir} --max-failures 1", file=sys.stderr)
     if summary["unfinished"]:
         print(f"interrupted with {summary['unfinished']} trial(s) unfinished; continue with: "
               f"python sweep/run.py --resume {experiment_dir}", file=sys.stderr)

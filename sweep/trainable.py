@@ -10,14 +10,17 @@ sets CUDA_VISIBLE_DEVICES per trial, and an empty one for a trial given no GPU.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from ray import tune
@@ -70,9 +73,35 @@ def train_trial(config: dict[str, Any], smoke: bool = False, experiment_dir: str
             report_to_tune(metrics, path)
 
         try:
-            fit(cfg, report, resume_from=checkpoint_dir if checkpoint else None, checkpoint_dir=checkpoint_dir)
+            with leave_at_once_on_exit(checkpoint_dir):
+                fit(cfg, report, resume_from=checkpoint_dir if checkpoint else None, checkpoint_dir=checkpoint_dir)
         finally:
             release_gpu_memory()
+
+
+@contextlib.contextmanager
+def leave_at_once_on_exit(scratch: str) -> Iterator[None]:
+    """While a trial trains, a worker that exits (Ray's SIGTERM handler raises SystemExit in the
+    worker's main thread: a scheduler's preemption, ``kill``, a node draining) leaves at once, its
+    scratch directory removed. Else Python's shutdown stops the training thread inside torch's C++
+    code and the worker aborts with a page of native stack trace that Ray forwards to the driver's
+    console. Nothing is lost: every epoch's checkpoint was handed to Tune when it was reported, and the
+    driver names the trial in one line (sweep.console); --resume --max-failures 1 continues it."""
+    def leave() -> None:
+        shutil.rmtree(scratch, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(EXIT_WHILE_TRAINING)
+
+    atexit.register(leave)
+    try:
+        yield
+    finally:
+        atexit.unregister(leave)
+
+
+EXIT_WHILE_TRAINING = 128 + 15  # the shell's status of a process ended by SIGTERM
 
 
 def release_gpu_memory() -> None:

@@ -150,6 +150,18 @@ def write_experiment(path: Path, stale_extra: bool = True) -> Path:
     return path
 
 
+def image_folder(root: Path, per_class: int = 6, size: int = 32) -> Path:
+    """root/cat and root/dog, `per_class` PNGs each (grey levels that differ by class: learnable)."""
+    import numpy as np
+    from PIL import Image
+
+    for k, label in enumerate(("cat", "dog")):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((size, size, 3), 20 * (i % 6) + 120 * k, np.uint8)).save(root / label / f"{i}.png")
+    return root
+
+
 # ---------------------------------------------------------------------------------- a small disk
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str):

@@ -546,3 +546,93 @@ def test_an_error_found_after_ray_started_is_still_one_line(tmp_path, cli_env):
     assert proc.stderr == "run.py: error: --gpus-per-trial 1 but the largest node of the Ray cluster has 0 GPU(s)\n", \
         proc.stderr
     assert not (tmp_path / "runs").exists()  # the claim is given back, the storage path it made too
+
+
+# ------------------------------------------------------------------------------------ faults mid-sweep (issue 27)
+def trial_error_lines(console: str) -> list[str]:
+    return [line for line in console.splitlines() if line.startswith("run.py: trial ") and " errored: " in line]
+
+
+def native_noise(console: str) -> list[str]:
+    """What a worker that aborts or a trial that raises used to put on the driver's console."""
+    return [line for line in console.splitlines()
+            if any(word in line for word in ("Traceback", "SIGABRT", "Stack trace", "Fatal Python error",
+                                             "Trial task failed", "ERROR tune_controller"))]
+
+
+def test_sigterm_to_a_trial_s_worker_is_one_line_and_resume_continues_it(local_ray, tmp_path, capfd):
+    """SIGTERM to the Ray worker process of a running trial (a node draining, a scheduler's preemption,
+    `kill`): before, Ray's remote traceback and the worker's native stack dump (it aborted inside
+    torch) filled the console. Now one line names the trial, and --resume continues it from its last
+    checkpoint."""
+    experiment = tmp_path / "term"
+    termed: dict = {}
+
+    def term_first_worker():
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not termed:
+            for trial_id, trial_dir in trial_dirs(experiment).items() if screen(experiment).is_dir() else []:
+                seen = rows(trial_dir)
+                if seen and "epochs_run" not in seen[-1]:
+                    termed.update(trial_id=trial_id, pid=seen[-1]["pid"], epoch=seen[-1]["epoch"])
+                    os.kill(seen[-1]["pid"], signal.SIGTERM)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=term_first_worker, daemon=True)
+    killer.start()
+    argv = ["--space", "smoke", "--epochs", "3", "--scheduler", "fifo", "--no-confirm",
+            "--storage-path", str(tmp_path), "--name", "term"]
+    code = run.main(argv)
+    killer.join()
+    assert termed, "no trial was running when the killer looked"
+    console = "".join(capfd.readouterr())
+    assert code in (1, 130), console[-3000:]  # errored, or interrupted when Tune saved it as running
+    assert trial_error_lines(console) == [
+        f"run.py: trial train_trial_{termed['trial_id']} errored: its worker process died (it was sent SIGTERM); "
+        "the epochs it reported are kept"], console[-3000:]
+    assert not native_noise(console), "\n".join(native_noise(console))
+    assert run.main(["--resume", str(experiment), "--max-failures", "1"]) == 0
+    results = results_of(experiment)
+    assert len(results) == 2 and all(r.metrics["status"] == "finished" and r.metrics["epoch"] == 3 for r in results)
+    epochs = load(experiment).epochs.query("trial_id == @termed['trial_id']")["epoch"].tolist()
+    assert epochs == [1, 2, 3], epochs  # continued from its checkpoint: no epoch trained twice
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"ablation-trial-*{termed['pid']}*"))
+
+
+def test_the_data_folder_deleted_before_the_trials_read_it_then_resume(local_ray, tmp_path, capfd):
+    """The image folder moved away once the driver has checked it (sweep.json written), before any trial
+    reads it: every screen trial errors, and a confirm phase follows. Each trial is one line with the
+    cause (it was Ray's remote traceback per trial), the confirm phase says it did not start, exit 1;
+    with the folder back, --resume --max-failures 1 runs the screen and then the confirm phase."""
+    from tests.helpers import image_folder
+
+    folder = image_folder(tmp_path / "imgs", per_class=12)
+    experiment = tmp_path / "gone"
+
+    def move_it_away():
+        deadline = time.monotonic() + 120
+        while not (experiment / "sweep.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        folder.rename(tmp_path / "away")
+
+    mover = threading.Thread(target=move_it_away, daemon=True)
+    mover.start()
+    argv = ["--space", "smoke", "--dataset", f"imagefolder:{folder}", "--set", "subset=0", "val_fraction=0.25",
+            "--epochs", "1", "--scheduler", "fifo", "--confirm-top", "1", "--confirm-seeds", "2",
+            "--storage-path", str(tmp_path), "--name", "gone"]
+    assert run.main(argv) == 1
+    mover.join()
+    console = "".join(capfd.readouterr())
+    errors = trial_error_lines(console)
+    assert len(errors) == 2 and all(line.endswith(f"errored: imagefolder: {folder} is not a directory")
+                                    for line in errors), console[-3000:]
+    assert not native_noise(console), "\n".join(native_noise(console))
+    assert "run.py: the confirm phase did not start: every trial of screen errored" in console
+    assert f"python sweep/run.py --resume {experiment} --max-failures 1" in console
+    assert not (experiment / "confirm").exists()
+    (tmp_path / "away").rename(folder)
+    assert run.main(["--resume", str(experiment), "--max-failures", "1"]) == 0
+    trials = load(experiment).trials
+    expected = json.loads((experiment / "sweep.json").read_text())["phases"]["confirm"]["expected_trials"]
+    assert (trials["phase"] == "confirm").sum() == expected >= 2 and set(trials["stop_reason"]) == {"finished"}

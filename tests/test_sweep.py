@@ -193,16 +193,11 @@ def test_relative_paths_in_a_sweep_are_made_absolute_before_any_trial_runs(local
     """Issue 27, class 5: a relative image folder worked in train.py and failed in every sweep trial
     ('imagefolder: /tmp/ray/.../working_dirs/train_trial_.../imgs is not a directory': Ray runs each
     trial in its own directory). The driver resolves it, and a relative --init-from, once."""
-    import numpy as np
-    from PIL import Image
-
     from analysis.load import load
     from sweep.plan import absolute_paths
+    from tests.helpers import image_folder
 
-    for label in ("cat", "dog"):
-        (tmp_path / "imgs" / label).mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(tmp_path / "imgs" / label / f"{i}.png")
+    image_folder(tmp_path / "imgs")
     monkeypatch.chdir(tmp_path)
     assert absolute_paths({"dataset": {"grid": ["imagefolder:imgs", "synthetic"]}, "init_from": "ckpt/x.pt"}) == {
         "dataset": {"grid": [f"imagefolder:{tmp_path / 'imgs'}", "synthetic"]}, "init_from": str(tmp_path / "ckpt/x.pt")}
