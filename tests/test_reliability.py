@@ -29,7 +29,7 @@ import torch
 
 import train
 from sweep import run
-from tests.helpers import CountingUrlopen, fill, make_cifar_archive, tmpfs
+from tests.helpers import CountingUrlopen, fill, make_cifar_archive, needs_fashion_mnist, tmpfs
 from training import sources
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError, TrainConfig, UserError
@@ -538,6 +538,22 @@ def test_a_full_disk_stops_train_py_in_one_line_and_resume_finishes_the_same_run
     assert train.main(["--resume", str(run_dir), "--quiet"]) == 0
     assert rows_by_epoch(run_dir) == rows_by_epoch(three_runs / "a")
     assert summary_of(run_dir) == summary_of(three_runs / "a")
+
+
+@needs_fashion_mnist()
+def test_a_full_disk_while_the_dataset_cache_is_written_is_one_line_and_leaves_no_part_of_it(tmp_path, capsys):
+    """Issue 27, class 7: the dataset cache (Fashion-MNIST's, 55 MB) written onto a 30 MB disk. It was a
+    RuntimeError traceback from torch's writer; now one line naming the full disk and what to do, exit 2,
+    no part of the cache left behind, nothing of the run written."""
+    with tmpfs(tmp_path / "disk", "30m") as disk:
+        code = train.main(["--dataset", "fashion-mnist", "--data-dir", str(disk), "--epochs", "1",
+                           "--out-dir", str(tmp_path / "run"), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert err.startswith(f"train.py: error: cannot write {disk}/fashion-mnist.pt: no space left on device "
+                              "(the fashion-mnist dataset cache)") and err.count("\n") == 1, err
+        assert list(disk.iterdir()) == []  # no half-written cache, no temporary file
+    assert not (tmp_path / "run").exists()
 
 
 def test_sigterm_stops_train_py_like_ctrl_c(tmp_path):

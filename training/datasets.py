@@ -10,8 +10,6 @@ Sources: ``cifar10``, ``cifar100`` (official python archives), ``fashion-mnist``
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from training.config import DATASETS, IMAGEFOLDER_PREFIX, ConfigError, default_data_dir
-from training.download import DatasetError, DownloadError, ensure_writable_dir, publish
+from training.checkpoint import WriteError, written
+from training.download import DatasetError, DownloadError, ensure_writable_dir
 from training.sources import (CIFAR_SPECS, Payload, fashion_mnist_copy, holds_fashion_mnist, machine_copies,
                               read_cifar, read_fashion_mnist)
 from training.sources_local import SYNTHETIC_TEST, SYNTHETIC_TRAIN, make_synthetic, read_image_folder
@@ -198,14 +197,12 @@ def _build_cache(name: str, data_dir: Path, allow_download: bool) -> Payload:
     """Read the official files and write the cache atomically (several trials may build it at once)."""
     ensure_writable_dir(data_dir)
     payload = _CACHED_READERS[name](data_dir, allow_download)
-    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.", suffix=".pt.part")
-    os.close(fd)
     try:
-        torch.save(payload, tmp)
-        publish(tmp, _cache_path(name, data_dir))
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with written(_cache_path(name, data_dir)) as tmp:  # a full disk leaves no part of it behind
+            torch.save(payload, tmp)
+    except WriteError as exc:
+        raise DatasetError(f"{exc} (the {name} dataset cache); free space there, or choose another cache "
+                           "(train.py --data-dir DIR, a sweep's --set data_dir=DIR, or $ABLATION_DATA_DIR)") from None
     return payload
 
 
