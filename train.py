@@ -158,7 +158,8 @@ def load_config(path: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every check first (config, device, output path, dataset sizes, --init-from, the checkpoint to
     resume), then the dataset, then the first write."""
-    from training.checkpoint import WriteError, provenance, write_failure, write_text_atomically
+    from training.checkpoint import provenance
+    from training.files import WriteError, write_failure, write_text_atomically
     from training.datasets import dataset_sizes, prepare_dataset
     from training.loop import fit, resolve_device, resolve_precision
     from training.preflight import check_init_from, check_trial

@@ -35,7 +35,7 @@ from typing import Any
 from ray import tune
 
 from sweep.record import read_result_rows, record_path
-from training.checkpoint import WriteError, write_text_atomically
+from training.files import WriteError, write_text_atomically
 
 RESERVE_FILE = ".space-reserve"
 RESERVE_BYTES = 32 << 20  # room for Tune's last save of the experiment state and result files

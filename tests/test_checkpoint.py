@@ -10,6 +10,7 @@ import torch
 
 from tests.helpers import TINY, collect
 from training import checkpoint as ckpt
+from training import files
 from training.config import TrainConfig, UserError
 from training.loop import fit
 
@@ -47,21 +48,21 @@ def test_an_interrupted_write_leaves_the_previous_checkpoint_and_no_temporary_fi
 
 def test_a_full_disk_is_a_write_error_that_says_so_and_keeps_the_previous_file(tmp_path):
     path = tmp_path / "summary.json"
-    ckpt.write_text_atomically(path, "{}")
-    with pytest.raises(ckpt.WriteError, match="no space left on device"):
-        with ckpt.written(path) as tmp:
+    files.write_text_atomically(path, "{}")
+    with pytest.raises(files.WriteError, match="no space left on device"):
+        with files.written(path) as tmp:
             raise OSError(errno.ENOSPC, "No space left on device", tmp)
     assert path.read_text() == "{}" and leftovers(tmp_path) == []
 
 
 def test_a_file_in_the_way_of_the_directory_is_a_write_error(tmp_path):
     (tmp_path / "run").write_text("not a directory")
-    with pytest.raises(ckpt.WriteError, match="cannot write"):
+    with pytest.raises(files.WriteError, match="cannot write"):
         ckpt.save_checkpoint(tmp_path / "run" / "checkpoint", {"step": torch.tensor(1)})
 
 
 def test_written_files_are_readable_by_all_like_a_plain_open(tmp_path):
-    ckpt.write_text_atomically(tmp_path / "config.json", "{}")
+    files.write_text_atomically(tmp_path / "config.json", "{}")
     assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0600
 
 

@@ -5,7 +5,8 @@ never importing Ray (the sweep wraps ``training.loop.fit``).
 ``training.loop`` runs one trial (``fit``) and ``training.status`` names the status it reports;
 ``training.engine`` is the hot loop of one epoch and one evaluation; ``training.optim`` builds the
 optimiser and schedule; ``training.checkpoint`` writes checkpoints that resume a trial exactly, and
-every run's provenance; ``training.metrics`` measures params, FLOPs, size and latency;
+every run's provenance, through ``training.files``, which writes every file of a run or a report whole
+or not at all; ``training.metrics`` measures params, FLOPs, size and latency;
 ``training.datasets`` loads a dataset as uint8 tensors, read by ``training.sources`` (CIFAR,
 Fashion-MNIST) and ``training.sources_local`` (synthetic, image folders) after ``training.download``
 fetched and verified it; ``training.loader`` splits and batches it on the device, and

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from training.config import DATASETS, IMAGEFOLDER_PREFIX, ConfigError, default_data_dir
-from training.checkpoint import WriteError, written
+from training.files import WriteError, written
 from training.download import DatasetError, DownloadError, ensure_writable_dir
 from training.sources import (CIFAR_SPECS, Payload, fashion_mnist_copy, holds_fashion_mnist, machine_copies,
                               read_cifar, read_fashion_mnist)

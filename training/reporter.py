@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from training import status
-from training.checkpoint import WriteError, write_failure
+from training.files import WriteError, write_failure
 from training.config import TrainConfig
 from training.preflight import few_steps
 
