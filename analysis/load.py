@@ -218,6 +218,13 @@ def check_frames(path: Path, trials: pd.DataFrame, epochs: pd.DataFrame) -> None
                 raise ExperimentError(f"{path / name}: column {column} holds {frame[column].iloc[row]!r} (row "
                                       f"{row + 2}), not a number: not a frame a report wrote, or a damaged one")
             frame[column] = values
+    for column, parts in (("trial_id", 1), ("trial_dir", 2)):  # names the tools join to paths: never out of it
+        names = trials[column].dropna().astype(str) if column in trials else pd.Series(dtype=str)
+        odd = names[~names.map(lambda name: 0 < len(name.split("/")) <= parts
+                               and all(record.plain_name(part) for part in name.split("/")))]
+        if len(odd):
+            raise ExperimentError(f"{path / trials_csv}: column {column} holds {odd.iloc[0]!r}, which leads out "
+                                  "of the experiment's directory: not a frame a report wrote")
     for column, allowed in (("stop_reason", record.STOP_REASONS), ("phase", record.PHASES)):
         odd = trials[column].notna() & ~trials[column].isin(allowed)
         if odd.any():

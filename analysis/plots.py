@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import norm
 
+from training.files import written
+
 LABELS = {"val_acc": "validation accuracy (%)", "train_acc": "train accuracy (%)",
           "test_acc": "test accuracy (%)", "train_loss": "train loss", "val_loss": "validation loss",
           "val_acc_at_epoch": "validation accuracy at the compared epoch (%)",
@@ -35,8 +37,9 @@ def words(name: str) -> str:
 
 
 def save(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG (the Agg canvas; no display needed)."""
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    """Write `fig` as a PNG (the Agg canvas; no display needed), whole or not at all (training.files)."""
+    with written(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return Path(path)
 
 

@@ -50,7 +50,11 @@ def read_directory(path: Path, phase: str, prefix: str, smoke: bool, rung: int |
     screen's `rung` under successive halving), their ``trial_dir`` relative to the experiment
     (`prefix`: the phase's directory and a slash)."""
     read = DirectoryRead(with_unsaved_trials(read_state(path), path))
-    for trial_id, info in sorted(read.state.items()):
+    for trial_id, info in sorted(read.state.items(), key=lambda item: str(item[0])):
+        if not (record.plain_name(trial_id) and record.inside(path, info["relative_logdir"])):
+            read.skipped.append(f"{prefix}{trial_id!r} (its trial id or directory {info['relative_logdir']!r} in "
+                                f"the experiment's files leads out of {path}: not read)")
+            continue
         try:
             row, results = read_trial(path / info["relative_logdir"], trial_id, info, smoke)
         except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:  # files not as Ray writes them

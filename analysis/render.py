@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from training.files import write_text_atomically
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -95,11 +97,11 @@ def write_table(table: pd.DataFrame, path_stem: Path, fmt: str, digits: int = 2)
     ``.md``; returns the file written."""
     path = path_stem.with_suffix(f".{fmt}")
     if fmt == "csv":
-        table.to_csv(path, index=False)
+        write_text_atomically(path, table.to_csv(index=False))
     elif fmt == "tex":
-        path.write_text(table.to_latex(index=False, escape=True, float_format=f"%.{digits}f", na_rep="--"))
+        write_text_atomically(path, table.to_latex(index=False, escape=True, float_format=f"%.{digits}f", na_rep="--"))
     else:
-        path.write_text(to_markdown(table, digits) + "\n")
+        write_text_atomically(path, to_markdown(table, digits) + "\n")
     return path
 
 

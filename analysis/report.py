@@ -40,6 +40,7 @@ from analysis.verdicts import verdict_section  # noqa: E402
 from sweep import record  # noqa: E402
 from training.cli import Parser, finite_float, run_cli  # noqa: E402
 from training.config import UserError  # noqa: E402
+from training.files import write_text_atomically  # noqa: E402
 
 MEANING = {"finished": "ran every epoch", "early_stopped": "stopped by its own patience (early_stop_patience)",
            "diverged": "loss became NaN/inf", "scheduler_stopped": "stopped early by the scheduler (ASHA)",
@@ -458,7 +459,8 @@ def per_class_section(trials: pd.DataFrame, factors: list[str], k: int = 12) -> 
 
 def write_report(exp: Experiment, out: Path, fmt: str = "md",
                  margin: float = effects.EQUIVALENCE_MARGIN) -> Path:
-    """Write report.md, one PNG per figure, trials.csv, epochs.csv (and table files for csv/tex)."""
+    """Write report.md, one PNG per figure, trials.csv, epochs.csv (and table files for csv/tex), each
+    whole or not at all (training.files: a symbolic link in `out` is replaced, never written through)."""
     out.mkdir(parents=True, exist_ok=True)
     parts = [f"# Sweep report: {exp.path.name}"]
     for section in sections(exp, margin):
@@ -472,31 +474,49 @@ def write_report(exp: Experiment, out: Path, fmt: str = "md",
             plots.save(section.figure, out / f"{section.name}.png")
             parts.append(f"![{section.title}]({section.name}.png)")
     trials_csv, epochs_csv = record.FRAMES
-    exp.trials.to_csv(out / trials_csv, index=False)
-    exp.epochs.to_csv(out / epochs_csv, index=False)
+    write_text_atomically(out / trials_csv, exp.trials.to_csv(index=False))
+    write_text_atomically(out / epochs_csv, exp.epochs.to_csv(index=False))
     if exp.sweep:  # with the frames, a directory this module reads again without the trials' files
-        (out / record.SWEEP_FILE).write_text(json.dumps(exp.sweep, indent=1, default=str) + "\n")
+        write_text_atomically(out / record.SWEEP_FILE, json.dumps(exp.sweep, indent=1, default=str) + "\n")
     alone = record.read_latency_alone(exp.path)
     if alone and out.resolve() != exp.path.resolve():  # the front's latency measured alone, with them
-        (out / record.LATENCY_FILE).write_text(json.dumps(alone, indent=1) + "\n")
+        write_text_atomically(out / record.LATENCY_FILE, json.dumps(alone, indent=1) + "\n")
     path = out / "report.md"
-    path.write_text("\n\n".join(parts) + "\n")
+    write_text_atomically(path, "\n\n".join(parts) + "\n")
     return path
 
 
-def check_out(out: Path) -> Path:
-    """--out as given, refused when it is a file or an experiment's own directory (a report writes
-    sweep.json, trials.csv and epochs.csv there: it would overwrite the experiment's record); a
-    report's own directory (frames) may be written again."""
+def check_out(out: Path | None, exp: Experiment) -> Path:
+    """Where the report of `exp` goes: --out as given, else RUN_DIR/report. Refused: a file; an
+    experiment's own directory or phase (a report writes sweep.json, trials.csv and epochs.csv there: it
+    would overwrite the experiment's record); a directory inside a trial's directory, or inside another
+    experiment (a report there overwrites that experiment's own report); a RUN_DIR/report that is a
+    symbolic link leading out of the experiment. A report's own directory (frames) may be written again."""
     from analysis.load import is_frames
     from analysis.ray_files import is_experiment
 
+    def a_record(directory: Path) -> bool:
+        return is_experiment(directory) and not is_frames(directory, record.read_sweep(directory))
+
+    own = exp.path.resolve()
+    if out is None:
+        out = exp.path / "report"
+        if not out.resolve().is_relative_to(own):
+            raise UserError(f"{out} is a symbolic link to {out.resolve()}, outside the experiment: the report does "
+                            "not write through it (--out DIR writes to a directory you name)")
+        return out
     resolved = out.expanduser().resolve()
     if resolved.exists() and not resolved.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
-    if resolved.is_dir() and is_experiment(resolved) and not is_frames(resolved, record.read_sweep(resolved)):
+    if resolved.is_dir() and a_record(resolved):
         raise UserError(f"--out {out} is an experiment's directory: the report's sweep.json and frames would "
                         "overwrite its record; choose another directory (the default is RUN_DIR/report)")
+    for directory in (resolved, *resolved.parents):
+        if (directory / "params.json").is_file():
+            raise UserError(f"--out {out} is inside the trial directory {directory}: choose a directory of its own")
+        if directory != resolved and a_record(directory) and not (directory == own or directory.is_relative_to(own)):
+            raise UserError(f"--out {out} is inside another experiment, {directory}: the report would overwrite "
+                            "that experiment's files; choose a directory of its own")
     return out
 
 
@@ -517,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         exp = load(args.run_dir)
-        out = check_out(Path(args.out)) if args.out else exp.path / "report"
+        out = check_out(Path(args.out) if args.out else None, exp)
         path = write_report(exp, out, args.format, args.margin)
     except (UserError, OSError) as exc:
         print(f"report: error: {exc}", file=sys.stderr)

@@ -248,14 +248,14 @@ def phase_record(phases: Any, name: str) -> dict[str, Any] | None:
     one plain directory name; a screen's ``rungs``, if any, a list of objects each with a plain
     ``dir`` and a whole ``budget`` >= 1); a non-integer trial count is left out (of a rung too)."""
     spec = phases.get(name) if isinstance(phases, dict) else None
-    if not (isinstance(spec, dict) and _plain_dir(spec.get("dir"))):
+    if not (isinstance(spec, dict) and plain_name(spec.get("dir"))):
         return None
     if not _is_count(spec.get("expected_trials", 0)):
         spec = {k: v for k, v in spec.items() if k != "expected_trials"}
     if "rungs" in spec:
         rungs = spec["rungs"]
         if not (isinstance(rungs, list) and rungs and all(
-                isinstance(r, dict) and _plain_dir(r.get("dir")) and _is_count(r.get("budget")) and r["budget"] >= 1
+                isinstance(r, dict) and plain_name(r.get("dir")) and _is_count(r.get("budget")) and r["budget"] >= 1
                 for r in rungs)):
             return None
         spec = {**spec, "rungs": [r if _is_count(r.get("expected_trials", 0)) else
@@ -263,8 +263,16 @@ def phase_record(phases: Any, name: str) -> dict[str, Any] | None:
     return spec
 
 
-def _plain_dir(name: Any) -> bool:
+def plain_name(name: Any) -> bool:
+    """Whether `name` (a phase's directory, a trial id, a trial's directory, read from the experiment's
+    own files) names one entry of its directory: never a path that leaves it."""
     return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def inside(base: Path, name: Any) -> bool:
+    """Whether `base/name` is a plain name's entry of `base` that, its symbolic links followed, is
+    still inside `base`."""
+    return plain_name(name) and (Path(base) / name).resolve().is_relative_to(Path(base).resolve())
 
 
 def screen_rungs(record: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -805,3 +806,79 @@ def test_the_report_refuses_an_out_that_is_a_file_or_an_experiment_s_own_directo
     copy = tmp_path / "frames"  # a report's own directory may be written again (results/ is regenerated so)
     shutil.copytree(frames, copy)
     assert report.main([str(copy), "--out", str(copy)]) == 0
+
+
+def test_paths_in_an_experiment_s_files_never_lead_out_of_it(tmp_path, capsys):
+    """Issue 27, class 4: a trial id or trial directory holding `..` in Ray's experiment state, a trial
+    directory that is a symbolic link out of the experiment, a frames file whose trial id or trial_dir
+    leads out: the trial is not read (the report names it as skipped) or the file is refused in one line;
+    nothing outside is read or written."""
+    from analysis import report
+    from analysis.load import load
+    from tests.helpers import trial_dir_name, write_experiment
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    experiment = write_experiment(tmp_path / "exp", stale_extra=False)
+    state = experiment / "experiment_state-2026-01-01_00-00-00.json"
+    entries = json.loads(state.read_text())["trial_data"]
+    escaped = json.loads(entries[0][0])
+    escaped.update(trial_id="../../outside/x", relative_logdir=f"../outside/{escaped['relative_logdir']}")
+    entries[0][0] = json.dumps(escaped)
+    linked = json.loads(entries[1][0])  # its directory replaced by a link to a copy outside
+    shutil.move(experiment / linked["relative_logdir"], outside / "copy")
+    (experiment / linked["relative_logdir"]).symlink_to(outside / "copy", target_is_directory=True)
+    state.write_text(json.dumps({"trial_data": entries}))
+    (outside / trial_dir_name("aaaaa_00000", "none")).mkdir()  # where the escaped entry points
+    exp = load(experiment)
+    assert "aaaaa_00001" not in set(exp.trials["trial_id"]) and "../../outside/x" not in set(exp.trials["trial_id"])
+    assert len(exp.skipped) == 2 and all("leads out of" in s for s in exp.skipped), exp.skipped
+    assert report.main([str(experiment)]) == 0
+    text = (experiment / "report" / "report.md").read_text()
+    assert text.count("Skipped (its files could not be read): ") == 2 and "leads out of" in text
+    before = sorted(p.relative_to(outside) for p in outside.rglob("*"))
+    # frames (a report's directory) whose trial id or trial_dir leads out: one line each
+    frames = experiment / "report"
+    trials_csv = (frames / "trials.csv").read_text()
+    for column, value in (("trial_id", "../../outside"), ("trial_dir", "../outside/x")):
+        frame = pd.read_csv(io.StringIO(trials_csv))
+        frame[column] = frame[column].astype(object)
+        frame.loc[0, column] = value
+        frame.to_csv(frames / "trials.csv", index=False)
+        assert report.main([str(frames), "--out", str(tmp_path / "again")]) == 2
+        err = one_line_error(capsys.readouterr().err, "report")
+        assert f"column {column} holds {value!r}, which leads out of the experiment's directory" in err, err
+    assert sorted(p.relative_to(outside) for p in outside.rglob("*")) == before
+
+
+def test_the_report_replaces_a_symbolic_link_in_its_directory_and_refuses_another_experiment_s(tmp_path, capsys):
+    """Issue 27, class 4: a symbolic link inside the report's directory (report.md -> a file elsewhere)
+    was written through; RUN_DIR/report a link out of the experiment; --out inside another experiment
+    (its own report would be overwritten) or inside a trial's directory."""
+    from analysis import report
+    from tests.helpers import write_experiment
+
+    experiment = write_experiment(tmp_path / "exp")
+    other = write_experiment(tmp_path / "other")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").symlink_to(victim)
+    (out / "trials.csv").symlink_to(victim)
+    assert report.main([str(experiment), "--out", str(out)]) == 0
+    assert victim.read_text() == "keep me"
+    assert not (out / "report.md").is_symlink() and (out / "report.md").read_text().startswith("# Sweep report")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (experiment / "report").symlink_to(elsewhere, target_is_directory=True)
+    assert report.main([str(experiment)]) == 2
+    assert "is a symbolic link to" in one_line_error(capsys.readouterr().err, "report")
+    assert list(elsewhere.iterdir()) == []
+    trial_dir = next(p for p in other.iterdir() if (p / "params.json").is_file())
+    for target, said in ((other / "report", f"is inside another experiment, {other}"),
+                         (other / "report" / "deeper", f"is inside another experiment, {other}"),
+                         (trial_dir / "report", "is inside the trial directory")):
+        assert report.main([str(experiment), "--out", str(target)]) == 2
+        assert said in one_line_error(capsys.readouterr().err, "report")
+    assert not (other / "report").exists() and not (trial_dir / "report").exists()
