@@ -151,7 +151,28 @@ def load(run_dir: str | Path) -> Experiment:
         hint = f"; experiments inside: {', '.join(inside)}" if inside else "; pass STORAGE/NAME"
         raise ExperimentError(f"{path} is not a Ray Tune experiment directory (no experiment_state-*.json, "
                               f"sweep.json or trial directories){hint}")
-    return from_reads(path, read, sweep)
+    return from_reads(path, [without_odd_numbers(part) for part in read], sweep)
+
+
+def without_odd_numbers(part: DirectoryRead) -> DirectoryRead:
+    """`part` without the trials whose row (its config, its final metrics) or result rows hold
+    something other than a number where the analysis computes with one (a damaged or foreign
+    result.json or trial_config.json): each such trial is named among the skipped, with the key and value."""
+    numeric = {*NUMERIC_TRIAL_COLUMNS, *(f for f, kind in field_types().items() if kind in (int, float))}
+    in_results = {*(c for c in EPOCH_COLUMNS if c not in TEXT_EPOCH_COLUMNS), *SUMMARY_COLUMNS}
+    kept = DirectoryRead(part.state, skipped=list(part.skipped))
+    for row, results in zip(part.rows, part.results):
+        odd = next(((f"trial_config.json or result.json: {key}", value) for key, value in row.items()
+                    if (key in numeric or str(key).startswith(CLASS_PREFIX)) and not record.is_number(value)), None)
+        odd = odd or next(((f"result.json: {key}", value) for result in results for key, value in result.items()
+                           if key in in_results and not record.is_number(value)), None)
+        if odd:
+            kept.skipped.append(f"{row['trial_dir'].rsplit('/', 1)[0] + '/' if '/' in row['trial_dir'] else ''}"
+                                f"{row['trial_id']} ({odd[0]} holds {odd[1]!r}, not a number)")
+            continue
+        kept.rows.append(row)
+        kept.results.append(results)
+    return kept
 
 
 def from_reads(path: Path, read: list[DirectoryRead], sweep: dict[str, Any]) -> Experiment:

@@ -40,6 +40,8 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
         if trials or front:
             raise UserError(f"{run_dir} is a train.py run (one model): --trial and --front are for sweeps")
         summary = record.read_json(run_dir / "summary.json", dict) or {}
+        if not record.is_number(summary.get("test_acc")):
+            raise UserError(f"{run_dir / 'summary.json'}: test_acc holds {summary['test_acc']!r}, not a number")
         return [Source(run_dir.name, record.read_trial_config(run_dir / record.RUN_CONFIG_FILE),
                        newest_checkpoint(run_dir), number_or_none(summary.get("test_acc")))]
     from analysis.effects import completed
@@ -108,6 +110,9 @@ def build_model(source: Source, num_classes: int) -> torch.nn.Module:
 
     saved = ckpt.load_checkpoint(source.checkpoint)
     weights = saved.get("best_model") or ckpt.model_weights(saved)
+    if not (isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
+        raise UserError(f"{source.checkpoint} holds no model weights (its best_model or model is a "
+                        f"{type(weights).__name__}, not a state dict of tensors)")
     model = create_model(replace_pretrained(source.cfg), num_classes)
     try:
         model.load_state_dict(weights)

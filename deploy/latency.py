@@ -16,6 +16,7 @@ import torch
 
 from deploy.choose import Source, number_or_none, build_model, newest_checkpoint
 from sweep import record
+from training.files import write_text_atomically
 
 BATCHES = (1, 32)  # latency batch sizes
 
@@ -104,7 +105,7 @@ def remeasure_front(run_dir: Path, objectives: list[list[str]], threads: int = 1
              "other_load": max(known) if known else None,  # the busiest of the models' timing windows
              "which": "every trial that ran to its end" if latency_objective else "the front's trials",
              "trials": measured}
-    (run_dir / record.LATENCY_FILE).write_text(json.dumps(alone, indent=2))
+    write_text_atomically(run_dir / record.LATENCY_FILE, json.dumps(alone, indent=2))
     return alone
 
 

@@ -28,6 +28,7 @@ import torch
 
 from deploy.choose import Source, build_model
 from deploy.latency import BATCHES, OtherLoad, machine
+from training.files import write_text_atomically
 
 ATOL, RTOL = 1e-4, 1e-4  # ONNX fp32 logits against PyTorch's (float reassociation differs by ~1e-6)
 VERIFY_IMAGES = 512  # test images the fp32 ONNX model is checked on
@@ -167,8 +168,8 @@ def export_one(source: Source, out: Path, threads: int, calibration: int, repeat
               "tolerance": {"atol": ATOL, "rtol": RTOL, "images": len(sample)},
               "calibration_images": len(calib_x), "threads": threads, "repeats": repeats,
               "machine": machine(), "other_load": load.share, "busy_note": load.note(), "rows": rows}
-    (out / "export.json").write_text(json.dumps(record, indent=2))
-    (out / "export.md").write_text(markdown(record))
+    write_text_atomically(out / "export.json", json.dumps(record, indent=2))
+    write_text_atomically(out / "export.md", markdown(record))
     return record
 
 

@@ -16,6 +16,7 @@ from ray import tune
 
 from sweep.plan import Plan
 from sweep.record import SWEEP_FILE, filesystem_of, phase_specs, read_sweep
+from sweep.vocabulary import check_param
 from training.config import UserError
 
 
@@ -32,7 +33,10 @@ def load_plan(experiment_dir: str) -> tuple[Plan, dict[str, Any]]:
                  "plan, nothing ran: remove it and start again") if _is_empty_dir(experiment_dir) else ""
         raise UserError(f"{experiment_dir} is not an experiment directory (no tuner.pkl or {SWEEP_FILE}){empty}")
     record = read_sweep(experiment_dir, needs=("plan", "params"))
-    return Plan.from_record(record["plan"], f"{experiment_dir}/{SWEEP_FILE}"), record
+    where = f"{experiment_dir}/{SWEEP_FILE}"
+    for key, spec in record["params"].items():  # each axis as a space file's is checked (a malformed one
+        check_param(str(key), spec, f"{where}: params.{key}")  # was a TypeError or KeyError inside Ray Tune)
+    return Plan.from_record(record["plan"], where), record
 
 
 def claim(experiment_dir: str) -> str:

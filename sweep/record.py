@@ -172,12 +172,18 @@ def read_result_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def read_latency_alone(run_dir: str | Path) -> dict[str, Any] | None:
-    """RUN_DIR/latency_alone.json (deploy.latency.remeasure_front), or None without a readable one."""
+    """RUN_DIR/latency_alone.json (deploy.latency.remeasure_front), or None without a readable one
+    (missing, not JSON, or not of the shape it writes: trial id -> {"latency_ms_b1": number, ...})."""
     try:
         data = json.loads((Path(run_dir) / LATENCY_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("trials"), dict) else None
+    trials = data.get("trials") if isinstance(data, dict) else None
+    if not (isinstance(trials, dict) and all(
+            isinstance(v, dict) and all(is_number(x) for k, x in v.items() if str(k).startswith("latency"))
+            for v in trials.values())):
+        return None
+    return data
 
 
 def read_sweep(location: str | Path, needs: Iterable[str] = ()) -> dict[str, Any]:
@@ -321,6 +327,11 @@ def expected_trials(record: Mapping[str, Any], phase: str, rung: int | None = No
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number or nothing (None, NaN): never text, a list, an object or a bool."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def _objectives(value: Any) -> bool:

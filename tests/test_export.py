@@ -86,6 +86,41 @@ def test_bad_run_directories_are_one_line_exit_2(fashion_mnist_run, tmp_path, ca
     assert not (no_checkpoint / "export").exists()
 
 
+def test_damaged_files_of_a_run_are_one_line_exit_2(fashion_mnist_run, tmp_path, capsys):
+    """Issue 27, class 3: the export's own reads. A summary whose test accuracy is text (a ValueError
+    traceback) and a checkpoint whose best weights are a string (a TypeError from load_state_dict)."""
+    import json
+
+    import torch
+
+    text_acc = shutil.copytree(fashion_mnist_run, tmp_path / "text-acc")
+    summary = json.loads((text_acc / "summary.json").read_text())
+    (text_acc / "summary.json").write_text(json.dumps({**summary, "test_acc": "abc"}))
+    no_weights = shutil.copytree(fashion_mnist_run, tmp_path / "no-weights")
+    saved = torch.load(no_weights / "checkpoint" / "checkpoint.pt", weights_only=True)
+    torch.save({**saved, "best_model": "abc"}, no_weights / "checkpoint" / "checkpoint.pt")
+    for run_dir, words in ((text_acc, "summary.json: test_acc holds 'abc', not a number"),
+                           (no_weights, "holds no model weights (its best_model or model is a str")):
+        assert export.main([str(run_dir), "--repeats", "1", "--calibration", "8"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+        assert not (run_dir / "export").exists()
+
+
+def test_a_latency_file_of_the_wrong_shape_is_read_as_none(tmp_path):
+    """latency_alone.json whose trials' figures are text or not objects: as if it were missing (the
+    front is drawn from the in-trial latencies), never an AttributeError in the report or the export."""
+    import json
+
+    from sweep.record import LATENCY_FILE, read_latency_alone
+
+    good = {"trials": {"a_00000": {"latency_ms_b1": 1.5, "latency_ms_b32": 9.0}}}
+    for data, expected in ((good, good), ({"trials": {"a_00000": "fast"}}, None),
+                           ({"trials": {"a_00000": {"latency_ms_b1": "fast"}}}, None), ({"trials": []}, None)):
+        (tmp_path / LATENCY_FILE).write_text(json.dumps(data))
+        assert read_latency_alone(tmp_path) == expected
+
+
 def test_the_script_runs_from_the_repository_root(tmp_path):
     proc = subprocess.run([sys.executable, "deploy/export.py", str(tmp_path / "none")], capture_output=True,
                           text=True, cwd=ROOT)

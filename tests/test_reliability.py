@@ -785,6 +785,45 @@ def test_resume_of_a_plan_with_a_field_of_the_wrong_type_is_one_line(key, value,
     assert said in one_line_error(capsys.readouterr().err, "run.py")
 
 
+@pytest.mark.parametrize("axis, said", [({"loguniform": [1]}, "params.attention: loguniform needs a float field"),
+                                         ({"bogus": 1}, "params.attention: expected a value or one of {grid"),
+                                         ({"grid": "none"}, "params.attention: grid needs a non-empty list"),
+                                         ({"grid": [[1]]}, "params.attention: attention=[1] has the wrong type")])
+def test_resume_of_a_malformed_search_axis_is_one_line(axis, said, tmp_path, capsys):
+    """Issue 27, class 3: a search axis in sweep.json's params that no space file could hold (a TypeError
+    inside Ray Tune's loguniform, a KeyError for an unknown kind) is checked as a space file's axis is."""
+    from sweep.plan import Plan
+
+    experiment = tmp_path / "exp"
+    experiment.mkdir()
+    plan = Plan(str(experiment), "grid", "fifo", 1, 2, 1, 3.0, 1.0, 0.0, None, 0, 0, phase_dir="screen")
+    (experiment / "sweep.json").write_text(json.dumps({"plan": dataclasses.asdict(plan), "params": {
+        "dataset": "synthetic", "attention": axis}, "phases": {"screen": {"dir": "screen"}}}))
+    assert run.main(["--resume", str(experiment)]) == 2
+    assert f"{experiment}/sweep.json: {said}" in one_line_error(capsys.readouterr().err, "run.py")
+
+
+def test_a_trial_whose_results_hold_text_for_a_number_is_skipped_and_named(tmp_path):
+    """Issue 27, class 3: a result.json whose metric is text or a list (a ValueError traceback from
+    pandas in the report and the export); the trial is left out and named, the others analysed."""
+    from analysis import report
+    from analysis.load import load
+    from tests.helpers import TRIALS, trial_dir_name, write_experiment
+
+    experiment = write_experiment(tmp_path / "exp")
+    status, attention, results, _ = TRIALS["aaaaa_00000"]
+    damaged = experiment / trial_dir_name("aaaaa_00000", attention) / "result.json"
+    lines = damaged.read_text().splitlines()
+    last = json.loads(lines[-1])
+    last["test_acc"] = "abc"
+    damaged.write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    exp = load(experiment)
+    assert "aaaaa_00000" not in set(exp.trials["trial_id"]) and len(exp.trials) == len(TRIALS)  # 6 - 1 + the stale one
+    assert any("aaaaa_00000 (trial_config.json or result.json: test_acc holds 'abc', not a number)" in s
+               for s in exp.skipped), exp.skipped
+    assert report.main([str(experiment), "--out", str(tmp_path / "out")]) == 0
+
+
 # ------------------------------------------------------------ issue 27, class 4: where output goes
 def test_the_report_refuses_an_out_that_is_a_file_or_an_experiment_s_own_directory(tmp_path, capsys):
     """Before: `[Errno 17] File exists` for a file, and `--out EXPERIMENT` wrote the report's
