@@ -33,7 +33,7 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: 
     made = exp.claim(plan.experiment_dir)
     try:
         prepare_data(params["data_dir"], record["datasets"])
-        with connected(args.address):
+        with exp.driving(plan.experiment_dir), connected(args.address):
             packing = sweep_packing(params, plan, record) if args.gpus_per_trial is None and cluster_gpus() else None
             plan.gpus_per_trial = check_resources(plan.cpus_per_trial,
                                                   packing.share if packing else args.gpus_per_trial)
@@ -56,53 +56,57 @@ def resume(args: argparse.Namespace) -> int:
     """--resume DIR: the experiment's own plan from sweep.json, each phase where it stopped. The
     cluster address may change, and --max-failures N > 0 (or the experiment's own) resumes errored
     trials from their checkpoints."""
-    plan, record = recorded(args.resume)
-    retries = plan.max_failures if args.max_failures is None else args.max_failures
-    with connected(args.address):
-        check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
-        left = []
-        steps = sweep_phases.phase_plans(record, plan)
-        for name, (_, phase) in steps.items():
-            done, todo = exp.phase_left(phase, phase_expected(record, name), retried(record, name, retries > 0))
-            left.append(f"{done} done, {todo} left" + (f" ({name})" if len(steps) > 1 or CONFIRM in record["phases"]
-                                                       else ""))
-        print(f"resuming {plan.experiment_dir}: {'; '.join(left)}", flush=True)
-        return run_phases(plan, record, retry_errored=retries > 0)
+    with contextlib.ExitStack() as held:  # the experiment, held for this driver
+        plan, record = recorded(args.resume, held)
+        retries = plan.max_failures if args.max_failures is None else args.max_failures
+        with connected(args.address):
+            check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
+            left = []
+            steps = sweep_phases.phase_plans(record, plan)
+            for name, (_, phase) in steps.items():
+                done, todo = exp.phase_left(phase, phase_expected(record, name), retried(record, name, retries > 0))
+                named = len(steps) > 1 or CONFIRM in record["phases"]
+                left.append(f"{done} done, {todo} left" + (f" ({name})" if named else ""))
+            print(f"resuming {plan.experiment_dir}: {'; '.join(left)}", flush=True)
+            return run_phases(plan, record, retry_errored=retries > 0)
 
 
 def confirm_again(args: argparse.Namespace) -> int:
     """--confirm DIR: the confirm phase of a screened experiment, added or run again with other
     --confirm-top/--confirm-seeds. An earlier confirm phase keeps its directory and stays listed in
     sweep.json (phases.earlier_confirms); the report reads the newest."""
-    plan, record = recorded(args.confirm)
-    if plan.objectives:
-        raise UserError(f"{plan.experiment_dir} ran a multi-objective search: it has a front, not a best arm to "
-                        "confirm")
-    if not plan.phase_dir:
-        raise UserError(f"{plan.experiment_dir} was recorded before sweeps had phases: it cannot take a confirm "
-                        "phase; run the space again")
-    phases = record["phases"]
-    previous = phases.get(CONFIRM) or {}
-    earlier = phases.get("earlier_confirms", []) + ([previous] if previous.get("arms") else [])  # one that ran
-    top = args.confirm_top or previous.get("top", sweep_phases.CONFIRM_TOP)
-    seeds = args.confirm_seeds or len(previous.get("seeds", [])) or sweep_phases.CONFIRM_SEEDS
-    name = CONFIRM if not earlier else f"{CONFIRM}-{len(earlier) + 1}"
-    with connected(args.address):
-        check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
-        if not screen_ended(plan, record):
-            raise UserError(f"the screen of {plan.experiment_dir} is unfinished: continue it first with "
-                            f"--resume {plan.experiment_dir}")
-        phases[CONFIRM] = sweep_phases.new_confirm(record["params"], top, seeds, name)
-        if earlier:
-            phases["earlier_confirms"] = earlier
-        write_sweep(plan.experiment_dir, record)
-        return run_phases(plan, record, retry_errored=False)
+    with contextlib.ExitStack() as held:  # the experiment, held for this driver
+        plan, record = recorded(args.confirm, held)
+        if plan.objectives:
+            raise UserError(f"{plan.experiment_dir} ran a multi-objective search: it has a front, not a best arm to "
+                            "confirm")
+        if not plan.phase_dir:
+            raise UserError(f"{plan.experiment_dir} was recorded before sweeps had phases: it cannot take a confirm "
+                            "phase; run the space again")
+        phases = record["phases"]
+        previous = phases.get(CONFIRM) or {}
+        earlier = phases.get("earlier_confirms", []) + ([previous] if previous.get("arms") else [])  # one that ran
+        top = args.confirm_top or previous.get("top", sweep_phases.CONFIRM_TOP)
+        seeds = args.confirm_seeds or len(previous.get("seeds", [])) or sweep_phases.CONFIRM_SEEDS
+        name = CONFIRM if not earlier else f"{CONFIRM}-{len(earlier) + 1}"
+        with connected(args.address):
+            check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
+            if not screen_ended(plan, record):
+                raise UserError(f"the screen of {plan.experiment_dir} is unfinished: continue it first with "
+                                f"--resume {plan.experiment_dir}")
+            phases[CONFIRM] = sweep_phases.new_confirm(record["params"], top, seeds, name)
+            if earlier:
+                phases["earlier_confirms"] = earlier
+            write_sweep(plan.experiment_dir, record)
+            return run_phases(plan, record, retry_errored=False)
 
 
-def recorded(location: str) -> tuple[Plan, dict[str, Any]]:
-    """The screen's plan and sweep.json of an existing experiment (which may have moved)."""
+def recorded(location: str, held: contextlib.ExitStack) -> tuple[Plan, dict[str, Any]]:
+    """The screen's plan and sweep.json of an existing experiment (which may have moved), held for this
+    driver until `held` closes (exp.driving: before the repair below writes anything)."""
     experiment_dir = absolute_location(location)
     plan, record = exp.load_plan(experiment_dir)
+    held.enter_context(exp.driving(experiment_dir))
     for _, directory, _ in phase_directories(record):  # a state file a kill cut short (sweep.storage)
         for line in storage.repair_state(f"{experiment_dir}/{directory}"):
             print(f"note: {directory}/{line}", flush=True)

@@ -1,15 +1,17 @@
-"""A sweep's experiment directory: claimed atomically, its recorded plan read back for --resume,
-what each phase has left to run, and the summary the console prints.
+"""A sweep's experiment directory: claimed atomically, held by one driver at a time, its recorded plan
+read back for --resume, what each phase has left to run, and the summary the console prints.
 
 The files are the experiment record's (:mod:`sweep.record`); a storage URI (s3://...) is read and
 written through pyarrow's filesystems, as Ray does.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 from ray import tune
@@ -67,6 +69,33 @@ def claim(experiment_dir: str) -> str:
     except OSError as exc:
         raise UserError(unwritable.format(experiment_dir, exc.strerror or exc)) from None
     return str(made)
+
+
+@contextlib.contextmanager
+def driving(experiment_dir: str) -> Iterator[None]:
+    """Hold the experiment for this driver while it runs (a start once it has claimed the directory, a
+    --resume, a --confirm): an exclusive flock(2) on the directory itself, so nothing is written for it,
+    and the kernel lets go when the process ends, SIGKILL included (never a stale lock). A second driver
+    of the same experiment meanwhile is one line: two would restore one Ray Tune state and write one
+    sweep.json. Not held on an object store (s3://...) nor where the filesystem has no flock."""
+    fd = None
+    if "://" not in experiment_dir:
+        with contextlib.suppress(OSError):  # a missing directory is the caller's one line to give
+            fd = os.open(experiment_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"{experiment_dir} is being run by another sweep/run.py (a start, --resume or "
+                                "--confirm of it that has not ended): wait for it to end, or stop it, then "
+                                f"--resume {experiment_dir}") from None
+            except OSError:
+                pass  # a filesystem without flock: not held
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def release_claim(experiment_dir: str, made: str) -> None:

@@ -603,8 +603,10 @@ def test_sigterm_to_a_trial_s_worker_is_one_line_and_resume_continues_it(local_r
 def test_the_data_folder_deleted_before_the_trials_read_it_then_resume(local_ray, tmp_path, capfd):
     """The image folder moved away once the driver has checked it (sweep.json written), before any trial
     reads it: every screen trial errors, and a confirm phase follows. Each trial is one line with the
-    cause (it was Ray's remote traceback per trial), the confirm phase says it did not start, exit 1;
-    with the folder back, --resume --max-failures 1 runs the screen and then the confirm phase."""
+    cause (it was Ray's remote traceback per trial), the confirm phase says it did not start, exit 1.
+    With the folder back and the experiment itself moved to another directory (its files record
+    absolute paths), --resume --max-failures 1 runs the screen and then the confirm phase there, and
+    writes nothing where it was."""
     from tests.helpers import image_folder
 
     folder = image_folder(tmp_path / "imgs", per_class=12)
@@ -632,7 +634,40 @@ def test_the_data_folder_deleted_before_the_trials_read_it_then_resume(local_ray
     assert f"python sweep/run.py --resume {experiment} --max-failures 1" in console
     assert not (experiment / "confirm").exists()
     (tmp_path / "away").rename(folder)
-    assert run.main(["--resume", str(experiment), "--max-failures", "1"]) == 0
-    trials = load(experiment).trials
-    expected = json.loads((experiment / "sweep.json").read_text())["phases"]["confirm"]["expected_trials"]
+    moved = tmp_path / "moved" / "gone"
+    moved.parent.mkdir()
+    experiment.rename(moved)
+    assert run.main(["--resume", str(moved), "--max-failures", "1"]) == 0
+    assert not experiment.exists()
+    trials = load(moved).trials
+    expected = json.loads((moved / "sweep.json").read_text())["phases"]["confirm"]["expected_trials"]
     assert (trials["phase"] == "confirm").sum() == expected >= 2 and set(trials["stop_reason"]) == {"finished"}
+
+
+def test_a_second_driver_of_a_running_experiment_is_refused_and_a_killed_one_holds_nothing(tmp_path, cli_env,
+                                                                                           capsys):
+    """Issue 27, class 7: a --resume or a --confirm of an experiment another driver is running were not
+    refused (two drivers restoring one Ray Tune state, writing one sweep.json). Now one line each,
+    exit 2, nothing written; once that driver is SIGKILLed the kernel has let go of it, and --resume
+    finishes the sweep."""
+    experiment = tmp_path / "busy"
+    argv = ["--space", "smoke", "--epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1", "--no-confirm",
+            "--storage-path", str(tmp_path), "--name", "busy"]
+    driver = launch(tmp_path / "first.log", cli_env, *argv)
+    try:
+        wait_for(lambda: any(rows(d) for d in trial_dirs(experiment).values()) if screen(experiment).is_dir() else False,
+                 driver, 240, "the first trial's first epoch")
+        before = (experiment / "sweep.json").read_text()
+        for flag in ("--resume", "--confirm"):
+            assert run.main([flag, str(experiment)]) == 2
+            err = capsys.readouterr().err
+            assert err == (f"run.py: error: {experiment} is being run by another sweep/run.py (a start, --resume or "
+                           "--confirm of it that has not ended): wait for it to end, or stop it, then --resume "
+                           f"{experiment}\n"), err
+        assert (experiment / "sweep.json").read_text() == before
+        os.killpg(driver.pid, signal.SIGKILL)
+    finally:
+        finish(driver, timeout=60)
+    resumed = launch(tmp_path / "second.log", cli_env, "--resume", str(experiment))
+    assert finish(resumed, timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert set(ray_statuses(experiment).values()) == {"TERMINATED"}
