@@ -107,6 +107,7 @@ def recorded(location: str, held: contextlib.ExitStack) -> tuple[Plan, dict[str,
     experiment_dir = absolute_location(location)
     plan, record = exp.load_plan(experiment_dir)
     held.enter_context(exp.driving(experiment_dir))
+    exp.check_trusted(experiment_dir)
     for _, directory, _ in phase_directories(record):  # a state file a kill cut short (sweep.storage)
         for line in storage.repair_state(f"{experiment_dir}/{directory}"):
             print(f"note: {directory}/{line}", flush=True)

@@ -68,10 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--space", help=f"named space ({', '.join(SPACES)}) or a YAML/JSON space file")
-    what.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted experiment")
+    what.add_argument("--resume", metavar="EXPERIMENT_DIR",
+                      help="continue an interrupted experiment (it unpickles Ray Tune's state, and a pickle can run "
+                           "any code: only your own experiments; refused when its files are another user's or "
+                           "writable by every user)")
     what.add_argument("--confirm", metavar="EXPERIMENT_DIR",
                       help="add the confirm phase to a screened experiment, or run it again with other "
-                           "--confirm-top/--confirm-seeds")
+                           "--confirm-top/--confirm-seeds (it unpickles Ray Tune's state as --resume does)")
     p.add_argument("--samples", type=int, help="seeds per arm (grid) or trials (random/optuna); "
                                                "default: the space's (1 unless it says)")
     p.add_argument("--epochs", type=int, help="epochs of every trial (overrides presets)")

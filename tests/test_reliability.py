@@ -824,6 +824,47 @@ def test_a_trial_whose_results_hold_text_for_a_number_is_skipped_and_named(tmp_p
     assert report.main([str(experiment), "--out", str(tmp_path / "out")]) == 0
 
 
+@pytest.mark.parametrize("how, said", [("another user's", "is owned by uid 4242, not by you"),
+                                       ("world-writable file", "is writable by every user (mode 666)"),
+                                       ("world-writable directory", "is writable by every user (mode 777)"),
+                                       ("symbolic link", "is a symbolic link")])
+@pytest.mark.parametrize("flag", ["--resume", "--confirm"])
+def test_restoring_ray_s_pickles_is_refused_unless_they_are_the_user_s_own(how, said, flag, tmp_path, capsys):
+    """Issue 27, class 9: --resume and --confirm restore Ray Tune's state, which unpickles tuner.pkl (a
+    pickle runs whatever it names). Refused, before anything is unpickled, when a pickle (or the
+    directory holding it) is another user's, writable by every user, or a symbolic link."""
+    import os
+
+    from sweep.plan import Plan
+
+    if how == "another user's" and os.getuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    experiment = tmp_path / "exp"
+    (experiment / "screen").mkdir(parents=True)
+    plan = Plan(str(experiment), "grid", "fifo", 1, 2, 1, 3.0, 1.0, 0.0, None, 0, 0, phase_dir="screen")
+    (experiment / "sweep.json").write_text(json.dumps({"plan": dataclasses.asdict(plan), "params": {
+        "dataset": "synthetic"}, "phases": {"screen": {"dir": "screen"}}}))
+    marker = tmp_path / "code-ran"
+    pickled = experiment / "screen" / "tuner.pkl"
+    if how == "symbolic link":
+        (tmp_path / "elsewhere.pkl").write_bytes(pickle.dumps(RunsCode(marker)))
+        pickled.symlink_to(tmp_path / "elsewhere.pkl")
+    else:
+        pickled.write_bytes(pickle.dumps(RunsCode(marker)))
+    if how == "another user's":
+        os.chown(pickled, 4242, 4242)
+    elif how == "world-writable file":
+        pickled.chmod(0o666)
+    elif how == "world-writable directory":
+        (experiment / "screen").chmod(0o777)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert run.main([flag, str(experiment)]) == 2
+    err = one_line_error(capsys.readouterr().err, "run.py")
+    assert err.startswith(f"run.py: error: refusing to restore {experiment}: ") and said in err, err
+    assert "a pickle can run any code" in err
+    assert not marker.exists() and sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 # ------------------------------------------------------------ issue 27, class 4: where output goes
 def test_the_report_refuses_an_out_that_is_a_file_or_an_experiment_s_own_directory(tmp_path, capsys):
     """Before: `[Errno 17] File exists` for a file, and `--out EXPERIMENT` wrote the report's
