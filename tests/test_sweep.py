@@ -192,16 +192,20 @@ def test_a_worker_ended_inside_a_weakref_callback_prints_no_traceback(capsys):
 def test_relative_paths_in_a_sweep_are_made_absolute_before_any_trial_runs(local_ray, tmp_path, monkeypatch):
     """Issue 27, class 5: a relative image folder worked in train.py and failed in every sweep trial
     ('imagefolder: /tmp/ray/.../working_dirs/train_trial_.../imgs is not a directory': Ray runs each
-    trial in its own directory). The driver resolves it, and a relative --init-from, once."""
+    trial in its own directory). The driver resolves it, and a relative --init-from, once. Class 6's
+    valid edge inputs in the same sweep: three images per class, and --confirm-top above the number
+    of arms (the confirm phase takes the arms there are)."""
     from analysis.load import load
     from sweep.plan import absolute_paths
     from tests.helpers import image_folder
 
-    image_folder(tmp_path / "imgs")
+    image_folder(tmp_path / "imgs", per_class=3)
     monkeypatch.chdir(tmp_path)
     assert absolute_paths({"dataset": {"grid": ["imagefolder:imgs", "synthetic"]}, "init_from": "ckpt/x.pt"}) == {
         "dataset": {"grid": [f"imagefolder:{tmp_path / 'imgs'}", "synthetic"]}, "init_from": str(tmp_path / "ckpt/x.pt")}
     assert run.main(["--space", "smoke", "--dataset", "imagefolder:imgs", "--set", "subset=0", "val_fraction=0.34",
-                     "--epochs", "1", "--storage-path", "runs", "--name", "rel"]) == 0
+                     "--epochs", "1", "--confirm-top", "50", "--confirm-seeds", "2", "--storage-path", "runs",
+                     "--name", "rel"]) == 0
     trials = load(tmp_path / "runs" / "rel").trials
-    assert len(trials) == 2 and set(trials["stop_reason"]) == {"finished"}
+    assert (trials["phase"] == "screen").sum() == 2 and (trials["phase"] == "confirm").sum() == 2 * 2
+    assert set(trials["stop_reason"]) == {"finished"}
