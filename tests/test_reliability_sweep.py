@@ -326,25 +326,31 @@ def test_the_analysis_keeps_the_epochs_a_retried_trial_ran_before_it_failed(faul
         assert epochs[epochs["trial_id"] == result.metrics["trial_id"]]["epoch"].tolist() == expected
 
 
-def test_a_killed_worker_process_is_retried_from_its_checkpoint(local_ray, tmp_path):
-    """SIGKILL the Ray worker process of a running trial (its pid is in its own results): Tune restarts
-    the trial from its last checkpoint in a new process, and the sweep completes."""
-    experiment = tmp_path / "killed"
-    killed: dict = {}
-
-    def kill_first_worker():
+def signal_a_running_worker(experiment: Path, signum: int, sent: dict) -> threading.Thread:
+    """A thread that, once a screen trial has reported an epoch and is still running, sends `signum` to
+    its Ray worker process (the pid is in its own results) and records trial_id, pid and epoch in `sent`."""
+    def send():
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             for trial_id, trial_dir in trial_dirs(experiment).items() if screen(experiment).is_dir() else []:
                 seen = rows(trial_dir)
                 if seen and "epochs_run" not in seen[-1]:
-                    killed.update(trial_id=trial_id, pid=seen[-1]["pid"], epoch=seen[-1]["epoch"])
-                    os.kill(seen[-1]["pid"], signal.SIGKILL)
+                    sent.update(trial_id=trial_id, pid=seen[-1]["pid"], epoch=seen[-1]["epoch"])
+                    os.kill(seen[-1]["pid"], signum)
                     return
             time.sleep(0.02)
 
-    killer = threading.Thread(target=kill_first_worker, daemon=True)
-    killer.start()
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_killed_worker_process_is_retried_from_its_checkpoint(local_ray, tmp_path):
+    """SIGKILL the Ray worker process of a running trial (its pid is in its own results): Tune restarts
+    the trial from its last checkpoint in a new process, and the sweep completes."""
+    experiment = tmp_path / "killed"
+    killed: dict = {}
+    killer = signal_a_running_worker(experiment, signal.SIGKILL, killed)
     argv = ["--space", "smoke", "--epochs", "3", "--scheduler", "fifo",
             "--max-failures", "1", "--storage-path", str(tmp_path), "--name", "killed"]
     assert run.main(argv) == 0
@@ -567,20 +573,7 @@ def test_sigterm_to_a_trial_s_worker_is_one_line_and_resume_continues_it(local_r
     checkpoint."""
     experiment = tmp_path / "term"
     termed: dict = {}
-
-    def term_first_worker():
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not termed:
-            for trial_id, trial_dir in trial_dirs(experiment).items() if screen(experiment).is_dir() else []:
-                seen = rows(trial_dir)
-                if seen and "epochs_run" not in seen[-1]:
-                    termed.update(trial_id=trial_id, pid=seen[-1]["pid"], epoch=seen[-1]["epoch"])
-                    os.kill(seen[-1]["pid"], signal.SIGTERM)
-                    return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=term_first_worker, daemon=True)
-    killer.start()
+    killer = signal_a_running_worker(experiment, signal.SIGTERM, termed)
     argv = ["--space", "smoke", "--epochs", "3", "--scheduler", "fifo", "--no-confirm",
             "--storage-path", str(tmp_path), "--name", "term"]
     code = run.main(argv)
