@@ -53,7 +53,7 @@ def read_directory(path: Path, phase: str, prefix: str, smoke: bool, rung: int |
     for trial_id, info in sorted(read.state.items(), key=lambda item: str(item[0])):
         if not (record.plain_name(trial_id) and record.inside(path, info["relative_logdir"])):
             read.skipped.append(f"{prefix}{trial_id!r} (its trial id or directory {info['relative_logdir']!r} in "
-                                f"the experiment's files leads out of {path}: not read)")
+                                f"the experiment's files is not a name inside {path}: not read)")
             continue
         try:
             row, results = read_trial(path / info["relative_logdir"], trial_id, info, smoke)

@@ -514,7 +514,8 @@ def check_out(out: Path | None, exp: Experiment) -> Path:
     for directory in (resolved, *resolved.parents):
         if (directory / "params.json").is_file():
             raise UserError(f"--out {out} is inside the trial directory {directory}: choose a directory of its own")
-        if directory != resolved and a_record(directory) and not (directory == own or directory.is_relative_to(own)):
+        ours = own.is_relative_to(directory) or directory.is_relative_to(own)  # the experiment `exp` is of
+        if directory != resolved and a_record(directory) and not ours:
             raise UserError(f"--out {out} is inside another experiment, {directory}: the report would overwrite "
                             "that experiment's files; choose a directory of its own")
     return out

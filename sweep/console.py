@@ -183,8 +183,8 @@ class QuietRay(logging.Filter):
                 return False
             record.said_in_one_line = True
             error = record.exc_info[1] if record.exc_info else None
-            print(f"run.py: trial {message[len(TRIAL_FAILED):]} errored: {trial_error(error)}", file=sys.stderr,
-                  flush=True)
+            print(f"run.py: trial {message[len(TRIAL_FAILED):]} failed: {trial_error(error)}", file=sys.stderr,
+                  flush=True)  # "failed", not "errored": with --max-failures, Tune may retry it
             return False
         return not any(text in message for text in QUIET_MESSAGES)
 
@@ -195,9 +195,7 @@ def trial_error(error: BaseException | None) -> str:
     from ray.exceptions import RayActorError, RayTaskError
 
     if isinstance(error, RayActorError):  # the process went away: a signal, the OOM killer, a lost node
-        text = str(error)
-        how = ("it was sent SIGTERM" if "SIGTERM" in text else "it ran out of memory" if "memory" in text.lower()
-               else "it exited or was killed")
+        how = "it was sent SIGTERM" if "SIGTERM" in str(error) else "it exited or was killed"
         return f"its worker process died ({how}); the epochs it reported are kept"
     cause = getattr(error, "cause", error) if isinstance(error, RayTaskError) else error
     if cause is None:

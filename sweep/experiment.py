@@ -128,10 +128,12 @@ def check_trusted(experiment_dir: str) -> None:
 
 def trusted_files(root: Path) -> list[Path]:
     """What restoring an experiment unpickles, and the directories that hold it: each phase's
-    tuner.pkl, experiment and searcher state, and each trial's pickled params and error."""
+    tuner.pkl, its experiment state and its search algorithm's state (Ray writes basic-variant-state-*.json
+    and search_gen_state-*.json with cloudpickle, despite the name), and each trial's pickled params
+    and error. A phase directory that is a symbolic link is listed too (and refused)."""
     found = []
-    for phase in [root, *(d for d in root.iterdir() if d.is_dir() and not d.is_symlink())]:
-        files = [*phase.glob("*.pkl"), *phase.glob("experiment_state-*.json"), *phase.glob("*/*.pkl")]
+    for phase in [root, *(d for d in root.iterdir() if d.is_dir())]:
+        files = [*phase.glob("*.pkl"), *phase.glob("*state-*.json"), *phase.glob("*/*.pkl")]
         if files:
             found += [phase, *{f.parent for f in files if f.parent != phase}, *files]
     return found

@@ -278,7 +278,10 @@ def plain_name(name: Any) -> bool:
 def inside(base: Path, name: Any) -> bool:
     """Whether `base/name` is a plain name's entry of `base` that, its symbolic links followed, is
     still inside `base`."""
-    return plain_name(name) and (Path(base) / name).resolve().is_relative_to(Path(base).resolve())
+    try:
+        return plain_name(name) and (Path(base) / name).resolve().is_relative_to(Path(base).resolve())
+    except (OSError, RuntimeError):  # a loop of symbolic links (RuntimeError before Python 3.13)
+        return False
 
 
 def screen_rungs(record: Mapping[str, Any]) -> list[dict[str, Any]]:

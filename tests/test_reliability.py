@@ -668,7 +668,8 @@ def test_the_report_skips_trials_whose_files_cannot_be_read(tmp_path):
     (dirs[4] / "progress.csv").write_bytes(b"\xff\xfe\x00,,\n1")
     out = tmp_path / "report"
     assert report_main([str(experiment), "--out", str(out)]) == 0  # in this process: a traceback fails the test
-    assert "Skipped (its files could not be read): bbbbb_00000 (TypeError" in (out / "report.md").read_text()
+    assert ("Skipped (its files could not be read): 'bbbbb_00000' (its trial id or directory 5 in the experiment's files "
+            "is not a name inside") in (out / "report.md").read_text()
     (experiment / "sweep.json").write_text("[]")
     for state_content in (b"\xff", b"[]", b'{"trial_data": {"a": 1}}'):
         state.write_bytes(state_content)
@@ -826,6 +827,8 @@ def test_a_trial_whose_results_hold_text_for_a_number_is_skipped_and_named(tmp_p
 
 @pytest.mark.parametrize("how, said", [("another user's", "is owned by uid 4242, not by you"),
                                        ("world-writable file", "is writable by every user (mode 666)"),
+                                       ("world-writable search state", "is writable by every user (mode 666)"),
+                                       ("linked phase", "is a symbolic link"),
                                        ("world-writable directory", "is writable by every user (mode 777)"),
                                        ("symbolic link", "is a symbolic link")])
 @pytest.mark.parametrize("flag", ["--resume", "--confirm"])
@@ -851,6 +854,13 @@ def test_restoring_ray_s_pickles_is_refused_unless_they_are_the_user_s_own(how, 
         pickled.symlink_to(tmp_path / "elsewhere.pkl")
     else:
         pickled.write_bytes(pickle.dumps(RunsCode(marker)))
+    if how == "world-writable search state":  # Ray cloudpickles the search algorithm's state into a .json
+        searcher = experiment / "screen" / "basic-variant-state-2026-01-01_00-00-00.json"
+        searcher.write_bytes(pickle.dumps(RunsCode(marker)))
+        searcher.chmod(0o666)
+    if how == "linked phase":
+        (experiment / "screen").rename(tmp_path / "real-screen")
+        (experiment / "screen").symlink_to(tmp_path / "real-screen", target_is_directory=True)
     if how == "another user's":
         os.chown(pickled, 4242, 4242)
     elif how == "world-writable file":
@@ -908,14 +918,18 @@ def test_paths_in_an_experiment_s_files_never_lead_out_of_it(tmp_path, capsys):
     linked = json.loads(entries[1][0])  # its directory replaced by a link to a copy outside
     shutil.move(experiment / linked["relative_logdir"], outside / "copy")
     (experiment / linked["relative_logdir"]).symlink_to(outside / "copy", target_is_directory=True)
+    looped = json.loads(entries[2][0])  # its directory a loop of symbolic links: not a traceback
+    shutil.rmtree(experiment / looped["relative_logdir"])
+    (experiment / looped["relative_logdir"]).symlink_to(experiment / "loop")
+    (experiment / "loop").symlink_to(experiment / looped["relative_logdir"])
     state.write_text(json.dumps({"trial_data": entries}))
     (outside / trial_dir_name("aaaaa_00000", "none")).mkdir()  # where the escaped entry points
     exp = load(experiment)
-    assert "aaaaa_00001" not in set(exp.trials["trial_id"]) and "../../outside/x" not in set(exp.trials["trial_id"])
-    assert len(exp.skipped) == 2 and all("leads out of" in s for s in exp.skipped), exp.skipped
+    assert not {"aaaaa_00001", "aaaaa_00002", "../../outside/x"} & set(exp.trials["trial_id"])
+    assert len(exp.skipped) == 3 and all("is not a name inside" in s for s in exp.skipped), exp.skipped
     assert report.main([str(experiment)]) == 0
     text = (experiment / "report" / "report.md").read_text()
-    assert text.count("Skipped (its files could not be read): ") == 2 and "leads out of" in text
+    assert text.count("Skipped (its files could not be read): ") == 3 and "is not a name inside" in text
     before = sorted(p.relative_to(outside) for p in outside.rglob("*"))
     # frames (a report's directory) whose trial id or trial_dir leads out: one line each
     frames = experiment / "report"
@@ -955,6 +969,12 @@ def test_the_report_replaces_a_symbolic_link_in_its_directory_and_refuses_anothe
     assert report.main([str(experiment)]) == 2
     assert "is a symbolic link to" in one_line_error(capsys.readouterr().err, "report")
     assert list(elsewhere.iterdir()) == []
+    # a report of a report's frames, or of a phase, inside its own experiment: written where asked
+    assert report.main([str(experiment / "report2"), "--out", str(experiment / "report2")]) == 2  # none yet
+    capsys.readouterr()
+    assert report.main([str(experiment), "--out", str(experiment / "report2")]) == 0
+    for target in (experiment / "report2", experiment / "report3"):
+        assert report.main([str(experiment / "report2"), "--out", str(target)]) == 0, capsys.readouterr().err
     trial_dir = next(p for p in other.iterdir() if (p / "params.json").is_file())
     for target, said in ((other / "report", f"is inside another experiment, {other}"),
                          (other / "report" / "deeper", f"is inside another experiment, {other}"),
