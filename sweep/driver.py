@@ -56,8 +56,7 @@ def resume(args: argparse.Namespace) -> int:
     """--resume DIR: the experiment's own plan from sweep.json, each phase where it stopped. The
     cluster address may change, and --max-failures N > 0 (or the experiment's own) resumes errored
     trials from their checkpoints."""
-    with contextlib.ExitStack() as held:  # the experiment, held for this driver
-        plan, record = recorded(args.resume, held)
+    with recorded(args.resume) as (plan, record):
         retries = plan.max_failures if args.max_failures is None else args.max_failures
         with connected(args.address):
             check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
@@ -75,8 +74,7 @@ def confirm_again(args: argparse.Namespace) -> int:
     """--confirm DIR: the confirm phase of a screened experiment, added or run again with other
     --confirm-top/--confirm-seeds. An earlier confirm phase keeps its directory and stays listed in
     sweep.json (phases.earlier_confirms); the report reads the newest."""
-    with contextlib.ExitStack() as held:  # the experiment, held for this driver
-        plan, record = recorded(args.confirm, held)
+    with recorded(args.confirm) as (plan, record):
         if plan.objectives:
             raise UserError(f"{plan.experiment_dir} ran a multi-objective search: it has a front, not a best arm to "
                             "confirm")
@@ -101,17 +99,19 @@ def confirm_again(args: argparse.Namespace) -> int:
             return run_phases(plan, record, retry_errored=False)
 
 
-def recorded(location: str, held: contextlib.ExitStack) -> tuple[Plan, dict[str, Any]]:
-    """The screen's plan and sweep.json of an existing experiment (which may have moved), held for this
-    driver until `held` closes (exp.driving: before the repair below writes anything)."""
+@contextlib.contextmanager
+def recorded(location: str) -> Iterator[tuple[Plan, dict[str, Any]]]:
+    """The screen's plan and sweep.json of an existing experiment (which may have moved), the
+    experiment held for this driver while the body runs (exp.driving: before the repair below writes
+    anything) and its pickles checked before Ray restores them (exp.check_trusted)."""
     experiment_dir = absolute_location(location)
     plan, record = exp.load_plan(experiment_dir)
-    held.enter_context(exp.driving(experiment_dir))
-    exp.check_trusted(experiment_dir)
-    for _, directory, _ in phase_directories(record):  # a state file a kill cut short (sweep.storage)
-        for line in storage.repair_state(f"{experiment_dir}/{directory}"):
-            print(f"note: {directory}/{line}", flush=True)
-    return replace(plan, experiment_dir=experiment_dir), record
+    with exp.driving(experiment_dir):
+        exp.check_trusted(experiment_dir)
+        for _, directory, _ in phase_directories(record):  # a state file a kill cut short (sweep.storage)
+            for line in storage.repair_state(f"{experiment_dir}/{directory}"):
+                print(f"note: {directory}/{line}", flush=True)
+        yield replace(plan, experiment_dir=experiment_dir), record
 
 
 def screen_ended(plan: Plan, record: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -113,7 +114,7 @@ def check_trusted(experiment_dir: str) -> None:
             info = path.lstat()
         except OSError:
             continue
-        if path.is_symlink():
+        if stat.S_ISLNK(info.st_mode):
             raise UserError(f"refusing to restore {experiment_dir}: {path} is a symbolic link; Ray Tune's state is "
                             "unpickled, and a pickle can run any code: put the real file there")
         if info.st_uid != me:
