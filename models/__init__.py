@@ -5,7 +5,8 @@ activation and attention registries and the blocks both share).
 
 The names are the config schema's ``MODEL_NAMES`` (training/config.py owns them: this package imports
 the schema, so the schema cannot import this); the registry has a factory for each of them and for no
-other name, in their order, which tests/test_models.py checks both ways.
+other name, in their order, which tests/test_models.py checks both ways. ``models.user`` builds a
+user's own network (``model=FILE.py:FACTORY``) with its toggles.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from models.resnet import FRESH_STEM, VARIANTS, build_resnet
 from models.squeezenet import squeezenet1_0, squeezenet1_1
-from training.config import ConfigError, TrainConfig
+from training.config import ConfigError, TrainConfig, is_user_model
 
 MODELS: dict[str, Callable[[TrainConfig, int], nn.Module]] = {
     "squeezenet": squeezenet1_1,  # the 1.1 layout: 1.0's accuracy at 2.4x less computation
@@ -29,7 +30,11 @@ MODELS: dict[str, Callable[[TrainConfig, int], nn.Module]] = {
 def create_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """Build `cfg.model` for `num_classes` outputs with every model toggle of `cfg` applied
     (ImageNet weights if cfg.pretrained; only the classifier trainable if cfg.freeze == "backbone",
-    plus the new stem with cfg.fresh_stem)."""
+    plus the new stem with cfg.fresh_stem); a user's network (models.user) with its toggles."""
+    if is_user_model(cfg.model):
+        from models import user
+
+        return user.build(cfg, num_classes)
     if cfg.model not in MODELS:
         raise ConfigError(f"model={cfg.model!r} is not one of: {', '.join(MODELS)}")
     model = MODELS[cfg.model](cfg, num_classes)

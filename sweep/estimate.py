@@ -89,11 +89,11 @@ def model_flops(cfg: TrainConfig, classes: int) -> int:
 def _flops(cfg: TrainConfig, classes: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from training.preflight import meta_model
+    from training.preflight import meta_model, probe_input
 
     model = meta_model(cfg, classes).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, cfg.image_size, cfg.image_size, device="meta"))
+        model(probe_input(model, cfg))
     return int(counter.get_total_flops())
 
 

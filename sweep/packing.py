@@ -57,7 +57,7 @@ def footprint(cfg: TrainConfig, classes: int) -> int:
 def _footprint(cfg: TrainConfig, classes: int) -> int:
     import torch
 
-    from training.preflight import meta_model
+    from training.preflight import meta_model, probe_input
 
     model = meta_model(cfg, classes).eval()  # eval: batch norm takes a batch of one; the shapes are the same
     outputs = []
@@ -65,7 +65,7 @@ def _footprint(cfg: TrainConfig, classes: int) -> int:
                                                                          else 0))
              for m in model.modules() if not list(m.children())]
     with torch.no_grad():
-        model(torch.empty(1, 3, cfg.image_size, cfg.image_size, device="meta"))
+        model(probe_input(model, cfg))
     for hook in hooks:
         hook.remove()
     params = sum(p.numel() for p in model.parameters())

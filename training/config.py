@@ -7,10 +7,10 @@ that does not match the schema is an error, never silently ignored).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -48,6 +48,19 @@ FAMILY_DROPOUT = {"squeezenet": 0.5, "resnet": 0.0}
 
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "synthetic")
 
+# A user's own network: model=FILE.py:FACTORY or model=package.module:FACTORY (models/user.py builds it).
+USER_MODEL = re.compile(r"^(?:[^:]+\.py|[A-Za-z_][\w.]*):[A-Za-z_]\w*$")
+# The model knobs of the built-in networks: a user's network takes its own toggles instead, so these
+# stay at their defaults with it (a setting that would change nothing is refused, not ignored).
+BUILT_IN_MODEL_KNOBS = ("width", "attention", "residual", "dsconv", "activation", "batch_norm", "dropout", "init",
+                        "stem", "pretrained", "fresh_stem", "freeze")
+TOGGLE_TYPES = (bool, int, float, str)
+
+
+def is_user_model(name: str) -> bool:
+    """Whether model=`name` names a user's factory (FILE.py:FACTORY or package.module:FACTORY)."""
+    return name not in MODEL_NAMES and bool(USER_MODEL.match(name))
+
 
 class UserError(Exception):
     """A user mistake (bad knob, missing dataset, bad path): its message is one line, fit for a CLI
@@ -81,7 +94,7 @@ class TrainConfig:
     batch_size: int = 256  # images per optimiser step
     eval_batch_size: int = 1024  # images per forward pass in evaluation (no gradients: larger is faster)
     # --- model ---
-    model: str = "squeezenet"  # architecture: one of MODEL_NAMES ("squeezenet" is the 1.1 layout)
+    model: str = "squeezenet"  # architecture: one of MODEL_NAMES ("squeezenet" is the 1.1 layout), or your own: FILE.py:FACTORY
     width: float = 1.0  # channel multiplier (SqueezeNet)
     attention: str = "none"  # after each Fire block: none | simple | channel (SE) | eca | cbam
     residual: str = "none"  # SqueezeNet bypasses: none | simple | complex (Iandola et al. 2016, sec. 6)
@@ -122,26 +135,34 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (minutes of compile time; pays off on long GPU runs)
     threads: int = 0  # CPU threads for torch (0 = leave torch's default / the trial's CPU share)
     measure_latency: bool = True  # time inference at batch 1 and 256 at the end of training
+    # A user model's toggles (its factory's keyword arguments), sorted (name, value) pairs; flat keys in
+    # to_dict/from_dict like every knob. Checked against the factory by models.user.resolved.
+    toggles: tuple = ()
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+            if value not in allowed and not (name == "model" and is_user_model(value)):
+                raise ConfigError(f"{name}={value!r} is not one of: {', '.join(allowed)}, or FILE.py:FACTORY "
+                                  "(your own network)" if name == "model" else
+                                  f"{name}={value!r} is not one of: {', '.join(allowed)}")
+        toggles = dict(self.toggles)
+        object.__setattr__(self, "toggles", tuple(sorted(toggles.items())))
+        _check_toggles(self, toggles)
         _check_range(self)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
         """Build from a flat dict, coercing strings from CLIs/YAML and rejecting unknown keys."""
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name: f for f in fields(cls) if f.name in field_names()}
         unknown = sorted(set(values) - set(known))
-        if unknown:
+        if unknown and not is_user_model(str(values.get("model", ""))):
             raise ConfigError(
                 f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(known)}"
             )
-        kwargs = {k: coerce(k, v, known[k].type) for k, v in values.items()}
-        return cls(**kwargs)
+        kwargs = {k: coerce(k, v, known[k].type) for k, v in values.items() if k in known}
+        return cls(**kwargs, toggles=tuple((k, values[k]) for k in unknown))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> "TrainConfig":
@@ -149,7 +170,8 @@ class TrainConfig:
         return cls.from_dict({**load_mapping(path), **(overrides or {})})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every knob, flat: the fields, then a user model's toggles."""
+        return {**{name: getattr(self, name) for name in field_names()}, **dict(self.toggles)}
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return self.from_dict({**self.to_dict(), **changes})
@@ -168,11 +190,32 @@ class TrainConfig:
 
 
 def field_names() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(TrainConfig))
+    """The built-in knobs (every field but a user model's toggles)."""
+    return tuple(f.name for f in fields(TrainConfig) if f.name != "toggles")
 
 
 def field_types() -> dict[str, type]:
-    return {f.name: _TYPES[f.type] for f in fields(TrainConfig)}
+    return {f.name: _TYPES[f.type] for f in fields(TrainConfig) if f.name != "toggles"}
+
+
+def _check_toggles(cfg: TrainConfig, toggles: dict[str, Any]) -> None:
+    """Toggles belong to a user model: names, plain values; and the built-in networks' knobs stay at
+    their defaults beside one (their values are checked against the factory by models.user)."""
+    if not is_user_model(cfg.model):
+        if toggles:
+            raise ConfigError(f"unknown config key(s): {', '.join(toggles)}; valid keys: {', '.join(field_names())}")
+        return
+    for name, value in toggles.items():
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise ConfigError(f"toggle {name!r} of model={cfg.model} is not a Python name")
+        if not isinstance(value, TOGGLE_TYPES) or (isinstance(value, float) and not math.isfinite(value)):
+            raise ConfigError(f"{name}={value!r}: a toggle of model={cfg.model} takes a bool, int, float or "
+                              "string")
+    default = TrainConfig()
+    changed = [name for name in BUILT_IN_MODEL_KNOBS if getattr(cfg, name) != getattr(default, name)]
+    if changed:
+        raise ConfigError(f"{changed[0]}={getattr(cfg, changed[0])!r} is a knob of the built-in networks; "
+                          f"model={cfg.model} takes its own toggles (its factory's keyword arguments)")
 
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}

@@ -14,7 +14,7 @@ import os
 import torch
 from torch import nn
 
-from training.config import ConfigError, TrainConfig
+from training.config import ConfigError, TrainConfig, is_user_model
 from training.datasets import DatasetSizes
 from training.loader import split_sizes
 
@@ -29,7 +29,12 @@ def check_trial(cfg: TrainConfig, sizes: DatasetSizes) -> None:
         raise ConfigError(f"finetune_hard_classes={cfg.finetune_hard_classes} but {sizes.name} has "
                           f"{sizes.classes} classes")
     model = meta_model(cfg, sizes.classes)
-    check_image_size(model, cfg)
+    if is_user_model(cfg.model):
+        from models.user import check_output
+
+        check_output(model, cfg, sizes.classes)
+    else:
+        check_image_size(model, cfg)
     # A lower bound, so that only what cannot fit is refused: the weights and the uint8 dataset, both
     # in this machine's memory at the start of every trial (on any device); nothing for activations.
     needed = sum(p.numel() for p in model.parameters()) * BYTES_PER_PARAM + sizes.images * 3 * cfg.image_size ** 2
@@ -57,12 +62,22 @@ def few_steps(steps: int, train_images: int, batch_size: int) -> str:
 
 def meta_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """The model on PyTorch's meta device: shapes only, no memory; without ImageNet weights (no
-    download here: the shapes are the same) and unfrozen."""
+    download here: the shapes are the same) and unfrozen. A user's network is built on the CPU: its
+    code may make tensors of its own, which would not be on the meta device."""
     from models import create_model
 
+    if is_user_model(cfg.model):
+        return create_model(cfg, num_classes)
     bare = cfg.replace(pretrained=False, fresh_stem=False, freeze="none")
     with torch.device("meta"):
         return create_model(bare, num_classes)
+
+
+def probe_input(model: nn.Module, cfg: TrainConfig, batch: int = 1) -> torch.Tensor:
+    """A batch of `batch` empty images on the device of `model`'s weights (meta, or the CPU for a
+    user's network: meta_model)."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return torch.zeros(batch, 3, cfg.image_size, cfg.image_size, device=device)
 
 
 def check_image_size(model: nn.Module, cfg: TrainConfig) -> None:
