@@ -26,7 +26,8 @@ from typing import Any
 from sweep import record  # the run's record files, named where a sweep trial's are
 from sweep.spaces import BUNDLES, BY_MODEL, merge_config
 from training.cli import Parser, run_cli
-from training.config import MODEL_NAMES, TrainConfig, UserError, field_names, load_mapping
+from sweep.plan import parse_sets
+from training.config import MODEL_NAMES, TrainConfig, UserError, field_names, is_user_model, load_mapping
 from training.signals import sigterm_as_ctrl_c
 
 __all__ = ["TrainConfig", "main"]  # fit: training.loop.fit
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace the run in --out-dir (its checkpoint, config, metrics, summary and "
                              "TensorBoard files) instead of refusing")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines (the summary still prints)")
+    parser.add_argument("--set", dest="sets", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                        help="set any knob, or a toggle of your own model (--model FILE.py:FACTORY --set depth=3)")
     presets = parser.add_argument_group("presets (sweep/spaces.py: what a space's recipe or stage value sets)")
     for key, named in BUNDLES.items():
         presets.add_argument(f"--{key}", choices=list(named), metavar="NAME",
@@ -64,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     knobs = parser.add_argument_group("training knobs (TrainConfig)")
     helps, defaults = field_help(), TrainConfig().to_dict()
     helps["model"] = helps["model"].replace("MODEL_NAMES", " | ".join(MODEL_NAMES))  # their one list
+    helps["model"] += " (docs/SWEEPS.md, 'Your own model'; its toggles: --set NAME=VALUE)"
     for name in field_names():
         flag = "--" + name.replace("_", "-")
         knobs.add_argument(flag, dest=name, default=None, metavar=type(defaults[name]).__name__.upper(),
@@ -82,15 +86,24 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if not path.is_file():
             raise UserError(f"{args.resume} is not a train.py run directory (no {record.RUN_CONFIG_FILE} with a config)")
         saved = record.read_config_record(path)
-        cfg = TrainConfig.from_dict(saved)
-        asked = TrainConfig.from_dict(with_flags(saved, args))
-        changed = [f"--{k.replace('_', '-')}" for k, v in asked.to_dict().items() if getattr(cfg, k) != v]
+        cfg = resolved(TrainConfig.from_dict(saved))
+        asked = resolved(TrainConfig.from_dict(with_flags(saved, args)))
+        changed = [f"--{k.replace('_', '-')}" for k, v in asked.to_dict().items() if cfg.to_dict().get(k) != v]
         if changed:
             raise UserError(f"--resume continues {args.resume} as it was configured, but {', '.join(changed)} "
                             "would change it; start a fresh --out-dir instead (with --init-from to start "
                             "from its weights)")
         return cfg
-    return TrainConfig.from_dict(with_flags(load_config(args.config) if args.config else {}, args))
+    return resolved(TrainConfig.from_dict(with_flags(load_config(args.config) if args.config else {}, args)))
+
+
+def resolved(cfg: TrainConfig) -> TrainConfig:
+    """A user model's toggles checked against its factory and filled in (models.user.resolved)."""
+    if not is_user_model(cfg.model):
+        return cfg
+    from models.user import resolved as with_toggles
+
+    return with_toggles(cfg)
 
 
 def with_flags(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -98,7 +111,7 @@ def with_flags(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     --stage on top, then the knob flags on top of those, as a sweep resolves a trial
     (sweep.spaces.merge_config: a preset's per-model entries apply to fields no flag set). A file may
     name a preset too (`recipe: holistic`); its own fields beat the preset it names."""
-    flags = {k: v for k, v in vars(args).items() if k in field_names() and v is not None}
+    flags = {**parse_sets(args.sets), **{k: v for k, v in vars(args).items() if k in field_names() and v is not None}}
     named = {key: getattr(args, key) for key in BUNDLES if getattr(args, key, None)}
     covered = {k for key, name in named.items() for k in BUNDLES[key][name] if k != BY_MODEL}
     return merge_config({**{k: v for k, v in base.items() if k not in covered}, **named, **flags})

@@ -151,14 +151,15 @@ def confirm_set(ranking: pd.DataFrame, factors: Sequence[str], references: dict 
 
 
 def confirm_arms(trials: pd.DataFrame, epochs: pd.DataFrame, params: Mapping[str, Any], confirm: Mapping[str, Any],
-                 search: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+                 search: str, levels: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """([{"levels", "why"}, ...], references): the confirm set of the screen's trial and epoch frames
     (the ranking on validation, then top K, the best arm's leave-one-out neighbours and the
     all-reference arm: :func:`confirm_set`). References exist for a grid screen only: per factor, the level effects
-    are measured against (analysis.effects.reference_level: the space's order), as the trials ran them."""
+    are measured against (analysis.effects.reference_level; `levels`: a user model's toggles' defaults), as
+    the trials ran them."""
     factors = confirm["factors"]
     grid = search == "grid" and all("grid" in params[f] for f in factors)
-    references = ({f: as_ran(reference_level(pd.Series(params[f]["grid"], name=f)), trials[f]) for f in factors}
+    references = ({f: as_ran(reference_level(pd.Series(params[f]["grid"], name=f), levels), trials[f]) for f in factors}
                   if grid and factors else None)
     chosen = confirm_set(screen_ranking(trials, epochs, factors), factors, references, confirm["top"])
     arms = [{"levels": {f: plain(row[f]) for f in factors}, "why": row["why"]} for row in chosen.to_dict("records")]

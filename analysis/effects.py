@@ -16,7 +16,7 @@ Every choice returns a sentence saying what was included and what was left out; 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -143,11 +143,12 @@ def ablation_factors(trials: pd.DataFrame, config_columns: Sequence[str],
     return kept
 
 
-def reference_level(values: pd.Series) -> object:
-    """The level effects are measured against: the TrainConfig default when present, else a level
-    named baseline/none/default, else the first level in trial order (the space's order)."""
+def reference_level(values: pd.Series, references: Mapping[str, Any] | None = None) -> object:
+    """The level effects are measured against: the TrainConfig default (a user model's toggle: its
+    factory's default, sweep.json's ``reference_levels``) when present, else a level named
+    baseline/none/default, else the first level in trial order (the space's order)."""
     levels = list(dict.fromkeys(values.dropna()))
-    for preferred in (DEFAULTS.get(values.name), *REFERENCE_NAMES):
+    for preferred in ((references or {}).get(values.name, DEFAULTS.get(values.name)), *REFERENCE_NAMES):
         if preferred is not None and preferred in levels:
             return preferred
     return levels[0]
@@ -159,9 +160,10 @@ def designed_factors(frame: pd.DataFrame, factors: Sequence[str]) -> list[str]:
     return [f for f in factors if f in frame and frame[f].nunique() >= 2 and frame[f].value_counts().max() >= 2]
 
 
-def fit(frame: pd.DataFrame, factors: Sequence[str], metric: str = "test_acc") -> FactorialFit:
+def fit(frame: pd.DataFrame, factors: Sequence[str], metric: str = "test_acc",
+        references: Mapping[str, Any] | None = None) -> FactorialFit:
     """The factorial model of `metric` on `factors` (+ seed blocks), each factor's reference first."""
-    return factorial.fit_factorial(frame, factors, metric, {f: reference_level(frame[f]) for f in factors})
+    return factorial.fit_factorial(frame, factors, metric, {f: reference_level(frame[f], references) for f in factors})
 
 
 EFFECT_COLUMNS = ["factor", "level", "reference", "n", "n_ref", "emm", "emm_ref", "effect", "se", "ci_low",

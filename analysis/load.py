@@ -81,6 +81,13 @@ class Experiment:
         return tuple(key for key, value in params.items() if isinstance(value, dict))
 
     @property
+    def references(self) -> dict[str, Any]:
+        """The reference levels of a user model's toggles (its factory's defaults), as sweep.json
+        recorded them; {} for the built-in models (TrainConfig's defaults are theirs)."""
+        levels = self.sweep.get("reference_levels")
+        return dict(levels) if isinstance(levels, dict) else {}
+
+    @property
     def phases(self) -> dict[str, dict[str, Any]]:
         """sweep.json's phases of :data:`PHASES` (name -> {"dir", "expected_trials", ...}); {} for an
         experiment without phases (written before screen-then-confirm, or a phase's own view)."""

@@ -16,6 +16,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -96,7 +97,8 @@ def study_sections(exp: Experiment, margin: float, root: Path,
         out.append(Section("Arms that did not learn", learning.TEXT.format(
             n=len(compared.at_chance), arms=compared.arms, margin=learning.MARGIN, alpha=learning.ALPHA),
             "did_not_learn", compared.at_chance))
-    out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes, not validation_only)
+    out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes, not validation_only,
+                           exp.references)
     if plan.get("scheduler") == "asha" and (trials["stop_reason"] == "scheduler_stopped").any():
         rung = int(plan.get("grace_period", effects.common_epoch(trials)))
         out.append(Section("Schedules at ASHA's first rung", SCHEDULES_TEXT.format(rung=rung), "schedules_at_rung",
@@ -302,11 +304,12 @@ DEPTH_TEXT = ("Mean ± std across seeds, n trials with a final report. Increases
 
 def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
                     margin: float = effects.EQUIVALENCE_MARGIN, ended: pd.DataFrame | None = None,
-                    axes: tuple[str, ...] | None = None, test: bool = True) -> list[Section]:
+                    axes: tuple[str, ...] | None = None, test: bool = True,
+                    references: dict[str, Any] | None = None) -> list[Section]:
     """Main effects and recipe interactions from the factorial model (designed grids only), or why
     none; then importance; for an adaptive search, the best of the trials that `ended` (ran to
     their own end), with their test accuracy unless not `test`. The factors are the sweep's `axes`
-    when it recorded them."""
+    when it recorded them; `references`: the reference levels of a user model's toggles."""
     frame, metric = compared.frame, compared.metric
     factors = effects.ablation_factors(frame, config_columns, axes)
     heading = f"Compared: {compared.label}. {compared.note}."
@@ -322,7 +325,8 @@ def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
                    if len(ended) else
                    Section("Best trials by validation accuracy", "No trial has run to its own end yet."))
     else:
-        out = factorial_sections(frame, effects.designed_factors(frame, factors), metric, heading, margin)
+        out = factorial_sections(frame, effects.designed_factors(frame, factors), metric, heading, margin,
+                                 references)
         if compared.title_note:
             out = [replace(section, title=f"{section.title} ({compared.title_note})") for section in out]
     ranking, note = importance(frame, factors, metric)
@@ -331,10 +335,10 @@ def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
 
 
 def factorial_sections(frame: pd.DataFrame, factors: list[str], metric: str, heading: str,
-                       margin: float) -> list[Section]:
+                       margin: float, references: dict[str, Any] | None = None) -> list[Section]:
     if not factors:
         return [Section("Effects", f"{heading} No factor has a level with 2 or more trials: no effects.")]
-    ff = effects.fit(frame, factors, metric)
+    ff = effects.fit(frame, factors, metric, references=references)
     main = effects.main_effects(ff)
     tests = int(main["p"].notna().sum())
     text = (f"{heading} Model: {ff.describe()}. {MAIN_TEXT} Family: the {tests} "

@@ -219,7 +219,8 @@ def choose_arms(plan: Plan, record: dict[str, Any]) -> None:
 
     confirm = record["phases"][CONFIRM]
     screen = load(plan.tune_dir)
-    arms, references = confirm_arms(screen.trials, screen.epochs, record["params"], confirm, plan.search)
+    arms, references = confirm_arms(screen.trials, screen.epochs, record["params"], confirm, plan.search,
+                                     record.get("reference_levels"))
     if not arms:
         raise UserError(f"no trial of the screen reported a validation accuracy: nothing to confirm; the screen's "
                         f"trials are in {plan.tune_dir}")

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from sweep import design, phases
 from sweep import vocabulary as vocab
 from sweep.record import CONFIRM, METRIC, MODE, SCREEN, trial_config
-from training.config import IMAGEFOLDER_PREFIX, ConfigError, TrainConfig, UserError
+from training.config import IMAGEFOLDER_PREFIX, ConfigError, TrainConfig, UserError, is_user_model
 
 RESULTS_ENV = "ABLATION_RESULTS_DIR"
 
@@ -211,10 +211,10 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     settings, sweep.json's record with the phases, and the notes to print once every check has passed
     (an error stays the one line on stderr)."""
     check_numbers(args)  # first: --samples sizes what is built next
-    name, space = vocab.load_space(args.space)
     overrides = dict(SMOKE_SETTINGS) if args.smoke_test else {}
     overrides.update({k: v for k, v in (("epochs", args.epochs), ("dataset", args.dataset)) if v is not None})
     overrides.update(parse_sets(args.sets))
+    name, space = vocab.load_space(args.space, overrides.get("model"))
     objectives = (vocab.parse_objectives(args.objectives, "--objectives") if args.objectives is not None
                   else space.get("objectives"))
     scheduler = args.scheduler or space["scheduler"]
@@ -279,6 +279,9 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
               "phases": phases.planned(expected, confirm, rungs)}
     if designed:
         record["design"] = designed
+    toggles = vocab.user_toggles(params.get("model"), name)
+    if toggles:  # the reference level of each toggle of a user model: its factory's default
+        record["reference_levels"] = {key: toggle.default for key, toggle in toggles.items()}
     return params, plan, record, notes
 
 
@@ -368,10 +371,14 @@ def absolute_paths(params: dict[str, Any]) -> dict[str, Any]:
             return value
         if key == "dataset" and value.startswith(IMAGEFOLDER_PREFIX):
             return IMAGEFOLDER_PREFIX + str(Path(value[len(IMAGEFOLDER_PREFIX):]).expanduser().resolve())
+        if key == "model" and is_user_model(value):
+            from models.user import absolute as absolute_model
+
+            return absolute_model(value)
         return str(Path(value).expanduser().resolve()) if key == "init_from" and "://" not in value else value
 
     out = dict(params)
-    for key in ("dataset", "init_from"):
+    for key in ("dataset", "init_from", "model"):
         spec = out.get(key)
         if isinstance(spec, dict):  # an axis: each of its levels
             out[key] = {kind: [absolute(key, v) for v in values] if kind in ("grid", "choice") else values

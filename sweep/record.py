@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from sweep.spaces import merge_config
-from training.config import ConfigError, TrainConfig, UserError
+from training.config import ConfigError, TrainConfig, UserError, is_user_model
 from training.status import FINAL_STATUSES
 
 SWEEP_FILE = "sweep.json"
@@ -100,8 +100,14 @@ def trial_values(config: Mapping[str, Any], smoke: bool = False, fraction: float
 
 
 def trial_config(config: Mapping[str, Any], smoke: bool = False, fraction: float = 1.0) -> TrainConfig:
-    """One trial's validated TrainConfig from its Ray config, as the trainable runs it."""
-    return TrainConfig.from_dict(trial_values(config, smoke, fraction))
+    """One trial's validated TrainConfig from its Ray config, as the trainable runs it (a user model's
+    toggles checked against its factory and filled in: models.user.resolved)."""
+    cfg = TrainConfig.from_dict(trial_values(config, smoke, fraction))
+    if is_user_model(cfg.model):
+        from models.user import resolved
+
+        return resolved(cfg)
+    return cfg
 
 
 def stop_reason(ray_status: str | None, last: Mapping[str, Any], has_error: bool) -> str:

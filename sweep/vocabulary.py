@@ -27,7 +27,7 @@ from typing import Any, Mapping
 from sweep.record import trial_values
 from sweep.spaces import BUNDLES, SPACES
 from training.config import (ConfigError, TrainConfig, UserError, coerce, field_names, field_types,
-                             load_mapping)
+                             is_user_model, load_mapping)
 
 SEARCHES = ("grid", "random", "optuna")
 SCHEDULERS = ("halving", "asha", "fifo", "hyperband", "median")
@@ -40,20 +40,34 @@ OBJECTIVE_METRICS = ("best_val_acc", "val_acc", "final_val_acc", "val_loss", "pa
 LATENCY_METRICS = ("latency_ms_b1", "latency_ms_b256")
 
 
-def load_space(name_or_path: str) -> tuple[str, dict[str, Any]]:
-    """A named space, or a YAML/JSON space file, validated; returns (name, space)."""
+def load_space(name_or_path: str, model: Any = None) -> tuple[str, dict[str, Any]]:
+    """A named space, or a YAML/JSON space file, validated; returns (name, space). `model` (a --set
+    model=...) replaces the space's own: a user model's toggles are checked against it."""
     if name_or_path in SPACES:
-        return name_or_path, validate_space(copy.deepcopy(SPACES[name_or_path]), name_or_path)
+        return name_or_path, validate_space(copy.deepcopy(SPACES[name_or_path]), name_or_path, model)
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml", ".json"):
         raise UserError(f"unknown space {name_or_path!r}: use one of {', '.join(SPACES)} "
                         "or a path to a .yaml/.json space file")
     if not path.is_file():
         raise UserError(f"space file {path} does not exist")
-    return path.stem, validate_space(load_mapping(path), str(path))
+    return path.stem, validate_space(load_mapping(path), str(path), model)
 
 
-def validate_space(space: Mapping[str, Any], source: str) -> dict[str, Any]:
+def user_toggles(model: Any, where: str) -> dict[str, Any]:
+    """The toggles (models.user.Toggle by name) of `model` when it is one user model (a plain value;
+    an axis of models has no toggles of its own to search), else {}."""
+    if not (isinstance(model, str) and is_user_model(model)):
+        return {}
+    from models import user
+
+    try:
+        return user.load(model).toggles
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def validate_space(space: Mapping[str, Any], source: str, model: Any = None) -> dict[str, Any]:
     """Check a space's shape and every value against TrainConfig; return it with values coerced."""
     unknown = sorted(set(space) - set(SPACE_KEYS))
     if unknown:
@@ -67,7 +81,8 @@ def validate_space(space: Mapping[str, Any], source: str) -> dict[str, Any]:
     if not isinstance(params, Mapping) or not params:
         raise ConfigError(f"{source}: needs a non-empty mapping `params:` of key: value or "
                           "key: {kind: ...}")
-    checked = {str(key): check_param(str(key), spec, f"{source}: params.{key}")
+    toggles = user_toggles(model if model is not None else params.get("model"), f"{source}: params.model")
+    checked = {str(key): check_param(str(key), spec, f"{source}: params.{key}", toggles)
                for key, spec in params.items()}
     sampled = any(isinstance(v, Mapping) and "grid" not in v for v in checked.values())
     search = check_choice("search", space.get("search", "random" if sampled else "grid"), SEARCHES, source)
@@ -111,13 +126,16 @@ def check_choice(what: str, value: Any, allowed: tuple[str, ...], source: str) -
     return value
 
 
-def check_param(key: str, spec: Any, where: str) -> Any:
-    """Validate one axis (or fixed value) of a space; values come back coerced to the field's type."""
-    if key not in field_names() and key not in BUNDLES:
+def check_param(key: str, spec: Any, where: str, toggles: Mapping[str, Any] | None = None) -> Any:
+    """Validate one axis (or fixed value) of a space; values come back coerced to the field's type
+    (a user model's toggle: to its default's type, among its declared values)."""
+    toggles = toggles or {}
+    if key not in field_names() and key not in BUNDLES and key not in toggles:
+        mine = f"; the model's toggles: {', '.join(toggles)}" if toggles else ""
         raise ConfigError(f"{where}: {key!r} is neither a TrainConfig field nor a bundle "
-                          f"({', '.join(BUNDLES)}); fields: {', '.join(field_names())}")
+                          f"({', '.join(BUNDLES)}){mine}; fields: {', '.join(field_names())}")
     if not isinstance(spec, Mapping):
-        return check_value(key, spec, where)
+        return check_value(key, spec, where, toggles)
     if len(spec) != 1 or next(iter(spec)) not in KINDS:
         raise ConfigError(f"{where}: expected a value or one of {{{', '.join(KINDS)}: ...}}, "
                           f"got {dict(spec)}")
@@ -125,26 +143,33 @@ def check_param(key: str, spec: Any, where: str) -> Any:
     if kind in ("grid", "choice"):
         if not isinstance(args, list) or not args:
             raise ConfigError(f"{where}: {kind} needs a non-empty list of values")
-        return {kind: [check_value(key, v, where) for v in args]}
-    return {kind: check_range(key, kind, args, where)}
+        return {kind: [check_value(key, v, where, toggles) for v in args]}
+    return {kind: check_range(key, kind, args, where, toggles)}
 
 
-def check_value(key: str, value: Any, where: str) -> Any:
-    """A bundle's preset name, or a value coerced to the field's type (ranges: ``sweep.plan.check_trials``)."""
+def check_value(key: str, value: Any, where: str, toggles: Mapping[str, Any] | None = None) -> Any:
+    """A bundle's preset name, or a value coerced to the field's or toggle's type (ranges:
+    ``sweep.plan.check_trials``)."""
     if key in BUNDLES:
         if value not in BUNDLES[key]:
             raise ConfigError(f"{where}: {key}={value!r} is not one of: {', '.join(BUNDLES[key])}")
         return value
+    toggle = (toggles or {}).get(key)
     try:
-        return coerce(key, value, field_types()[key].__name__)
+        coerced = coerce(key, value, (toggle.kind if toggle else field_types()[key]).__name__)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    if toggle and toggle.allowed is not None and coerced not in toggle.allowed:
+        raise ConfigError(f"{where}: {key}={coerced!r} is not one of the model's declared values: "
+                          f"{', '.join(map(repr, toggle.allowed))}")
+    return coerced
 
 
-def check_range(key: str, kind: str, args: Any, where: str) -> list[float]:
-    """[low, high] of a uniform/loguniform/randint axis, checked against the field's type."""
+def check_range(key: str, kind: str, args: Any, where: str, toggles: Mapping[str, Any] | None = None) -> list[float]:
+    """[low, high] of a uniform/loguniform/randint axis, checked against the field's (or toggle's) type."""
     kind_type = int if kind == "randint" else float
-    field_type = field_types().get(key)
+    toggle = (toggles or {}).get(key)
+    field_type = toggle.kind if toggle and toggle.allowed is None else None if toggle else field_types().get(key)
     if field_type not in (int, float) or (kind_type is float and field_type is int):
         raise ConfigError(f"{where}: {kind} needs a {kind_type.__name__} field; {key} is not one")
     ok = (isinstance(args, list) and len(args) == 2
@@ -159,7 +184,7 @@ def check_range(key: str, kind: str, args: Any, where: str) -> list[float]:
 
 # The TrainConfig fields a model is built from (the "model" block of training/config.py).
 MODEL_FIELDS = ("model", "width", "attention", "residual", "dsconv", "activation", "batch_norm",
-                "dropout", "init", "stem")
+                "dropout", "init", "stem", "toggles")
 
 
 def architecture(cfg: TrainConfig, keep: tuple[str, ...] = ()) -> TrainConfig:
@@ -207,8 +232,9 @@ def reachable(spec: Mapping[str, Any]) -> list[Any]:
 def apply_overrides(space: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The space with `overrides` (--set, --epochs, --dataset, smoke settings) as fixed values."""
     params = dict(space["params"])
+    toggles = user_toggles(overrides.get("model", params.get("model")), f"{source}: model")
     for key, value in overrides.items():
-        params[key] = check_param(key, value, f"{source}: {key}")
+        params[key] = check_param(key, value, f"{source}: {key}", toggles)
     return {**space, "params": params}
 
 
