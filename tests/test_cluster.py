@@ -1,4 +1,6 @@
-"""A real two-node Ray cluster runs a sweep through `--address`, and its trials land on both nodes.
+"""A real two-node Ray cluster runs a sweep through `--address`, and its trials land on both nodes: a
+sweep of a user's own network (a file outside the project, at the same path on both nodes, as
+docs/CLUSTER.md asks), whose toggle is the searched axis.
 
 The second node lives in a network namespace this test creates (`ip netns add`), joined to the host
 by a veth pair on a private 10.x.y.0/24: every packet stays on that pair. The head starts on the host
@@ -145,8 +147,16 @@ def test_a_two_node_cluster_runs_a_sweep_through_address(veth_namespace, current
         while alive_nodes(address) < 2:
             assert time.monotonic() < deadline, "the second node never joined"
             time.sleep(2)
+        net = tmp_path / "mine" / "net.py"
+        net.parent.mkdir()
+        net.write_text((ROOT / "examples" / "tinycnn.py").read_text())
+        space = tmp_path / "mine" / "space.yaml"
+        space.write_text(f"confirm: false\nparams:\n  model: {net}:tinycnn\n  dataset: synthetic\n  subset: 512\n"
+                         "  val_fraction: 0.5\n  epochs: 2\n  batch_size: 32\n  eval_batch_size: 512\n"
+                         "  augment: none\n  scheduler: none\n  lr: 0.05\n  measure_latency: false\n"
+                         "  depth: {grid: [1, 2]}\n")
         sweep = subprocess.run(
-            [sys.executable, "sweep/run.py", "--space", "smoke", "--samples", "2", "--scheduler", "fifo",
+            [sys.executable, "sweep/run.py", "--space", str(space), "--samples", "2", "--scheduler", "fifo",
              "--address", address, "--storage-path", str(tmp_path), "--name", "cluster"],
             cwd=ROOT, env=cluster_env(), capture_output=True, text=True, timeout=400)
         assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
@@ -155,6 +165,8 @@ def test_a_two_node_cluster_runs_a_sweep_through_address(veth_namespace, current
         assert len(last) == 4 and all(row["status"] == "finished" for row in last)
         assert {row["node_ip"] for row in last} == {head_ip, node_ip}
         assert all((p / "trial_config.json").is_file() for p in trial_dirs)  # also from the other node
+        configs = [json.loads((p / "trial_config.json").read_text())["config"] for p in trial_dirs]
+        assert sorted(c["depth"] for c in configs) == [1, 1, 2, 2] and {c["model"] for c in configs} == {f"{net}:tinycnn"}
     finally:
         for node in reversed(nodes):
             stop_node(node)
