@@ -243,7 +243,8 @@ def after_stop(run_dir: Path) -> str:
 
 def default_run_dir(cfg: TrainConfig) -> Path:
     name = cfg.dataset.split(":")[0]
-    return Path("runs") / "train" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}-{name}"
+    model = cfg.model.rpartition(":")[2] if is_user_model(cfg.model) else cfg.model  # a user's: its factory's name
+    return Path("runs") / "train" / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{name}"
 
 
 def main(argv: list[str] | None = None) -> int:

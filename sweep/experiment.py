@@ -19,7 +19,7 @@ from ray import tune
 
 from sweep.plan import Plan
 from sweep.record import SWEEP_FILE, filesystem_of, phase_specs, read_sweep
-from sweep.vocabulary import check_param
+from sweep.vocabulary import check_param, user_toggles
 from training.config import UserError
 
 
@@ -37,8 +37,9 @@ def load_plan(experiment_dir: str) -> tuple[Plan, dict[str, Any]]:
         raise UserError(f"{experiment_dir} is not an experiment directory (no tuner.pkl or {SWEEP_FILE}){empty}")
     record = read_sweep(experiment_dir, needs=("plan", "params"))
     where = f"{experiment_dir}/{SWEEP_FILE}"
+    toggles = user_toggles(record["params"].get("model"), f"{where}: params.model")  # a user model's
     for key, spec in record["params"].items():  # each axis as a space file's is checked (a malformed one
-        check_param(str(key), spec, f"{where}: params.{key}")  # was a TypeError or KeyError inside Ray Tune)
+        check_param(str(key), spec, f"{where}: params.{key}", toggles)  # was a TypeError or KeyError inside Ray Tune)
     return Plan.from_record(record["plan"], where), record
 
 

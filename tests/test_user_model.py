@@ -129,6 +129,9 @@ def test_a_module_reference_imports_from_pythonpath_and_needs_nothing_of_this_pr
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    resumed = subprocess.run([sys.executable, "train.py", "--resume", str(tmp_path / "run"), "--set", "depth=2"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 2 and "--depth would change it" in resumed.stderr, resumed.stderr
     assert recorded["model"] == "mynets.conv:tinycnn" and recorded["depth"] == 1 and recorded["norm"] == "bn"
     missing = subprocess.run([sys.executable, "train.py", "--model", "nosuch.nets:tinycnn", "--dataset", "synthetic"],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -165,6 +168,7 @@ def test_the_example_goes_through_sweep_report_rerun_and_export_on_fashion_mnist
         "measure_latency=false", "--samples", "2", "--confirm-top", "2", "--confirm-seeds", "2",
         "--address", "local", "--storage-path", str(tmp_path), "--name", "mine")
     experiment = tmp_path / "mine"
+    run("sweep/run.py", "--resume", str(experiment), "--address", "local")  # its recorded toggle axes check again
     sweep = json.loads((experiment / "sweep.json").read_text())
     assert sweep["reference_levels"] == {"depth": 2, "norm": "bn", "base": 16}
     confirm = json.loads((experiment / "sweep.json").read_text())["phases"]["confirm"]
