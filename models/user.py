@@ -129,7 +129,7 @@ def _import(target: str, reference: str) -> Any:
     except UserModelError:
         raise
     except ModuleNotFoundError as exc:
-        if not target.endswith(".py") and exc.name and target.startswith(exc.name):
+        if not target.endswith(".py") and exc.name and (target == exc.name or target.startswith(exc.name + ".")):
             raise UserModelError(f"model={reference}: no module {exc.name} (install it, or put its directory "
                                  "on PYTHONPATH)") from None
         raise UserModelError(f"{_frame(exc, target)}: importing {reference} raised {_what(exc)}") from None
