@@ -60,7 +60,7 @@ def smoke_limits(values: dict[str, Any]) -> dict[str, Any]:
     """--smoke-test's per-trial caps (sweep.plan.SMOKE_SETTINGS sets the rest): any fine-tuning phase
     at one epoch at most, SqueezeNet at a quarter width at most (ResNets have no width knob)."""
     limited = {**values, "finetune_epochs": min(values["finetune_epochs"], 1)}
-    if values["model"].startswith("squeezenet"):
+    if values["model"].startswith("squeezenet") and not is_user_model(values["model"]):
         limited["width"] = min(values["width"], 0.25)
     return limited
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from training.config import ConfigError, TrainConfig
+from training.config import BUILT_IN_MODEL_KNOBS, ConfigError, TrainConfig, is_user_model
 
 BY_MODEL = "by_model"  # a preset's per-model overrides (see the module docstring)
 
@@ -167,6 +167,9 @@ def merge_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for preset in chosen:
         per_model = preset.get(BY_MODEL, {}).get(values["model"], {})
         values.update({k: v for k, v in per_model.items() if k not in explicit})
+    if is_user_model(str(values["model"])):  # a preset's parts for the built-in networks do not apply
+        default = TrainConfig()
+        values.update({k: getattr(default, k) for k in BUILT_IN_MODEL_KNOBS if k not in explicit})
     return values
 
 

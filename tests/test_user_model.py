@@ -53,6 +53,18 @@ def test_a_toggle_that_does_not_fit_the_factory_is_one_line(values, message):
         config(f"{EXAMPLE}:tinycnn", **values)
 
 
+def test_a_recipe_applies_its_training_knobs_to_a_user_model_and_smoke_limits_leave_it_alone():
+    from sweep.record import trial_config
+
+    cfg = trial_config({"model": f"{EXAMPLE}:tinycnn", "recipe": "holistic", "dataset": "synthetic"})
+    assert cfg.label_smoothing > 0 and cfg.init == "default"  # the recipe's network parts are not its to set
+    with pytest.raises(ConfigError, match="init='kaiming' is a knob of the built-in networks"):
+        trial_config({"model": f"{EXAMPLE}:tinycnn", "recipe": "holistic", "init": "kaiming"})
+    from sweep.record import smoke_limits, trial_values
+
+    assert smoke_limits(trial_values({"model": "squeezenet_zoo.nets:f"}))["width"] == 1.0  # not SqueezeNet's cap
+
+
 def test_built_in_models_still_refuse_unknown_keys():
     with pytest.raises(ConfigError, match="unknown config key"):
         TrainConfig.from_dict({"model": "squeezenet", "depth": 2})
