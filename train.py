@@ -86,24 +86,16 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if not path.is_file():
             raise UserError(f"{args.resume} is not a train.py run directory (no {record.RUN_CONFIG_FILE} with a config)")
         saved = record.read_config_record(path)
-        cfg = resolved(TrainConfig.from_dict(saved))
-        asked = resolved(TrainConfig.from_dict(with_flags(saved, args)))
+        cfg = record.resolved(TrainConfig.from_dict(saved))
+        asked = record.resolved(TrainConfig.from_dict(with_flags(saved, args)))
         changed = [f"--{k.replace('_', '-')}" for k, v in asked.to_dict().items() if cfg.to_dict().get(k) != v]
         if changed:
             raise UserError(f"--resume continues {args.resume} as it was configured, but {', '.join(changed)} "
                             "would change it; start a fresh --out-dir instead (with --init-from to start "
                             "from its weights)")
         return cfg
-    return resolved(TrainConfig.from_dict(with_flags(load_config(args.config) if args.config else {}, args)))
+    return record.resolved(TrainConfig.from_dict(with_flags(load_config(args.config) if args.config else {}, args)))
 
-
-def resolved(cfg: TrainConfig) -> TrainConfig:
-    """A user model's toggles checked against its factory and filled in (models.user.resolved)."""
-    if not is_user_model(cfg.model):
-        return cfg
-    from models.user import resolved as with_toggles
-
-    return with_toggles(cfg)
 
 
 def with_flags(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

@@ -102,12 +102,17 @@ def trial_values(config: Mapping[str, Any], smoke: bool = False, fraction: float
 def trial_config(config: Mapping[str, Any], smoke: bool = False, fraction: float = 1.0) -> TrainConfig:
     """One trial's validated TrainConfig from its Ray config, as the trainable runs it (a user model's
     toggles checked against its factory and filled in: models.user.resolved)."""
-    cfg = TrainConfig.from_dict(trial_values(config, smoke, fraction))
-    if is_user_model(cfg.model):
-        from models.user import resolved
+    return resolved(TrainConfig.from_dict(trial_values(config, smoke, fraction)))
 
-        return resolved(cfg)
-    return cfg
+
+def resolved(cfg: TrainConfig) -> TrainConfig:
+    """A user model's toggles checked against its factory and filled in (models.user.resolved, which
+    imports torch: only for a user model); a built-in model's config as it is."""
+    if not is_user_model(cfg.model):
+        return cfg
+    from models.user import resolved as with_toggles
+
+    return with_toggles(cfg)
 
 
 def stop_reason(ray_status: str | None, last: Mapping[str, Any], has_error: bool) -> str:

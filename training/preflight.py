@@ -73,11 +73,11 @@ def meta_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         return create_model(bare, num_classes)
 
 
-def probe_input(model: nn.Module, cfg: TrainConfig, batch: int = 1) -> torch.Tensor:
-    """A batch of `batch` empty images on the device of `model`'s weights (meta, or the CPU for a
+def probe_input(model: nn.Module, cfg: TrainConfig) -> torch.Tensor:
+    """One empty image on the device of `model`'s weights (meta, or the CPU for a
     user's network: meta_model)."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return torch.zeros(batch, 3, cfg.image_size, cfg.image_size, device=device)
+    return torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=device)
 
 
 def check_image_size(model: nn.Module, cfg: TrainConfig) -> None:
