@@ -23,19 +23,19 @@ from pathlib import Path
 from typing import Any
 
 # torch and what imports it load inside run(): --help and a refused flag answer in a fraction of a second
-from sweep import record  # the run's record files, named where a sweep trial's are
-from sweep.spaces import BUNDLES, BY_MODEL, merge_config
-from training.cli import Parser, run_cli
-from sweep.plan import parse_sets
-from training.config import MODEL_NAMES, TrainConfig, UserError, field_names, is_user_model, load_mapping
+from study import layout  # the run's files, named where a sweep trial's are
+from study.cli import Parser, parse_sets, run_cli
+from study.config import MODEL_NAMES, TrainConfig, UserError, field_names, is_user_model, load_mapping
+from study.trial import BUNDLES, BY_MODEL, merge_config
+from sweep.planning.configs import resolved
 from training.signals import sigterm_as_ctrl_c
 
 __all__ = ["TrainConfig", "main"]  # fit: training.loop.fit
 
 
 def field_help() -> dict[str, str]:
-    """Each field's trailing comment in training/config.py, the one place the knobs are documented."""
-    source = Path(__file__).with_name("training").joinpath("config.py").read_text()
+    """Each field's trailing comment in study/config.py, the one place the knobs are documented."""
+    source = Path(__file__).with_name("study").joinpath("config.py").read_text()
     pattern = re.compile(r"^    (\w+): \w+ = .*?  # (.*)$", re.MULTILINE)
     return {name: text for name, text in pattern.findall(source)}
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines (the summary still prints)")
     parser.add_argument("--set", dest="sets", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                         help="set any knob, or a toggle of your own model (--model FILE.py:FACTORY --set depth=3)")
-    presets = parser.add_argument_group("presets (sweep/spaces.py: what a space's recipe or stage value sets)")
+    presets = parser.add_argument_group("presets (study/trial.py: what a space's recipe or stage value sets)")
     for key, named in BUNDLES.items():
         presets.add_argument(f"--{key}", choices=list(named), metavar="NAME",
                              help=f"apply the {key} preset NAME ({' | '.join(named)}): "
@@ -75,33 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RUN_FILES = (record.RUN_CONFIG_FILE, "summary.json", "metrics.jsonl", "checkpoint")  # + TensorBoard's events.out.*
+RUN_FILES = (layout.RUN_CONFIG_FILE, "summary.json", "metrics.jsonl", "checkpoint")  # + TensorBoard's events.out.*
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config: --config and flags, or with --resume the run's own, which flags may repeat
     but not change (its checkpoint continues only the config it was written with)."""
     if args.resume:
-        path = Path(args.resume) / record.RUN_CONFIG_FILE
+        path = Path(args.resume) / layout.RUN_CONFIG_FILE
         if not path.is_file():
-            raise UserError(f"{args.resume} is not a train.py run directory (no {record.RUN_CONFIG_FILE} with a config)")
-        saved = record.read_config_record(path)
-        cfg = record.resolved(TrainConfig.from_dict(saved))
-        asked = record.resolved(TrainConfig.from_dict(with_flags(saved, args)))
+            raise UserError(f"{args.resume} is not a train.py run directory (no {layout.RUN_CONFIG_FILE} with a config)")
+        saved = layout.read_config_record(path)
+        cfg = resolved(TrainConfig.from_dict(saved))
+        asked = resolved(TrainConfig.from_dict(with_flags(saved, args)))
         changed = [f"--{k.replace('_', '-')}" for k, v in asked.to_dict().items() if cfg.to_dict().get(k) != v]
         if changed:
             raise UserError(f"--resume continues {args.resume} as it was configured, but {', '.join(changed)} "
                             "would change it; start a fresh --out-dir instead (with --init-from to start "
                             "from its weights)")
         return cfg
-    return record.resolved(TrainConfig.from_dict(with_flags(load_config(args.config) if args.config else {}, args)))
+    return resolved(TrainConfig.from_dict(with_flags(load_config(args.config) if args.config else {}, args)))
 
 
 
 def with_flags(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """`base` (a --config file's keys, or a run's own config) with the presets named by --recipe and
     --stage on top, then the knob flags on top of those, as a sweep resolves a trial
-    (sweep.spaces.merge_config: a preset's per-model entries apply to fields no flag set). A file may
+    (study.trial.merge_config: a preset's per-model entries apply to fields no flag set). A file may
     name a preset too (`recipe: holistic`); its own fields beat the preset it names."""
     flags = {**parse_sets(args.sets), **{k: v for k, v in vars(args).items() if k in field_names() and v is not None}}
     named = {key: getattr(args, key) for key in BUNDLES if getattr(args, key, None)}
@@ -152,19 +152,19 @@ def load_config(path: str) -> dict[str, Any]:
     resolved config (threads, device and precision as the run used them) under "config"."""
     given = Path(path)
     if given.is_dir():
-        found = [given / name for name in record.CONFIG_RECORDS if (given / name).is_file()]
+        found = [given / name for name in layout.CONFIG_RECORDS if (given / name).is_file()]
         if not found:
-            raise UserError(f"{given} holds no {' or '.join(record.CONFIG_RECORDS)}: not a sweep trial or "
+            raise UserError(f"{given} holds no {' or '.join(layout.CONFIG_RECORDS)}: not a sweep trial or "
                             "train.py run")
         given = found[0]
-    return record.read_config_record(given) if given.name in record.CONFIG_RECORDS else load_mapping(given)
+    return layout.read_config_record(given) if given.name in layout.CONFIG_RECORDS else load_mapping(given)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every check first (config, device, output path, dataset sizes, --init-from, the checkpoint to
     resume), then the dataset, then the first write."""
+    from study.files import WriteError, write_failure, write_text_atomically
     from training.checkpoint import provenance
-    from training.files import WriteError, write_failure, write_text_atomically
     from training.datasets import dataset_sizes, prepare_dataset
     from training.loop import fit, resolve_device, resolve_precision
     from training.preflight import check_init_from, check_trial
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except OSError as exc:
                 raise WriteError(f"cannot create {run_dir}: {write_failure(exc, run_dir.parent)}") from None
             remove_run(run_dir)
-            write_text_atomically(run_dir / record.RUN_CONFIG_FILE,
+            write_text_atomically(run_dir / layout.RUN_CONFIG_FILE,
                                   json.dumps({"config": cfg.to_dict(), **provenance()}, indent=2))
         reporter = ConsoleAndTensorBoard(run_dir, args.quiet, cfg)
         try:
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         summary = {**summary, "units": UNITS, "run_dir": str(run_dir)}
         write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2))
     except WriteError as exc:
-        if not (run_dir / record.RUN_CONFIG_FILE).is_file():
+        if not (run_dir / layout.RUN_CONFIG_FILE).is_file():
             raise
         raise WriteError(f"{exc}; once it is fixed, {after_stop(run_dir)}") from None
     return summary
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except KeyboardInterrupt:
             run_dir = getattr(args, "run_dir", None)
-            after = (after_stop(run_dir) if run_dir and (run_dir / record.RUN_CONFIG_FILE).is_file()
+            after = (after_stop(run_dir) if run_dir and (run_dir / layout.RUN_CONFIG_FILE).is_file()
                      else "nothing was written")
             print(f"train.py: {'terminated' if terminated else 'interrupted'}; {after}", file=sys.stderr)
             return 143 if terminated else 130

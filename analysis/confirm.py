@@ -1,17 +1,8 @@
-"""Screen, then confirm: the screen's ranking of arms, the confirm set, and the confirm phase's
-estimates (the confirmed ranking and the leave-one-out table).
+"""Screen, then confirm: the confirm phase's estimates (the confirmed ranking, the comparisons with
+the confirmed best and the leave-one-out table), from the arms study.selection chose (the screen's
+ranking, the confirm set: the rules the sweep's driver applied) and study.best's confirmed best.
 
 An *arm* is one combination of the factors' levels; its trials differ only by seed.
-
-**Screen ranking** (read from the screen phase only, validation accuracy only): arms are ranked
-first by how deep the scheduler let them run (the last epoch any of the arm's trials reached: ASHA's
-promotions are the screen's verdict, and an arm stopped at a rung has not been compared with the
-arms past it at the same epoch), then by the mean over the arm's trials of their best validation
-accuracy, then by the first trial's order. Test accuracy is never read from the screen.
-
-**Confirm set**: the `top` best arms of the screen; the *leave-one-out neighbours* of the best arm
-(for each factor not at its reference level, the same arm with that factor set back to it); and the
-all-reference arm. Each arm once, with why it was chosen.
 
 **Confirm estimates**: every confirm trial ran to its end under FIFO, each arm with the same fresh
 seeds. An arm's mean is the mean over its seeds with a 95% t interval from its own trials (the
@@ -30,151 +21,26 @@ with a test accuracy); the others (errored, unfinished, never started) are count
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-
 from statsmodels.stats.weightstats import DescrStatsW
 
-from analysis import contrasts, factorial, learning
-from analysis.effects import EQUIVALENCE_MARGIN, reference_level
+from analysis import contrasts, factorial
+from analysis.effects import EQUIVALENCE_MARGIN
 from analysis.fidelity import Fidelity, fidelity
-from analysis.load import Experiment, ended
 from analysis.render import interval
 from analysis.subdesigns import subdesign_table
+from study import learning
+from study.best import arm_ranking
+from study.layout import chosen_confirm
+from study.load import Experiment
+from study.selection import arm_label, arm_labels, leave_one_out, reasons, removed, screen_ranking
+from study.significance import ALPHA
+from study.states import ended
 
 ARM = "arm"
-
-
-def arm_label(arm: dict, factors: Sequence[str]) -> str:
-    """``attention=channel, recipe=holistic``: one arm, in the factors' order."""
-    return ", ".join(f"{f}={arm[f]}" for f in factors)
-
-
-def arm_labels(frame: pd.DataFrame, factors: Sequence[str]) -> pd.Series:
-    """Each row's arm (:func:`arm_label`), aligned with the frame's index."""
-    return pd.Series([arm_label(arm, factors) for arm in frame[list(factors)].to_dict("records")],
-                     index=frame.index, dtype=object)
-
-
-def reasons(spec: dict, factors: Sequence[str]) -> dict[str, str]:
-    """Arm label -> why the confirm phase runs it, from sweep.json's ``phases.confirm``."""
-    return {arm_label(a["levels"], factors): str(a.get("why", "")) for a in spec["arms"]}
-
-
-def rung_ranking(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
-    """A successive-halving screen's arms, best first: by the deepest rung the arm reached
-    (``deepest_rung``, 1 = the first), then by ``mean_val_at_end``, the mean over its trials of that
-    rung of their validation accuracy at the end of their own schedule (every trial of a rung ran
-    its whole schedule, fitted to the rung's budget: sweep.record.fit_to_budget), then by the first
-    trial's order. Only trials that ran to their own end (analysis.load.ended) are ranked; ``epochs``
-    is the most epochs the arm's trials ran in that rung."""
-    factors = list(factors)
-    reported = epochs.dropna(subset=["val_acc"]).sort_values("epoch", kind="stable")
-    at_end = reported.groupby("trial_id")["val_acc"].last()
-    ran = reported.groupby("trial_id")["epoch"].max()
-    frame = trials[["trial_id", *factors, "rung"]].assign(val_at_end=trials["trial_id"].map(at_end),
-                                                         ran=trials["trial_id"].map(ran), order=range(len(trials)))
-    frame = frame[ended(trials).to_numpy() & frame["val_at_end"].notna().to_numpy() & frame["rung"].notna().to_numpy()]
-    frame = frame.assign(key=arm_labels(frame, factors))
-    frame = frame[frame["rung"] == frame.groupby("key")["rung"].transform("max")]
-    arms = (frame.groupby("key", sort=False)
-            .agg(**{f: (f, "first") for f in factors}, trials=("trial_id", "size"), deepest_rung=("rung", "max"),
-                 epochs=("ran", "max"), mean_val_at_end=("val_at_end", "mean"), order=("order", "min")))
-    arms["deepest_rung"] = arms["deepest_rung"].astype(int) + 1
-    arms = arms.sort_values(["deepest_rung", "mean_val_at_end", "order"], ascending=[False, False, True],
-                            kind="stable").reset_index(drop=True)
-    arms["rank"] = range(1, len(arms) + 1)
-    return arms.drop(columns=["order"])
-
-
-def screen_ranking(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
-    """One row per arm of the screen, best first (module docstring; a successive-halving screen's
-    by :func:`rung_ranking`): the factors, ``trials``,
-    ``deepest_epoch``, ``mean_best_val`` (mean over its trials of their best val accuracy so far),
-    ``rank`` (1 = best). Depth ranks only what the scheduler did: an arm with a trial that ended on
-    its own (finished, its own patience, diverged: analysis.load.ended) ranks as deep as any, so arms with
-    fewer planned epochs (an epochs axis, stages without fine-tuning) are not ranked below the rest."""
-    if "rung" in trials and trials["rung"].notna().any():
-        return rung_ranking(trials, epochs, factors)
-    factors = list(factors)
-    best_val = epochs.groupby("trial_id")["val_acc"].max()
-    deepest = epochs.groupby("trial_id")["epoch"].max()
-    own_end = ended(trials)
-    frame = trials[["trial_id", *factors]].assign(best_val=trials["trial_id"].map(best_val),
-                                                   deepest=trials["trial_id"].map(deepest),
-                                                   kept=trials["trial_id"].map(deepest).where(~own_end, np.inf),
-                                                   order=range(len(trials)))
-    frame = frame[frame["best_val"].notna()]
-    arms = (frame.assign(key=arm_labels(frame, factors)).groupby("key", sort=False)
-            .agg(**{f: (f, "first") for f in factors}, trials=("trial_id", "size"),
-                 deepest_epoch=("deepest", "max"), kept=("kept", "max"), mean_best_val=("best_val", "mean"),
-                 order=("order", "min")))
-    arms = arms.sort_values(["kept", "mean_best_val", "order"], ascending=[False, False, True],
-                            kind="stable").reset_index(drop=True)
-    arms["rank"] = range(1, len(arms) + 1)
-    return arms.drop(columns=["order", "kept"])
-
-
-def leave_one_out(best: dict, references: dict) -> list[tuple[dict, str]]:
-    """The best arm's neighbours: per factor not at its reference, (that factor set back to it, the
-    factor)."""
-    return [({**best, f: ref}, f) for f, ref in references.items() if best[f] != ref]
-
-
-def removed(best: dict, factor: str, references: dict | None = None) -> str:
-    """What a neighbour removes from the best arm: ``without attention=channel``, with ``(-> none)``
-    when given the references."""
-    return f"without {factor}={best[factor]}" + (f" (-> {references[factor]})" if references else "")
-
-
-def confirm_set(ranking: pd.DataFrame, factors: Sequence[str], references: dict | None,
-                top: int) -> pd.DataFrame:
-    """The arms to confirm (module docstring), each once, in order: top arms, leave-one-out
-    neighbours of the best, the all-reference arm; column ``why`` lists every reason an arm was
-    chosen. Without `references` (a random or Optuna search: no reference levels), the top arms only."""
-    chosen: dict[str, tuple[dict, list[str]]] = {}
-
-    def add(arm: dict, why: str) -> None:
-        chosen.setdefault(arm_label(arm, factors), (arm, []))[1].append(why)
-
-    top_arms = ranking.head(top)[list(factors)].to_dict("records")
-    for i, arm in enumerate(top_arms, 1):
-        add(arm, f"screen rank {i}")
-    if references and top_arms:
-        for arm, factor in leave_one_out(top_arms[0], references):
-            add(arm, removed(top_arms[0], factor, references))
-        add({f: references[f] for f in factors}, "all-reference baseline")
-    return pd.DataFrame([{**arm, "why": "; ".join(why)} for arm, why in chosen.values()],
-                        columns=[*factors, "why"])
-
-
-def confirm_arms(trials: pd.DataFrame, epochs: pd.DataFrame, params: Mapping[str, Any], confirm: Mapping[str, Any],
-                 search: str, levels: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """([{"levels", "why"}, ...], references): the confirm set of the screen's trial and epoch frames
-    (the ranking on validation, then top K, the best arm's leave-one-out neighbours and the
-    all-reference arm: :func:`confirm_set`). References exist for a grid screen only: per factor, the level effects
-    are measured against (analysis.effects.reference_level; `levels`: a user model's toggles' defaults), as
-    the trials ran them."""
-    factors = confirm["factors"]
-    grid = search == "grid" and all("grid" in params[f] for f in factors)
-    references = ({f: as_ran(reference_level(pd.Series(params[f]["grid"], name=f), levels), trials[f]) for f in factors}
-                  if grid and factors else None)
-    chosen = confirm_set(screen_ranking(trials, epochs, factors), factors, references, confirm["top"])
-    arms = [{"levels": {f: plain(row[f]) for f in factors}, "why": row["why"]} for row in chosen.to_dict("records")]
-    return arms, references
-
-
-def as_ran(level: Any, ran: Any) -> Any:
-    """A space's level as the trials ran it (TrainConfig's type: a YAML grid [1, 5] of a float field
-    ran as 1.0 and 5.0), so that an arm, its neighbours and the reference are written alike."""
-    return next((plain(value) for value in ran if value == level), level)
-
-
-def plain(value: Any) -> Any:
-    """A NumPy scalar as the Python value JSON and Ray's config hold."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def fit_arms(trials: pd.DataFrame, factors: Sequence[str], best: dict | str,
@@ -195,11 +61,11 @@ def arm_means(trials: pd.DataFrame, factors: Sequence[str], metric: str = "test_
         values = group[metric].dropna().to_numpy(float)
         low = high = np.nan
         if len(values) > 1 and values.std() > 0:
-            low, high = DescrStatsW(values).tconfint_mean(alpha=factorial.ALPHA)
+            low, high = DescrStatsW(values).tconfint_mean(alpha=ALPHA)
         rows.append({ARM: label, "n": len(values), "mean_best_val": group["best_val_acc"].mean(),
                      "mean": values.mean() if len(values) else np.nan, "ci_low": low, "ci_high": high})
-    return (pd.DataFrame(rows).sort_values("mean_best_val", ascending=False, kind="stable")
-            .reset_index(drop=True))
+    order = arm_ranking(trials, factors).index  # study.best's rule: the confirmed best first
+    return pd.DataFrame(rows).set_index(ARM).loc[order].reset_index()
 
 
 LOO_COLUMNS = ["removed", "arm", "n", "n_best", "method", "cost", "se", "ci_low", "ci_high", "p", "p_holm", "significant",
@@ -298,7 +164,7 @@ def summary_lines(best: dict, factors: Sequence[str], means: pd.DataFrame, loo: 
 
     text = f"confirmed best arm {described(means.iloc[0])}, picked on validation among {len(means)} confirmed arms"
     if "at_chance" in means and means["at_chance"].all():
-        text = f"no confirmed arm learned (every one at chance: analysis.learning); {text}"
+        text = f"no confirmed arm learned (every one at chance: study.learning); {text}"
     elif "at_chance" in means and means["at_chance"].any():
         text += f" ({int(means['at_chance'].sum())} of them did not learn: at chance)"
     chance = None if comparisons is None or comparisons.empty else comparisons.iloc[0]["chance_best"]
@@ -350,26 +216,11 @@ class Confirmed:
                 + (f"; left out: {', '.join(left)}" if left else "; none left out"))
 
 
-def confirm_record(exp: Experiment) -> dict[str, Any] | None:
-    """sweep.json's ``phases.confirm`` once the screen chose its arms (factors, arms with levels of
-    every factor, references of factors only or none), else None."""
-    spec = exp.phases.get("confirm") or {}
-    factors, arms, references = spec.get("factors"), spec.get("arms"), spec.get("references")
-    if not (isinstance(factors, list) and factors and isinstance(arms, list) and arms):
-        return None
-    if not all(isinstance(a, dict) and isinstance(a.get("levels"), dict) and set(factors) <= set(a["levels"])
-               for a in arms):
-        return None
-    if not (references is None or isinstance(references, dict) and set(references) <= set(factors)):
-        return None
-    return spec
-
-
 def screen_table(exp: Experiment) -> pd.DataFrame | None:
     """The screen's ranking of arms (:func:`screen_ranking`, validation accuracy only) with
     ``chosen``: why the confirm phase runs the arm, '' when it does not; None before the screen
     chose its arms."""
-    spec = confirm_record(exp)
+    spec = chosen_confirm(exp.sweep)
     screen = exp.phase("screen")
     if spec is None or screen.epochs.empty:
         return None
@@ -382,7 +233,7 @@ def confirmed(exp: Experiment, margin: float = EQUIVALENCE_MARGIN) -> Confirmed 
     """The confirmed ranking, the comparisons with the confirmed best, the sub-designs, the
     leave-one-out table (grid screens: references recorded) and the console's line, from the confirm
     trials that ran to their end, equivalence tested at ±`margin` points; None when none has yet."""
-    spec = confirm_record(exp)
+    spec = chosen_confirm(exp.sweep)
     if spec is None:
         return None
     factors, best = spec["factors"], spec["arms"][0]["levels"]
@@ -395,7 +246,7 @@ def confirmed(exp: Experiment, margin: float = EQUIVALENCE_MARGIN) -> Confirmed 
     means = arm_means(used, factors)
     means["why"] = means[ARM].map(reasons(spec, factors)).fillna("")
     at_chance = set(arm_labels(learning.arms_at_chance(used, factors), factors))
-    if at_chance:  # a column only where some arm did not learn (analysis.learning)
+    if at_chance:  # a column only where some arm did not learn (study.learning)
         means["at_chance"] = means[ARM].isin(at_chance)
     ff = fit_arms(used, factors, means.iloc[0][ARM], by_label=True)
     comparisons = best_comparisons(ff, means, margin)
@@ -412,19 +263,6 @@ def confirmed(exp: Experiment, margin: float = EQUIVALENCE_MARGIN) -> Confirmed 
                      len(used), excluded, view.never_started,
                      summary_lines(best, factors, means, loo, spec.get("references"), comparisons),
                      fidelity(ranks, means.set_index(ARM)["mean"]), margin)
-
-
-def best_trial(exp: Experiment, result: Confirmed) -> pd.Series | None:
-    """The trial that stands for the confirmed best arm (row 0 of `result.means`): of its confirm
-    trials that ran to their end, the one with the highest best validation accuracy (selection on
-    validation, never on test); what the console's reproduce line and ``deploy.export --best`` use.
-    Its trial_dir is relative to the experiment's directory."""
-    trials = exp.trials[exp.trials["phase"] == "confirm"] if "phase" in exp.trials else exp.trials.iloc[:0]
-    candidates = trials[ended(trials, "best_val_acc")]
-    candidates = candidates[arm_labels(candidates, result.factors) == result.means.iloc[0][ARM]]
-    if candidates.empty:
-        return None
-    return candidates.loc[pd.to_numeric(candidates["best_val_acc"]).idxmax()]
 
 
 def leave_one_out_costs(ff: factorial.FactorialFit, used: pd.DataFrame, factors: Sequence[str], best: dict,

@@ -7,18 +7,20 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis import contrasts
-from analysis.confirm import ARM, Confirmed, arm_label, arm_labels, confirm_record, screen_table
+from analysis.confirm import ARM, Confirmed, screen_table
 from analysis.confirm_plots import confirmed_plot, loo_plot, rank_plot
-from analysis.learning import CLASS_PREFIX
-from analysis.load import Experiment, ended
 from analysis.plots import per_class_plot
 from analysis.render import Section
+from study.layout import CLASS_PREFIX, chosen_confirm
+from study.load import Experiment
+from study.selection import arm_label, arm_labels
+from study.states import ended
 
 
 def confirm_sections(exp: Experiment, result: Confirmed | None) -> list[Section]:
     """The screen's ranking, the confirmed ranking and the leave-one-out table (analysis.confirm;
     `result`: confirmed(exp))."""
-    ranking, spec = screen_table(exp), confirm_record(exp)
+    ranking, spec = screen_table(exp), chosen_confirm(exp.sweep)
     if ranking is None:
         return [Section("Screen ranking", "The screen has not chosen the arms to confirm yet.")]
     factors = spec["factors"]

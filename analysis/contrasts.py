@@ -37,8 +37,8 @@ from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from analysis import factorial
 from analysis.factorial import SEED, FactorialFit
+from study.significance import ALPHA, holm
 
-ALPHA = 0.05
 TOST_POWER = 0.8
 METHODS = ("paired", "welch", "pooled", "none")
 
@@ -182,14 +182,14 @@ def family(table: pd.DataFrame) -> pd.DataFrame:
     """Holm over one table (one family) for the main p-values and, separately, the pooled ones and the
     equivalence tests: ``p_holm``, ``significant``, ``pooled_p_holm``, ``pooled_significant``,
     ``differs`` (the two disagree on significance: read that row with care), ``p_equivalent_holm``."""
-    table["p_holm"] = factorial.holm(table["p"])
+    table["p_holm"] = holm(table["p"])
     table["significant"] = table["p_holm"] < ALPHA
     if "pooled_p" in table:
-        table["pooled_p_holm"] = factorial.holm(table["pooled_p"])
+        table["pooled_p_holm"] = holm(table["pooled_p"])
         table["pooled_significant"] = table["pooled_p_holm"] < ALPHA
         table["differs"] = table["significant"] != table["pooled_significant"]
     if "p_equivalent" in table:
-        table["p_equivalent_holm"] = factorial.holm(table["p_equivalent"])
+        table["p_equivalent_holm"] = holm(table["p_equivalent"])
     return table
 
 

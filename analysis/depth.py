@@ -11,8 +11,8 @@ import re
 
 import pandas as pd
 
-from analysis.effects import completed
 from analysis.stages import group_timing, on_study_data
+from study.states import completed
 
 # The ResNet study's Table 1: test accuracy (%) and training time (min, Colab GPU), 50 epochs,
 # batch 256, lr 5e-4.

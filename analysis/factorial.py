@@ -22,8 +22,9 @@ interactions, then to main effects only (assuming the dropped interactions are z
 and names the missing cells. With no residual degrees of freedom (one trial per arm) or a residual
 variance of 0, no interval and no p-value is given.
 
-Multiplicity: each table is one family per column of p-values; ``holm`` adjusts with statsmodels'
-``multipletests(method="holm")`` (Holm 1979), and only rows that survive it are called significant.
+Multiplicity: each table is one family per column of p-values, adjusted by study.significance.holm
+(statsmodels' ``multipletests(method="holm")``, Holm 1979); only rows that survive it are called
+significant.
 """
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ import numpy as np
 import pandas as pd
 import patsy
 import statsmodels.api as sm
-from statsmodels.stats.multitest import multipletests
 
-ALPHA = 0.05
+from study.significance import ALPHA
+
 CONFIDENCE = 1 - ALPHA
 SEED = "seed"
 MODELS = ("full factorial", "two-way interactions", "main effects only")
@@ -235,12 +236,3 @@ def estimate(ff: FactorialFit, vector: np.ndarray) -> Estimate:
     low, high = np.asarray(test.conf_int(alpha=ALPHA))[0]
     return Estimate(effect, float(np.squeeze(test.sd)), float(low), float(high), float(np.squeeze(test.pvalue)),
                     float(np.squeeze(test.tvalue)))
-
-
-def holm(p: pd.Series) -> pd.Series:
-    """Holm-adjusted p-values of one family; NaN (untestable) entries stay NaN and are not counted."""
-    out = pd.Series(np.nan, index=p.index, dtype=float)
-    valid = p.notna()
-    if valid.any():
-        out[valid] = multipletests(p[valid].to_numpy(float), alpha=ALPHA, method="holm")[1]
-    return out

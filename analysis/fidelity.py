@@ -1,4 +1,4 @@
-"""How far to trust the screen: how well its ranking predicted the confirm phase's (issue 24), and,
+"""How far to trust the screen: how well its ranking predicted the confirm phase's, and,
 for a screen that judged trials mid-schedule (continuation ASHA), where each schedule stood when it
 judged them.
 
@@ -11,11 +11,12 @@ there as a share of its peak.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-FIDELITY_FLOOR = 0.5  # a screen whose ranking agrees less with the confirmed means is flagged (issue 24)
+FIDELITY_FLOOR = 0.5  # a screen whose ranking agrees less with the confirmed means is flagged
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
-"""A successive-halving screen, rung by rung: which arms each rung sends on, and how well each rung's
-ranking agreed with the next one's.
+"""A successive-halving screen, rung by rung: how many arms each rung ran and sent on, and how well
+each rung's ranking agreed with the next one's.
 
-Under ``--scheduler halving`` (the default; sweep.phases) every rung trains its arms from scratch
-with each trial's schedule fitted to the rung's budget (sweep.record.fit_to_budget), so a rung ranks
-arms at the end of their own schedules, never mid-schedule. An arm's score in a rung is the mean
-over its trials there of their validation accuracy at their last epoch (:func:`analysis.confirm.
-rung_ranking`); the best 1/eta arms (sweep.record.rung_keeps) go on. Test accuracy is never read.
+Under ``--scheduler halving`` (the default; sweep.planning.phases) every rung trains its arms from
+scratch with each trial's schedule fitted to the rung's budget (study.trial.fit_to_budget), so a
+rung ranks arms at the end of their own schedules, never mid-schedule. An arm's score in a rung is
+the mean over its trials there of their validation accuracy at their last epoch
+(study.selection.rung_ranking); the best 1/eta arms go on (study.selection.promoted_arms, the rule
+the driver applied). Test accuracy is never read.
 """
 from __future__ import annotations
 
@@ -13,27 +14,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis.confirm import arm_labels, plain, rung_ranking
 from analysis.fidelity import fidelity
-from analysis.load import ended
-from sweep.record import rung_keeps
+from study.selection import arm_labels, rung_ranking
+from study.states import ended
 
 RUNG_COLUMNS = ["rung", "budget", "arms", "trials", "ended", "promoted", "best_val_at_end", "spearman_next", "n_next"]
-
-
-def promoted_arms(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str], rung: int,
-                  eta: float) -> tuple[list[dict[str, Any]], int]:
-    """([{"levels", "why"}, ...], arms ranked): the best 1/eta of the arms of the screen's rung
-    `rung` (0 = the first) that have a validation accuracy at the end of their schedules, best first."""
-    here = trials[trials["rung"] == rung]
-    ranking = rung_ranking(here, epochs, factors)
-    kept = ranking.head(rung_keeps(len(ranking), eta)) if len(ranking) else ranking
-    budget = int(ranking["epochs"].max()) if len(ranking) else 0
-    arms = [{"levels": {f: plain(row[f]) for f in factors},
-             "why": f"rung {rung + 1} rank {row['rank']} of {len(ranking)}: validation {row['mean_val_at_end']:.2f}% "
-                    f"at the end of its {budget}-epoch schedule (mean of {row['trials']} trial(s))"}
-            for row in kept.to_dict("records")]
-    return arms, len(ranking)
 
 
 def rung_table(trials: pd.DataFrame, epochs: pd.DataFrame, factors: Sequence[str],

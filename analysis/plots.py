@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import norm
 
-from training.files import written
+from study.files import written
 
 LABELS = {"val_acc": "validation accuracy (%)", "train_acc": "train accuracy (%)",
           "test_acc": "test accuracy (%)", "train_loss": "train loss", "val_loss": "validation loss",
@@ -37,7 +37,7 @@ def words(name: str) -> str:
 
 
 def save(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG (the Agg canvas; no display needed), whole or not at all (training.files)."""
+    """Write `fig` as a PNG (the Agg canvas; no display needed), whole or not at all (study.files)."""
     with written(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return Path(path)
@@ -51,8 +51,8 @@ def caption(fig: Figure, text: str) -> Figure:
 
 
 def chance_level(trials: pd.DataFrame) -> float | None:
-    """The trials' chance accuracy (%) when they share one (analysis.learning.chance), else None."""
-    from analysis.learning import chance
+    """The trials' chance accuracy (%) when they share one (study.learning.chance), else None."""
+    from study.learning import chance
 
     levels = chance(trials).dropna().unique() if len(trials) else []
     return float(levels[0]) if len(levels) == 1 else None
@@ -177,7 +177,7 @@ def readable_ticks(axis, counts: bool) -> None:
 
 def objective_front_plot(frame: pd.DataFrame, objectives: Sequence[Sequence[str]]) -> Figure:
     """Each trial on the first two objectives: the front's trials in colour and joined, the
-    dominated ones grey (from :func:`analysis.pareto.objective_front`)."""
+    dominated ones grey (from :func:`study.front.objective_front`)."""
     (x, x_mode), (y, y_mode) = objectives[0], objectives[1]
     fig = Figure(figsize=(5.6, 4.2), layout="constrained")
     ax = fig.subplots()
@@ -292,7 +292,7 @@ def per_class_plot(trials: pd.DataFrame, groups: pd.Series, title: str, order: S
     """Mean per-class test accuracy (the trials' ``test_acc_class/*`` columns) of each group of
     trials (`groups`: a label per trial; rows in `order`, else as they come), as a heat map with the
     numbers."""
-    from analysis.learning import CLASS_PREFIX
+    from study.layout import CLASS_PREFIX
 
     columns = [c for c in trials.columns if str(c).startswith(CLASS_PREFIX)]
     table = trials[columns].groupby(groups, sort=False).mean()

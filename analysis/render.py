@@ -5,16 +5,15 @@ FLOPs in billions; CSV and LaTeX keep the numeric frame as it is.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from training.files import write_text_atomically
+from study.files import write_text_atomically
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

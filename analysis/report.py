@@ -24,28 +24,30 @@ matplotlib.use("Agg")  # files only: the report never opens a window
 
 import pandas as pd  # noqa: E402
 
-from analysis import effects, learning, plots, trained  # noqa: E402
-from analysis.best import describe as describe_best  # noqa: E402
+from analysis import effects, plots, trained  # noqa: E402
+from analysis.compared import Compared, common_epoch, compared_trials  # noqa: E402
+from analysis.confirm import Confirmed, confirmed  # noqa: E402
+from analysis.confirm_report import confirm_sections  # noqa: E402
 from analysis.depth import depth_table, layers  # noqa: E402
 from analysis.fidelity import schedules_at_rung  # noqa: E402
 from analysis.halving import rung_table  # noqa: E402
 from analysis.importance import importance  # noqa: E402
 from analysis.lenth import lenth  # noqa: E402
-from analysis.confirm import Confirmed, arm_labels, best_trial, confirmed  # noqa: E402
-from analysis.load import Experiment, load  # noqa: E402
-from analysis.pareto import arm_summary, objective_front  # noqa: E402
-from analysis.confirm_report import confirm_sections  # noqa: E402
+from analysis.pareto import arm_summary  # noqa: E402
 from analysis.render import FORMATS, Section, to_markdown, write_table  # noqa: E402
 from analysis.stages import stage_steps, stage_table, study_data_caveat  # noqa: E402
 from analysis.verdicts import verdict_section  # noqa: E402
-from sweep import record  # noqa: E402
-from training.cli import Parser, finite_float, run_cli  # noqa: E402
-from training.config import UserError  # noqa: E402
-from training.files import write_text_atomically  # noqa: E402
-
-MEANING = {"finished": "ran every epoch", "early_stopped": "stopped by its own patience (early_stop_patience)",
-           "diverged": "loss became NaN/inf", "scheduler_stopped": "stopped early by the scheduler (ASHA)",
-           "errored": "raised an exception (see error)", "unfinished": "pending or running when last saved"}
+from study import layout, learning  # noqa: E402
+from study.best import confirmed_best, ranked  # noqa: E402
+from study.best import describe as describe_best  # noqa: E402
+from study.cli import Parser, finite_float, run_cli  # noqa: E402
+from study.config import UserError  # noqa: E402
+from study.factors import ablation_factors  # noqa: E402
+from study.files import write_text_atomically  # noqa: E402
+from study.front import objective_front  # noqa: E402
+from study.load import Experiment, load  # noqa: E402
+from study.selection import arm_labels  # noqa: E402
+from study.states import STOP_REASONS, completed  # noqa: E402
 
 
 def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> list[Section]:
@@ -65,7 +67,7 @@ def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> lis
 
 
 def study_sections(exp: Experiment, margin: float, root: Path,
-                   screened: tuple[Experiment, effects.Compared]) -> list[Section]:
+                   screened: tuple[Experiment, Compared]) -> list[Section]:
     """Stages, depth, effects, importance, the front and the figures of one phase's trials; `root`:
     the experiment's directory (where the driver writes the latency measured alone); `screened`:
     screen_compared(exp)."""
@@ -87,20 +89,20 @@ def study_sections(exp: Experiment, margin: float, root: Path,
     plan = exp.sweep.get("plan") or {}
     rungs = exp.sweep.get("rungs") or []
     if len(rungs) > 1:  # successive halving: the rungs, then the first rung's picture (every arm at one budget)
-        factors = effects.ablation_factors(trials, columns, exp.axes)
+        factors = ablation_factors(trials, columns, exp.axes)
         out.append(Section("Rungs of the screen", RUNGS_TEXT, "rungs", rung_table(trials, exp.epochs, factors, rungs)))
     if exp.sweep.get("design"):
         out.append(Section("Design of the screen", design_text(exp.sweep["design"])))
     exp, compared = screened
     trials = exp.trials
     if compared.at_chance is not None and len(compared.at_chance):
-        out.append(Section("Arms that did not learn", learning.TEXT.format(
+        out.append(Section("Arms that did not learn", DID_NOT_LEARN_TEXT.format(
             n=len(compared.at_chance), arms=compared.arms, margin=learning.MARGIN, alpha=learning.ALPHA),
             "did_not_learn", compared.at_chance))
-    out += effect_sections(compared, columns, margin, effects.completed(trials)[0], exp.axes, not validation_only,
+    out += effect_sections(compared, columns, margin, completed(trials)[0], exp.axes, not validation_only,
                            exp.references)
     if plan.get("scheduler") == "asha" and (trials["stop_reason"] == "scheduler_stopped").any():
-        rung = int(plan.get("grace_period", effects.common_epoch(trials)))
+        rung = int(plan.get("grace_period", common_epoch(trials)))
         out.append(Section("Schedules at ASHA's first rung", SCHEDULES_TEXT.format(rung=rung), "schedules_at_rung",
                            schedules_at_rung(trials, exp.epochs, rung)))
     objectives = exp.sweep.get("plan", {}).get("objectives") if isinstance(exp.sweep.get("plan"), dict) else None
@@ -125,22 +127,22 @@ def design_text(design: dict) -> str:
                f"{'; '.join(chains)}." if chains else "No two two-factor interactions are aliased with each other."))
 
 
-def screen_compared(exp: Experiment) -> tuple[Experiment, effects.Compared]:
-    """(the trials the screen's effects compare, which and why: effects.compared_trials) of a screen's
+def screen_compared(exp: Experiment) -> tuple[Experiment, Compared]:
+    """(the trials the screen's effects compare, which and why: analysis.compared.compared_trials) of a screen's
     view; a successive-halving screen's are its first rung's (the one budget every arm ran, each
     trial to the end of its own fitted schedule), labelled with the budget."""
     plan = exp.sweep.get("plan") or {}
     rungs = exp.sweep.get("rungs") or []
     if len(rungs) > 1:
         exp = first_rung(exp)
-    compared = effects.compared_trials(exp.trials, exp.epochs, plan.get("search"), bool(exp.sweep.get("confirm_follows")))
+    compared = compared_trials(exp.trials, exp.epochs, plan.get("search"), bool(exp.sweep.get("confirm_follows")))
     if len(rungs) > 1:
         fitted = (f"the first rung: every arm trained from scratch with its schedule fitted to {rungs[0]['budget']} "
                   f"of {plan.get('max_t')} epochs")
         compared = replace(compared, label=f"{compared.label}; {fitted}",
                            title_note=f"{compared.title_note + ', ' if compared.title_note else ''}first rung, "
                                       f"{rungs[0]['budget']}-epoch schedules")
-    learned, at_chance, why, arms = learning.check(compared.frame, effects.ablation_factors(
+    learned, at_chance, why, arms = learning.check(compared.frame, ablation_factors(
         compared.frame, exp.config_columns, exp.axes))
     compared = replace(compared, frame=learned, note=f"{compared.note}; {why}" if why else compared.note,
                        at_chance=at_chance, arms=arms)
@@ -165,11 +167,11 @@ def deepest_rung(trials: pd.DataFrame) -> pd.DataFrame:
 def front_section(exp: Experiment, objectives: list[list[str]], root: Path) -> Section:
     """A multi-objective sweep's front: the trials that ran to their end, none dominated by another on
     every objective; latency measured alone where the driver measured it."""
-    ended, note = effects.completed(exp.trials)
-    alone = record.read_latency_alone(root)
+    ended, note = completed(exp.trials)
+    alone = layout.read_latency_alone(root)
     frame = objective_front(ended, objectives, alone)
     used = frame.attrs["objectives"]
-    factors = [c for c in effects.ablation_factors(ended, exp.config_columns) if c not in dict(used)]
+    factors = [c for c in ablation_factors(ended, exp.config_columns) if c not in dict(used)]
     shown = [c for c in ("trial_id", *factors, *dict(used), "best_val_acc", "test_acc", "latency_alone_ms_b1",
                          "latency_alone_ms_b32") if c in frame]
     table = frame[frame["pareto"]].sort_values(used[0][0], kind="stable")[list(dict.fromkeys(shown))]
@@ -184,14 +186,14 @@ def front_section(exp: Experiment, objectives: list[list[str]], root: Path) -> S
                  + ("; the front uses them" if "latency_alone_ms_b1" in dict(used) else "") + "."
                  + (f" **Other processes used {alone['other_load']:.0%} of the machine's CPU time while they were "
                     "timed: they are inflated.**" if isinstance(alone.get("other_load"), (int, float))
-                    and alone["other_load"] > record.BUSY_SHARE else ""))
+                    and alone["other_load"] > layout.BUSY_SHARE else ""))
     else:
         text += SHARED_TEXT
     figure = plots.objective_front_plot(frame, used) if len(used) >= 2 and len(frame) else None
     return Section("Front of the objectives", text, "objective_front", table, figure)
 
 
-def overview(exp: Experiment, compared: effects.Compared, result: Confirmed | None = None) -> Section:
+def overview(exp: Experiment, compared: Compared, result: Confirmed | None = None) -> Section:
     """How many trials ran and how they ended (per phase), whether most of the screen's arms learned
     nothing (`compared`: screen_compared's), the best trial and arm, and with a confirm phase its
     `result` (analysis.confirm.confirmed)."""
@@ -204,7 +206,7 @@ def overview(exp: Experiment, compared: effects.Compared, result: Confirmed | No
         lines.append(("Screen: " if exp.phases else "")
                      + f"{plan['search']} search, {plan['scheduler']} scheduler, at most {epochs} per trial")
     if exp.phases:
-        lines += [phase_line(exp, name) for name in record.PHASES if name in exp.phases]
+        lines += [phase_line(exp, name) for name in layout.PHASES if name in exp.phases]
         lines += [PHASES_TEXT] if "confirm" in exp.phases else []  # a space without one ran its screen only
     else:
         lines.append(f"{len(trials)} trials recorded"
@@ -219,13 +221,13 @@ def overview(exp: Experiment, compared: effects.Compared, result: Confirmed | No
     if "confirm" in exp.phases and result:  # one best: the confirmed one (the screen's rank 1 is in Screen ranking)
         (_, head), *rest = result.lines  # the console's lines: the deeper ones as (nested) bullets
         lines.append(f"**The best:** {head}" + "".join(f"\n{'  ' * (depth - 1)}- {text}" for depth, text in rest))
-        trial = best_trial(exp, result)
+        trial = confirmed_best(exp)
         if trial is not None:
             lines.append(f"Its trial with the best validation accuracy: `{trial['trial_id']}` (re-run: `python train.py "
                          f"--config {exp.path}/{trial['trial_dir']}`; export: `python -m deploy.export {exp.path} --best`)")
     else:
         lines += describe_best(deepest_rung(screen.trials),
-                               effects.ablation_factors(screen.trials, exp.config_columns, exp.axes),
+                               ablation_factors(screen.trials, exp.config_columns, exp.axes),
                                test=not ("confirm" in exp.phases or sweep.get("confirm_follows")))
         if "confirm" in exp.phases:
             lines.append("confirm phase: no trial has run to its end yet; the best above is the screen's, by validation")
@@ -240,7 +242,7 @@ def phase_line(exp: Experiment, name: str) -> str:
     view = exp.phase(name)
     expected = view.sweep.get("expected_trials")
     counts = view.trials["stop_reason"].value_counts()
-    outcomes = ", ".join(f"{int(counts[r])} {r}" for r in record.STOP_REASONS if counts.get(r, 0))
+    outcomes = ", ".join(f"{int(counts[r])} {r}" for r in STOP_REASONS if counts.get(r, 0))
     return (f"{name.capitalize()} (`{view.path}`): {len(view.trials)} trials recorded"
             + (f" of {expected} expected" if expected is not None else " (how many: not yet chosen)")
             + (f": {outcomes}" if outcomes else ""))
@@ -248,17 +250,18 @@ def phase_line(exp: Experiment, name: str) -> str:
 
 def outcomes_table(exp: Experiment) -> pd.DataFrame:
     """How the trials ended: per stop reason, n (with phases: n per phase) and what it means."""
-    names = [name for name in record.PHASES if name in exp.phases] or [None]
+    names = [name for name in layout.PHASES if name in exp.phases] or [None]
     counts = {name: (exp.trials if name is None else exp.phase(name).trials)["stop_reason"].value_counts()
               for name in names}
-    return pd.DataFrame([{"stop_reason": r, **{name or "n": int(counts[name].get(r, 0)) for name in names},
-                          "meaning": MEANING[r]}
-                         for r in record.STOP_REASONS if any(c.get(r, 0) for c in counts.values())])
+    scheduler = (exp.sweep.get("plan") or {}).get("scheduler", "")
+    return pd.DataFrame([{"stop_reason": r.value, **{name or "n": int(counts[name].get(r, 0)) for name in names},
+                          "meaning": r.meaning(scheduler)}
+                         for r in STOP_REASONS if any(c.get(r, 0) for c in counts.values())])
 
 
 def unfinished_section(exp: Experiment) -> Section:
     """Which trials an interrupted (or running) experiment has not finished, with their factors."""
-    factors = effects.ablation_factors(exp.trials, exp.config_columns, exp.axes)
+    factors = ablation_factors(exp.trials, exp.config_columns, exp.axes)
     table = exp.unfinished[["trial_id", *(["phase"] if exp.phases else []), "ray_status", *factors, "seed",
                             "last_epoch", "trial_dir"]]
     text = (f"**The experiment is interrupted or still running: {len(table)} trial(s) unfinished"
@@ -274,6 +277,15 @@ def with_caveat(text: str, trials: pd.DataFrame) -> str:
     return f"{caveat}\n\n{text}" if caveat else text
 
 
+DID_NOT_LEARN_TEXT = ("{n} of {arms} arms did not learn: none of their trials' best validation accuracy is shown above chance + "
+        "{margin:g} points (chance = 100 / classes; one-sided exact binomial test of the correct validation images, "
+        "scipy.stats.binomtest, alpha {alpha:g}; study.learning). They are left out of the effects, interactions, "
+        "importance, front and figures of the compared trials below, which compare the arms that learned (a "
+        "contrast with a model that learned nothing measures a failure to learn, not the size of an effect). Per arm: n trials, the highest best validation "
+        "accuracy among them (%), chance, the validation images, p_learned (the best trial's test of accuracy > "
+        "chance + {margin:g}), p_at_chance (the opposite test, accuracy < chance + {margin:g}, the largest over the "
+        "arm's trials) and p_at_chance_holm (Holm over the table): below 0.05 the arm is shown to stay within "
+        "{margin:g} points of chance, else it is only not shown to learn.")
 PHASES_TEXT = ("Screen, then confirm: the sections before Screen ranking are the screen's (its trials only); "
                "from Screen ranking on, the screen's arms are ranked on validation accuracy and the chosen "
                "ones confirmed on the confirm phase's test accuracy.")
@@ -302,7 +314,7 @@ DEPTH_TEXT = ("Mean ± std across seeds, n trials with a final report. Increases
               "for those alone. " + SHARED_TEXT)
 
 
-def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
+def effect_sections(compared: Compared, config_columns: tuple[str, ...],
                     margin: float = effects.EQUIVALENCE_MARGIN, ended: pd.DataFrame | None = None,
                     axes: tuple[str, ...] | None = None, test: bool = True,
                     references: dict[str, Any] | None = None) -> list[Section]:
@@ -311,7 +323,7 @@ def effect_sections(compared: effects.Compared, config_columns: tuple[str, ...],
     their own end), with their test accuracy unless not `test`. The factors are the sweep's `axes`
     when it recorded them; `references`: the reference levels of a user model's toggles."""
     frame, metric = compared.frame, compared.metric
-    factors = effects.ablation_factors(frame, config_columns, axes)
+    factors = ablation_factors(frame, config_columns, axes)
     heading = f"Compared: {compared.label}. {compared.note}."
     if compared.at_chance is not None and len(compared.at_chance) and len(frame) < 2:
         return [Section("Effects", f"{heading} No effects: fewer than two trials of arms that learned are left.")]
@@ -367,7 +379,7 @@ def best_trials(frame: pd.DataFrame, factors: list[str], k: int = 10, test: bool
     accuracy."""
     columns = ["trial_id", *[f for f in factors if f in frame], "epochs_run", "best_val_acc",
                *(["test_acc"] if test else [])]
-    return frame.sort_values("best_val_acc", ascending=False, kind="stable")[columns].head(k)
+    return ranked(frame)[columns].head(k)
 
 
 MAIN_TEXT = ("Effect = estimated marginal mean (emm) at the level − at the reference: every cell of the other "
@@ -423,14 +435,14 @@ SCHEDULES_TEXT = ("ASHA continues each trial from its checkpoint, so it compared
                   "this epoch is not the comparison at the end, and the effects above are read at it.")
 
 
-def figure_sections(exp: Experiment, compared: effects.Compared,
+def figure_sections(exp: Experiment, compared: Compared,
                     config_columns: tuple[str, ...], test: bool = True) -> list[Section]:
     """Learning and loss curves, the scheduler's stopping picture, accuracy against cost and, unless
     not `test` (a screen a confirm phase follows), the per-class test accuracy of the best arms."""
     trials, epochs = exp.trials, exp.epochs
     if epochs.empty:
         return []
-    factors = effects.ablation_factors(trials[trials["last_epoch"] > 0], config_columns, exp.axes)
+    factors = ablation_factors(trials[trials["last_epoch"] > 0], config_columns, exp.axes)
     by = factors[0] if factors else None
     out = [Section("Learning curves", f"Validation accuracy per epoch{f', grouped by {by}' if by else ''}.",
                    "learning_curves", figure=plots.learning_curves(epochs, trials, ("val_acc",), by)),
@@ -439,7 +451,7 @@ def figure_sections(exp: Experiment, compared: effects.Compared,
            Section("Stopping", "Every trial's validation accuracy by epoch; the marker shows how it ended.",
                    "stopping", figure=plots.stopping_plot(epochs, trials))]
     if len(compared.frame):
-        arms = arm_summary(compared.frame, effects.ablation_factors(compared.frame, config_columns, exp.axes),
+        arms = arm_summary(compared.frame, ablation_factors(compared.frame, config_columns, exp.axes),
                            compared.metric)
         out.append(Section("Accuracy against cost", f"Per arm: n, mean ± std across seeds of {compared.metric} "
                            f"({compared.label}), mean costs; pareto_<cost>: on the front of that mean "
@@ -447,7 +459,7 @@ def figure_sections(exp: Experiment, compared: effects.Compared,
                            + SHARED_TEXT, "pareto", arms, plots.pareto_plot(arms, compared.metric)))
     tested = compared.frame[compared.frame["test_acc"].notna()] if "test_acc" in compared.frame else compared.frame.iloc[:0]
     if test and len(tested) and any(str(c).startswith(learning.CLASS_PREFIX) for c in tested.columns):
-        out.append(per_class_section(tested, effects.ablation_factors(tested, config_columns, exp.axes)))
+        out.append(per_class_section(tested, ablation_factors(tested, config_columns, exp.axes)))
     return out
 
 
@@ -464,7 +476,7 @@ def per_class_section(trials: pd.DataFrame, factors: list[str], k: int = 12) -> 
 def write_report(exp: Experiment, out: Path, fmt: str = "md",
                  margin: float = effects.EQUIVALENCE_MARGIN) -> Path:
     """Write report.md, one PNG per figure, trials.csv, epochs.csv (and table files for csv/tex), each
-    whole or not at all (training.files: a symbolic link in `out` is replaced, never written through)."""
+    whole or not at all (study.files: a symbolic link in `out` is replaced, never written through)."""
     out.mkdir(parents=True, exist_ok=True)
     parts = [f"# Sweep report: {exp.path.name}"]
     for section in sections(exp, margin):
@@ -477,14 +489,14 @@ def write_report(exp: Experiment, out: Path, fmt: str = "md",
         if section.figure is not None:
             plots.save(section.figure, out / f"{section.name}.png")
             parts.append(f"![{section.title}]({section.name}.png)")
-    trials_csv, epochs_csv = record.FRAMES
+    trials_csv, epochs_csv = layout.FRAMES
     write_text_atomically(out / trials_csv, exp.trials.to_csv(index=False))
     write_text_atomically(out / epochs_csv, exp.epochs.to_csv(index=False))
     if exp.sweep:  # with the frames, a directory this module reads again without the trials' files
-        write_text_atomically(out / record.SWEEP_FILE, json.dumps(exp.sweep, indent=1, default=str) + "\n")
-    alone = record.read_latency_alone(exp.path)
+        write_text_atomically(out / layout.SWEEP_FILE, json.dumps(exp.sweep, indent=1, default=str) + "\n")
+    alone = layout.read_latency_alone(exp.path)
     if alone and out.resolve() != exp.path.resolve():  # the front's latency measured alone, with them
-        write_text_atomically(out / record.LATENCY_FILE, json.dumps(alone, indent=1) + "\n")
+        write_text_atomically(out / layout.LATENCY_FILE, json.dumps(alone, indent=1) + "\n")
     path = out / "report.md"
     write_text_atomically(path, "\n\n".join(parts) + "\n")
     return path
@@ -496,11 +508,11 @@ def check_out(out: Path | None, exp: Experiment) -> Path:
     would overwrite the experiment's record); a directory inside a trial's directory, or inside another
     experiment (a report there overwrites that experiment's own report); a RUN_DIR/report that is a
     symbolic link leading out of the experiment. A report's own directory (frames) may be written again."""
-    from analysis.load import is_frames
-    from analysis.ray_files import is_experiment
+    from study.load import is_frames
+    from study.ray_files import is_experiment
 
     def a_record(directory: Path) -> bool:
-        return is_experiment(directory) and not is_frames(directory, record.read_sweep(directory))
+        return is_experiment(directory) and not is_frames(directory, layout.read_sweep(directory))
 
     own = exp.path.resolve()
     if out is None:

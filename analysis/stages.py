@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis import contrasts, factorial
-from analysis.effects import completed
+from study.states import completed
 
 # Test accuracy (%) per stage, the SqueezeNet study's Table I, in the study's order; the keys are the
 # stage preset names of sweep/spaces.py (a test checks they match).

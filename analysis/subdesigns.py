@@ -1,4 +1,4 @@
-"""Factorial sub-designs hidden among the confirm arms, analysed (issue 25).
+"""Factorial sub-designs hidden among the confirm arms, analysed.
 
 The confirm set (top arms, the best arm's leave-one-out neighbours, the all-reference arm) often
 holds a full 2x2: two factors, two levels each, all four combinations, the other factors held at

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from analysis.load import Experiment
+from study.load import Experiment
 
 Row = tuple[str, Callable[[pd.DataFrame], str]]
 

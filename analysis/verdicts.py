@@ -1,4 +1,4 @@
-"""The report's claims as sentences generated from its tests (issue 25): every sentence states the
+"""The report's claims as sentences generated from its tests: every sentence states the
 claim, the verdict its test gives, and the numbers behind it.
 
 A verdict is one of:
@@ -21,8 +21,10 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
-from analysis import contrasts, learning
+from analysis import contrasts
 from analysis.render import Section, interval, p_value
+from study import learning
+from study.significance import ALPHA
 
 VERDICTS = ("supported", "not supported", "inconclusive")
 METHOD_WORDS = {"paired": "paired over {n} seeds", "welch": "Welch, {n} trials", "pooled": "pooled model",
@@ -45,7 +47,7 @@ def equivalence(row: Mapping, margin: float | None) -> str:
     """What the equivalence test showed, and what the design can show: '' without one."""
     if margin is None or math.isnan(row.get("p_equivalent_holm", math.nan)):
         return ""
-    if row["p_equivalent_holm"] < contrasts.ALPHA:
+    if row["p_equivalent_holm"] < ALPHA:
         return f"; shown within ±{margin:g} points (TOST Holm p {p_value(row['p_equivalent_holm'])})"
     text = (f"; within ±{margin:g} not shown either (TOST Holm p {p_value(row['p_equivalent_holm'])}; "
             f"the smallest margin these numbers show is ±{row['margin_shown']:.2f}")
@@ -84,7 +86,7 @@ def two_sided(claim: str, row: Mapping, margin: float | None = None, unit: str =
 
 def stage_steps(table: pd.DataFrame, margin: float, at_chance: Sequence[str] = ()) -> list[str]:
     """One sentence per step; a step from or to a stage that did not learn (`at_chance`: stage names,
-    analysis.learning) says so: it measures a failure to learn, not an improvement."""
+    study.learning) says so: it measures a failure to learn, not an improvement."""
     out = []
     for row in table.to_dict("records"):
         before, after = row["step"].split(" -> ")
@@ -140,8 +142,25 @@ def subdesigns(table: pd.DataFrame, margin: float) -> list[str]:
     return out
 
 
+def did_not_learn(table: pd.DataFrame, margin: float = learning.MARGIN) -> list[str]:
+    """One sentence per arm at chance (study.learning.arms_at_chance's table): the claim that it stays
+    at chance. `margin` is the report's equivalence margin, which this claim does not use (its own is
+    study.learning.MARGIN)."""
+    out = []
+    factors = [c for c in table.columns if c not in learning.NUMBERS]
+    for row in table.to_dict("records"):
+        arm = " ".join(f"{f}={row[f]}" for f in factors) or "the one arm"
+        shown = row["p_at_chance_holm"] < ALPHA
+        out.append(f"{arm} stays within {learning.MARGIN:g} points of chance ({row['chance']:.3g}%): "
+                   f"**{'supported' if shown else 'inconclusive'}** (best validation {row['best_val_acc']:.2f}% over "
+                   f"{int(row['n'])} trial(s), {int(row['val_images']) if pd.notna(row['val_images']) else '?'} "
+                   f"validation images; Holm p {p_value(row['p_at_chance_holm'])}"
+                   + ("" if shown else f"; not shown above it either, p {p_value(row['p_learned'])}") + ").")
+    return out
+
+
 CLAIMS: dict[str, Callable[[pd.DataFrame, float], list[str]]] = {
-    "did_not_learn": learning.verdicts, "stage_steps": stage_steps, "interactions": interactions, "best_comparisons": best_comparisons,
+    "did_not_learn": did_not_learn, "stage_steps": stage_steps, "interactions": interactions, "best_comparisons": best_comparisons,
     "subdesigns": subdesigns, "leave_one_out": leave_one_out}
 
 

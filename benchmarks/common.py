@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from training.metrics import cpu_model
+from training.metrics import cpu_model, sync
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,11 +84,6 @@ def machine(device: torch.device) -> dict[str, Any]:
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return info
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def seconds(fn: Callable[[], Any], device: torch.device) -> float:
@@ -168,7 +163,7 @@ class Trainer:
     def __init__(self, model: str, device: torch.device, *, width: float = 1.0, precision: str = "auto",
                  channels_last: bool = False, compile: bool = False, image_shape=(3, 32, 32)) -> None:
         from models import create_model
-        from training.config import TrainConfig
+        from study.config import TrainConfig
         from training.loop import resolve_precision
         from training.metrics import count_flops
         from training.optim import build_optimizer

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = common.setup(args)
     from deploy.choose import Source, newest_checkpoint
     from deploy.onnx_export import export_one
-    from sweep.record import trial_config
+    from sweep.planning.configs import trial_config
     from training.loop import fit
 
     rows = []

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from benchmarks import common  # noqa: E402
 from training.datasets import NORMALIZATION  # noqa: E402
 from training.loader import DeviceLoader  # noqa: E402
+from training.metrics import sync  # noqa: E402
 
 MEAN, STD = NORMALIZATION["cifar10"]
 
@@ -110,7 +111,7 @@ def to_device(batches, device: torch.device, channels_last: bool):
 def drain(batches, device: torch.device) -> int:
     """Pull every batch (the pipeline alone, no model); the images it made."""
     images = sum(int(y.shape[0]) for _, y in batches)
-    common.sync(device)
+    sync(device)
     return images
 
 

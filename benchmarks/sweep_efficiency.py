@@ -4,7 +4,7 @@ the confirm phase (the screen's top K arms, the best arm's leave-one-out neighbo
 all-reference arm, S fresh seeds each, to the end), against the full factorial to the end under FIFO
 with S seeds per arm (`--scheduler fifo --samples S --no-confirm`), on the same reduced settings:
 total trial-epochs, wall time, whether the confirmed best arm is the full factorial's best arm, and
-how fair the screen was (issue 24): Spearman's rank correlation between the screen's ranking of every
+how fair the screen was: Spearman's rank correlation between the screen's ranking of every
 arm and the full factorial's mean test accuracy, whether the full factorial's best arm (by mean test
 accuracy) was confirmed, the confirmed best's rank there, and whether each factor's effect in the
 screen's effects table (the report's: a halving screen's first rung, ASHA's first rung epoch) has the
@@ -41,8 +41,8 @@ FULL = {"dataset": "fashion-mnist", "epochs": 9, "reduction_factor": 3, "seeds":
 QUICK = {"dataset": "synthetic", "epochs": 2, "reduction_factor": 3, "seeds": 2, "top": 1,
          "sets": ["subset=128", "val_fraction=0.5", "width=0.25", "batch_size=32", "measure_latency=false",
                   "attention=none", "residual=none", "dsconv=false"]}
-TARGET_SHARE = 0.40  # screen + confirm at most 40% of the full factorial's trial-epochs (issue 24)
-TARGET_SPEARMAN = 0.7  # the default screen's ranking of all arms vs the full factorial's (issue 24)
+TARGET_SHARE = 0.40  # screen + confirm at most 40% of the full factorial's trial-epochs
+TARGET_SPEARMAN = 0.7  # the default screen's ranking of all arms vs the full factorial's
 
 
 def run_sweep(name: str, args, plan: dict, storage: str, extra: list[str]) -> float:
@@ -77,7 +77,7 @@ def fairness(screen, confirm_spec, factors, full, ff_effects) -> dict:
     from scipy.stats import spearmanr
 
     from analysis import effects
-    from analysis.confirm import arm_label, arm_labels, screen_ranking
+    from study.selection import arm_label, arm_labels, screen_ranking
     from analysis.report import screen_compared
 
     ranking = screen_ranking(screen.trials, screen.epochs, factors)
@@ -86,7 +86,7 @@ def fairness(screen, confirm_spec, factors, full, ff_effects) -> dict:
     shared = [arm for arm in by_test.index if arm in ranks]
     rho, p = spearmanr([-ranks[a] for a in shared], by_test.loc[shared, "mean"])
     confirmed_set = [arm_label(a["levels"], factors) for a in confirm_spec["arms"]]
-    _, compared = screen_compared(screen)  # the arms that learned (analysis.learning)
+    _, compared = screen_compared(screen)  # the arms that learned (study.learning)
     frame = compared.frame
     designed = effects.designed_factors(frame, factors) if len(frame) > 1 else []
     none = pd.DataFrame({"effect": []}, index=pd.MultiIndex.from_tuples([], names=["factor", "level"]))
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.seeds, args.top = args.seeds or plan["seeds"], args.top or plan["top"]
     import ray
 
-    from analysis.load import load
+    from study.load import load
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     with tempfile.TemporaryDirectory(prefix="sweep-efficiency-") as tmp:
@@ -172,8 +172,9 @@ def main(argv: list[str] | None = None) -> dict:
                   "rank of the confirmed arm in the full factorial": int(list(full.index).index(pick)) + 1,
                   "arms confirmed": len(confirmed), "arms in the full factorial": len(full)}
     from analysis import effects
+    from study.states import completed
 
-    ended = effects.completed(runs["fifo"].trials)[0]
+    ended = completed(runs["fifo"].trials)[0]
     ff_effects = effects.main_effects(effects.fit(ended, effects.designed_factors(ended, factors)))
     fair = fairness(screen, runs["confirm"].sweep["phases"]["confirm"], factors, full, ff_effects)
     by_test = list(full.sort_values("mean", ascending=False).index)

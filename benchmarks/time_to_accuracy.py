@@ -40,7 +40,7 @@ DEFAULTS = {
 
 
 def trial_config(model: str, recipe: str, args, device: torch.device):
-    from sweep.record import trial_config
+    from sweep.planning.configs import trial_config
 
     preset = {"stage": "holistic"} if model.startswith("squeezenet") else {"model": model}
     sets = dict(item.split("=", 1) for item in args.sets)

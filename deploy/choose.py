@@ -14,9 +14,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from sweep import record
+from study import layout
+from study.best import confirmed_best, ranked
+from study.config import TrainConfig, UserError
+from study.front import objective_front, pareto_front
+from study.load import Experiment, load
+from study.states import completed
 from training import checkpoint as ckpt
-from training.config import TrainConfig, UserError
 
 FRONT_COSTS = ("flops", "params", "size_mb")
 
@@ -36,18 +40,14 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
     (module docstring)."""
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a directory")
-    if (run_dir / record.RUN_CONFIG_FILE).is_file():  # a train.py run
+    if (run_dir / layout.RUN_CONFIG_FILE).is_file():  # a train.py run
         if trials or front:
             raise UserError(f"{run_dir} is a train.py run (one model): --trial and --front are for sweeps")
-        summary = record.read_json(run_dir / "summary.json", dict) or {}
-        if not record.is_number(summary.get("test_acc")):
+        summary = layout.read_json(run_dir / "summary.json", dict) or {}
+        if not layout.is_number(summary.get("test_acc")):
             raise UserError(f"{run_dir / 'summary.json'}: test_acc holds {summary['test_acc']!r}, not a number")
-        return [Source(run_dir.name, record.read_trial_config(run_dir / record.RUN_CONFIG_FILE),
+        return [Source(run_dir.name, layout.read_trial_config(run_dir / layout.RUN_CONFIG_FILE),
                        newest_checkpoint(run_dir), number_or_none(summary.get("test_acc")))]
-    from analysis.effects import completed
-    from analysis.load import load
-    from analysis.pareto import objective_front, pareto_front
-
     experiment = load(run_dir)
     frame = experiment.trials
     if trials:
@@ -63,32 +63,29 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
                             "(--trial ID exports a given one)")
         objectives = (experiment.sweep.get("plan") or {}).get("objectives") if isinstance(experiment.sweep, dict) else None
         if front and objectives:  # a multi-objective sweep: its own front, latency measured alone if it was
-            marked = objective_front(finished, objectives, record.read_latency_alone(run_dir))
+            marked = objective_front(finished, objectives, layout.read_latency_alone(run_dir))
             picked = marked[marked["pareto"]]
         elif front:
             picked = finished[pareto_front(finished, "best_val_acc", front_cost).to_numpy()]
             picked = picked.sort_values(front_cost, kind="stable")
         else:
             picked = best_trials(experiment, finished)
-    return [Source(row.trial_id, record.read_trial_config(run_dir / row.trial_dir / record.TRIAL_CONFIG_FILE),
+    return [Source(row.trial_id, layout.read_trial_config(run_dir / row.trial_dir / layout.TRIAL_CONFIG_FILE),
                    newest_checkpoint(run_dir / row.trial_dir), number_or_none(row.test_acc))
             for row in picked.itertuples()]
 
 
-def best_trials(experiment: Any, finished: pd.DataFrame) -> pd.DataFrame:
-    """--best: with a confirm phase, the confirmed best arm's trial (analysis.confirm.best_trial: its
+def best_trials(experiment: Experiment, finished: pd.DataFrame) -> pd.DataFrame:
+    """--best: with a confirm phase, the confirmed best arm's trial (study.best.confirmed_best: its
     seed with the best validation accuracy), the one best the report and the console name; else the
-    trial with the highest best validation accuracy among those that ran to their end."""
-    if "confirm" in experiment.phases:
-        from analysis.confirm import best_trial, confirmed
-
-        result = confirmed(experiment)
-        trial = best_trial(experiment, result) if result is not None else None
+    trial with the highest best validation accuracy among those that ran to their end (study.best)."""
+    if layout.CONFIRM in experiment.phases:
+        trial = confirmed_best(experiment)
         if trial is None:
             raise UserError(f"the confirm phase of {experiment.path} has no trial that ran to its end yet: no "
                             "confirmed best to export (--trial ID exports a given one)")
         return trial.to_frame().T
-    return finished.sort_values("best_val_acc", ascending=False, kind="stable").head(1)
+    return ranked(finished).head(1)
 
 
 def number_or_none(value: Any) -> float | None:

@@ -32,8 +32,8 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
 
 from deploy.choose import FRONT_COSTS, choose  # noqa: E402
 from deploy.onnx_export import ExportMismatch, export_one, table_text  # noqa: E402
-from training.cli import Parser, run_cli  # noqa: E402
-from training.config import UserError  # noqa: E402
+from study.cli import Parser, run_cli  # noqa: E402
+from study.config import UserError  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------- CLI

@@ -1,6 +1,6 @@
 """A multi-objective front's latency measured with the machine to itself: the latency a trial
 measured while other trials shared the machine, measured again after the sweep, one model at a
-time, and kept at RUN_DIR/latency_alone.json (sweep.record.LATENCY_FILE) for the report and the
+time, and kept at RUN_DIR/latency_alone.json (study.layout.LATENCY_FILE) for the report and the
 export's --front.
 """
 from __future__ import annotations
@@ -14,9 +14,12 @@ from pathlib import Path
 
 import torch
 
-from deploy.choose import Source, number_or_none, build_model, newest_checkpoint
-from sweep import record
-from training.files import write_text_atomically
+from deploy.choose import Source, build_model, newest_checkpoint, number_or_none
+from study import layout
+from study.files import write_text_atomically
+from study.front import front
+from study.load import load
+from study.states import completed
 
 BATCHES = (1, 32)  # latency batch sizes
 
@@ -40,7 +43,7 @@ class OtherLoad:
 
     def note(self) -> str:
         """'' on a quiet machine, else a sentence that the latencies are inflated."""
-        if self.share is None or self.share <= record.BUSY_SHARE:
+        if self.share is None or self.share <= layout.BUSY_SHARE:
             return ""
         return (f"the machine was busy: other processes used {self.share:.0%} of its CPU time while the latency "
                 "was timed, so these latencies are inflated; time them again on an idle machine")
@@ -80,9 +83,6 @@ def remeasure_front(run_dir: Path, objectives: list[list[str]], threads: int = 1
     """After a multi-objective sweep: the latency of the front's models (of every trial that ran to
     its end when a latency is an objective, so the front can be drawn again from these figures),
     measured alone, one model at a time; written to RUN_DIR/latency_alone.json and returned."""
-    from analysis.effects import completed
-    from analysis.load import load
-    from analysis.pareto import front
     from training.datasets import load_dataset
 
     finished = completed(load(run_dir).trials)[0]
@@ -91,21 +91,21 @@ def remeasure_front(run_dir: Path, objectives: list[list[str]], threads: int = 1
     classes: dict[tuple[str, str], int] = {}
     measured, loads = {}, []
     for row in chosen.itertuples():
-        cfg = record.read_trial_config(run_dir / row.trial_dir / record.TRIAL_CONFIG_FILE)
+        cfg = layout.read_trial_config(run_dir / row.trial_dir / layout.TRIAL_CONFIG_FILE)
         key = (cfg.dataset, cfg.resolved_data_dir)
         if key not in classes:
             classes[key] = load_dataset(cfg.dataset, cfg.resolved_data_dir, cfg.image_size).num_classes
         source = Source(row.trial_id, cfg, newest_checkpoint(run_dir / row.trial_dir), number_or_none(row.test_acc))
         model = build_model(source, classes[key])
-        with OtherLoad() as load:
+        with OtherLoad() as other:
             measured[row.trial_id] = latency_alone(model, (3, cfg.image_size, cfg.image_size), threads, repeats)
-        loads.append(load.share)
+        loads.append(other.share)
     known = [share for share in loads if share is not None]
     alone = {"threads": threads, "repeats": repeats, "machine": machine(), "device": "cpu",
              "other_load": max(known) if known else None,  # the busiest of the models' timing windows
              "which": "every trial that ran to its end" if latency_objective else "the front's trials",
              "trials": measured}
-    write_text_atomically(run_dir / record.LATENCY_FILE, json.dumps(alone, indent=2))
+    write_text_atomically(run_dir / layout.LATENCY_FILE, json.dumps(alone, indent=2))
     return alone
 
 

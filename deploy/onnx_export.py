@@ -28,7 +28,7 @@ import torch
 
 from deploy.choose import Source, build_model
 from deploy.latency import BATCHES, OtherLoad, machine
-from training.files import write_text_atomically
+from study.files import write_text_atomically
 
 ATOL, RTOL = 1e-4, 1e-4  # ONNX fp32 logits against PyTorch's (float reassociation differs by ~1e-6)
 VERIFY_IMAGES = 512  # test images the fp32 ONNX model is checked on

@@ -3,10 +3,9 @@
 its VARIANTS, 18 to 152 layers, with torchvision's parameter names) and ``models.blocks`` (the
 activation and attention registries and the blocks both share).
 
-The names are the config schema's ``MODEL_NAMES`` (training/config.py owns them: this package imports
-the schema, so the schema cannot import this); the registry has a factory for each of them and for no
-other name, in their order, which tests/test_models.py checks both ways. ``models.user`` builds a
-user's own network (``model=FILE.py:FACTORY``) with its toggles.
+The names are the config schema's ``MODEL_NAMES`` (study/config.py defines them, once; this package
+imports the schema, never the other way): the registry is built from them, a factory for each, in
+their order. ``models.user`` builds a user's own network (``model=FILE.py:FACTORY``) with its toggles.
 """
 from __future__ import annotations
 
@@ -15,16 +14,20 @@ from typing import Callable
 
 from torch import nn
 
-from models.resnet import FRESH_STEM, VARIANTS, build_resnet
+from models.resnet import FRESH_STEM, build_resnet
 from models.squeezenet import squeezenet1_0, squeezenet1_1
-from training.config import ConfigError, TrainConfig, is_user_model
+from study.config import MODEL_NAMES, ConfigError, TrainConfig, is_user_model
 
-MODELS: dict[str, Callable[[TrainConfig, int], nn.Module]] = {
-    "squeezenet": squeezenet1_1,  # the 1.1 layout: 1.0's accuracy at 2.4x less computation
-    "squeezenet1_0": squeezenet1_0,
-    "squeezenet1_1": squeezenet1_1,
-    **{name: partial(build_resnet, name) for name in VARIANTS},
-}
+
+def factory(name: str) -> Callable[[TrainConfig, int], nn.Module]:
+    """The builder of a schema model name: resnet<depth>, squeezenet1_0, or squeezenet1_1 (also plain
+    squeezenet: the 1.1 layout, 1.0's accuracy at 2.4x less computation)."""
+    if name.startswith("resnet"):
+        return partial(build_resnet, name)
+    return squeezenet1_0 if name == "squeezenet1_0" else squeezenet1_1
+
+
+MODELS: dict[str, Callable[[TrainConfig, int], nn.Module]] = {name: factory(name) for name in MODEL_NAMES}
 
 
 def create_model(cfg: TrainConfig, num_classes: int) -> nn.Module:

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from training.config import ConfigError
+from study.config import ConfigError
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),  # in place as torchvision: its input is never needed again

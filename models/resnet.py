@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from models.blocks import get_activation, get_attention, kaiming_init
-from training.config import ConfigError, TrainConfig, UserError
+from study.config import ConfigError, TrainConfig, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +81,18 @@ class Variant(NamedTuple):
 
 
 _WEIGHTS = "https://download.pytorch.org/models/"
-VARIANTS: dict[str, Variant] = {  # models/__init__.py registers each under its name
-    "resnet18": Variant(BasicBlock, (2, 2, 2, 2), _WEIGHTS + "resnet18-f37072fd.pth"),
-    "resnet34": Variant(BasicBlock, (3, 4, 6, 3), _WEIGHTS + "resnet34-b627a593.pth"),
-    "resnet50": Variant(Bottleneck, (3, 4, 6, 3), _WEIGHTS + "resnet50-0676ba61.pth"),
-    "resnet101": Variant(Bottleneck, (3, 4, 23, 3), _WEIGHTS + "resnet101-63fe2227.pth"),
-    "resnet152": Variant(Bottleneck, (3, 8, 36, 3), _WEIGHTS + "resnet152-394f9c45.pth"),
+VARIANTS: dict[int, Variant] = {  # by depth: the schema's resnet<depth> names (study.config.MODEL_NAMES)
+    18: Variant(BasicBlock, (2, 2, 2, 2), _WEIGHTS + "resnet18-f37072fd.pth"),
+    34: Variant(BasicBlock, (3, 4, 6, 3), _WEIGHTS + "resnet34-b627a593.pth"),
+    50: Variant(Bottleneck, (3, 4, 6, 3), _WEIGHTS + "resnet50-0676ba61.pth"),
+    101: Variant(Bottleneck, (3, 4, 23, 3), _WEIGHTS + "resnet101-63fe2227.pth"),
+    152: Variant(Bottleneck, (3, 8, 36, 3), _WEIGHTS + "resnet152-394f9c45.pth"),
 }
+
+
+def variant(name: str) -> Variant:
+    """The layout of the schema's model name `name` (resnet18 ... resnet152)."""
+    return VARIANTS[int(name.removeprefix("resnet"))]
 
 
 class ResNet(nn.Module):
@@ -155,7 +160,7 @@ class PretrainedLoad(NamedTuple):
 def fetch_imagenet_weights(name: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet state dict for `name`, downloaded once into torch.hub's cache. Offline,
     urllib fails at once (name resolution): that is one line naming the file the cache needs."""
-    url = VARIANTS[name].weights_url
+    url = variant(name).weights_url
     try:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
     except OSError as exc:  # URLError/HTTPError (no network, proxy, 404), or an unwritable cache
@@ -197,13 +202,14 @@ _SQUEEZENET_ONLY = {"residual": "none", "dsconv": False, "width": 1.0, "batch_no
 
 
 def build_resnet(name: str, cfg: TrainConfig, num_classes: int) -> ResNet:
-    """The ResNet VARIANTS[name] configured from `cfg`, with ImageNet weights if cfg.pretrained."""
+    """The ResNet `name` (its layout: :func:`variant`) configured from `cfg`, with ImageNet weights if
+    cfg.pretrained."""
     bad = [f"{k}={getattr(cfg, k)!r}" for k, v in _SQUEEZENET_ONLY.items() if getattr(cfg, k) != v]
     if bad:
         raise ConfigError(f"{', '.join(bad)}: SqueezeNet-only knob(s); a ResNet needs residual=none, "
                           "dsconv=false, width=1.0, batch_norm=true")
-    variant = VARIANTS[name]
-    model = ResNet(variant.block, variant.layers, num_classes, stem=cfg.stem, activation=cfg.activation,
+    layout = variant(name)
+    model = ResNet(layout.block, layout.layers, num_classes, stem=cfg.stem, activation=cfg.activation,
                    attention=cfg.attention, dropout=cfg.resolved_dropout, init=cfg.init)
     if cfg.pretrained:
         load_pretrained(model, fetch_imagenet_weights(name))

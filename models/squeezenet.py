@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models.blocks import DSConv, conv_bn_act, get_attention, kaiming_init
-from training.config import ConfigError, TrainConfig
+from study.config import ConfigError, TrainConfig
 
 # Stem (channels, kernel) and the sequence after it: "M" is a 3x3/2 max-pool, a triple is a Fire block
 # (squeeze, expand1x1, expand3x3). From torchvision's squeezenet.py (paper Table 1 for 1.0).
@@ -76,7 +76,7 @@ def bypass_kind(residual: str, inplanes: int, outplanes: int) -> str:
 
 
 class SqueezeNet(nn.Module):
-    """SqueezeNet `version` "1_0" or "1_1" with the ablation toggles (see the package README).
+    """SqueezeNet `version` "1_0" or "1_1" with the ablation toggles (the knobs of study.config.TrainConfig).
 
     stem="cifar": the first conv has stride 1 and "same" padding (kernel unchanged, so the parameters
     match torchvision's) and the three ceil-mode max-pools take 32 -> 16 -> 8 -> 4. stem="imagenet":

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from training.config import TOGGLE_TYPES, ConfigError, TrainConfig, coerce, field_names, is_user_model
+from study.config import TOGGLE_TYPES, ConfigError, TrainConfig, coerce, field_names, is_user_model
 
 
 class UserModelError(ConfigError):

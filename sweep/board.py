@@ -11,7 +11,7 @@ from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
-from sweep.record import trial_values
+from study.trial import trial_values
 from training.tb_tags import BOOKKEEPING, CONSTANTS, experiment_summary, hparam_metrics, hparam_values
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,6 @@ class TrialBoard(TBXLoggerCallback):
         kept = {k: v for k, v in result.items()
                 if (k not in BOOKKEEPING or k == "training_iteration") and k not in CONSTANTS}
         super().log_trial_result(iteration, trial, kept)
-        if not hasattr(self, "constants"):  # a board unpickled from an older tuner.pkl
-            self.constants = {}
         self.constants[trial.trial_id] = {k: result[k] for k in CONSTANTS if k in result}
 
     def _try_log_hparams(self, trial: Any, result: dict) -> None:
@@ -42,7 +40,7 @@ class TrialBoard(TBXLoggerCallback):
         except (ValueError, KeyError):  # a config the trainable would reject: the values as given
             knobs = dict(trial.config)
         try:
-            values = hparam_values(knobs, getattr(self, "constants", {}).pop(trial.trial_id, {}))
+            values = hparam_values(knobs, self.constants.pop(trial.trial_id, {}))
             metrics = hparam_metrics(result)
             # tensorboardX's own experiment (its first summary) has no `differs`: ours replaces it
             _, start, end = hparams(hparam_dict=values, metric_dict=metrics)

@@ -1,9 +1,10 @@
 """What a sweep prints: one table of trials in the report's words, one best, progress, and quiet Ray.
 
-Each trial's outcome is :func:`sweep.record.stop_reason` of its Ray status and last result (the
-report's rule): finished, stopped by ASHA (the scheduler), errored, diverged, early-stopped
-(patience), and while the sweep runs pending / running, or interrupted once it ended without them.
-The best trial and best arm follow :mod:`analysis.best`, as the summary and the report do. Above the
+Each trial's outcome is :func:`study.states.stop_reason` of its Ray status and last result (the
+report's rule), in the state's console word (study.states.TrialState.word): finished, stopped by ASHA
+(the scheduler), errored, diverged, early-stopped (patience), and while the sweep runs pending /
+running, or interrupted once it ended without them. The best trial and best arm follow
+:mod:`study.best`, as the summary and the report do. Above the
 table: trials done / running / left with an ETA from the times of the trials that ended (as tqdm
 estimates from the rate so far).
 """
@@ -17,32 +18,31 @@ from typing import Any, Sequence
 import pandas as pd
 from ray import tune
 
-from analysis.best import describe
-from analysis.effects import ablation_factors
-from sweep.record import stop_reason
+from study.best import describe
+from study.cli import duration
+from study.config import UserError
+from study.factors import ablation_factors
+from study.states import STOP_REASONS, TrialState, stop_reason
 
-SCHEDULER_NAMES = {"asha": "ASHA", "hyperband": "HyperBand", "median": "the median rule", "fifo": "the scheduler"}
 LIVE = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
 METRIC_COLUMNS = {"epoch": "epoch", "val_acc": "val %", "best_val_acc": "best val %", "test_acc": "test %",
                   "images_per_sec": "img/s"}
 
 
 def outcome_words(scheduler: str) -> dict[str, str]:
-    """The console's word for each stop reason (sweep.record.STOP_REASONS)."""
-    return {"finished": "finished", "early_stopped": "early-stopped (patience)", "diverged": "diverged",
-            "scheduler_stopped": f"stopped by {SCHEDULER_NAMES.get(scheduler, scheduler)}",
-            "errored": "errored", "unfinished": "interrupted"}
+    """The console's word for each stop reason (study.states.STOP_REASONS), in their order."""
+    return {reason.value: reason.word(scheduler) for reason in STOP_REASONS}
 
 
 def trial_frame(trials: Sequence[Any], scheduler: str, done: bool = False) -> pd.DataFrame:
-    """One row per Ray Trial: trial_id, stop_reason (sweep.record's rule), outcome (the console's
+    """One row per Ray Trial: trial_id, stop_reason (study.states' rule), outcome (the console's
     word), location, the trial's Ray config and its last metrics."""
     words = outcome_words(scheduler)
     rows = []
     for trial in trials:
         last = dict(trial.last_result or {})
         reason = stop_reason(trial.status, last, trial.status == "ERROR")
-        word = LIVE.get(trial.status, words[reason]) if reason == "unfinished" and not done else words[reason]
+        word = LIVE.get(trial.status, words[reason]) if reason == TrialState.UNFINISHED and not done else words[reason]
         where = last.get("node_ip") or ""
         rows.append({**{k: v for k, v in last.items() if k in METRIC_COLUMNS or k in ("epochs_run", "time_total_s",
                                                                                         "timestamp")},
@@ -52,7 +52,7 @@ def trial_frame(trials: Sequence[Any], scheduler: str, done: bool = False) -> pd
 
 
 def count_outcomes(frame: pd.DataFrame, scheduler: str) -> dict[str, int]:
-    """{word: n} of the trials in `frame`, in the order of analysis.load's stop reasons."""
+    """{word: n} of the trials in `frame`, in the order of study.states' stop reasons."""
     order = [*outcome_words(scheduler).values(), *LIVE.values()]
     counts = frame["outcome"].value_counts() if len(frame) else pd.Series(dtype=int)
     return {word: int(counts[word]) for word in order if word in counts}
@@ -67,28 +67,23 @@ def trial_path(trial: Any) -> str:
 
 
 def progress_line(frame: pd.DataFrame, total: int, elapsed: float, scheduler: str) -> str:
-    """'8 trials: 3 done (2 finished, 1 stopped by ASHA), 1 running, 4 left; 0:00:25 elapsed, ETA ~0:01:10'."""
+    """'8 trials: 3 done (2 finished, 1 stopped by ASHA), 1 running, 4 left; 25 s elapsed, ETA ~1 min 10 s'."""
     if frame.empty:
-        return f"{total} trials: none started; {clock(elapsed)} elapsed"
+        return f"{total} trials: none started; {duration(elapsed)} elapsed"
     live = frame["status"].isin(tuple(LIVE))
     ended = frame[~live]
     running = int((frame["status"] == "RUNNING").sum())
     left = max(total - len(ended) - running, 0)
     counts = ", ".join(f"{n} {word}" for word, n in count_outcomes(ended, scheduler).items())
     line = (f"{total} trials: {len(ended)} done" + (f" ({counts})" if counts else "")
-            + f", {running} running, {left} left; {clock(elapsed)} elapsed")
+            + f", {running} running, {left} left; {duration(elapsed)} elapsed")
     times = pd.to_numeric(ended.get("time_total_s", pd.Series(dtype=float)), errors="coerce").dropna()
     if len(times) and (running or left):
         ran = pd.to_numeric(frame.loc[frame["status"] == "RUNNING"].get("time_total_s", pd.Series(dtype=float)),
                             errors="coerce").fillna(0.0)
         work = left * times.mean() + (times.mean() - ran).clip(lower=0.0).sum()
-        line += f", ETA ~{clock(work / max(running, 1))}"
+        line += f", ETA ~{duration(work / max(running, 1))}"
     return line
-
-
-def clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 MAX_ROWS = 20  # rows of the live table; the whole table prints when the phase ends
@@ -135,8 +130,6 @@ def table(frame: pd.DataFrame, axes: Sequence[str]) -> str:
 class TrialTable(tune.CLIReporter):
     """Ray's CLIReporter, printing our status: progress, the one best, the table in the report's words
     (while it runs at most MAX_ROWS rows: live_rows). Every 30 s and at the end."""
-
-    test_shown = True  # a table restored from a tuner.pkl written before this attribute existed
 
     def __init__(self, axes: Sequence[str], scheduler: str, test_shown: bool = True) -> None:
         super().__init__(max_report_frequency=30)
@@ -200,8 +193,6 @@ def trial_error(error: BaseException | None) -> str:
     cause = getattr(error, "cause", error) if isinstance(error, RayTaskError) else error
     if cause is None:
         return "no cause recorded (see error.txt in its directory)"
-    from training.config import UserError
-
     first = (str(cause).strip().splitlines() or [""])[0]
     return first if isinstance(cause, UserError) else f"{type(cause).__name__}: {first} (error.txt in its directory)"
 

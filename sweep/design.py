@@ -1,4 +1,4 @@
-"""A designed screen (`--design fraction`, issue 25): a resolution-IV fraction of a grid space, every
+"""A designed screen (`--design fraction`): a resolution-IV fraction of a grid space, every
 arm run to its end, in a random order.
 
 The grid's two-level axes get a regular two-level fraction of resolution IV (main effects aliased
@@ -21,8 +21,8 @@ import random
 import string
 from typing import Any, Mapping
 
+from study.config import UserError
 from sweep import vocabulary as vocab
-from training.config import UserError
 
 DESIGNS = ("full", "fraction")
 # Two-level axes -> the generators of the added axes (each a word of base letters), 16 runs at most.

@@ -13,16 +13,18 @@ from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
-from sweep import experiment as exp
-from sweep import phases as sweep_phases
-from sweep import storage, tuner
+from study.config import UserError
+from study.layout import CONFIRM, SCREEN, expected_trials, phase_directories, rung_of, screen_rungs, write_sweep
+from study.load import load
+from study.selection import confirm_arms, promoted_arms
+from sweep import experiment, storage, tuner
+from sweep.closing import named, phase_summary
 from sweep.estimate import estimate_sweep, trial_slots
-from sweep.plan import Plan, absolute_location
-from sweep.record import (CONFIRM, SCREEN, expected_trials, phase_directories, rung_of, screen_rungs,
-                          write_sweep)
 from sweep.packing import sweep_packing
+from sweep.planning import phases
+from sweep.planning.plan import Plan
+from sweep.planning.screen import absolute_location
 from training.checkpoint import provenance
-from training.config import UserError
 
 
 def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: dict[str, Any],
@@ -30,10 +32,10 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: 
     """A new experiment: claim its directory (two starts with one --name cannot share it), then the
     data, the cluster and the record; a failure before the record leaves no directory behind. The
     planner's `notes` (warnings) print once those checks passed, so an error stays one line."""
-    made = exp.claim(plan.experiment_dir)
+    made = experiment.claim(plan.experiment_dir)
     try:
         prepare_data(params["data_dir"], record["datasets"])
-        with exp.driving(plan.experiment_dir), connected(args.address):
+        with experiment.driving(plan.experiment_dir), connected(args.address):
             packing = sweep_packing(params, plan, record) if args.gpus_per_trial is None and cluster_gpus() else None
             plan.gpus_per_trial = check_resources(plan.cpus_per_trial,
                                                   packing.share if packing else args.gpus_per_trial)
@@ -49,7 +51,7 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: 
                   f"{plan.experiment_dir}\n{estimate.line()}", flush=True)
             return run_phases(plan, record, retry_errored=False)
     finally:
-        exp.release_claim(plan.experiment_dir, made)
+        experiment.release_claim(plan.experiment_dir, made)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -61,11 +63,11 @@ def resume(args: argparse.Namespace) -> int:
         with connected(args.address):
             check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
             left = []
-            steps = sweep_phases.phase_plans(record, plan)
+            steps = phases.phase_plans(record, plan)
             for name, (_, phase) in steps.items():
-                done, todo = exp.phase_left(phase, phase_expected(record, name), retried(record, name, retries > 0))
-                named = len(steps) > 1 or CONFIRM in record["phases"]
-                left.append(f"{done} done, {todo} left" + (f" ({name})" if named else ""))
+                done, todo = experiment.phase_left(phase, phase_expected(record, name), retried(record, name, retries > 0))
+                several = len(steps) > 1 or CONFIRM in record["phases"]
+                left.append(f"{done} done, {todo} left" + (f" ({name})" if several else ""))
             print(f"resuming {plan.experiment_dir}: {'; '.join(left)}", flush=True)
             return run_phases(plan, record, retry_errored=retries > 0)
 
@@ -81,20 +83,20 @@ def confirm_again(args: argparse.Namespace) -> int:
         if not plan.phase_dir:
             raise UserError(f"{plan.experiment_dir} was recorded before sweeps had phases: it cannot take a confirm "
                             "phase; run the space again")
-        phases = record["phases"]
-        previous = phases.get(CONFIRM) or {}
-        earlier = phases.get("earlier_confirms", []) + ([previous] if previous.get("arms") else [])  # one that ran
-        top = args.confirm_top or previous.get("top", sweep_phases.CONFIRM_TOP)
-        seeds = args.confirm_seeds or len(previous.get("seeds", [])) or sweep_phases.CONFIRM_SEEDS
+        recorded_phases = record["phases"]
+        previous = recorded_phases.get(CONFIRM) or {}
+        earlier = recorded_phases.get("earlier_confirms", []) + ([previous] if previous.get("arms") else [])  # one that ran
+        top = args.confirm_top or previous.get("top", phases.CONFIRM_TOP)
+        seeds = args.confirm_seeds or len(previous.get("seeds", [])) or phases.CONFIRM_SEEDS
         name = CONFIRM if not earlier else f"{CONFIRM}-{len(earlier) + 1}"
         with connected(args.address):
             check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
             if not screen_ended(plan, record):
                 raise UserError(f"the screen of {plan.experiment_dir} is unfinished: continue it first with "
                                 f"--resume {plan.experiment_dir}")
-            phases[CONFIRM] = sweep_phases.new_confirm(record["params"], top, seeds, name)
+            recorded_phases[CONFIRM] = phases.new_confirm(record["params"], top, seeds, name)
             if earlier:
-                phases["earlier_confirms"] = earlier
+                recorded_phases["earlier_confirms"] = earlier
             write_sweep(plan.experiment_dir, record)
             return run_phases(plan, record, retry_errored=False)
 
@@ -102,12 +104,12 @@ def confirm_again(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def recorded(location: str) -> Iterator[tuple[Plan, dict[str, Any]]]:
     """The screen's plan and sweep.json of an existing experiment (which may have moved), the
-    experiment held for this driver while the body runs (exp.driving: before the repair below writes
-    anything) and its pickles checked before Ray restores them (exp.check_trusted)."""
+    experiment held for this driver while the body runs (experiment.driving: before the repair below writes
+    anything) and its pickles checked before Ray restores them (experiment.check_trusted)."""
     experiment_dir = absolute_location(location)
-    plan, record = exp.load_plan(experiment_dir)
-    with exp.driving(experiment_dir):
-        exp.check_trusted(experiment_dir)
+    plan, record = experiment.load_plan(experiment_dir)
+    with experiment.driving(experiment_dir):
+        experiment.check_trusted(experiment_dir)
         for _, directory, _ in phase_directories(record):  # a state file a kill cut short (sweep.storage)
             for line in storage.repair_state(f"{experiment_dir}/{directory}"):
                 print(f"note: {directory}/{line}", flush=True)
@@ -119,8 +121,8 @@ def screen_ended(plan: Plan, record: dict[str, Any]) -> bool:
     rungs = screen_rungs(record)
     if rungs and not (len(rungs) == 1 or rungs[-1].get("arms")):
         return False
-    steps = sweep_phases.phase_plans(record, plan)
-    return all(not exp.phase_left(phase, phase_expected(record, name), retry_errored=False)[1]
+    steps = phases.phase_plans(record, plan)
+    return all(not experiment.phase_left(phase, phase_expected(record, name), retry_errored=False)[1]
                for name, (_, phase) in steps.items() if not phase.confirms)
 
 
@@ -170,7 +172,7 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
         if k and not rungs[k].get("arms"):
             promote(plan, record, k)
         directory = rungs[k]["dir"] if rungs else SCREEN
-        params, phase = sweep_phases.phase_plans(record, plan)[directory]
+        params, phase = phases.phase_plans(record, plan)[directory]
         code = run_phase(phase, params, phase_expected(record, directory), retried(record, directory, retry_errored),
                          axes, last=not confirm and k == max(len(rungs), 1) - 1, rungs=len(rungs))
         if code:
@@ -182,25 +184,22 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
         return 0
     if not confirm.get("arms"):
         choose_arms(plan, record)
-    params, phase = sweep_phases.phase_plans(record, plan)[confirm["dir"]]
+    params, phase = phases.phase_plans(record, plan)[confirm["dir"]]
     return run_phase(phase, params, expected_trials(record, CONFIRM), retry_errored, axes, last=True)
 
 
 def promote(plan: Plan, record: dict[str, Any], k: int) -> None:
     """Rung k's arms: the best 1/eta of rung k-1's by validation accuracy at the end of their fitted
-    schedules (analysis.halving.promoted_arms), recorded in sweep.json before anything of them runs,
+    schedules (study.selection.promoted_arms), recorded in sweep.json before anything of them runs,
     and printed."""
-    from analysis.halving import promoted_arms
-    from analysis.load import load
-
     rungs = record["phases"][SCREEN]["rungs"]
     screen = load(plan.experiment_dir).phase(SCREEN)
-    factors = sweep_phases.factors_of(record["params"])
+    factors = phases.factors_of(record["params"])
     arms, ranked = promoted_arms(screen.trials, screen.epochs, factors, k - 1, plan.reduction_factor)
     if not arms:
         raise UserError(f"no trial of the screen's rung {k} reported a validation accuracy: nothing to promote; "
                         f"its trials are in {plan.experiment_dir}/{rungs[k - 1]['dir']}")
-    rungs[k].update(arms=arms, expected_trials=len(arms) * sweep_phases.seeds_per_arm(record["params"]),
+    rungs[k].update(arms=arms, expected_trials=len(arms) * phases.seeds_per_arm(record["params"]),
                     ranked=ranked)
     write_sweep(plan.experiment_dir, record)
     print(f"\nrung {k + 1} of {len(rungs)}: the best {len(arms)} of {ranked} arms of rung {k} by validation accuracy at the "
@@ -212,11 +211,8 @@ def promote(plan: Plan, record: dict[str, Any], k: int) -> None:
 
 
 def choose_arms(plan: Plan, record: dict[str, Any]) -> None:
-    """The confirm set from the screen's results (analysis.confirm.confirm_arms), recorded in sweep.json
+    """The confirm set from the screen's results (study.selection.confirm_arms), recorded in sweep.json
     before anything of it runs, and printed."""
-    from analysis.confirm import confirm_arms
-    from analysis.load import load
-
     confirm = record["phases"][CONFIRM]
     screen = load(plan.tune_dir)
     arms, references = confirm_arms(screen.trials, screen.epochs, record["params"], confirm, plan.search,
@@ -236,9 +232,9 @@ def choose_arms(plan: Plan, record: dict[str, Any]) -> None:
 def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: bool, axes: list[str],
               last: bool, rungs: int = 0) -> int:
     """Run (or continue) one phase unless it has ended, then print its summary; the exit status of
-    report(). `last`: the closing lines (reproduce, monitor, analyse) follow this phase. The phases
+    sweep.closing.phase_summary(). `last`: the closing lines (reproduce, monitor, analyse) follow this phase. The phases
     are named on the console when there are two or more (`rungs`: the screen's rungs)."""
-    done, left = exp.phase_left(plan, expected, retry_errored)
+    done, left = experiment.phase_left(plan, expected, retry_errored)
     if named(plan, last):
         how = ("the chosen arms x fresh seeds, fifo scheduler" if plan.confirms else
                f"{'promoted arms' if plan.points else plan.search + ' search'}, each from scratch with its schedule "
@@ -251,13 +247,7 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
         stopped = run_tuner(lambda: tuner.restore_tuner(plan, params, retry_errored=retry_errored), plan)
         if stopped is not None:
             return stopped
-    return report(plan, expected, axes, last)
-
-
-def named(plan: Plan, last: bool) -> bool:
-    """Whether the console names the phase: a screen that a confirm phase follows, a later rung of the
-    screen, or a confirm phase."""
-    return bool(plan.phase_dir) and (not last or plan.phase_dir != SCREEN)
+    return phase_summary(plan, expected, axes, last)
 
 
 def run_tuner(make_tuner: Callable[[], Any], plan: Plan) -> int | None:
@@ -363,79 +353,3 @@ def prepare_data(data_dir: str, datasets: list[tuple[str, int]]) -> None:
         prepare_dataset(name, data_dir, image_size)
 
 
-def report(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
-    """Print a phase's summary: every trial's outcome; for a sweep without a confirm phase, its best
-    trial and arm (as the live table and the report give them); after the last phase, where to look.
-    Exit status 130 when interrupted (Ctrl-C: Tune returns what it has), 1 when every trial errored."""
-    experiment_dir = plan.experiment_dir
-    try:
-        summary = exp.summarize(plan, axes)
-        outcomes = [f"{n} {word}" for word, n in summary["outcomes"].items()]
-        expected = max(expected, summary["trials"])
-        if expected > summary["trials"]:
-            outcomes.append(f"{expected - summary['trials']} not started")
-            summary["unfinished"] += expected - summary["trials"]
-        print(f"\n{plan.phase_dir + ': ' if named(plan, last) else ''}{expected} trials: "
-              f"{', '.join(outcomes) or 'none ran'}: {plan.tune_dir}")
-        code = (130 if summary["unfinished"] else
-                1 if summary["trials"] and summary["errors"] == summary["trials"] else 0)
-        if last and not plan.confirms:  # no confirm phase: the screen's best is the answer
-            for line in summary["best_lines"]:
-                print(line)
-            best = summary.get("best")
-            if best and best.get("path"):
-                print(f"  reproduce it: python train.py --config {best['path']}")
-            if plan.objectives and not summary["unfinished"]:
-                print_front(experiment_dir, plan.objectives)
-        if last and plan.confirms and not summary["unfinished"]:  # the confirm phase, ended
-            print_confirmed(experiment_dir)
-        if last or code:
-            print(f"monitor: {summary['tensorboard']}\nanalyse: python -m analysis.report {experiment_dir}")
-    except KeyboardInterrupt:  # Tune's own handler is gone once fit() returns
-        print(f"run.py: interrupted while summarising; every result is saved: python -m analysis.report "
-              f"{experiment_dir}", file=sys.stderr)
-        return 130
-    if summary["errors"]:
-        print(f"{summary['errors']} trial(s) errored (see error.txt in their directories); retry them "
-              f"(from their last checkpoint, if any) with: python sweep/run.py --resume {experiment_dir} --max-failures 1", file=sys.stderr)
-    if summary["unfinished"]:
-        print(f"interrupted with {summary['unfinished']} trial(s) unfinished; continue with: "
-              f"python sweep/run.py --resume {experiment_dir}", file=sys.stderr)
-    return code
-
-
-def print_confirmed(experiment_dir: str) -> None:
-    """After the confirm phase: the confirmed best arm with its test accuracy interval, and what
-    removing each component of the screen's best costs (analysis.confirm)."""
-    from analysis.confirm import best_trial, confirmed
-    from analysis.load import load
-
-    exp = load(experiment_dir)
-    result = confirmed(exp)
-    if result is not None:
-        trial = best_trial(exp, result)
-        reproduce = [f"  reproduce it: python train.py --config {experiment_dir}/{trial['trial_dir']}"] if trial is not None else []
-        print("\n".join([result.line, *reproduce, *result.fidelity.lines]))
-
-
-def print_front(experiment_dir: str, objectives: list[list[str]]) -> None:
-    """A finished multi-objective sweep: its models' latency measured alone, then its front."""
-    from pathlib import Path
-
-    from analysis.effects import completed
-    from analysis.load import load
-    from analysis.pareto import objective_front
-    from deploy.latency import remeasure_front
-    from sweep.record import LATENCY_FILE
-
-    if "://" in experiment_dir:
-        print(f"latency not re-measured: {experiment_dir} is not on this machine's disk")
-        return
-    alone = remeasure_front(Path(experiment_dir), objectives)
-    frame = objective_front(completed(load(experiment_dir).trials)[0], objectives, alone)
-    on = frame[frame["pareto"]]
-    names = ", ".join(f"{m} ({d})" for m, d in frame.attrs["objectives"])
-    print(f"latency of {alone['which']} measured alone ({alone['threads']} thread, median of "
-          f"{alone['repeats']}): {experiment_dir}/{LATENCY_FILE}")
-    print(f"front of {names}: {len(on)} of the {len(frame)} trials that ran to their end: "
-          f"{', '.join(on['trial_id'])}")

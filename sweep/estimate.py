@@ -30,7 +30,8 @@ from typing import Any, Sequence
 
 import torch
 
-from training.config import TrainConfig
+from study.cli import duration
+from study.config import TrainConfig
 
 # A trial's fixed cost on Ray beyond its epochs (the dataset cache read, the model built and its FLOPs
 # counted, the files written), and each phase's (a Tuner set up, the trials' actors started, the
@@ -62,19 +63,9 @@ class Estimate:
     probed: int  # arms probed
 
     def line(self) -> str:
-        parts = ", ".join(f"{name} {clock(s)}" for name, s in self.phases)
-        return (f"estimated wall time: ~{clock(self.seconds)} ({parts}) with {self.slots} trial(s) at once, from a "
+        parts = ", ".join(f"{name} {duration(s)}" for name, s in self.phases)
+        return (f"estimated wall time: ~{duration(self.seconds)} ({parts}) with {self.slots} trial(s) at once, from a "
                 f"probe of {self.probed} arm(s) on this machine's {self.device}")
-
-
-def clock(seconds: float) -> str:
-    """'3 h 05 min', '12 min', '40 s'."""
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
 def model_flops(cfg: TrainConfig, classes: int) -> int:
@@ -87,23 +78,21 @@ def model_flops(cfg: TrainConfig, classes: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _flops(cfg: TrainConfig, classes: int) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
+    from training.metrics import count_flops
     from training.preflight import meta_model, probe_input
 
-    model = meta_model(cfg, classes).eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(probe_input(model, cfg))
-    return int(counter.get_total_flops())
+    model = meta_model(cfg, classes)
+    return count_flops(model, (3, cfg.image_size, cfg.image_size), probe_input(model, cfg).device)
 
 
 def probe(cfg: TrainConfig, classes: int, threads: int) -> Probe:
     """Seconds per training and per evaluated image of `cfg` on this machine (module docstring)."""
+    from models import create_model
     from training.datasets import NORMALIZATION
     from training.loader import DeviceLoader
     from training.loop import resolve_device, resolve_precision
+    from training.metrics import sync
     from training.optim import build_optimizer
-    from models import create_model
 
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads or threads))
@@ -153,11 +142,6 @@ def probe(cfg: TrainConfig, classes: int, threads: int) -> Probe:
         return Probe(model_flops(cfg, classes), train_s, eval_s)
     finally:
         torch.set_num_threads(before)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Prices:
@@ -234,10 +218,11 @@ def device_words(threads: int) -> str:
 
 
 def estimate_sweep(params: dict[str, Any], plan: Any, record: dict[str, Any], slots: int) -> Estimate:
-    """The wall time of the sweep `plan_sweep` planned (sweep.plan), its trials `slots` at a time."""
-    from sweep import phases
-    from sweep.plan import check_trials
-    from sweep.record import CONFIRM, SCREEN, rung_keeps
+    """The wall time of the sweep `plan_sweep` planned (sweep.planning.screen), its trials `slots` at a time."""
+    from study.layout import CONFIRM, SCREEN
+    from study.selection import rung_keeps
+    from sweep.planning import phases
+    from sweep.planning.configs import check_trials
     from training.datasets import dataset_sizes
 
     grid = plan.search == "grid"

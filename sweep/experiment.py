@@ -1,7 +1,7 @@
 """A sweep's experiment directory: claimed atomically, held by one driver at a time, its recorded plan
 read back for --resume, what each phase has left to run, and the summary the console prints.
 
-The files are the experiment record's (:mod:`sweep.record`); a storage URI (s3://...) is read and
+The files are the experiment record's (:mod:`study.layout`); a storage URI (s3://...) is read and
 written through pyarrow's filesystems, as Ray does.
 """
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any, Iterator
 import pandas as pd
 from ray import tune
 
-from sweep.plan import Plan
-from sweep.record import SWEEP_FILE, filesystem_of, phase_specs, read_sweep
+from study.config import UserError
+from study.layout import SWEEP_FILE, filesystem_of, phase_specs, read_sweep
+from sweep.planning.plan import Plan
 from sweep.vocabulary import check_param, user_toggles
-from training.config import UserError
 
 
 def load_plan(experiment_dir: str) -> tuple[Plan, dict[str, Any]]:
@@ -199,9 +199,9 @@ def phase_left(plan: Plan, expected: int, retry_errored: bool) -> tuple[int, int
 
 def summarize(plan: Plan, axes: list[str]) -> dict[str, Any]:
     """Every trial's outcome in the console's (the report's) words, the best trial and arm
-    (analysis.best), and the errored and unfinished (interrupted) counts."""
-    from analysis.best import best_trial, describe
-    from analysis.effects import ablation_factors
+    (study.best), and the errored and unfinished (interrupted) counts."""
+    from study.best import best_trial, describe
+    from study.factors import ablation_factors
     from sweep.console import count_outcomes, trial_frame
 
     frame = trial_frame(trials_of(plan.tune_dir), plan.scheduler, done=True)

@@ -22,7 +22,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from training.config import TrainConfig
+from study.config import TrainConfig
 
 GIB = 2**30
 SHARES = ((2 * GIB, 0.25), (5 * GIB, 0.5))  # a footprint up to this -> this share of a GPU; else 1
@@ -73,8 +73,8 @@ def _footprint(cfg: TrainConfig, classes: int) -> int:
 
 
 def sweep_packing(params: dict[str, Any], plan: Any, record: dict[str, Any]) -> Packing:
-    """:func:`packing` of the screen's trials of a planned sweep (sweep.plan.plan_sweep)."""
-    from sweep.plan import check_trials
+    """:func:`packing` of the screen's trials of a planned sweep (sweep.planning.screen.plan_sweep)."""
+    from sweep.planning.configs import check_trials
     from training.datasets import dataset_sizes
 
     configs = check_trials(params, plan.smoke, plan.search == "grid", record["space_name"])

@@ -34,8 +34,8 @@ from typing import Any
 
 from ray import tune
 
-from sweep.record import read_result_rows, record_path
-from training.files import WriteError, write_text_atomically
+from study.files import WriteError, write_text_atomically
+from study.layout import read_result_rows, record_path
 
 RESERVE_FILE = ".space-reserve"
 RESERVE_BYTES = 32 << 20  # room for Tune's last save of the experiment state and result files
@@ -178,8 +178,8 @@ class StorageGuard(tune.Callback):
         if shutil.disk_usage(self.experiment_dir).free < LOW_BYTES:
             self.stop()
             return
-        try:  # a guard unpickled from an older tuner.pkl has no `states` yet
-            keep_state(self.experiment_dir, self.__dict__.setdefault("states", {}))
+        try:
+            keep_state(self.experiment_dir, self.states)
         except WriteError:
             self.stop()
 

@@ -25,10 +25,11 @@ from typing import Any, Iterator, Mapping
 import torch
 from ray import tune
 
-from sweep.record import METRIC, TRIAL_CONFIG_FILE, trial_config
+from study.config import TrainConfig
+from study.layout import METRIC, TRIAL_CONFIG_FILE
+from sweep.planning.configs import trial_config
 from sweep.storage import wait_while_full
 from training.checkpoint import provenance
-from training.config import TrainConfig
 from training.loop import fit, resolve_device, resolve_precision
 
 # Ray logs "Checkpoint successfully created at ..." for every epoch of every trial, and "Restored on
@@ -57,8 +58,8 @@ sys.unraisablehook = ignore_exit_in_callbacks
 def train_trial(config: dict[str, Any], smoke: bool = False, experiment_dir: str | None = None,
                 fraction: float = 1.0) -> None:
     """Ray Tune function trainable; `smoke` (via ``tune.with_parameters``) applies --smoke-test's
-    per-trial limits (``sweep.record.smoke_limits``), `fraction` < 1 fits the trial's schedule to a
-    successive-halving rung's budget (``sweep.record.fit_to_budget``; recorded as run, so train.py
+    per-trial limits (``study.trial.smoke_limits``), `fraction` < 1 fits the trial's schedule to a
+    successive-halving rung's budget (``study.trial.fit_to_budget``; recorded as run, so train.py
     --config re-runs the rung's trial); before each report it waits while the disk under
     `experiment_dir` is full (``sweep.storage``)."""
     cfg = effective_config(trial_config(config, smoke, fraction))

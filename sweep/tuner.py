@@ -13,14 +13,14 @@ from typing import Any
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from study.config import UserError
+from study.layout import METRIC, MODE
 from sweep import storage
 from sweep.board import TrialBoard
 from sweep.experiment import has_trial_state
-from sweep.plan import Plan
-from sweep.record import METRIC, MODE
+from sweep.planning.plan import Plan
 from sweep.trainable import train_trial
 from sweep.vocabulary import points_space, to_param_space
-from training.config import UserError
 
 CHECKPOINTS_KEPT = 2  # per trial: the latest two epochs (resume needs only the last)
 
@@ -28,7 +28,7 @@ CHECKPOINTS_KEPT = 2  # per trial: the latest two epochs (resume needs only the 
 def make_scheduler(plan: Plan):
     """ASHA (Li et al. 2020): rungs at grace_period * reduction_factor^k epochs, each trial continued
     from its checkpoint; HyperBand; the median rule; else FIFO: every trial to its end, as each rung
-    of successive halving runs (its budget is in the trial's schedule, sweep.record.fit_to_budget)."""
+    of successive halving runs (its budget is in the trial's schedule, study.trial.fit_to_budget)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
     if plan.scheduler == "asha":

@@ -7,7 +7,7 @@ A YAML space file holds the same mapping as a named space in ``sweep.spaces``::
     scheduler: halving      # halving | asha | fifo | hyperband | median (default halving; --scheduler overrides)
     samples: 8              # default --samples (optional)
     objectives: best_val_acc:max,flops:min   # optional: a multi-objective search (Optuna's NSGA-II, FIFO)
-    confirm: true           # run the confirm phase after the screen (default true; sweep/plan.py)
+    confirm: true           # run the confirm phase after the screen (default true; sweep.planning)
     params:
       dataset: fashion-mnist                          # a plain value fixes the field
       attention: {grid: [none, channel]}              # every value, exhaustively (tune.grid_search)
@@ -24,10 +24,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from sweep.record import trial_values
-from sweep.spaces import BUNDLES, SPACES
-from training.config import (ConfigError, TrainConfig, UserError, coerce, field_names, field_types,
-                             is_user_model, load_mapping)
+from study.config import (ARCHITECTURE_FIELDS, ConfigError, TrainConfig, UserError, coerce, field_names, field_types,
+                          is_user_model, load_mapping)
+from study.trial import BUNDLES, trial_values
+from sweep.spaces import SPACES
 
 SEARCHES = ("grid", "random", "optuna")
 SCHEDULERS = ("halving", "asha", "fifo", "hyperband", "median")
@@ -149,7 +149,7 @@ def check_param(key: str, spec: Any, where: str, toggles: Mapping[str, Any] | No
 
 def check_value(key: str, value: Any, where: str, toggles: Mapping[str, Any] | None = None) -> Any:
     """A bundle's preset name, or a value coerced to the field's or toggle's type (ranges:
-    ``sweep.plan.check_trials``)."""
+    ``sweep.planning.configs.check_trials``)."""
     if key in BUNDLES:
         if value not in BUNDLES[key]:
             raise ConfigError(f"{where}: {key}={value!r} is not one of: {', '.join(BUNDLES[key])}")
@@ -182,9 +182,8 @@ def check_range(key: str, kind: str, args: Any, where: str, toggles: Mapping[str
     return [int(a) for a in args] if kind == "randint" else [float(a) for a in args]
 
 
-# The TrainConfig fields a model is built from (the "model" block of training/config.py).
-MODEL_FIELDS = ("model", "width", "attention", "residual", "dsconv", "activation", "batch_norm",
-                "dropout", "init", "stem", "toggles")
+# The TrainConfig fields a model is built from: the architecture's, its init, a user model's toggles.
+MODEL_FIELDS = (*ARCHITECTURE_FIELDS, "init", "toggles")
 
 
 def architecture(cfg: TrainConfig, keep: tuple[str, ...] = ()) -> TrainConfig:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis import confirm
+from study import selection
 
 FACTORS = ["attention", "dsconv", "recipe"]
 REFERENCES = {"attention": "none", "dsconv": False, "recipe": "baseline"}
@@ -38,7 +39,7 @@ def screen_frames():
 
 def test_the_screen_ranks_by_depth_then_validation_accuracy():
     trials, epochs = screen_frames()
-    ranking = confirm.screen_ranking(trials, epochs, FACTORS)
+    ranking = selection.screen_ranking(trials, epochs, FACTORS)
     assert ranking[FACTORS].iloc[0].to_dict() == BEST
     assert list(ranking["deepest_epoch"]) == [10, 6, 2, 2]
     assert ranking.iloc[2]["attention"] == "channel"  # 61 > 52 at the same depth
@@ -47,8 +48,8 @@ def test_the_screen_ranks_by_depth_then_validation_accuracy():
 
 def test_the_confirm_set_is_top_k_plus_the_best_arms_neighbours_plus_the_baseline_each_once():
     trials, epochs = screen_frames()
-    ranking = confirm.screen_ranking(trials, epochs, FACTORS)
-    chosen = confirm.confirm_set(ranking, FACTORS, REFERENCES, top=2)
+    ranking = selection.screen_ranking(trials, epochs, FACTORS)
+    chosen = selection.confirm_set(ranking, FACTORS, REFERENCES, top=2)
     arms = [tuple(r) for r in chosen[FACTORS].itertuples(index=False)]
     assert arms == [("channel", True, "holistic"), ("none", True, "holistic"),  # top 2; rank 2 is also a neighbour
                     ("channel", False, "holistic"), ("channel", True, "baseline"),
@@ -56,11 +57,11 @@ def test_the_confirm_set_is_top_k_plus_the_best_arms_neighbours_plus_the_baselin
     assert chosen["why"][1] == "screen rank 2; without attention=channel (-> none)"
     assert chosen["why"].iloc[-1] == "all-reference baseline"
     # An adaptive search has no reference levels: the top arms only.
-    assert len(confirm.confirm_set(ranking, FACTORS, None, top=3)) == 3
+    assert len(selection.confirm_set(ranking, FACTORS, None, top=3)) == 3
     # The best arm at every reference: no neighbours, and the baseline is the best arm itself.
     base_first = ranking.iloc[[2, 0, 1, 3]]
     base_first = base_first.assign(**REFERENCES).iloc[:1]
-    assert len(confirm.confirm_set(base_first, FACTORS, REFERENCES, top=1)) == 1
+    assert len(selection.confirm_set(base_first, FACTORS, REFERENCES, top=1)) == 1
 
 
 TRUE_MEANS = {("channel", True, "holistic"): 85.0, ("none", True, "holistic"): 83.0,
@@ -91,10 +92,10 @@ def test_leave_one_out_costs_and_arm_means_are_unbiased_and_their_intervals_cove
         frame = simulate(rng)
         ff = confirm.fit_arms(frame, FACTORS, BEST)
         table = confirm.leave_one_out_table(ff, BEST, REFERENCES, FACTORS)
-        best = confirm.arm_means(frame, FACTORS).set_index("arm").loc[confirm.arm_label(BEST, FACTORS)]
+        best = confirm.arm_means(frame, FACTORS).set_index("arm").loc[selection.arm_label(BEST, FACTORS)]
         mean_covered += best["ci_low"] <= TRUE_MEANS[tuple(BEST.values())] <= best["ci_high"]
         for row in table.to_dict("records"):
-            factor = next(f for f in FACTORS if row["arm"] == confirm.arm_label({**BEST, f: REFERENCES[f]}, FACTORS))
+            factor = next(f for f in FACTORS if row["arm"] == selection.arm_label({**BEST, f: REFERENCES[f]}, FACTORS))
             costs[factor].append(row["cost"])
             covered[factor] += row["ci_low"] <= truth[factor] <= row["ci_high"]
             shown += factor == "attention" and row["ci_low"] > 0
@@ -157,7 +158,7 @@ def test_a_two_by_two_among_the_confirm_arms_is_found_and_its_interaction_measur
     assert [(s["f"], s["g"], s["f_levels"], s["g_levels"], s["fixed"]) for s in found] == [
         ("residual", "recipe", ("none", "simple"), ("baseline", "holistic"), {"attention": "none"})]
     ff = confirm.fit_arms(frame, factors, arms.iloc[0].to_dict())
-    table = subdesigns.subdesign_table(ff, arms, lambda levels: confirm.arm_label(levels, factors),
+    table = subdesigns.subdesign_table(ff, arms, lambda levels: selection.arm_label(levels, factors),
                                        {"attention": "none", "residual": "none", "recipe": "baseline"}, 0.5)
     rows = table.set_index("contrast")
     truth = {"residual=simple vs none, at recipe=baseline": 0.5, "residual=simple vs none, at recipe=holistic": 2.0,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.load import load
 from analysis.report import main as report_main
+from study.load import load
 from sweep.spaces import SPACES
 from tests.helpers import FASHION_MNIST, NO_FASHION_MNIST
 
@@ -178,7 +178,7 @@ def test_report_of_a_real_fashion_mnist_grid(tmp_path_factory, tmp_path):
     storage = tmp_path_factory.mktemp("sweeps")
     space = tmp_path / "grid.yaml"
     # 16x16 (resized): a quarter of the compute of 32x32 per image; the tables do not depend on it. Every
-    # arm must learn (analysis.learning leaves arms at chance out of the effects): 1,024 images, batch 16,
+    # arm must learn (study.learning leaves arms at chance out of the effects): 1,024 images, batch 16,
     # 3 epochs gave 32-55% best validation accuracy (floor ~19% on 341 images); 512 images, batch 32 and
     # 2 epochs left 3 of the 4 arms at chance
     space.write_text("scheduler: fifo\nparams:\n  dataset: fashion-mnist\n  image_size: 16\n  subset: 1024\n"
@@ -228,7 +228,7 @@ def test_export_chooses_on_validation_from_a_real_experiment(finished):
     """deploy.export's --best and --front on a real ASHA sweep: only trials that ran to their end, by
     best validation accuracy (never test), the front checked against a brute force."""
     from deploy import choose as export
-    from training.config import UserError
+    from study.config import UserError
 
     trials = load(finished).trials
     ended = trials[trials["stop_reason"] == "finished"]

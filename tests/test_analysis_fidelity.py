@@ -8,7 +8,7 @@ import pytest
 
 from analysis.confirm import confirmed
 from analysis.fidelity import FIDELITY_FLOOR, fidelity, schedules_at_rung
-from analysis.load import load
+from study.load import load
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = list("abcdef")

@@ -1,4 +1,4 @@
-"""analysis.load and the report CLI on a hand-built experiment directory in Ray Tune 2.60's layout
+"""study.load and the report CLI on a hand-built experiment directory in Ray Tune 2.60's layout
 (every way a trial can end), and the CLI's errors. The real experiments are in
 test_analysis_experiment.py."""
 import json
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis.load import load
-from sweep.record import stop_reason
-from tests.helpers import write_experiment
 from analysis.report import main as report_main
+from study.load import load
+from study.states import stop_reason
+from tests.helpers import write_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,23 +45,6 @@ def test_epoch_frame_is_one_row_per_trial_epoch(experiment):
     assert {"epoch", "val_acc", "train_loss", "val_loss", "lr"} <= set(epochs.columns)
     assert "done" not in epochs  # Ray overwrites it: never trusted
     assert set(epochs["train_phase"]) == {"main"} and "phase" not in epochs  # "phase" names screen/confirm
-
-
-def test_epochs_recorded_before_the_rename_read_as_train_phase(experiment, tmp_path):
-    """Results and report frames written when the loop's key was `phase` (the committed results/)."""
-    from analysis.report import write_report
-
-    trial_dir = next(experiment.glob("train_trial_aaaaa_00000_*"))
-    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
-    old = [{("phase" if k == "train_phase" else k): v for k, v in row.items()} for row in rows]
-    (trial_dir / "result.json").write_text("".join(json.dumps(row) + "\n" for row in old))
-    exp = load(experiment)
-    assert exp.epochs.loc[exp.epochs["trial_id"] == "aaaaa_00000", "train_phase"].tolist() == ["main", "main"]
-    out = tmp_path / "frames"
-    write_report(exp, out)
-    frame = (out / "epochs.csv").read_text().replace("train_phase", "phase")
-    (out / "epochs.csv").write_text(frame)
-    assert load(out).epochs["train_phase"].equals(exp.epochs["train_phase"])
 
 
 def test_the_resumed_runs_state_wins_over_a_first_run_file_with_a_later_timestamp(experiment):

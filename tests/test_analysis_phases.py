@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from analysis import confirm
-from analysis.load import Experiment, ExperimentError, load
 from analysis.report import sections, write_report
+from study.load import Experiment, ExperimentError, load
 from tests.helpers import write_experiment
 
 CONFIRM_SPEC = {"dir": "confirm", "top": 1, "seeds": [0], "factors": ["attention"],

@@ -11,11 +11,16 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from analysis import effects
+from analysis.compared import at_common_epoch, compared_trials
 from analysis.depth import PAPER_DEPTH, depth_table
 from analysis.importance import MIN_TRIALS, REST, importance
-from analysis.pareto import arm_summary, pareto_front
+from analysis.pareto import arm_summary
 from analysis.render import mean_std, readable, to_markdown, write_table
 from analysis.stages import PAPER_STAGE_ACCURACY, STUDY_DATA, stage_steps, stage_table, study_data_caveat
+from study.factors import ablation_factors
+from study.front import pareto_front
+from study.states import completed
+
 
 @pytest.fixture(autouse=True, scope="module")
 def cheap_gc():
@@ -74,7 +79,7 @@ def test_paired_main_effect_is_scipy_ttest_rel_over_the_seeds():
 
 def test_planted_effect_found_and_null_factor_includes_zero():
     trials = factorial(lambda r: 2.0 * (r["attention"] == "channel"))
-    assert effects.ablation_factors(trials, CONFIG) == ["recipe", "attention", "dsconv"]  # lr is the recipe
+    assert ablation_factors(trials, CONFIG) == ["recipe", "attention", "dsconv"]  # lr is the recipe
     table = effects.main_effects(effects.fit(trials, ["attention", "dsconv"])).set_index("factor")
     planted, null = table.loc["attention"], table.loc["dsconv"]
     assert (planted["level"], planted["reference"]) == ("channel", "none")
@@ -177,7 +182,7 @@ def test_completed_excludes_stopped_trials_and_says_so():
     trials = factorial(lambda r: 0.0, seeds=2)
     trials.loc[0, ["stop_reason", "test_acc"]] = ["scheduler_stopped", np.nan]
     trials.loc[1, ["stop_reason", "test_acc"]] = ["unfinished", np.nan]
-    kept, note = effects.completed(trials)
+    kept, note = completed(trials)
     assert len(kept) == len(trials) - 2 and set(kept["stop_reason"]) == {"finished"}
     assert "1 scheduler_stopped" in note and "1 unfinished" in note
 
@@ -188,7 +193,7 @@ def test_common_epoch_includes_scheduler_stopped_trials():
                            "attention": ["none", "channel", "none"]})
     epochs = pd.DataFrame({"trial_id": ["a", "a", "a", "b"], "epoch": [1, 2, 3, 1],
                            "val_acc": [50.0, 60, 70, 55]})
-    frame, note = effects.at_common_epoch(trials, epochs)
+    frame, note = at_common_epoch(trials, epochs)
     assert list(frame["trial_id"]) == ["a", "b"] and list(frame["val_acc_at_epoch"]) == [50.0, 55.0]
     assert "epoch 1" in note and "1 errored" in note
 
@@ -198,7 +203,7 @@ def test_asha_stopped_sweep_is_only_an_early_training_screen():
                            "last_epoch": [3, 2], "test_acc": [70.0, np.nan]})
     epochs = pd.DataFrame({"trial_id": ["a", "a", "a", "b", "b"], "epoch": [1, 2, 3, 1, 2],
                            "val_acc": [50.0, 60, 70, 55, 58]})
-    compared = effects.compared_trials(trials, epochs, "grid")
+    compared = compared_trials(trials, epochs, "grid")
     assert compared.metric == "val_acc_at_epoch" and list(compared.frame["val_acc_at_epoch"]) == [60.0, 58.0]
     assert "early-training screen" in compared.label and "epoch 2" in compared.label
     assert "not final accuracy" in compared.label and not compared.effects_refused
@@ -207,10 +212,10 @@ def test_asha_stopped_sweep_is_only_an_early_training_screen():
 def test_effects_are_refused_for_adaptive_searches():
     trials = factorial(lambda r: 0.0, seeds=2).assign(trial_id=lambda f: f.index.astype(str), last_epoch=3)
     for search in ("optuna", "random"):
-        compared = effects.compared_trials(trials, pd.DataFrame(), search)
+        compared = compared_trials(trials, pd.DataFrame(), search)
         assert f"by {search} search" in compared.effects_refused and compared.metric == "test_acc"
-    assert not effects.compared_trials(trials, pd.DataFrame(), "grid").effects_refused
-    assert not effects.compared_trials(trials, pd.DataFrame(), None).effects_refused
+    assert not compared_trials(trials, pd.DataFrame(), "grid").effects_refused
+    assert not compared_trials(trials, pd.DataFrame(), None).effects_refused
 
 
 def test_balanced_grid_gets_the_exact_anova_shares():
@@ -327,7 +332,7 @@ def test_the_studies_figures_are_compared_only_on_the_studies_data():
 
 
 def test_stage_names_match_the_sweep_presets():
-    from sweep.spaces import STAGES
+    from study.trial import STAGES
 
     assert list(PAPER_STAGE_ACCURACY) == list(STAGES)
 
@@ -402,8 +407,8 @@ def test_every_axis_of_the_space_is_a_factor_and_detection_is_only_the_fallback(
                            "seed": 0, "model": "squeezenet"})
     trials["test_acc"] = 60 + 40 * trials["lr"] + rng.normal(0, 1, 32)
     columns = ("model", *axes)
-    assert len(effects.ablation_factors(trials, columns)) < 8  # detection misses searched knobs
-    factors = effects.ablation_factors(trials, columns, axes)
+    assert len(ablation_factors(trials, columns)) < 8  # detection misses searched knobs
+    factors = ablation_factors(trials, columns, axes)
     assert sorted(factors) == sorted(a for a in axes if a != "seed")
     ranking, _ = importance(trials, factors)
     assert set(ranking["factor"]) == {*factors, REST}

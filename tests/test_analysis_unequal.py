@@ -1,6 +1,6 @@
-"""Every interval kind the report prints, checked by simulation with UNEQUAL spreads across arms
-(issue 25): arms whose seed-to-seed spread differs from 0.2 to 4 points, as the committed stages'
-do (0 to 10). 1,000 draws per check, so a coverage within 0.93-0.97 is nominal 95% within about
+"""Every interval kind the report prints, checked by simulation with UNEQUAL spreads across arms:
+arms whose seed-to-seed spread differs from 0.2 to 4 points, as the committed stages' do (0 to
+10). 1,000 draws per check, so a coverage within 0.93-0.97 is nominal 95% within about
 three binomial standard errors (0.0069). Plain numbers, no training: analysis.contrasts directly
 (what every paired and Welch interval of the report is made by) and the pooled model beside it.
 """

@@ -6,9 +6,9 @@ from functools import partial
 import pytest
 import torch
 
-from training.augment import (POLICIES, augment_batch, batch_affine, batch_color_jitter, batch_cutout,
-                              batch_flip, batch_random_crop)
-from training.config import CHOICES, ConfigError
+from study.config import CHOICES, ConfigError
+from training.augment import (POLICIES, augment_batch, batch_affine, batch_color_jitter, batch_cutout, batch_flip,
+                              batch_random_crop)
 
 RANDOM_STEPS = {
     "crop": partial(batch_random_crop, padding=4),

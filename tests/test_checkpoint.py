@@ -8,10 +8,10 @@ import platform
 import pytest
 import torch
 
+from study import files
+from study.config import TrainConfig, UserError
 from tests.helpers import TINY, collect
 from training import checkpoint as ckpt
-from training import files
-from training.config import TrainConfig, UserError
 from training.loop import fit
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from study.config import CHOICES, ConfigError, TrainConfig, coerce, field_names
 from train import field_help
-from training.config import CHOICES, ConfigError, TrainConfig, coerce, field_names
 
 
 def test_defaults_are_valid_and_round_trip():
@@ -106,7 +106,7 @@ def test_every_choice_field_exists():
 
 def test_the_schema_imports_neither_torch_nor_the_models_it_names():
     """models/ imports the schema (MODEL_NAMES among it), so the schema importing models/ would be a cycle."""
-    code = ("import sys, training.config\n"
+    code = ("import sys, study.config\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'models'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout

@@ -6,8 +6,8 @@ import logging
 import pandas as pd
 import pytest
 
-from analysis.best import best_arm, best_trial, describe
-from sweep.record import STOP_REASONS
+from study.best import best_arm, best_trial, describe
+from study.states import STOP_REASONS
 from sweep.console import QUIET, count_outcomes, outcome_words, progress_line
 
 
@@ -22,8 +22,8 @@ def test_progress_counts_trials_and_estimates_the_time_left_from_ended_trials():
                           "outcome": ["finished", "stopped by ASHA", "running"], "time_total_s": [10.0, 20.0, 5.0]})
     line = progress_line(frame, total=5, elapsed=65, scheduler="asha")
     # 2 left at the mean 15 s, the running one 10 s from that mean, one trial at a time: 40 s
-    assert line == ("5 trials: 2 done (1 finished, 1 stopped by ASHA), 1 running, 2 left; 0:01:05 elapsed, "
-                    "ETA ~0:00:40")
+    assert line == ("5 trials: 2 done (1 finished, 1 stopped by ASHA), 1 running, 2 left; 1 min 05 s elapsed, "
+                    "ETA ~40 s")
     assert count_outcomes(frame, "asha") == {"finished": 1, "stopped by ASHA": 1, "running": 1}
 
 

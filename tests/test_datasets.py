@@ -18,13 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
+from study.config import DATASETS, ConfigError
+from tests.helpers import CIFAR10_TEST, CIFAR10_TRAIN, CountingUrlopen, make_cifar_archive, write_tar
 from training import datasets, download, sources, sources_local
-from training.config import DATASETS, ConfigError
 from training.datasets import ImageData, channel_stats, load_dataset, prepare_dataset
 from training.download import DatasetError, md5sum, safe_extract
 from training.sources import parse_idx
-from tests.helpers import CIFAR10_TEST, CIFAR10_TRAIN, CountingUrlopen, make_cifar_archive, write_tar
-
 
 
 # ---------------------------------------------------------------------------------- CIFAR

@@ -65,7 +65,7 @@ def test_a_design_that_cannot_run_is_one_line(argv, said, capsys):
     assert len(err) <= 2 and said in err[-1] and "Traceback" not in "\n".join(err)
 
 
-# Every arm learns, so the learning check (analysis.learning) leaves none out of the effects: the
+# Every arm learns, so the learning check (study.learning) leaves none out of the effects: the
 # weakest, DSConv + channel attention + ReLU without residuals, reached 39-46% validation accuracy on
 # 256 images over seeds 0-1 (train.py, one thread, an Intel Xeon), against chance 10% and the
 # check's floor of 15% (at 3 epochs 27-30%; without batch norm at lr 0.05, 9-14%: at chance).
@@ -97,8 +97,8 @@ def test_a_fractional_sweep_runs_its_arms_to_the_end_and_reports_what_it_can_tel
     space.write_text(SPACE)
     assert run.main(["--space", str(space), "--design", "fraction", "--samples", "2", "--no-confirm",
                      "--storage-path", str(tmp_path), "--name", "frac"]) == 0
-    from analysis.load import load
     from analysis.report import sections
+    from study.load import load
 
     exp = load(tmp_path / "frac")
     assert len(exp.trials) == 16 and set(exp.trials["stop_reason"]) == {"finished"}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from deploy import export
-from sweep.record import BUSY_SHARE
 from deploy.onnx_export import ATOL
+from study.layout import BUSY_SHARE
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -112,7 +112,7 @@ def test_a_latency_file_of_the_wrong_shape_is_read_as_none(tmp_path):
     front is drawn from the in-trial latencies), never an AttributeError in the report or the export."""
     import json
 
-    from sweep.record import LATENCY_FILE, read_latency_alone
+    from study.layout import LATENCY_FILE, read_latency_alone
 
     good = {"trials": {"a_00000": {"latency_ms_b1": 1.5, "latency_ms_b32": 9.0}}}
     for data, expected in ((good, good), ({"trials": {"a_00000": "fast"}}, None),

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from analysis import plots
-from analysis.load import load
 from analysis.pareto import arm_summary
 from analysis.report import sections, write_report
+from study.load import load
 
 ROOT = Path(__file__).resolve().parent.parent
 

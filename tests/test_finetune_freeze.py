@@ -6,8 +6,8 @@ import torch
 import models
 from models import create_model
 from models.resnet import BasicBlock, ResNet
+from study.config import TrainConfig
 from training.checkpoint import load_checkpoint
-from training.config import TrainConfig
 from training.loop import fit
 from training.optim import build_optimizer, build_scheduler
 

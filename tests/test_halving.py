@@ -1,5 +1,5 @@
-"""Budget-aware successive halving, the default screen (sweep.phases, sweep.record.fit_to_budget,
-analysis.halving): the rungs as planned, each trial's schedule fitted to its rung's budget, and a real
+"""Budget-aware successive halving, the default screen (sweep.planning.phases, study.trial.fit_to_budget,
+study.selection, analysis.halving): the rungs as planned, each trial's schedule fitted to its rung's budget, and a real
 two-rung sweep on CPU: the first rung's trials end their own compressed schedule (the learning rate
 of a rung's last step is the schedule's final one, not a mid-schedule value), the best 1/eta arms are
 retrained from scratch in the next rung, the record says which and why, and the report shows the rungs
@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from analysis.confirm import screen_ranking
-from analysis.load import load
 from analysis.report import write_report
+from study.config import TrainConfig
+from study.layout import read_sweep, screen_rungs
+from study.load import load
+from study.selection import rung_keeps, screen_ranking
+from study.trial import fit_to_budget
 from sweep import run
-from sweep.phases import planned_rungs, rung_budgets
-from sweep.record import fit_to_budget, read_sweep, rung_keeps, screen_rungs
+from sweep.planning.phases import planned_rungs, rung_budgets
 from tests.helpers import plan
-from training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 # 2 arms (lr 0.05 learns, lr 0 cannot) x 1 seed; OneCycle over 4 epochs, so a first rung at 2 epochs

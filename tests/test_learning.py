@@ -1,11 +1,13 @@
-"""analysis.learning by simulation against known truth, and the console's and estimate's small parts."""
+"""study.learning by simulation against known truth, and the console's and estimate's small parts."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import learning
+from analysis.verdicts import did_not_learn
+from study import learning
+from study.cli import duration
 from sweep.console import MAX_ROWS, live_rows
-from sweep.estimate import clock, makespan
+from sweep.estimate import makespan
 
 
 def simulated(rate: float, n_val: int, trials: int, rng) -> pd.DataFrame:
@@ -37,9 +39,9 @@ def test_an_arm_with_one_seed_that_learned_is_not_at_chance_and_arms_at_chance_a
     assert arms == 3 and sorted(set(learned["attention"])) == ["channel", "none"] and len(learned) == 6
     assert list(at_chance["attention"]) == ["simple"] and at_chance.loc[0, "n"] == 3
     assert at_chance.loc[0, "p_at_chance_holm"] < 0.05 and at_chance.loc[0, "best_val_acc"] == 10.2
-    assert why.startswith("1 of 3 arms did not learn") and "analysis.learning) and their 3 trials are left out: attention=simple" in why
+    assert why.startswith("1 of 3 arms did not learn") and "study.learning) and their 3 trials are left out: attention=simple" in why
     assert not learning.most_did_not_learn(at_chance, 3) and learning.most_did_not_learn(at_chance, 1)
-    sentence = learning.verdicts(at_chance)[0]
+    sentence = did_not_learn(at_chance)[0]
     assert sentence.startswith("attention=simple stays within 5 points of chance (10%): **supported**")
 
 
@@ -49,10 +51,10 @@ def test_trials_that_cannot_be_tested_count_as_learned():
     assert learning.learned(frame).all()  # no val_images; an image folder without per-class columns
 
 
-def test_makespan_and_clock():
+def test_makespan_and_duration():
     assert makespan([10, 10, 10, 10], 2) == 20 and makespan([30, 10, 10, 10], 2) == 30
     assert makespan([5, 5], 8) == 5
-    assert (clock(40), clock(600), clock(3 * 3600 + 5 * 60)) == ("40 s", "10 min", "3 h 05 min")
+    assert (duration(40), duration(600), duration(3 * 3600 + 5 * 60)) == ("40 s", "10 min", "3 h 05 min")
 
 
 def test_the_live_table_keeps_the_running_the_best_and_the_newest():
@@ -74,8 +76,8 @@ def test_the_committed_stages_report_leaves_the_stage_that_did_not_learn_out_of_
     of it say they measure a failure to learn."""
     from pathlib import Path
 
-    from analysis.load import load
     from analysis.report import sections
+    from study.load import load
 
     every = sections(load(Path(__file__).resolve().parent.parent / "results" / "stages"))
     found = {s.name or s.title: s for s in every}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.config import ConfigError
+from study.config import ConfigError
 from training.loader import DeviceLoader, split_indices
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
@@ -43,7 +43,7 @@ def test_subset_keeps_the_val_ratio():
     train, val = split_indices(50_000, 0.1, 900, seed=1)
     assert len(train) == 900 and len(val) == round(900 * 0.1 / 0.9) == 100
     assert not set(train.tolist()) & set(val.tolist())
-    with pytest.raises(ConfigError, match="leaves no validation images"):  # issue 27: an IndexError in a trial before
+    with pytest.raises(ConfigError, match="leaves no validation images"):  # an IndexError in a trial before
         split_indices(50_000, 0.0, 900, seed=1)
 
 

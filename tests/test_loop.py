@@ -1,5 +1,5 @@
 """training/loop.py: fit() on the synthetic dataset, its reports, phases and the status it ends with
-(training/status.py); the device and precision it resolves. Resuming is in test_checkpoint.py."""
+(study/states.py); the device and precision it resolves. Resuming is in test_checkpoint.py."""
 import math
 import subprocess
 import sys
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from study import states as status
+from study.config import TrainConfig, UserError
 from tests.helpers import TINY, collect
-from training import status
-from training.config import TrainConfig, UserError
 from training.loop import class_key, fit, resolve_device, resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +114,8 @@ def test_asking_for_a_missing_cuda_gpu_is_a_user_error():
 
 
 def test_the_status_names_import_nothing():
-    """The analysis imports training.status to read experiment directories, without torch."""
-    code = ("import sys, training.status\n"
+    """The analysis imports study.states to read experiment directories, without torch."""
+    code = ("import sys, study.states\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'models'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT).stdout

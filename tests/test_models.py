@@ -13,7 +13,7 @@ from models import MODELS, create_model
 from models.blocks import ACTIVATIONS, ATTENTION, DSConv, get_activation, get_attention
 from models.resnet import load_pretrained
 from models.squeezenet import Fire, SqueezeNet
-from training.config import CHOICES, MODEL_NAMES, ConfigError, TrainConfig, UserError
+from study.config import CHOICES, MODEL_NAMES, ConfigError, TrainConfig, UserError
 
 NUM_CLASSES = 10
 SQUEEZENETS = ("squeezenet", "squeezenet1_0", "squeezenet1_1")

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.load import load
-from analysis.pareto import front, objective_front
-from sweep.record import read_latency_alone
+from study.front import front, objective_front
+from study.layout import read_latency_alone
+from study.load import load
 from sweep import run
 from tests.helpers import plan
 
@@ -126,7 +126,7 @@ def test_a_real_multi_objective_sweep_records_both_objectives_and_its_front(tmp_
     expected = set(frame.loc[brute_force(frame, objective), "trial_id"])
     assert f"{len(expected)} of the 4 trials that ran to their end" in proc.stdout
     from analysis.report import write_report
-    from analysis.load import load as load_exp
+    from study.load import load as load_exp
 
     report = write_report(load_exp(run_dir), tmp_path / "report").read_text()
     section = report.split("## Front of the objectives")[1].split("\n## ")[0]

@@ -6,11 +6,11 @@ import json
 import pandas as pd
 import pytest
 
-from analysis.load import load
+from study.config import TrainConfig
+from study.layout import SWEEP_FILE
+from study.load import load
 from sweep import run
 from sweep.packing import GIB, footprint, packing
-from sweep.record import SWEEP_FILE
-from training.config import TrainConfig
 
 
 @pytest.mark.parametrize("model, share", [("squeezenet", 0.25), ("resnet18", 0.5), ("resnet50", 1.0),

@@ -1,12 +1,13 @@
-"""sweep.plan (the screen as plain data: space, overrides, seeds, smoke limits, Plan) and
-sweep.phases (the confirm phase as planned), checked on the named spaces without running anything."""
-from sweep.phases import confirm_bound, fresh_seeds
-from sweep.plan import Plan
-from sweep.record import SCREEN, smoke_limits
+"""sweep.planning (the screen as plain data: space, overrides, seeds, smoke limits, Plan; the
+confirm phase as planned), checked on the named spaces without running anything."""
+from study.config import TrainConfig
+from study.layout import SCREEN
+from study.trial import smoke_limits
+from sweep.planning.phases import confirm_bound, fresh_seeds
+from sweep.planning.plan import Plan
 from sweep.spaces import SPACES
 from sweep.vocabulary import max_epochs
 from tests.helpers import plan
-from training.config import TrainConfig
 
 
 def test_smoke_limits_cap_squeezenet_width_and_finetuning_but_leave_resnets_whole():
@@ -23,7 +24,7 @@ def test_max_epochs_follow_presets_overrides_and_smoke():
 
 
 def test_the_first_rung_comes_after_a_third_of_training_unless_given():
-    from sweep.plan import default_grace
+    from sweep.planning.screen import default_grace
 
     assert [default_grace(max_t) for max_t in (2, 3, 9, 30)] == [2, 2, 3, 10]  # at least 2
     assert plan(["--space", "ablation"])[1].grace_period == 10  # 30 epochs
@@ -67,7 +68,7 @@ def test_max_epochs_of_a_space_counts_finetuning_of_every_reachable_preset():
 
 
 def test_an_asynchronous_grid_screen_starts_its_arms_in_an_order_drawn_from_the_search_seed():
-    from sweep.plan import launch_order
+    from sweep.planning.screen import launch_order
     from sweep.vocabulary import expand_grid, points_space
 
     params, settings, record = plan(["--space", "ablation", "--samples", "2", "--scheduler", "asha"])

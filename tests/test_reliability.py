@@ -29,11 +29,11 @@ import pytest
 import torch
 
 import train
+from study.config import ConfigError, TrainConfig, UserError
 from sweep import run
 from tests.helpers import CountingUrlopen, fill, make_cifar_archive, needs_fashion_mnist, tmpfs
 from training import sources
 from training.checkpoint import load_checkpoint
-from training.config import ConfigError, TrainConfig, UserError
 from training.datasets import load_dataset, prepare_dataset
 from training.download import DatasetError, md5sum
 
@@ -333,15 +333,15 @@ def test_train_py_bad_input_as_a_user_sees_it(tmp_path):
     (["--reduction-factor", "1"], "--reduction-factor"),  # ASHA asserts reduction_factor > 1
     (["--cpus-per-trial", "-1"], "--cpus-per-trial"),  # Ray: "Tracked actor is not managed..."
     (["--max-failures", "-1"], "--max-failures"),  # Ray reads -1 as "retry forever"
-    # issue 27, class 2: numbers that are not numbers (one ran as if valid, one asserted inside Ray)
+    # numbers that are not numbers (one ran as if valid, one asserted inside Ray)
     (["--reduction-factor", "nan"], "--reduction-factor: 'nan' is not a finite number"),
     (["--cpus-per-trial", "inf"], "--cpus-per-trial: 'inf' is not a finite number"),  # an OverflowError before
     (["--gpus-per-trial", "nan"], "--gpus-per-trial: 'nan' is not a finite number"),
     (["--set", "seed=99999999999999999999999"], "must be in [0, 2**32 - 1]"),  # an overflow inside torch before
     (["--set", "seed=-1"], "seed=-1 must be in [0, 2**32 - 1]"),
-    # issue 27, class 1: sizes counted, not enumerated (a MemoryError before)
+    # sizes counted, not enumerated (a MemoryError before)
     (["--samples", "1000000000000"], "--samples 1,000,000,000,000 is more than a sweep plans"),
-    # issue 27, class 6: edge inputs (an IndexError in every trial; a misleading "already exists"; "choose a
+    # edge inputs (an IndexError in every trial; a misleading "already exists"; "choose a
     # writable --storage-path" for a name too long)
     (["--set", "val_fraction=0"], "val_fraction=0.0 leaves no validation images out of 512"),
     (["--name", "."], "--name '.' must be a plain directory name"),
@@ -397,7 +397,7 @@ def test_nan_and_inf_are_refused_in_every_float_knob():
                 TrainConfig.from_dict({name: bad})
 
 
-# ------------------------------------------------------------------------------ issue 16: train.py
+# ------------------------------------------------------------------------------ train.py
 def files_of(run_dir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
@@ -570,7 +570,7 @@ def test_sigterm_stops_train_py_like_ctrl_c(tmp_path):
     assert not list(run_dir.rglob("*.tmp"))
 
 
-# ------------------------------------------------------------------------------ issue 16: sweeps, no Ray
+# ------------------------------------------------------------------------------ sweeps, no Ray
 @pytest.mark.parametrize("argv, words", [
     (["--name", "../outside"], "--name '../outside' must be a plain directory name"),
     (["--name", "a/b"], "must be a plain directory name"),
@@ -679,8 +679,8 @@ def test_the_report_skips_trials_whose_files_cannot_be_read(tmp_path):
 def test_the_driver_record_restores_results_a_full_disk_cut_from_rays_files(tmp_path):
     """Ray's result.json of a finished trial left at 0 bytes (as a full disk left it) and no progress.csv:
     the rows come from the driver's own record, trial_records/<trial_id>.json (sweep/storage.py)."""
-    from analysis.load import load
-    from sweep.record import RECORDS_DIR
+    from study.layout import RECORDS_DIR
+    from study.load import load
     from tests.helpers import TRIALS, trial_dir_name, write_experiment
 
     experiment = write_experiment(tmp_path / "exp")
@@ -711,7 +711,7 @@ def test_the_advice_after_a_stop_resumes_only_a_run_with_a_checkpoint(tmp_path):
     assert train.after_stop(tmp_path).endswith(f"continue with: python train.py --resume {tmp_path}")
 
 
-# ------------------------------------------------------------------- issue 27, class 3: wrong shapes
+# ------------------------------------------------------------------- files of the wrong shape
 def damaged_copy(tmp: Path, sweep_part=None, column=None) -> Path:
     """A copy of the committed real ablation's frames (results/ablation) with one part of sweep.json
     ((keys..., value)) or one cell of a frame ((file, column, value)) of the wrong type."""
@@ -742,7 +742,7 @@ def damaged_copy(tmp: Path, sweep_part=None, column=None) -> Path:
 def test_a_sweep_record_of_the_wrong_shape_is_read_without_it(part, tmp_path, capsys):
     """Before: TypeError / AttributeError tracebacks (objectives an int, design a string; params a
     list made the report detect `epochs` as a factor of the halving screen). Now the part is left out
-    by the record's one reader (sweep.record.checked_parts) and the report is written."""
+    by the record's one reader (study.layout.checked_parts) and the report is written."""
     from analysis import report
 
     copy = damaged_copy(tmp_path, sweep_part=part)
@@ -755,7 +755,7 @@ def test_a_sweep_record_of_the_wrong_shape_is_read_without_it(part, tmp_path, ca
                                     ("epochs.csv", "val_acc", "v"), ("trials.csv", "stop_reason", "weird")])
 def test_a_frame_with_text_in_a_number_s_column_is_one_line_naming_file_and_column(column, tmp_path, capsys):
     """Before: ValueError / TypeError / KeyError tracebacks deep in the analysis; now the frames'
-    reader (analysis.load.check_frames) says which file and column, exit 2."""
+    reader (study.load.check_frames) says which file and column, exit 2."""
     from analysis import report
 
     copy = damaged_copy(tmp_path, column=column)
@@ -774,7 +774,7 @@ def test_resume_of_a_plan_with_a_field_of_the_wrong_type_is_one_line(key, value,
     """Issue 27, class 3: before, `--resume` met a string where the driver compared a number (a
     TypeError traceback for the CPUs and GPUs per trial); the plan's reader (Plan.from_record) checks
     every field against the type it is declared with."""
-    from sweep.plan import Plan
+    from sweep.planning.plan import Plan
 
     experiment = tmp_path / "exp"
     experiment.mkdir()
@@ -793,7 +793,7 @@ def test_resume_of_a_plan_with_a_field_of_the_wrong_type_is_one_line(key, value,
 def test_resume_of_a_malformed_search_axis_is_one_line(axis, said, tmp_path, capsys):
     """Issue 27, class 3: a search axis in sweep.json's params that no space file could hold (a TypeError
     inside Ray Tune's loguniform, a KeyError for an unknown kind) is checked as a space file's axis is."""
-    from sweep.plan import Plan
+    from sweep.planning.plan import Plan
 
     experiment = tmp_path / "exp"
     experiment.mkdir()
@@ -808,7 +808,7 @@ def test_a_trial_whose_results_hold_text_for_a_number_is_skipped_and_named(tmp_p
     """Issue 27, class 3: a result.json whose metric is text or a list (a ValueError traceback from
     pandas in the report and the export); the trial is left out and named, the others analysed."""
     from analysis import report
-    from analysis.load import load
+    from study.load import load
     from tests.helpers import TRIALS, trial_dir_name, write_experiment
 
     experiment = write_experiment(tmp_path / "exp")
@@ -838,7 +838,7 @@ def test_restoring_ray_s_pickles_is_refused_unless_they_are_the_user_s_own(how, 
     directory holding it) is another user's, writable by every user, or a symbolic link."""
     import os
 
-    from sweep.plan import Plan
+    from sweep.planning.plan import Plan
 
     if how == "another user's" and os.getuid() != 0:
         pytest.skip("giving a file to another user needs root")
@@ -875,7 +875,7 @@ def test_restoring_ray_s_pickles_is_refused_unless_they_are_the_user_s_own(how, 
     assert not marker.exists() and sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
-# ------------------------------------------------------------ issue 27, class 4: where output goes
+# ------------------------------------------------------------ where output goes
 def test_the_report_refuses_an_out_that_is_a_file_or_an_experiment_s_own_directory(tmp_path, capsys):
     """Before: `[Errno 17] File exists` for a file, and `--out EXPERIMENT` wrote the report's
     sweep.json (only its well-formed parts), trials.csv and epochs.csv over the experiment's record."""
@@ -904,7 +904,7 @@ def test_paths_in_an_experiment_s_files_never_lead_out_of_it(tmp_path, capsys):
     leads out: the trial is not read (the report names it as skipped) or the file is refused in one line;
     nothing outside is read or written."""
     from analysis import report
-    from analysis.load import load
+    from study.load import load
     from tests.helpers import trial_dir_name, write_experiment
 
     outside = tmp_path / "outside"

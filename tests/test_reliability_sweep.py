@@ -34,11 +34,11 @@ import ray
 from ray import tune
 
 import sweep.tuner
-from analysis.load import load
-from analysis.ray_files import TRIAL_ID
 from analysis.report import main as report_main
+from study.layout import RECORDS_DIR, TRIAL_CONFIG_FILE, read_result_rows
+from study.load import load
+from study.ray_files import TRIAL_ID
 from sweep import run
-from sweep.record import RECORDS_DIR, TRIAL_CONFIG_FILE, read_result_rows
 from tests.helpers import make_cifar_archive
 from training import sources
 
@@ -63,7 +63,7 @@ def rows(trial_dir: Path) -> list[dict]:
 
 
 def screen(experiment: Path) -> Path:
-    """The screen phase's Ray Tune experiment (sweep/plan.py): every sweep here has that one phase."""
+    """The screen phase's Ray Tune experiment (sweep.planning): every sweep here has that one phase."""
     return experiment / "screen"
 
 
@@ -440,11 +440,11 @@ def test_a_corrupt_dataset_is_fetched_once_more_by_the_driver_then_fails_clearly
 def test_records_cut_short_by_a_kill_are_handled(tmp_path):
     """sweep.json is written atomically; a tuner.pkl that Ray was writing when the driver died (it is
     written once, before anything runs) starts the recorded sweep afresh, unless trials have run."""
+    from study.config import UserError
+    from study.layout import write_sweep
     from sweep import experiment as exp
-    from sweep.record import write_sweep
-    from sweep.tuner import restore_tuner
     from sweep import run
-    from training.config import UserError
+    from sweep.tuner import restore_tuner
 
     args = run.build_parser().parse_args(["--space", "smoke", "--scheduler", "fifo", "--storage-path",
                                           str(tmp_path), "--name", "cut"])
@@ -465,7 +465,7 @@ def test_records_cut_short_by_a_kill_are_handled(tmp_path):
         exp.load_plan(plan.experiment_dir)
 
 
-# ------------------------------------------------------------------------------------ issue 16
+# ------------------------------------------------------------------------------------ faults of a sweep
 def test_two_starts_at_once_one_runs_then_sigterm_saves_it_like_ctrl_c(tmp_path, cli_env):
     """Two drivers started together with one --name: one claims the directory, the other is one line, exit
     2. SIGTERM to the winner (the driver alone, as Kubernetes sends it) mid-trial: Tune saves the
@@ -555,7 +555,7 @@ def test_an_error_found_after_ray_started_is_still_one_line(tmp_path, cli_env):
     assert not (tmp_path / "runs").exists()  # the claim is given back, the storage path it made too
 
 
-# ------------------------------------------------------------------------------------ faults mid-sweep (issue 27)
+# ------------------------------------------------------------------------------------ faults mid-sweep
 def trial_error_lines(console: str) -> list[str]:
     return [line for line in console.splitlines() if line.startswith("run.py: trial ") and " failed: " in line]
 

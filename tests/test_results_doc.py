@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from analysis.confirm import confirmed
-from analysis.load import load
 from analysis.render import to_markdown
 from analysis.report import sections
 from analysis.stages import stage_steps
+from study.load import load
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "RESULTS.md"

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from sweep import run, vocabulary as vocab
-from sweep.plan import check_trials
-from sweep.record import trial_config
+from study.config import CHOICES, ConfigError, TrainConfig, field_names
+from study.trial import BUNDLES, BY_MODEL, RECIPES, STAGES
+from sweep import run
+from sweep import vocabulary as vocab
+from sweep.planning.configs import check_trials, trial_config
+from sweep.spaces import SPACES
 from sweep.vocabulary import max_epochs
-from sweep.spaces import BUNDLES, BY_MODEL, RECIPES, SPACES, STAGES
 from tests.helpers import FASHION_MNIST, plan
-from training.config import CHOICES, ConfigError, TrainConfig, field_names
 
 ROOT = Path(__file__).resolve().parent.parent
 

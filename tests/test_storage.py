@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from study.layout import RECORDS_DIR, read_result_rows, record_path
 from sweep import storage
-from sweep.record import RECORDS_DIR, read_result_rows, record_path
 
 Usage = namedtuple("Usage", "total used free")
 

@@ -12,8 +12,8 @@ import pytest
 import ray
 from ray import tune
 
+from study.layout import SWEEP_FILE, TRIAL_CONFIG_FILE
 from sweep import run
-from sweep.record import SWEEP_FILE, TRIAL_CONFIG_FILE
 from tests.helpers import needs_fashion_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def results_of(experiment: Path) -> tune.ResultGrid:
-    """The screen phase's results (sweep/plan.py): these sweeps have that one phase."""
+    """The screen phase's results (sweep.planning): these sweeps have that one phase."""
     analysis = tune.ExperimentAnalysis(str(experiment / "screen"), default_metric="val_acc", default_mode="max")
     return tune.ResultGrid(analysis)
 
@@ -54,7 +54,7 @@ def test_smoke_space_runs_end_to_end(smoke_experiment, capsys):
 
 
 def test_an_asha_screen_started_its_arms_in_the_recorded_shuffled_order(smoke_experiment):
-    from analysis.load import load
+    from study.load import load
 
     experiment = smoke_experiment[1]
     points = json.loads((experiment / SWEEP_FILE).read_text())["plan"]["points"]
@@ -195,8 +195,8 @@ def test_relative_paths_in_a_sweep_are_made_absolute_before_any_trial_runs(local
     trial in its own directory). The driver resolves it, and a relative --init-from, once. Class 6's
     valid edge inputs in the same sweep: three images per class, and --confirm-top above the number
     of arms (the confirm phase takes the arms there are)."""
-    from analysis.load import load
-    from sweep.plan import absolute_paths
+    from study.load import load
+    from sweep.planning.screen import absolute_paths
     from tests.helpers import image_folder
 
     image_folder(tmp_path / "imgs", per_class=3)

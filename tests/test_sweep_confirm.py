@@ -1,4 +1,4 @@
-"""Screen, then confirm, through sweep/run.py with real Ray Tune runs on CPU (sweep/plan.py).
+"""Screen, then confirm, through sweep/run.py with real Ray Tune runs on CPU (sweep.planning).
 
 A space built so that the answer is known: `lr` in {1e-5, 0.05} (the reference is the first level,
 1e-5: nothing learns at it in 72 steps) x `attention` in {none, channel}. At lr 0.05 the 72 steps
@@ -23,9 +23,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.confirm import arm_label, confirmed, screen_table
-from analysis.load import load
+from analysis.confirm import confirmed, screen_table
 from analysis.report import write_report
+from study.load import load
+from study.selection import arm_label
 from sweep import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +128,7 @@ def test_the_confirm_numbers_and_the_report_on_the_known_space(known, tmp_path):
     assert f"python -m deploy.export {experiment} --best" in overview
     # nothing learns at lr 1e-5: those arms are left out of the screen's effects, named and tested for staying at chance
     assert "Arms that did not learn" in titles and "- lr=1e-05 attention=none stays within 5 points of chance (10%): **" in text
-    assert "analysis.learning) and their " in text and "left out: lr=1e-05 attention=none" in text
+    assert "study.learning) and their " in text and "left out: lr=1e-05 attention=none" in text
     confirmed_section = text.split("## Confirmed ranking")[1]
     assert "Screen fidelity: " in confirmed_section and result.fidelity.n == len(result.means)
     ranking = screen_table(exp)
@@ -276,10 +277,10 @@ def test_resume_after_kills_in_the_screen_and_in_the_confirm_phase(tmp_path):
 
 def test_a_random_screen_confirms_its_top_configs_as_they_ran():
     """A random search has no reference levels: the confirm set is its top K configs, each exactly as
-    sampled, run as Tune points with a grid of the fresh seeds (sweep.phases.confirm_phase)."""
-    from analysis.confirm import confirm_arms
-    from sweep.phases import confirm_phase, fresh_seeds, new_confirm
-    from sweep.plan import Plan
+    sampled, run as Tune points with a grid of the fresh seeds (sweep.planning.phases.confirm_phase)."""
+    from study.selection import confirm_arms
+    from sweep.planning.phases import confirm_phase, fresh_seeds, new_confirm
+    from sweep.planning.plan import Plan
 
     params = {"dataset": "synthetic", "lr": {"loguniform": [1e-3, 0.3]}, "dropout": {"uniform": [0.0, 0.5]}}
     lrs, dropouts, best_val = [0.011, 0.2, 0.05], [0.1, 0.3, 0.2], [40.0, 70.0, 55.0]
@@ -303,8 +304,8 @@ def test_the_screen_ranks_what_the_scheduler_did_and_levels_as_the_trials_ran():
     scheduler's stop ranks an arm lower), and a float field written as integers in the space (grid
     [1, 5], run as 1.0 and 5.0) gives one arm per level: the reference and the neighbours are written
     as the trials ran them, so nothing is confirmed twice."""
-    from analysis.confirm import confirm_arms
-    from sweep.phases import new_confirm
+    from study.selection import confirm_arms
+    from sweep.planning.phases import new_confirm
 
     params = {"epochs": {"grid": [2, 4]}, "clip_grad_norm": {"grid": [1, 5]}}
     trials = pd.DataFrame({"trial_id": list("abcd"), "epochs": [2, 4, 4, 2], "clip_grad_norm": [5.0, 5.0, 1.0, 1.0],

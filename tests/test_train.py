@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train
-from training.config import MODEL_NAMES
+from study.config import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,7 @@ def resolved(argv, tmp_path=None):
 
 
 def test_recipe_and_stage_apply_a_sweeps_preset_and_flags_win(tmp_path):
-    from sweep.spaces import RECIPES, STAGES
+    from study.trial import RECIPES, STAGES
 
     cfg = resolved(["--recipe", "holistic", "--lr", "0.05"])
     assert {k: getattr(cfg, k) for k in RECIPES["holistic"] if k != "lr"} == \

@@ -14,8 +14,8 @@ import pytest
 
 from models import create_model
 from models.user import UserModelError, load, resolved
+from study.config import ConfigError, TrainConfig
 from tests.helpers import needs_fashion_mnist, plan
-from training.config import ConfigError, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "tinycnn.py"
@@ -54,13 +54,13 @@ def test_a_toggle_that_does_not_fit_the_factory_is_one_line(values, message):
 
 
 def test_a_recipe_applies_its_training_knobs_to_a_user_model_and_smoke_limits_leave_it_alone():
-    from sweep.record import trial_config
+    from sweep.planning.configs import trial_config
 
     cfg = trial_config({"model": f"{EXAMPLE}:tinycnn", "recipe": "holistic", "dataset": "synthetic"})
     assert cfg.label_smoothing > 0 and cfg.init == "default"  # the recipe's network parts are not its to set
     with pytest.raises(ConfigError, match="init='kaiming' is a knob of the built-in networks"):
         trial_config({"model": f"{EXAMPLE}:tinycnn", "recipe": "holistic", "init": "kaiming"})
-    from sweep.record import smoke_limits, trial_values
+    from study.trial import smoke_limits, trial_values
 
     assert smoke_limits(trial_values({"model": "squeezenet_zoo.nets:f"}))["width"] == 1.0  # not SqueezeNet's cap
 

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from training.config import ConfigError
+from study.config import ConfigError
 
 # Rec. 601 luma weights, as torchvision's rgb_to_grayscale uses for its contrast jitter.
 _LUMA = (0.299, 0.587, 0.114)
@@ -101,7 +101,7 @@ _PAPER: tuple[Step, ...] = _BASIC + (
     partial(batch_affine, max_degrees=15.0, max_translate=0.1),
     partial(batch_color_jitter, brightness=0.2, contrast=0.2),
 )
-# Policy name -> steps applied in order. Keys must equal CHOICES["augment"] in training/config.py.
+# Policy name -> steps applied in order. Keys must equal CHOICES["augment"] in study/config.py.
 POLICIES: dict[str, tuple[Step, ...]] = {
     "none": (),
     "basic": _BASIC,

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from training.config import UserError
-from training.files import written
+from study.config import UserError
+from study.files import written
 from training.metrics import cpu_model
 
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -18,12 +18,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from training.config import DATASETS, IMAGEFOLDER_PREFIX, ConfigError, default_data_dir
-from training.files import WriteError, written
+from study.config import DATASETS, IMAGEFOLDER_PREFIX, KNOWN_SIZES, ConfigError, default_data_dir
+from study.files import WriteError, written
 from training.download import DatasetError, DownloadError, ensure_writable_dir
-from training.sources import (CIFAR_SPECS, Payload, fashion_mnist_copy, holds_fashion_mnist, machine_copies,
-                              read_cifar, read_fashion_mnist)
-from training.sources_local import SYNTHETIC_TEST, SYNTHETIC_TRAIN, make_synthetic, read_image_folder
+from training.sources import (CIFAR_SPECS, Payload, fashion_mnist_copy, holds_fashion_mnist, machine_copies, read_cifar,
+                              read_fashion_mnist)
+from training.sources_local import make_synthetic, read_image_folder
 
 __all__ = ["DatasetError", "DatasetSizes", "ImageData", "channel_stats", "dataset_sizes", "load_dataset",
            "prepare_dataset"]
@@ -60,10 +60,6 @@ class DatasetSizes:
     def images(self) -> int:
         return self.train + self.test
 
-
-# (train, test, classes) of the sources whose sizes are fixed, as their authors publish them.
-KNOWN_SIZES = {"cifar10": (50_000, 10_000, 10), "cifar100": (50_000, 10_000, 100),
-               "fashion-mnist": (60_000, 10_000, 10), "synthetic": (SYNTHETIC_TRAIN, SYNTHETIC_TEST, 10)}
 
 
 def dataset_sizes(name: str) -> DatasetSizes:

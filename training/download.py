@@ -1,8 +1,9 @@
 """Fetch, verify and unpack dataset files: once, by the sweep driver, never half-written.
 
-Every file lands through a temporary file in the same directory and an atomic ``os.replace``, so
-trials that start together never see a partial download. Archives are checked against the md5 the
-dataset's authors publish before anything reads them, and unpacked by :func:`safe_extract`, which
+Every file lands through a temporary file in the same directory and an atomic ``os.replace``
+(study.files.written, the project's one atomic writer), so trials that start together never see a
+partial download. Archives are checked against the md5 the dataset's authors publish before anything
+reads them, and unpacked by :func:`safe_extract`, which
 refuses members that would land outside the target directory (CVE-2007-4559, PEP 706).
 """
 from __future__ import annotations
@@ -12,12 +13,12 @@ import os
 import shutil
 import sys
 import tarfile
-import tempfile
 from http.client import HTTPException
 from pathlib import Path
 from urllib.request import urlopen
 
-from training.config import UserError
+from study.config import UserError
+from study.files import written
 
 DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, not for the whole file
 _CHUNK = 1 << 20
@@ -72,45 +73,44 @@ def verify_file(path: str | os.PathLike, md5: str) -> Path:
     return path
 
 
-def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
-    """Atomically move a finished temporary file into place, readable by all (mkstemp makes 0600)."""
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dest)
-
-
 def download(url: str, dest: str | os.PathLike, md5: str) -> Path:
     """Fetch `url` to `dest` unless a file with checksum `md5` is already there.
 
-    The file is written to a temporary name and renamed into place only once its md5 matches; a
-    mismatch (a truncated or corrupted transfer) is deleted and fetched once more before giving up.
+    The file is written to a temporary name (study.files.written) and moved into place only once its
+    md5 matches; a mismatch (a truncated or corrupted transfer) is deleted and fetched once more
+    before giving up.
     """
     dest = Path(dest).absolute()
     if dest.is_file() and md5sum(dest) == md5:
         return dest
     ensure_writable_dir(dest.parent)
     for _attempt in range(2):
-        tmp = _fetch(url, dest, md5)
-        actual = md5sum(tmp)
-        if actual == md5:
-            publish(tmp, dest)
+        try:
+            with written(dest) as tmp:
+                _fetch(url, dest, Path(tmp), md5)
+                actual = md5sum(tmp)
+                if actual != md5:
+                    raise _Mismatch  # written() removes the temporary file and moves nothing
             return dest
-        tmp.unlink()
+        except _Mismatch:
+            continue
     raise DatasetError(f"{url} twice gave a file with md5 {actual}, expected {md5}; "
                        + put_by_hand(dest.name, md5, dest.parent))
 
 
-def _fetch(url: str, dest: Path, md5: str) -> Path:
-    """Stream `url` into a fresh temporary file beside `dest` and return its path."""
+class _Mismatch(Exception):
+    pass
+
+
+def _fetch(url: str, dest: Path, tmp: Path, md5: str) -> None:
+    """Stream `url` into `tmp`, the temporary file beside `dest`."""
     print(f"downloading {url} -> {dest}", file=sys.stderr, flush=True)
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with open(tmp, "wb") as out, urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             shutil.copyfileobj(response, out, _CHUNK)
     except (OSError, HTTPException) as exc:  # URLError, timeouts and resets are all OSErrors
-        os.unlink(name)
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise DownloadError(f"cannot download {url} ({reason}); {put_by_hand(dest.name, md5, dest.parent)}") from None
-    return Path(name)
 
 
 def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike) -> None:

@@ -13,8 +13,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from study.config import ConfigError
 from training.augment import augment_batch, check_policy
-from training.config import ConfigError
 
 CHUNK_BYTES = 96 * 2**20  # float32 images prepared at once (CIFAR: 8,192 images; augmentation needs ~3x)
 

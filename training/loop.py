@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from models import create_model
+from study.config import TrainConfig, UserError
+from study.layout import CLASS_PREFIX
+from study.states import DIVERGED, EARLY_STOPPED, FINISHED, RUNNING
 from training import checkpoint as ckpt
-from training import status
-from training.config import TrainConfig, UserError
 from training.datasets import load_dataset
 from training.engine import evaluate, train_epoch
 from training.loader import DeviceLoader, split_indices
@@ -54,13 +55,10 @@ class TrialState:
     final: dict[str, Any] = field(default_factory=dict)  # the summary, once the trial has ended
 
 
-CLASS_KEY = "test_acc_class/"  # + the class's name: one metric (and TensorBoard tag) per class
-
-
 def class_key(name: str) -> str:
     """'test_acc_class/T-shirt_top': the metric of one class's test accuracy, named (a '/' or space in
     the name becomes '_', so the tag stays one level below test_acc_class)."""
-    return CLASS_KEY + "_".join(str(name).replace("/", " ").split())
+    return CLASS_PREFIX + "_".join(str(name).replace("/", " ").split())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -241,7 +239,7 @@ class _Trial:
     def summary(self) -> dict[str, Any]:
         """The final metrics, with per-class test accuracy keyed by class name."""
         per_class = {name: self.state.final[class_key(name)] for name in self.classes}
-        flat = {k: v for k, v in self.state.final.items() if not k.startswith(CLASS_KEY)}
+        flat = {k: v for k, v in self.state.final.items() if not k.startswith(CLASS_PREFIX)}
         return {**flat, "test_acc_per_class": per_class, **self.cost}
 
     def _evaluate_val(self):
@@ -263,7 +261,7 @@ class _Trial:
             "val_loss": val.loss, "val_acc": val.acc,
             "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch,
             "images_per_sec": result.images_per_sec, "epoch_time_s": result.seconds,
-            "elapsed_s": s.elapsed_s, "status": status.DIVERGED if s.diverged else status.RUNNING, "done": False,
+            "elapsed_s": s.elapsed_s, "status": (DIVERGED if s.diverged else RUNNING).value, "done": False,
             **self.cost,
         }
 
@@ -276,9 +274,9 @@ class _Trial:
         test = evaluate(self.forward, self.test_loader.batches(), len(self.classes), self.autocast)
         latency = self._latency() if self.cfg.measure_latency else {}
         self.model.load_state_dict(final_weights)
-        ended = status.DIVERGED if s.diverged else status.EARLY_STOPPED if s.early_stopped else status.FINISHED
+        ended = DIVERGED if s.diverged else EARLY_STOPPED if s.early_stopped else FINISHED
         return {
-            "status": ended, "done": True, "epochs_run": s.epoch,
+            "status": ended.value, "done": True, "epochs_run": s.epoch,
             "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch, "final_val_acc": last["val_acc"], "test_acc": test.acc, "test_loss": test.loss,
             **{class_key(name): acc for name, acc in zip(self.classes, test.per_class_acc)},
             **latency, "wall_time_s": s.elapsed_s, "precision": self.precision, **self.sizes,

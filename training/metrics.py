@@ -33,7 +33,8 @@ def count_flops(model: nn.Module, image_shape: tuple[int, int, int], device: tor
     return int(counter.get_total_flops())
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a timer reads its end."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -50,10 +51,10 @@ def measure_latency_ms(model: nn.Module, image_shape: tuple[int, int, int], batc
         with autocast:
             model(x)  # warm-up: allocator, cudnn algorithm choice
             for _ in range(repeats):
-                _sync(device)
+                sync(device)
                 start = time.perf_counter()
                 model(x)
-                _sync(device)
+                sync(device)
                 times.append(time.perf_counter() - start)
     finally:
         model.train(was_training)

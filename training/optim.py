@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from training.config import TrainConfig
+from study.config import TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -14,7 +14,7 @@ import os
 import torch
 from torch import nn
 
-from training.config import ConfigError, TrainConfig, is_user_model
+from study.config import ConfigError, TrainConfig, is_user_model
 from training.datasets import DatasetSizes
 from training.loader import split_sizes
 

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training import status
-from training.files import WriteError, write_failure
-from training.config import TrainConfig
+from study.config import TrainConfig
+from study.files import WriteError, write_failure
+from study.states import DIVERGED
 from training.preflight import few_steps
 
 # summary.json's "units": what the metrics whose keys match each pattern are measured in
@@ -74,7 +74,7 @@ class ConsoleAndTensorBoard:
             print(f"epoch {step:3d} [{metrics['train_phase']}] loss {metrics['train_loss']:.4f} "
                   f"train {metrics['train_acc']:6.2f}% val {metrics['val_acc']:6.2f}% "
                   f"lr {metrics['lr']:.2e} {metrics['images_per_sec']:8.0f} img/s"
-                  + ("  DIVERGED" if metrics["status"] == status.DIVERGED else ""), flush=True)
+                  + ("  DIVERGED" if metrics["status"] == DIVERGED else ""), flush=True)
 
     def append(self, metrics: dict[str, Any]) -> None:
         """One line of metrics.jsonl, whole or not at all (a full disk may take half a line)."""

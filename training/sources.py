@@ -118,7 +118,7 @@ def _read_batches(root: Path, files: tuple[str, ...], label_key: str) -> tuple[t
 # Xiao, Rasul & Vollgraf 2017, https://github.com/zalandoresearch/fashion-mnist (README: files, md5s).
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
-# Where a download into the default dataset cache (training.config.default_data_dir without
+# Where a download into the default dataset cache (study.config.default_data_dir without
 # $ABLATION_DATA_DIR) keeps the files: a run with another data_dir reads that copy too, and so does the
 # test suite (make test fetches it there: scripts/test_data.py).
 FASHION_MNIST_USER_DIR = Path.home() / ".cache" / "ablation-sweeper" / "data" / "fashion-mnist"

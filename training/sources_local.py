@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from study.config import SYNTHETIC_TEST, SYNTHETIC_TRAIN
 from training.download import DatasetError
 from training.sources import Payload
 
 # ---------------------------------------------------------------------------------- synthetic
 SYNTHETIC_SEED = 1234  # fixed: every run, trial and machine sees the same images
-SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10_000, 2_000
 SYNTHETIC_FREQS = (2.0, 4.0)  # cycles per image side; classes 0-4 low, 5-9 high
 SYNTHETIC_NOISE = 0.06  # std of the per-pixel Gaussian noise, on the [0, 1] scale
 SYNTHETIC_TINT_JITTER = 1.0  # per-image colour noise added to the class colour (class colours span [-1, 1])

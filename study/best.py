@@ -1,5 +1,5 @@
 """The best trial and the best arm of a sweep, by one rule that the sweep's console, its closing
-summary and the report all use.
+summary, the report and the export all use.
 
 - **Best trial**: the highest best validation accuracy (``best_val_acc``: the best epoch's, model
   selection on validation, never test) among the trials that ran to their own end (finished,
@@ -7,6 +7,11 @@ summary and the report all use.
   scheduler stopped early is not a candidate: its figure is from fewer epochs. Ties: the first trial.
 - **Best arm**, when some arm (a combination of the factors, seeds pooled) has two or more such
   trials: the arm with the highest mean best validation accuracy over them, among those arms.
+
+- **Confirmed best** (a sweep with a confirm phase): of the confirm trials that ran to their end with
+  a test accuracy, the arm with the highest mean best validation accuracy (ties: the arm seen first),
+  and its trial with the highest best validation accuracy: what the console's reproduce line, the
+  report and ``deploy.export --best`` name.
 
 Ray's own "Current best trial" (the last reported value of the scheduler's metric, any trial) is
 replaced in the console by this rule.
@@ -17,8 +22,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis.learning import MARGIN, learned
-from analysis.load import ended as ran_to_end
+from study.layout import CONFIRM, chosen_confirm
+from study.learning import MARGIN, learned
+from study.load import Experiment
+from study.selection import arm_labels
+from study.states import ended as ran_to_end
 
 RULE = "highest best validation accuracy of the trials that ran to their own end"
 
@@ -28,12 +36,43 @@ def ended(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[ran_to_end(trials, "best_val_acc")]
 
 
+def ranked(trials: pd.DataFrame) -> pd.DataFrame:
+    """The candidates, best first (ties: the trial first in order): the rule's ranking of trials."""
+    candidates = ended(trials)
+    order = pd.to_numeric(candidates["best_val_acc"]).sort_values(ascending=False, kind="stable").index
+    return candidates.loc[order]
+
+
 def best_trial(trials: pd.DataFrame) -> pd.Series | None:
     """The best trial's row (see the module docstring), or None when no trial has ended."""
-    candidates = ended(trials)
-    if candidates.empty:
+    best = ranked(trials)
+    return None if best.empty else best.iloc[0]
+
+
+def arm_ranking(trials: pd.DataFrame, factors: Sequence[str]) -> pd.Series:
+    """Each arm's (label's) mean best validation accuracy over `trials`, best first (ties: the arm seen
+    first): the order of the confirmed ranking, whose first arm is the confirmed best."""
+    means = trials.groupby(arm_labels(trials, factors), sort=False)["best_val_acc"].mean()
+    return means.sort_values(ascending=False, kind="stable")
+
+
+def confirmed_best(exp: Experiment) -> pd.Series | None:
+    """The confirmed best arm's trial of an experiment whose confirm phase has chosen its arms (its
+    trial_dir relative to the experiment's directory), or None."""
+    spec = chosen_confirm(exp.sweep)
+    if spec is None or "phase" not in exp.trials:
         return None
-    return candidates.loc[pd.to_numeric(candidates["best_val_acc"]).idxmax()]
+    return confirmed_best_trial(exp.trials[exp.trials["phase"] == CONFIRM], spec["factors"])
+
+
+def confirmed_best_trial(confirm: pd.DataFrame, factors: Sequence[str]) -> pd.Series | None:
+    """The confirmed best arm's trial (module docstring) among the confirm phase's trials, or None
+    before one of them has run to its end with a test accuracy."""
+    used = confirm[ran_to_end(confirm, "test_acc")]
+    if used.empty:
+        return None
+    best = arm_ranking(used, factors).index[0]
+    return best_trial(confirm[arm_labels(confirm, factors) == best])
 
 
 def best_arm(trials: pd.DataFrame, factors: Sequence[str]) -> dict[str, Any] | None:
@@ -78,7 +117,7 @@ def describe(trials: pd.DataFrame, factors: Sequence[str], test: bool = True) ->
     lines = [f"best trial ({RULE}): {best['trial_id']}: best val {percent(best['best_val_acc'])}, "
              + (f"test {percent(best.get('test_acc'))}" if test else "validation only") + ran
              + (f"; {levels}" if levels else "")
-             + (f"; it did not learn (validation accuracy not shown above chance + {MARGIN:g} points: analysis.learning)"
+             + (f"; it did not learn (validation accuracy not shown above chance + {MARGIN:g} points: study.learning)"
                 if not learned(best.to_frame().T).iloc[0] else "")]
     arm = best_arm(trials, factors)
     if arm:

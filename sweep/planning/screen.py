@@ -1,19 +1,7 @@
-"""Planning a sweep's screen, as plain data: space -> overrides -> seeds -> smoke limits -> Plan.
-
-``run.py`` only parses flags and ``driver.py`` only runs phases; what runs is decided here and in
-``sweep.phases`` (the confirm phase, planned from the screen's results). A sweep has one or two
-phases, each its own Ray Tune experiment under the experiment directory (``sweep.record``): the
-**screen** (``EXP/screen``: the space's trials under its scheduler, ranked on validation accuracy;
-by default successive halving, whose later rungs are experiments of their own, ``EXP/screen-<budget>ep``,
-sweep.phases) and, unless ``--no-confirm``, the **confirm** phase (``EXP/confirm``).
-
-``sweep.json`` records ``plan`` (the screen's :class:`Plan`), ``params`` (the screen's space) and
-``phases``; the confirm phase's Plan and params follow from them (``sweep.phases.confirm_phase``), so
-``--resume`` rebuilds either. An experiment recorded before phases existed has no ``phases``: its one
-experiment is at its root.
-
-``--smoke-test`` lives here too: its settings, the cut of the space, the most epochs and the checks
-it implies (its per-trial limits are ``sweep.record.smoke_limits``, applied where a trial resolves).
+"""Planning a sweep's screen, as plain data: space -> overrides -> seeds -> smoke limits -> Plan,
+with sweep.json's record of every phase (``sweep.planning.phases`` plans the rungs and the confirm
+phase); ``--smoke-test``'s settings and cut of the space; the checks of the flags, the size and the
+paths before anything runs.
 """
 from __future__ import annotations
 
@@ -21,117 +9,25 @@ import argparse
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from sweep import design, phases
+from study.cli import parse_sets
+from study.config import IMAGEFOLDER_PREFIX, UserError, default_data_dir, is_user_model
+from study.layout import METRIC, MODE, SCREEN
+from sweep import design
 from sweep import vocabulary as vocab
-from sweep.record import CONFIRM, METRIC, MODE, SCREEN, trial_config
-from training.config import IMAGEFOLDER_PREFIX, ConfigError, TrainConfig, UserError, is_user_model
+from sweep.planning import phases
+from sweep.planning.configs import check_trials
+from sweep.planning.plan import Plan
 
 RESULTS_ENV = "ABLATION_RESULTS_DIR"
-
-
-@dataclass
-class Plan:
-    """Everything a Tuner needs, as plain data (what sweep.json stores, so --resume can rebuild it)."""
-    experiment_dir: str  # storage_path/name: a local directory or a URI Ray supports
-    search: str
-    scheduler: str
-    num_samples: int
-    max_t: int  # most epochs any trial runs (ASHA/HyperBand's max_t)
-    grace_period: int
-    reduction_factor: float
-    cpus_per_trial: float
-    gpus_per_trial: float
-    max_concurrent: int | None
-    max_failures: int
-    search_seed: int
-    smoke: bool = False  # --smoke-test: per-trial limits in the trainable
-    objectives: list[list[str]] | None = None  # [[metric, min|max], ...]: a multi-objective search
-    phase_dir: str = ""  # the phase's directory under experiment_dir ("" before phases: the root)
-    # the arms in the order they start, each with every seed of its grid: the confirm phase's, or an
-    # asynchronous grid screen's shuffled arms (launch_order)
-    points: list[dict[str, Any]] | None = field(default=None)
-    test_shown: bool = True  # False for a screen that a confirm phase follows: it shows validation only
-    # a successive-halving rung's budget in epochs (of max_t): each trial's schedule is fitted to
-    # budget / max_t of its length (sweep.record.fit_to_budget); 0: every trial's whole schedule
-    budget: int = 0
-
-    @classmethod
-    def from_record(cls, recorded: Mapping[str, Any], where: str) -> "Plan":
-        """The plan sweep.json recorded (`where`: the file, for the error), each field checked for
-        the type it is declared with (a number where a number belongs, a known search and scheduler):
-        a UserError naming the field, instead of a TypeError where the driver first compares it."""
-        import math
-        import typing
-        from dataclasses import fields
-
-        hints = typing.get_type_hints(cls)
-        unknown = [k for k in recorded if k not in hints]
-        if unknown:
-            raise UserError(f"{where} does not hold a plan this version can read (unknown field {unknown[0]!r})")
-        for f in fields(cls):
-            if f.name not in recorded:
-                continue
-            value, hint = recorded[f.name], hints[f.name]
-            allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
-
-            def fits(kind: Any) -> bool:
-                if kind is type(None):
-                    return value is None
-                if isinstance(value, bool):
-                    return kind is bool
-                if kind is float:
-                    return isinstance(value, (int, float)) and math.isfinite(value)
-                return isinstance(value, typing.get_origin(kind) or kind)
-
-            if not any(fits(kind) for kind in allowed):
-                words = {int: "a whole number", float: "a number", str: "text", bool: "true or false", list: "a list",
-                         type(None): "null"}
-                wanted = " or ".join(words.get(typing.get_origin(k) or k, str(k)) for k in allowed)
-                raise UserError(f"{where}: plan.{f.name} is {value!r}, not {wanted}")
-        for name, known in (("search", vocab.SEARCHES), ("scheduler", vocab.SCHEDULERS)):
-            if name in recorded and recorded[name] not in known:
-                raise UserError(f"{where}: plan.{name} is {recorded[name]!r}, not one of {', '.join(known)}")
-        try:
-            return cls(**recorded)
-        except TypeError as exc:  # a field this version needs is missing
-            raise UserError(f"{where} does not hold a plan this version can read ({exc})") from None
-
-    @property
-    def fraction(self) -> float:
-        """The share of its schedule each trial of this phase runs (1 unless a rung's budget is set)."""
-        return min(1.0, self.budget / self.max_t) if self.budget else 1.0
-
-    @property
-    def tune_dir(self) -> str:
-        """The phase's Ray Tune experiment directory."""
-        return f"{self.experiment_dir.rstrip('/')}/{self.phase_dir}" if self.phase_dir else self.experiment_dir
-
-    @property
-    def confirms(self) -> bool:
-        """Whether this is a confirm phase (``confirm``, ``confirm-N``), not the screen or one of its rungs."""
-        return self.phase_dir.startswith(CONFIRM)
-
-    @property
-    def storage_path(self) -> str:
-        return self.tune_dir.rstrip("/").rsplit("/", 1)[0]
-
-    @property
-    def name(self) -> str:
-        return self.tune_dir.rstrip("/").rsplit("/", 1)[1]
-
-    @property
-    def experiment_name(self) -> str:
-        return self.experiment_dir.rstrip("/").rsplit("/", 1)[1]
 
 
 # ------------------------------------------------------------------------------------- smoke test
 # --smoke-test, after the Ray Tune examples' flag of that name: synthetic data, 4,096 training images
 # of 16x16 (and 1,365 for validation), two epochs of 128 steps, no latency timing (explicit fields, so
-# the user's --epochs/--dataset/--set still win), then per trial (sweep.record.smoke_limits) SqueezeNet at a quarter
+# the user's --epochs/--dataset/--set still win), then per trial (study.trial.smoke_limits) SqueezeNet at a quarter
 # width at most and any preset's fine-tuning phase at one epoch at most; the space is cut to a few
 # trials (smoke_params). Enough steps to learn with any recipe (the ablation's baseline and holistic
 # arms reached 57% and 30% validation accuracy here, chance 10%, in ~6 s each on one core); 512 images
@@ -161,37 +57,7 @@ def smoke_samples(search: str, samples: int) -> int:
     return samples if search == "grid" else min(samples, SMOKE_MAX_SAMPLES)
 
 
-
-
-# ------------------------------------------------------------------------------------- checks
-def check_trials(params: Mapping[str, Any], smoke: bool, exhaustive: bool,
-                 source: str, fraction: float = 1.0) -> list[TrainConfig]:
-    """The distinct trials to check before anything runs: every grid combination when `exhaustive`
-    (else one), and each choice value and reachable range end of the other axes on top of the first.
-    Seeds change no trial's validity: one seed stands for all (a grid of 10^6 seeds is one arm)."""
-    params = {k: vocab.representative(v) if k == "seed" else v for k, v in params.items()}
-    base = {k: vocab.representative(v) for k, v in params.items()}
-    configs = vocab.expand_grid(params) if exhaustive else [base]
-    for key, spec in params.items():
-        if isinstance(spec, Mapping) and "grid" not in spec:
-            configs += [{**base, key: value} for value in vocab.reachable(spec)]
-    try:
-        return list(dict.fromkeys(trial_config(config, smoke, fraction) for config in configs))
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
 # ------------------------------------------------------------------------------------- the screen
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set takes KEY=VALUE, got {item!r}")
-        out[key.replace("-", "_")] = value
-    return out
-
-
 # Counted before anything is built: the planner checks every distinct arm (seeds are checked once per
 # arm), so a grid of a million arms planned for minutes, dry run included, before it was refused here.
 MAX_ARMS = 10_000  # distinct configurations of a grid (its axes but the seed)
@@ -293,7 +159,7 @@ def launch_order(params: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
     each with all its seeds when it starts. An asynchronous scheduler compares a trial with the trials
     that reached its rung before it, so which arms survive depends on the order they start in: on the
     committed ablation, ASHA's rule replayed on the same epoch-3 values promoted the confirmed best arm
-    in about 1 launch order in 5 (issue 24). The grid's own order would make one fixed order of the
+    in about 1 launch order in 5. The grid's own order would make one fixed order of the
     axes decide; a seeded shuffle, recorded in the plan, makes the order a stated, reproducible draw
     that a second --search-seed varies."""
     arms = vocab.grid_arms(params)
@@ -353,8 +219,6 @@ def absolute_location(location: str) -> str:
 
 def absolute_data_dir(params: dict[str, Any]) -> str:
     """Trials run in their own working directories (and maybe other nodes): pass an absolute path."""
-    from training.config import default_data_dir
-
     given = params.get("data_dir", "")
     if not isinstance(given, str):
         raise UserError("data_dir must be one fixed path, not an axis")
@@ -364,7 +228,7 @@ def absolute_data_dir(params: dict[str, Any]) -> str:
 def absolute_paths(params: dict[str, Any]) -> dict[str, Any]:
     """`params` with a relative image-folder dataset (``imagefolder:PATH``) and a relative
     ``init_from`` made absolute, fixed or as an axis's levels: every trial runs in its own working
-    directory (Ray's trial directory), where a relative path named nothing (issue 27: it worked in
+    directory (Ray's trial directory), where a relative path named nothing (it worked in
     train.py and failed in every sweep trial)."""
     def absolute(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:

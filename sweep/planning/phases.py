@@ -4,7 +4,7 @@ trials, from the arms the analysis chose out of the screen's results).
 The confirm phase (``EXP/confirm``, unless ``--no-confirm``) runs arms to their end under FIFO, each
 with ``--confirm-seeds`` fresh seeds (never a seed the screen used): the screen's ``--confirm-top``
 best arms, the leave-one-out neighbours of its best arm and the all-reference arm
-(``analysis.confirm.confirm_arms``); for a random or Optuna search, the top configs only. Its trials
+(``study.selection.confirm_arms``); for a random or Optuna search, the top configs only. Its trials
 are one ``points_to_evaluate`` per arm times a grid of the seeds. sweep.json's ``phases.confirm``
 holds ``{"dir", "top", "seeds", "factors"}`` from the start and ``arms``, ``references`` and
 ``expected_trials`` once they are chosen.
@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
+from study.config import TrainConfig, UserError
+from study.layout import CONFIRM, SCREEN, screen_rungs
 from sweep import vocabulary as vocab
-from sweep.record import CONFIRM, SCREEN, screen_rungs
-from training.config import TrainConfig, UserError
-
-if TYPE_CHECKING:
-    from sweep.plan import Plan
+from sweep.planning.plan import Plan
 
 CONFIRM_TOP, CONFIRM_SEEDS = 3, 3  # defaults of --confirm-top and --confirm-seeds
 
@@ -51,7 +49,7 @@ def rung_budgets(max_t: int, first: int, eta: float) -> list[int]:
 def planned_rungs(budgets: list[int], expected: int) -> list[dict[str, Any]]:
     """sweep.json's ``phases.screen.rungs`` before the screen runs: the first rung in ``screen/``
     with every trial of the screen, each later rung in ``screen-<budget>ep/``, its arms (and so its
-    trials) chosen when the rung before it has ended (``analysis.halving.promoted_arms``)."""
+    trials) chosen when the rung before it has ended (``study.selection.promoted_arms``)."""
     return [{"dir": SCREEN if i == 0 else f"{SCREEN}-{budget}ep", "budget": budget,
              **({"expected_trials": expected} if i == 0 else {})} for i, budget in enumerate(budgets)]
 

@@ -1,7 +1,7 @@
 """An experiment directory -> an :class:`Experiment`: two tidy frames, one row per trial and one row
 per trial-epoch, with what the driver recorded.
 
-The files are the experiment record's (:mod:`sweep.record` names them; :mod:`analysis.ray_files`
+The files are the experiment directory's (:mod:`study.layout` names them; :mod:`study.ray_files`
 reads Ray Tune's). A *phased* experiment (screen, then confirm: sweep.json's ``phases``) keeps each
 phase's trials in its own Ray Tune experiment directory below it (``screen/``, ``confirm/``, without
 their own sweep.json); :func:`load` reads every phase that exists into one pair of frames, the
@@ -11,9 +11,9 @@ holds every rung's trials, the ``rung`` column saying which, 0 first). The top s
 screen's. A report's directory (trials.csv, epochs.csv and sweep.json) loads as the experiment it
 describes.
 
-Why a trial ended is its ``stop_reason`` (:func:`sweep.record.stop_reason`); :func:`ended` says which
-trials ran to their own end, the one rule every table and the best trial use. In the epochs frame,
-``train_phase`` is the training loop's phase of the epoch (main or finetune).
+Why a trial ended is its ``stop_reason`` (:func:`study.states.stop_reason`; study.states.ended says
+which trials ran to their own end, the one rule every table and the best trial use). In the epochs
+frame, ``train_phase`` is the training loop's phase of the epoch (main or finetune).
 """
 from __future__ import annotations
 
@@ -23,17 +23,16 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.learning import CLASS_PREFIX
-from analysis.ray_files import DirectoryRead, flatten, is_experiment, read_directory
-from sweep import record
-from sweep.record import FINAL_STATUSES, PHASES
-from sweep.spaces import BUNDLES
-from training.config import UserError, field_names, field_types
+from study import layout
+from study.config import UserError, field_names, field_types
+from study.layout import CLASS_PREFIX, PHASES
+from study.ray_files import DirectoryRead, flatten, is_experiment, read_directory
+from study.states import STOP_REASONS
+from study.trial import BUNDLES
 
 EPOCH_COLUMNS = ("epoch", "training_iteration", "train_phase", "lr", "last_lr", "train_loss", "train_acc", "val_loss",
                  "val_acc", "best_val_acc", "best_epoch", "images_per_sec", "epoch_time_s",
                  "elapsed_s", "status", "time_total_s")
-EPOCH_RENAMED = {"phase": "train_phase"}  # results and epochs.csv written before the rename
 # Always present in the trial frame (NaN where a trial has no final report yet).
 SUMMARY_COLUMNS = ("epochs_run", "best_val_acc", "final_val_acc", "test_acc", "test_loss", "params",
                    "flops", "size_mb", "latency_ms_b1", "latency_ms_b256", "wall_time_s", "elapsed_s",
@@ -44,16 +43,6 @@ TEXT_COLUMNS = ("trial_id", "phase", "stop_reason", "ray_status", "error", "tria
 
 class ExperimentError(UserError):
     """The path is not a readable Ray Tune experiment directory."""
-
-
-def ended(trials: pd.DataFrame, metric: str | None = None) -> pd.Series:
-    """Which trials ran to their own end (a final report: finished, stopped by their own patience, or
-    diverged), with a number for `metric` when one is named: the one rule of every table, the best
-    trial and the confirm phase. A trial a scheduler stopped is never among them."""
-    if "stop_reason" not in trials or (metric is not None and metric not in trials):
-        return pd.Series(False, index=trials.index)
-    keep = trials["stop_reason"].isin(FINAL_STATUSES)
-    return keep & pd.to_numeric(trials[metric]).notna() if metric is not None else keep
 
 
 @dataclass(frozen=True)
@@ -91,7 +80,7 @@ class Experiment:
     def phases(self) -> dict[str, dict[str, Any]]:
         """sweep.json's phases of :data:`PHASES` (name -> {"dir", "expected_trials", ...}); {} for an
         experiment without phases (written before screen-then-confirm, or a phase's own view)."""
-        return record.phase_specs(self.sweep)
+        return layout.phase_specs(self.sweep)
 
     @property
     def never_started(self) -> int:
@@ -117,13 +106,13 @@ class Experiment:
                            epochs=self.epochs[self.epochs["trial_id"].isin(self.trials["trial_id"][keep])])
         spec = self.phases.get(name, {"dir": name})
         view = {k: v for k, v in self.sweep.items() if k not in ("phases", "expected_trials")
-                and (k != "plan" or name == record.SCREEN)}
-        rungs = spec.get("rungs", []) if name == record.SCREEN else []
+                and (k != "plan" or name == layout.SCREEN)}
+        rungs = spec.get("rungs", []) if name == layout.SCREEN else []
         if rungs:  # every rung's trials that sweep.json expects so far
             view["expected_trials"], view["rungs"] = sum(r.get("expected_trials", 0) for r in rungs), rungs
         elif "expected_trials" in spec:
             view["expected_trials"] = spec["expected_trials"]
-        if name == record.SCREEN and record.CONFIRM in self.phases:
+        if name == layout.SCREEN and layout.CONFIRM in self.phases:
             view["confirm_follows"] = True
         trials = self.trials[self.trials["phase"] == name].reset_index(drop=True)
         # a view of one directory is that directory; a screen of several rungs stays at the root
@@ -142,17 +131,17 @@ def load(run_dir: str | Path) -> Experiment:
     path = Path(run_dir).expanduser()
     if not path.is_dir():
         raise ExperimentError(f"{path} is not a directory")
-    sweep = record.read_sweep(path)
+    sweep = layout.read_sweep(path)
     if is_frames(path, sweep):
         return read_frames(path, sweep)
-    parent = {} if sweep else record.read_sweep(path.parent)
-    for name, directory, _ in record.phase_directories(parent):
+    parent = {} if sweep else layout.read_sweep(path.parent)
+    for name, directory, _ in layout.phase_directories(parent):
         if directory == path.name:
             return load(path.parent).phase(name)
     smoke = bool(sweep.get("plan", {}).get("smoke", False))
     read = ([read_directory(path / directory, name, f"{directory}/", smoke, rung)
-             for name, directory, rung in record.phase_directories(sweep) if (path / directory).is_dir()]
-            if record.phase_specs(sweep) else [read_directory(path, record.SCREEN, "", smoke)])
+             for name, directory, rung in layout.phase_directories(sweep) if (path / directory).is_dir()]
+            if layout.phase_specs(sweep) else [read_directory(path, layout.SCREEN, "", smoke)])
     if not any(part.state for part in read) and not sweep:
         inside = sorted(d.name for d in path.iterdir() if d.is_dir() and is_experiment(d))
         hint = f"; experiments inside: {', '.join(inside)}" if inside else "; pass STORAGE/NAME"
@@ -170,9 +159,9 @@ def without_odd_numbers(part: DirectoryRead) -> DirectoryRead:
     kept = DirectoryRead(part.state, skipped=list(part.skipped))
     for row, results in zip(part.rows, part.results):
         odd = next(((f"trial_config.json or result.json: {key}", value) for key, value in row.items()
-                    if (key in numeric or str(key).startswith(CLASS_PREFIX)) and not record.is_number(value)), None)
+                    if (key in numeric or str(key).startswith(CLASS_PREFIX)) and not layout.is_number(value)), None)
         odd = odd or next(((f"result.json: {key}", value) for result in results for key, value in result.items()
-                           if key in in_results and not record.is_number(value)), None)
+                           if key in in_results and not layout.is_number(value)), None)
         if odd:
             kept.skipped.append(f"{row['trial_dir'].rsplit('/', 1)[0] + '/' if '/' in row['trial_dir'] else ''}"
                                 f"{row['trial_id']} ({odd[0]} holds {odd[1]!r}, not a number)")
@@ -196,17 +185,17 @@ def from_reads(path: Path, read: list[DirectoryRead], sweep: dict[str, Any]) -> 
 def is_frames(path: Path, sweep: dict[str, Any]) -> bool:
     """Whether `path` holds the frames a report wrote (trials.csv, epochs.csv, sweep.json) rather than
     an experiment: no Ray state, no phase directory."""
-    return (all((path / name).is_file() for name in record.FRAMES) and not any(path.glob("experiment_state-*.json"))
-            and not any((path / spec["dir"]).is_dir() for spec in record.phase_specs(sweep).values()))
+    return (all((path / name).is_file() for name in layout.FRAMES) and not any(path.glob("experiment_state-*.json"))
+            and not any((path / spec["dir"]).is_dir() for spec in layout.phase_specs(sweep).values()))
 
 
 def read_frames(path: Path, sweep: dict[str, Any]) -> Experiment:
     """The experiment a report's frames describe (trials.csv, epochs.csv and sweep.json, as
     analysis.report writes them beside report.md): the analysis again without the trial directories."""
-    trials_csv, epochs_csv = record.FRAMES
+    trials_csv, epochs_csv = layout.FRAMES
     try:
         trials = pd.read_csv(path / trials_csv)
-        epochs = pd.read_csv(path / epochs_csv).rename(columns=EPOCH_RENAMED)
+        epochs = pd.read_csv(path / epochs_csv)
     except (OSError, ValueError) as exc:
         raise ExperimentError(f"{path}: cannot read its frames ({type(exc).__name__}: {exc})") from None
     missing = [c for c in ("trial_id", "phase", "stop_reason", *field_names()) if c not in trials]
@@ -233,7 +222,7 @@ def check_frames(path: Path, trials: pd.DataFrame, epochs: pd.DataFrame) -> None
     frames hold text in a number's column or a stop reason or phase this version never writes (the
     analysis would end in a TypeError, ValueError or KeyError further on). Numeric columns are made
     numbers in place (a column of whole numbers with empty cells reads as text otherwise)."""
-    trials_csv, epochs_csv = record.FRAMES
+    trials_csv, epochs_csv = layout.FRAMES
     numeric = [*NUMERIC_TRIAL_COLUMNS, *(f for f, kind in field_types().items() if kind in (int, float)),
                *(c for c in trials if str(c).startswith(CLASS_PREFIX))]
     for name, frame, columns in ((trials_csv, trials, numeric),
@@ -249,11 +238,11 @@ def check_frames(path: Path, trials: pd.DataFrame, epochs: pd.DataFrame) -> None
     for column, parts in (("trial_id", 1), ("trial_dir", 2)):  # names the tools join to paths: never out of it
         names = trials[column].dropna().astype(str) if column in trials else pd.Series(dtype=str)
         odd = names[~names.map(lambda name: 0 < len(name.split("/")) <= parts
-                               and all(record.plain_name(part) for part in name.split("/")))]
+                               and all(layout.plain_name(part) for part in name.split("/")))]
         if len(odd):
             raise ExperimentError(f"{path / trials_csv}: column {column} holds {odd.iloc[0]!r}, which leads out "
                                   "of the experiment's directory: not a frame a report wrote")
-    for column, allowed in (("stop_reason", record.STOP_REASONS), ("phase", record.PHASES)):
+    for column, allowed in (("stop_reason", STOP_REASONS), ("phase", layout.PHASES)):
         odd = trials[column].notna() & ~trials[column].isin(allowed)
         if odd.any():
             raise ExperimentError(f"{path / trials_csv}: column {column} holds {trials[column][odd].iloc[0]!r}, "
@@ -289,8 +278,7 @@ def trials_frame(rows: list[dict[str, Any]], config_columns: tuple[str, ...]) ->
 
 def epoch_rows(results: list[dict[str, Any]], trial_id: str) -> pd.DataFrame:
     """One trial's result rows as its epochs (the columns of :data:`EPOCH_COLUMNS` it has)."""
-    rows = [{EPOCH_RENAMED.get(k, k): v for k, v in r.items()} for r in results]
-    return pd.DataFrame([{k: r.get(k) for k in EPOCH_COLUMNS if k in r} for r in rows]).assign(trial_id=trial_id)
+    return pd.DataFrame([{k: r.get(k) for k in EPOCH_COLUMNS if k in r} for r in results]).assign(trial_id=trial_id)
 
 
 def epochs_frame(curves: list[pd.DataFrame]) -> pd.DataFrame:

@@ -1,6 +1,8 @@
 """What every CLI of the project (train.py, sweep/run.py, analysis.report, deploy.export) shares: a
-bad flag is one line and exit status 2, like every other input error (training.config.UserError),
-and a reader that leaves early (``... | head``) ends the writer with a pipe's status, silently.
+bad flag is one line and exit status 2, like every other input error (study.config.UserError); a
+reader that leaves early (``... | head``) ends the writer with a pipe's status, silently; ``--set
+KEY=VALUE`` reads alike in train.py and sweep/run.py; a length of time reads alike everywhere
+(:func:`duration`).
 """
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ import argparse
 import math
 import os
 import sys
+from typing import Any
+
+from study.config import UserError
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,3 +45,28 @@ def run_cli(main) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         status = 141
     sys.exit(status)
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE ...`` as {key: value} (values stay text: the schema coerces them), a dash in
+    a key read as an underscore, as in the flags."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set takes KEY=VALUE, got {item!r}")
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def duration(seconds: float) -> str:
+    """A length of time as every console line gives it (elapsed, ETA, estimates): '40 s', '1 min 05 s'
+    under two minutes, then '12 min', then '3 h 05 min'."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 120:
+        return f"1 min {seconds - 60:02d} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"

@@ -4,6 +4,9 @@ A sweep hands us a flat dict (what Ray Tune's ``param_space`` yields); the CLI h
 optional YAML/JSON file. Both go through :meth:`TrainConfig.from_dict`, which rejects unknown keys and
 wrong types with a message that names the key and the accepted values (nanoGPT's habit: an override
 that does not match the schema is an error, never silently ignored).
+
+The schema sits below the models and the training loop (both import it; it imports neither): the
+architectures' names are defined here, once, and models/ registers a factory for each of them.
 """
 from __future__ import annotations
 
@@ -18,9 +21,8 @@ from typing import Any, Mapping
 DATA_DIR_ENV = "ABLATION_DATA_DIR"
 IMAGEFOLDER_PREFIX = "imagefolder:"  # dataset=imagefolder:PATH, a folder per class
 
-# The architectures, named once for the schema, train.py's --help and models/, whose registry has a
-# factory for each name and no other (tests/test_models.py checks both ways). Here rather than in
-# models/, which imports this module: the schema stays free of torch and of an import cycle.
+# The architectures, named once, here: the schema checks a config against them, train.py's --help
+# lists them and models/ builds its registry from them (a factory for each name: tests/test_models.py).
 MODEL_NAMES = ("squeezenet", "squeezenet1_0", "squeezenet1_1", "resnet18", "resnet34", "resnet50",
                "resnet101", "resnet152")
 
@@ -47,9 +49,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
 FAMILY_DROPOUT = {"squeezenet": 0.5, "resnet": 0.0}
 
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "synthetic")
+SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10_000, 2_000  # images of the generated dataset (training.sources_local)
+# (train, test, classes) of the sources whose sizes are fixed, as their authors publish them.
+KNOWN_SIZES = {"cifar10": (50_000, 10_000, 10), "cifar100": (50_000, 10_000, 100),
+               "fashion-mnist": (60_000, 10_000, 10), "synthetic": (SYNTHETIC_TRAIN, SYNTHETIC_TEST, 10)}
 
 # A user's own network: model=FILE.py:FACTORY or model=package.module:FACTORY (models/user.py builds it).
 USER_MODEL = re.compile(r"^(?:[^:]+\.py|[A-Za-z_][\w.]*):[A-Za-z_]\w*$")
+# The fields that change the network rather than how it is trained (the effects' architecture factors;
+# with init, what a network's FLOPs and memory are computed from: sweep.vocabulary.architecture).
+ARCHITECTURE_FIELDS = ("model", "width", "attention", "residual", "dsconv", "activation", "batch_norm", "dropout",
+                       "stem")
 # The model knobs of the built-in networks: a user's network takes its own toggles instead, so these
 # stay at their defaults with it (a setting that would change nothing is refused, not ignored).
 BUILT_IN_MODEL_KNOBS = ("width", "attention", "residual", "dsconv", "activation", "batch_norm", "dropout", "init",

@@ -9,7 +9,8 @@ chance** is one whose every ended trial did not learn; an arm with some seeds th
 of them (a seed that failed is part of that arm's spread). Trials without `val_images` (frames from
 before it was recorded) or without a validation accuracy are not tested and count as learned.
 
-The report leaves arms at chance out of the screen's effects, interactions, importance, front and
+Torch-free, so the sweep's console and the report apply the same check. The report leaves arms at
+chance out of the screen's effects, interactions, importance, front and
 figures of the compared trials (a contrast with such an arm measures a failure to learn, not a size
 of effect: counted and named in the text), lists them in their own table with the opposite test too (p_at_chance:
 accuracy shown *below* chance + MARGIN, Holm over the table), whose verdict says whether the arm is
@@ -25,11 +26,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from analysis.render import p_value
+from study.config import KNOWN_SIZES
+from study.layout import CLASS_PREFIX
+from study.significance import ALPHA
 
 MARGIN = 5.0  # points above chance a trial must be shown to exceed
-ALPHA = 0.05
-CLASS_PREFIX = "test_acc_class/"
 # the columns of an arms_at_chance table besides the factors
 NUMBERS = ("n", "best_val_acc", "chance", "val_images", "p_learned", "p_at_chance", "p_at_chance_holm")
 
@@ -37,8 +38,6 @@ NUMBERS = ("n", "best_val_acc", "chance", "val_images", "p_learned", "p_at_chanc
 def chance(trials: pd.DataFrame) -> pd.Series:
     """Chance accuracy (percent) of each trial: 100 / its dataset's classes, from the dataset's known
     size, else from how many per-class test accuracies it reported; NaN where neither says."""
-    from training.datasets import KNOWN_SIZES
-
     per_class = [c for c in trials.columns if str(c).startswith(CLASS_PREFIX)]
     counted = trials[per_class].notna().sum(axis=1) if per_class else pd.Series(0, index=trials.index)
     datasets = trials["dataset"] if "dataset" in trials else pd.Series(None, index=trials.index)
@@ -126,7 +125,7 @@ def sentence(at_chance: pd.DataFrame, factors: Sequence[str], arms: int, trials:
     more = f"; and {len(at_chance) - 8} more" if len(at_chance) > 8 else ""
     return (f"{len(at_chance)} of {arms} arm{'s' if arms != 1 else ''} did not learn (no trial's best validation "
             f"accuracy is shown above {level} + {MARGIN:g} points by a one-sided exact binomial test, alpha "
-            f"{ALPHA:g}; analysis.learning) and their {trials} trial{'s are' if trials != 1 else ' is'} left out: "
+            f"{ALPHA:g}; study.learning) and their {trials} trial{'s are' if trials != 1 else ' is'} left out: "
             f"{names}{more}")
 
 
@@ -138,30 +137,3 @@ def chance_words(frame: pd.DataFrame) -> str:
 
 def most_did_not_learn(at_chance: pd.DataFrame, arms: int) -> bool:
     return arms > 0 and len(at_chance) > arms / 2
-
-
-TEXT = ("{n} of {arms} arms did not learn: none of their trials' best validation accuracy is shown above chance + "
-        "{margin:g} points (chance = 100 / classes; one-sided exact binomial test of the correct validation images, "
-        "scipy.stats.binomtest, alpha {alpha:g}; analysis.learning). They are left out of the effects, interactions, "
-        "importance, front and figures of the compared trials below, which compare the arms that learned (a "
-        "contrast with a model that learned nothing measures a failure to learn, not the size of an effect). Per arm: n trials, the highest best validation "
-        "accuracy among them (%), chance, the validation images, p_learned (the best trial's test of accuracy > "
-        "chance + {margin:g}), p_at_chance (the opposite test, accuracy < chance + {margin:g}, the largest over the "
-        "arm's trials) and p_at_chance_holm (Holm over the table): below 0.05 the arm is shown to stay within "
-        "{margin:g} points of chance, else it is only not shown to learn.")
-
-
-def verdicts(table: pd.DataFrame, margin: float = MARGIN) -> list[str]:
-    """One sentence per arm at chance (analysis.verdicts' CLAIMS): the claim that it stays at chance.
-    `margin` is the report's equivalence margin, which this claim does not use (its own is MARGIN)."""
-    out = []
-    factors = [c for c in table.columns if c not in NUMBERS]
-    for row in table.to_dict("records"):
-        arm = " ".join(f"{f}={row[f]}" for f in factors) or "the one arm"
-        shown = row["p_at_chance_holm"] < ALPHA
-        out.append(f"{arm} stays within {MARGIN:g} points of chance ({row['chance']:.3g}%): "
-                   f"**{'supported' if shown else 'inconclusive'}** (best validation {row['best_val_acc']:.2f}% over "
-                   f"{int(row['n'])} trial(s), {int(row['val_images']) if pd.notna(row['val_images']) else '?'} "
-                   f"validation images; Holm p {p_value(row['p_at_chance_holm'])}"
-                   + ("" if shown else f"; not shown above it either, p {p_value(row['p_learned'])}") + ").")
-    return out

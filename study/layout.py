@@ -1,14 +1,14 @@
-"""The experiment record: every file a sweep leaves, named and read in one place.
+"""The experiment directory's layout: every file a sweep leaves, named, read and written in one place.
 
 The experiment directory is the contract between the sweep (which writes it) and the analysis, the
 export and ``--resume`` (which read it), the way Ray Tune keeps its result keys in
-``ray/tune/result.py``. Writers and readers import the names from here; this module imports only the
-training config, the space presets and the statuses the training loop reports, so a trial worker and
-the analysis can both load it without the other's code.
+``ray/tune/result.py``. Writers and readers import the names from here; it imports only the config
+schema, so a trial worker and the analysis both load it without the other's code. (Its content,
+sweep.json's object, is what the code calls a *record*.)
 
 ``EXP/`` (storage_path/name):
 
-- ``sweep.json`` (:data:`SWEEP_FILE`): what the driver ran: ``plan`` (sweep.plan.Plan), ``params``
+- ``sweep.json`` (:data:`SWEEP_FILE`): what the driver ran: ``plan`` (sweep.planning.plan.Plan), ``params``
   (the space with every override), ``expected_trials``, ``phases`` (``{"screen": {"dir", ...,
   "rungs": [{"dir", "budget", "expected_trials", "arms"}, ...]}, "confirm": {"top", "seeds", "arms",
   ...}}``; ``rungs`` for a successive-halving screen only) and provenance; read by :func:`read_sweep` only;
@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sweep.spaces import merge_config
-from training.config import ConfigError, TrainConfig, UserError, is_user_model
-from training.status import FINAL_STATUSES
+from study.config import ConfigError, TrainConfig, UserError
+from study.files import WriteError, write_text_atomically
 
 SWEEP_FILE = "sweep.json"
 TRIAL_CONFIG_FILE = "trial_config.json"  # a sweep trial's resolved config (sweep.trainable writes it)
@@ -49,89 +47,8 @@ FRAMES = ("trials.csv", "epochs.csv")  # a report's copy of the frames (analysis
 METRIC, MODE = "val_rank", "max"  # the result key ASHA compares at each rung and the searcher maximises
 SCREEN, CONFIRM = "screen", "confirm"
 PHASES = (SCREEN, CONFIRM)  # a phased experiment's phases, in the order they run
-# Why a trial ended, as the analysis and the console name it (see stop_reason).
-STOP_REASONS = (*FINAL_STATUSES, "scheduler_stopped", "errored", "unfinished")
 PLAN_KEYS = ("search", "scheduler", "max_t")  # what every reader of a recorded plan relies on
-LEGACY_PLAN_KEYS = {"phase": "phase_dir"}  # sweep.json written before the rename
-
-
-# ------------------------------------------------------------------------------------ one trial
-def smoke_limits(values: dict[str, Any]) -> dict[str, Any]:
-    """--smoke-test's per-trial caps (sweep.plan.SMOKE_SETTINGS sets the rest): any fine-tuning phase
-    at one epoch at most, SqueezeNet at a quarter width at most (ResNets have no width knob)."""
-    limited = {**values, "finetune_epochs": min(values["finetune_epochs"], 1)}
-    if values["model"].startswith("squeezenet") and not is_user_model(values["model"]):
-        limited["width"] = min(values["width"], 0.25)
-    return limited
-
-
-# What fit_to_budget changes with a rung's budget: in a successive-halving screen these vary with the
-# rung, so they are never the sweep's factors.
-BUDGET_FIELDS = ("epochs", "warmup_epochs", "step_size", "early_stop_patience", "finetune_epochs")
-
-
-def fit_to_budget(values: dict[str, Any], fraction: float) -> dict[str, Any]:
-    """One trial's schedule compressed to `fraction` of its length (a successive-halving rung's
-    budget over the screen's most epochs, sweep.phases), every budget-dependent part with it (Li,
-    Yumer & Ramanan, "Budgeted training", ICLR 2020): the main schedule's ``epochs`` become
-    round(epochs x fraction), at least 1, and the rest scales by that actual ratio, so each keeps its
-    share of the schedule: ``warmup_epochs`` (OneCycle's warm-up share too), ``step_size`` (at least 1)
-    and ``early_stop_patience`` (at least 1 when set); a fine-tuning phase gets round(finetune_epochs x
-    fraction) epochs, at least 1 when it has any. At fraction 1 the trial is unchanged."""
-    if fraction >= 1:
-        return values
-    epochs = max(1, round(values["epochs"] * fraction))
-    ratio = epochs / values["epochs"]
-    fitted = {**values, "epochs": epochs, "warmup_epochs": values["warmup_epochs"] * ratio,
-              "step_size": max(1, round(values["step_size"] * ratio))}
-    if values["early_stop_patience"] > 0:
-        fitted["early_stop_patience"] = max(1, round(values["early_stop_patience"] * ratio))
-    if values["finetune_epochs"] > 0:
-        fitted["finetune_epochs"] = max(1, round(values["finetune_epochs"] * fraction))
-    return fitted
-
-
-def trial_values(config: Mapping[str, Any], smoke: bool = False, fraction: float = 1.0) -> dict[str, Any]:
-    """Every field of one trial from its Ray config (``sweep.spaces.merge_config``), with
-    --smoke-test's per-trial limits when `smoke`, fitted to a rung's budget (:func:`fit_to_budget`)
-    when `fraction` < 1. Not yet validated (see :func:`trial_config`)."""
-    values = merge_config(config)
-    return fit_to_budget(smoke_limits(values) if smoke else values, fraction)
-
-
-def trial_config(config: Mapping[str, Any], smoke: bool = False, fraction: float = 1.0) -> TrainConfig:
-    """One trial's validated TrainConfig from its Ray config, as the trainable runs it (a user model's
-    toggles checked against its factory and filled in: models.user.resolved)."""
-    return resolved(TrainConfig.from_dict(trial_values(config, smoke, fraction)))
-
-
-def resolved(cfg: TrainConfig) -> TrainConfig:
-    """A user model's toggles checked against its factory and filled in (models.user.resolved, which
-    imports torch: only for a user model); a built-in model's config as it is."""
-    if not is_user_model(cfg.model):
-        return cfg
-    from models.user import resolved as with_toggles
-
-    return with_toggles(cfg)
-
-
-def stop_reason(ray_status: str | None, last: Mapping[str, Any], has_error: bool) -> str:
-    """Why a trial ended, from its Ray status and its last result, checked in this order:
-
-    - ``finished`` / ``early_stopped`` (our patience) / ``diverged``: the trial's final report says so
-      (its ``status``, training.status);
-    - ``errored``: Ray's ERROR status, or an ``error.txt`` without any Ray state;
-    - ``scheduler_stopped``: TERMINATED without our final report. Ray sets its own ``done=True`` on the
-      last result of a trial that ASHA stops, so ``done`` cannot tell; our ``status`` key can;
-    - ``unfinished``: PENDING, RUNNING or PAUSED when the state was last saved (an interrupted sweep).
-    """
-    if last.get("status") in FINAL_STATUSES and "epochs_run" in last:
-        return last["status"]
-    if ray_status == "ERROR" or (ray_status is None and has_error):
-        return "errored"
-    if ray_status == "TERMINATED":
-        return "scheduler_stopped"
-    return "unfinished"
+CLASS_PREFIX = "test_acc_class/"  # + a class's name: a trial's per-class test accuracy (a metric and a column)
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -229,7 +146,7 @@ def read_sweep(location: str | Path, needs: Iterable[str] = ()) -> dict[str, Any
 
 def checked_parts(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """(record without its malformed parts, part -> what is wrong with it). Checked: ``plan`` (an
-    object with :data:`PLAN_KEYS`; keys of older versions renamed), ``params`` (an object),
+    object with :data:`PLAN_KEYS`), ``params`` (an object),
     ``expected_trials`` (an integer), ``phases`` (each of :data:`PHASES` an object whose ``dir`` is one
     plain directory name, with an integer ``expected_trials`` if any; the driver's other entries, such
     as ``earlier_confirms``, kept as they are; no screen, no phases)."""
@@ -241,7 +158,7 @@ def checked_parts(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
         elif not _objectives(plan.get("objectives")):
             wrong["plan"] = "`plan.objectives` is not a list of [metric, min|max] pairs"
         else:
-            checked["plan"] = {LEGACY_PLAN_KEYS.get(k, k): v for k, v in plan.items()}
+            checked["plan"] = dict(plan)
     if "design" in record and not isinstance(record["design"], dict):
         wrong["design"] = "`design` is not an object"
     if "params" in record and not isinstance(record["params"], dict):
@@ -296,7 +213,7 @@ def inside(base: Path, name: Any) -> bool:
 
 
 def screen_rungs(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The rungs of a successive-halving screen (sweep.phases), first to last, from a checked record:
+    """The rungs of a successive-halving screen (sweep.planning.phases), first to last, from a checked record:
     each ``{"dir", "budget", "expected_trials"?, "arms"?}``; [] for any other screen."""
     return list(phase_specs(record).get(SCREEN, {}).get("rungs", []))
 
@@ -311,15 +228,24 @@ def phase_directories(record: Mapping[str, Any]) -> list[tuple[str, str, int | N
     return out
 
 
-def rung_keeps(arms: int, eta: float) -> int:
-    """How many of a rung's `arms` successive halving sends on to the next rung: the best 1/eta
-    (rounded down, at least one)."""
-    return max(1, math.floor(arms / eta))
-
-
 def rung_of(record: Mapping[str, Any], directory: str) -> int | None:
     """The index of the screen's rung kept in `directory` (a phase's ``dir``), or None."""
     return next((i for i, rung in enumerate(screen_rungs(record)) if rung["dir"] == directory), None)
+
+
+def chosen_confirm(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """sweep.json's ``phases.confirm`` once the screen chose its arms (factors, arms with levels of
+    every factor, references of factors only or none), else None."""
+    spec = phase_specs(record).get(CONFIRM) or {}
+    factors, arms, references = spec.get("factors"), spec.get("arms"), spec.get("references")
+    if not (isinstance(factors, list) and factors and isinstance(arms, list) and arms):
+        return None
+    if not all(isinstance(a, dict) and isinstance(a.get("levels"), dict) and set(factors) <= set(a["levels"])
+               for a in arms):
+        return None
+    if not (references is None or isinstance(references, dict) and set(references) <= set(factors)):
+        return None
+    return spec
 
 
 def phase_specs(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -357,13 +283,21 @@ def _objectives(value: Any) -> bool:
 
 # ------------------------------------------------------------------------------------ writing
 def write_sweep(location: str, record: Mapping[str, Any]) -> None:
-    """sweep.json at the experiment root, on a local disk or any pyarrow filesystem URI. Written to a
-    temporary name and moved into place, so a driver killed meanwhile never leaves half a record."""
+    """sweep.json at the experiment root, whole or not at all, so a driver killed meanwhile never
+    leaves half a record: on a local disk through study.files (a temporary file moved into place),
+    on a pyarrow filesystem URI (s3://...) written to a temporary name and moved likewise."""
+    text = json.dumps(record, indent=2, default=str)
+    if "://" not in location:
+        try:
+            write_text_atomically(Path(location, SWEEP_FILE), text)
+        except WriteError as exc:
+            raise UserError(f"{exc}; free space or choose a writable --storage-path") from None
+        return
     filesystem, path = filesystem_of(location)
     try:
         filesystem.create_dir(path, recursive=True)
         with filesystem.open_output_stream(f"{path}/{SWEEP_FILE}.partial") as out:
-            out.write(json.dumps(record, indent=2, default=str).encode())
+            out.write(text.encode())
         filesystem.move(f"{path}/{SWEEP_FILE}.partial", f"{path}/{SWEEP_FILE}")
     except OSError as exc:
         with contextlib.suppress(OSError):

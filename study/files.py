@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from training.config import UserError
+from study.config import UserError
 
 
 class WriteError(UserError):

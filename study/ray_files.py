@@ -11,7 +11,7 @@ nothing unpickled), so a finished, interrupted or still-running experiment reads
   sweep.storage).
 
 Each trial becomes one row (dict: id, stop reason, config, last metrics) and its list of result
-rows; :mod:`analysis.load` makes the frames. A file not as Ray writes it skips that trial, named.
+rows; :mod:`study.load` makes the frames. A file not as Ray writes it skips that trial, named.
 """
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from sweep import record
-from training.config import ConfigError, TrainConfig, UserError, field_names
+from study import layout
+from study.config import ConfigError, TrainConfig, UserError, field_names
+from study.states import stop_reason
+from study.trial import trial_values
 
 # Keys of the last result that are not trial-level columns: Ray's bookkeeping (`done` too, as Ray
 # overwrites ours), per-epoch values, and `lr`, which would clash with the config field.
@@ -51,7 +53,7 @@ def read_directory(path: Path, phase: str, prefix: str, smoke: bool, rung: int |
     (`prefix`: the phase's directory and a slash)."""
     read = DirectoryRead(with_unsaved_trials(read_state(path), path))
     for trial_id, info in sorted(read.state.items(), key=lambda item: str(item[0])):
-        if not (record.plain_name(trial_id) and record.inside(path, info["relative_logdir"])):
+        if not (layout.plain_name(trial_id) and layout.inside(path, info["relative_logdir"])):
             read.skipped.append(f"{prefix}{trial_id!r} (its trial id or directory {info['relative_logdir']!r} in "
                                 f"the experiment's files is not a name inside {path}: not read)")
             continue
@@ -75,13 +77,13 @@ def with_unsaved_trials(state: dict[str, dict[str, Any]], path: Path) -> dict[st
         found = TRIAL_ID.search(trial_dir.name)
         if found and found.group(1) not in state and (trial_dir / "params.json").is_file():
             state[found.group(1)] = {"status": None,
-                                     "config": record.read_json(trial_dir / "params.json", dict) or {},
+                                     "config": layout.read_json(trial_dir / "params.json", dict) or {},
                                      "relative_logdir": trial_dir.name}
     return state
 
 
 def is_experiment(path: Path) -> bool:
-    return (path / record.SWEEP_FILE).is_file() or any(path.glob("experiment_state-*.json"))
+    return (path / layout.SWEEP_FILE).is_file() or any(path.glob("experiment_state-*.json"))
 
 
 def read_state(path: Path) -> dict[str, dict[str, Any]]:
@@ -93,7 +95,7 @@ def read_state(path: Path) -> dict[str, dict[str, Any]]:
     late flush, a copy). A file that cannot be read (cut short by a kill or a full disk) gives way to
     the next."""
     files = sorted(path.glob("experiment_state-*.json"), key=lambda p: p.name, reverse=True)
-    data = next((d for d in (record.read_json(f, dict) for f in files) if d is not None), None)
+    data = next((d for d in (layout.read_json(f, dict) for f in files) if d is not None), None)
     trials = {}
     entries = (data or {}).get("trial_data", [])
     for entry in entries if isinstance(entries, list) else []:
@@ -130,15 +132,15 @@ def read_trial(trial_dir: Path, trial_id: str, info: dict[str, Any],
     results = read_results(trial_dir / "result.json")
     results += lost_rows(trial_dir / "progress.csv", results)
     seen = {r.get("training_iteration") for r in results}
-    results += [r for r in record.read_result_rows(record.record_path(trial_dir.parent, trial_id))
+    results += [r for r in layout.read_result_rows(layout.record_path(trial_dir.parent, trial_id))
                 if r.get("training_iteration") not in seen]
     results.sort(key=lambda r: r.get("training_iteration") or 0)
     last = results[-1] if results else {}
-    params = flatten(record.read_json(trial_dir / "params.json", dict) or info["config"])
+    params = flatten(layout.read_json(trial_dir / "params.json", dict) or info["config"])
     config = {**params, **trial_config(trial_dir, params, smoke)}
     error = error_message(trial_dir / "error.txt")
     metrics = {RENAMED.get(k, k): v for k, v in last.items() if k not in NOT_SUMMARY_KEYS}
-    row = {"trial_id": trial_id, "stop_reason": record.stop_reason(info["status"], last, error is not None),
+    row = {"trial_id": trial_id, "stop_reason": stop_reason(info["status"], last, error is not None),
            "ray_status": info["status"] or "", **config, **metrics,
            "last_epoch": last.get("epoch", last.get("training_iteration", 0)), "error": error or "",
            "trial_dir": trial_dir.name, **running_interval(results)}
@@ -179,11 +181,11 @@ def trial_config(trial_dir: Path, params: dict[str, Any], smoke: bool) -> dict[s
     trial starts; for a trial that never started (or whose record is unreadable), its Ray config
     resolved the way the trainable would."""
     try:
-        return record.read_config_record(trial_dir / record.TRIAL_CONFIG_FILE)
+        return layout.read_config_record(trial_dir / layout.TRIAL_CONFIG_FILE)
     except UserError:
         pass
     try:
-        return record.trial_values(params, smoke)
+        return trial_values(params, smoke)
     except (ConfigError, KeyError):  # a preset this version does not know: fields as given
         return {**TrainConfig().to_dict(), **{k: v for k, v in params.items() if k in field_names()}}
 

@@ -1,0 +1,95 @@
+"""What the driver prints when a phase ends: its trials' outcomes and, after the last phase, the
+answer (the confirmed best arm and what each component cost; or the screen's best; or the front of a
+multi-objective sweep), with where to look next.
+
+The sweep's top floor: the one module of sweep/ that calls into the analysis (analysis.confirm's
+estimates) and the export (deploy.latency re-measures a front); nothing else in sweep/ imports them,
+and nothing a trial worker loads imports this (tests/test_imports.py).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from analysis.confirm import confirmed
+from deploy.latency import remeasure_front
+from study.best import confirmed_best
+from study.front import objective_front
+from study.layout import LATENCY_FILE, SCREEN
+from study.load import load
+from study.states import completed
+from sweep.experiment import summarize
+from sweep.planning.plan import Plan
+
+
+def named(plan: Plan, last: bool) -> bool:
+    """Whether the console names the phase: a screen that a confirm phase follows, a later rung of the
+    screen, or a confirm phase."""
+    return bool(plan.phase_dir) and (not last or plan.phase_dir != SCREEN)
+
+
+def phase_summary(plan: Plan, expected: int, axes: list[str], last: bool) -> int:
+    """Print a phase's summary: every trial's outcome; for a sweep without a confirm phase, its best
+    trial and arm (as the live table and the report give them); after the last phase, where to look.
+    Exit status 130 when interrupted (Ctrl-C: Tune returns what it has), 1 when every trial errored."""
+    experiment_dir = plan.experiment_dir
+    try:
+        summary = summarize(plan, axes)
+        outcomes = [f"{n} {word}" for word, n in summary["outcomes"].items()]
+        expected = max(expected, summary["trials"])
+        if expected > summary["trials"]:
+            outcomes.append(f"{expected - summary['trials']} not started")
+            summary["unfinished"] += expected - summary["trials"]
+        print(f"\n{plan.phase_dir + ': ' if named(plan, last) else ''}{expected} trials: "
+              f"{', '.join(outcomes) or 'none ran'}: {plan.tune_dir}")
+        code = (130 if summary["unfinished"] else
+                1 if summary["trials"] and summary["errors"] == summary["trials"] else 0)
+        if last and not plan.confirms:  # no confirm phase: the screen's best is the answer
+            for line in summary["best_lines"]:
+                print(line)
+            best = summary.get("best")
+            if best and best.get("path"):
+                print(f"  reproduce it: python train.py --config {best['path']}")
+            if plan.objectives and not summary["unfinished"]:
+                print_front(experiment_dir, plan.objectives)
+        if last and plan.confirms and not summary["unfinished"]:  # the confirm phase, ended
+            print_confirmed(experiment_dir)
+        if last or code:
+            print(f"monitor: {summary['tensorboard']}\nanalyse: python -m analysis.report {experiment_dir}")
+    except KeyboardInterrupt:  # Tune's own handler is gone once fit() returns
+        print(f"run.py: interrupted while summarising; every result is saved: python -m analysis.report "
+              f"{experiment_dir}", file=sys.stderr)
+        return 130
+    if summary["errors"]:
+        print(f"{summary['errors']} trial(s) errored (see error.txt in their directories); retry them "
+              f"(from their last checkpoint, if any) with: python sweep/run.py --resume {experiment_dir} --max-failures 1", file=sys.stderr)
+    if summary["unfinished"]:
+        print(f"interrupted with {summary['unfinished']} trial(s) unfinished; continue with: "
+              f"python sweep/run.py --resume {experiment_dir}", file=sys.stderr)
+    return code
+
+
+def print_confirmed(experiment_dir: str) -> None:
+    """After the confirm phase: the confirmed best arm with its test accuracy interval, and what
+    removing each component of the screen's best costs (analysis.confirm)."""
+    exp = load(experiment_dir)
+    result = confirmed(exp)
+    if result is not None:
+        trial = confirmed_best(exp)
+        reproduce = [f"  reproduce it: python train.py --config {experiment_dir}/{trial['trial_dir']}"] if trial is not None else []
+        print("\n".join([result.line, *reproduce, *result.fidelity.lines]))
+
+
+def print_front(experiment_dir: str, objectives: list[list[str]]) -> None:
+    """A finished multi-objective sweep: its models' latency measured alone, then its front."""
+    if "://" in experiment_dir:
+        print(f"latency not re-measured: {experiment_dir} is not on this machine's disk")
+        return
+    alone = remeasure_front(Path(experiment_dir), objectives)
+    frame = objective_front(completed(load(experiment_dir).trials)[0], objectives, alone)
+    on = frame[frame["pareto"]]
+    names = ", ".join(f"{m} ({d})" for m, d in frame.attrs["objectives"])
+    print(f"latency of {alone['which']} measured alone ({alone['threads']} thread, median of "
+          f"{alone['repeats']}): {experiment_dir}/{LATENCY_FILE}")
+    print(f"front of {names}: {len(on)} of the {len(frame)} trials that ran to their end: "
+          f"{', '.join(on['trial_id'])}")
