@@ -39,6 +39,8 @@ def ended(trials: pd.DataFrame) -> pd.DataFrame:
 def ranked(trials: pd.DataFrame) -> pd.DataFrame:
     """The candidates, best first (ties: the trial first in order): the rule's ranking of trials."""
     candidates = ended(trials)
+    if candidates.empty:  # also a frame without the column yet (every trial errored before reporting)
+        return candidates
     order = pd.to_numeric(candidates["best_val_acc"]).sort_values(ascending=False, kind="stable").index
     return candidates.loc[order]
 
