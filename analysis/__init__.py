@@ -7,8 +7,8 @@ variance (paired over seeds, or Welch) with its equivalence test; ``effects`` gi
 recipe interactions with 95% intervals across seeds; ``importance`` each factor's variance share
 (exact ANOVA on a balanced grid, else fANOVA); ``lenth`` Lenth's method and the half-normal plot for
 an unreplicated grid; ``stages`` and ``depth`` reproduce the two studies' tables next to their
-published figures; ``confirm`` the confirm phase's estimates; ``subdesigns`` the full 2x2s among the
-confirm arms; ``fidelity`` how far to trust the screen; ``halving`` a successive-halving screen rung
+published figures; ``confirm`` the confirm phase's answers to its declared questions (study.questions)
+and its arms' means; ``fidelity`` how far to trust the screen; ``halving`` a successive-halving screen rung
 by rung; ``verdicts`` the report's claims as sentences generated from its tests; ``trained`` the
 report's first table, what was trained; ``pareto`` and ``plots`` draw accuracy against cost,
 learning curves, the effects, interactions and per-class accuracy, each with its caption, and

@@ -1,6 +1,7 @@
-"""The confirm phase's figures: the confirmed arms with their intervals, the leave-one-out costs as a
-forest plot, and the screen's rank of each confirmed arm against what the confirm phase measured
-(the numbers are :mod:`analysis.confirm`'s; the drawing helpers :mod:`analysis.plots`')."""
+"""The confirm phase's figures: the declared questions' repeated intervals as a forest plot, the
+confirmed arms with their intervals, and the screen's rank of each confirmed arm against what the
+confirm phase measured (the numbers are :mod:`analysis.confirm`'s; the drawing helpers
+:mod:`analysis.plots`')."""
 from __future__ import annotations
 
 import pandas as pd
@@ -9,13 +10,13 @@ from matplotlib.figure import Figure
 from analysis.confirm import ARM, Confirmed
 from analysis.plots import caption, chance_level, forest
 
-SIGNIFICANT, NOT = "tab:green", "tab:gray"
+SETTLED, EQUIVALENT, NOT = "tab:green", "tab:purple", "tab:gray"
 
 
 def confirmed_plot(result: Confirmed, trials: pd.DataFrame) -> Figure:
-    """The confirmed ranking: each arm's mean test accuracy with its 95% t interval, in the table's
-    order (by mean best validation: the top row is the confirmed best, in colour); chance marked
-    where it is on the axis's scale (`trials`: the confirm trials used)."""
+    """The confirmed arms: each arm's mean test accuracy with its 95% t interval, in the table's
+    order (the top row is the screen's best, in colour); chance marked where it is on the axis's scale
+    (`trials`: the confirm trials used)."""
     means = result.means
     fig = Figure(figsize=(7.5, 0.42 * len(means) + 1.6), layout="constrained")
     ax = fig.subplots()
@@ -28,29 +29,33 @@ def confirmed_plot(result: Confirmed, trials: pd.DataFrame) -> Figure:
     ax.set_xlabel("test accuracy (%)")
     ax.set_title("Confirmed arms", fontsize=10)
     return caption(fig, f"Each arm's mean test accuracy over its fresh seeds (n per arm), bar: 95% t interval from its "
-                        "own trials, not adjusted. Ordered by mean best validation accuracy: the top (blue) is the "
-                        f"confirmed best. Used: {result.note}.")
+                        "own trials, not adjusted (descriptive). The top (blue) is the screen's best arm, which the "
+                        f"declared questions compare with the others. Used: {result.note}.")
 
 
-def loo_plot(result: Confirmed) -> Figure:
-    """The leave-one-out costs as a forest plot: per component removed from the screen's best arm, the
-    cost (best − neighbour, test accuracy points) with its 95% interval, green where its Holm p <
-    0.05; 0 and ± the equivalence margin marked."""
-    loo = result.loo
-    fig = Figure(figsize=(7.5, 0.5 * len(loo) + 1.6), layout="constrained")
+def questions_plot(result: Confirmed) -> Figure:
+    """The declared questions as a forest plot: each question's estimate with its repeated confidence
+    interval (the family's), green where supported, purple where shown equivalent, grey where open;
+    0 and ± the equivalence margin marked."""
+    table = result.questions
+    colours = [SETTLED if v.startswith("supported") else EQUIVALENT if "equivalent" in v else NOT
+               for v in table["verdict"]]
+    fig = Figure(figsize=(8, 0.5 * len(table) + 1.8), layout="constrained")
     ax = fig.subplots()
-    forest(ax, [f"{removed} (n={n} vs {n_best})" for removed, n, n_best in zip(loo["removed"], loo["n"], loo["n_best"])],
-           loo["cost"], loo["ci_low"], loo["ci_high"], [SIGNIFICANT if s else NOT for s in loo["significant"]])
+    names = [f"{(r or q).split(';')[0]} (n={n})" for q, r, n in zip(table["question"], table["roles"], table["n"])]
+    finite = table["low"].notna() & table["high"].notna()
+    forest(ax, names, table["estimate"], table["low"].where(finite), table["high"].where(finite), colours)
     ax.axvline(0, color="black", lw=0.8)
     for side in (-1, 1):
-        ax.axvline(side * result.margin, ls=":", lw=0.8, color="tab:purple",
+        ax.axvline(side * result.margin, ls=":", lw=0.8, color=EQUIVALENT,
                    label=f"±{result.margin:g} (equivalence margin)" if side > 0 else None)
-    ax.legend(fontsize=7)
-    ax.set_xlabel("cost of removing it (test accuracy points; + : the component helped)")
-    ax.set_title("Leave-one-out from the screen's best arm", fontsize=10)
-    return caption(fig, "Per component: the best arm's mean test accuracy minus its neighbour's without it (n: the "
-                        "neighbour's and the best arm's trials); bar: 95% t interval (the table's method), not "
-                        f"adjusted; green: Holm-adjusted p < 0.05 over the {len(loo)} row(s).")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_xlabel("test accuracy points (best − other; an interaction's difference of differences)")
+    ax.set_title("Declared questions", fontsize=10)
+    return caption(fig, "Per declared question (named by the other arm's role; an interaction by its 2×2): the estimate "
+                        "over its seed pairs (n) and its repeated confidence interval at the look it closed at or its "
+                        f"last ({result.design}); no bar where two pairs or fewer allow none. Green: a difference "
+                        "shown; purple: shown equivalent within the margin; grey: not settled.")
 
 
 def rank_plot(ranks: pd.Series, result: Confirmed) -> Figure:

@@ -14,9 +14,7 @@ from analysis.factorial import FactorialFit
 from analysis.render import p_value
 from study.config import ARCHITECTURE_FIELDS
 from study.factors import reference_level
-from study.significance import ALPHA, holm
-
-EQUIVALENCE_MARGIN = 0.5  # points: "did not help" means shown to help by less than this
+from study.significance import ALPHA, EQUIVALENCE_MARGIN, holm
 
 
 def designed_factors(frame: pd.DataFrame, factors: Sequence[str]) -> list[str]:

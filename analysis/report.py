@@ -5,8 +5,8 @@ and writes DIR/report.md (default DIR: RUN_DIR/report) with its tables and PNG f
 ended how (and which are unfinished), the SqueezeNet study's stage table and the ResNet study's depth
 table when the sweep ran those, the ablation's main effects, recipe interactions and fANOVA
 importance, accuracy against cost with the Pareto front, and the learning curves; after a screen
-with a confirm phase, those are the screen's, followed by the screen's ranking, the confirmed ranking
-and the leave-one-out costs (how each number is made: docs/ANALYSIS.md). trials.csv, epochs.csv and
+with a confirm phase, those are the screen's, followed by the screen's ranking, the confirm phase's
+declared questions with their answers, its looks and the confirmed arms (how each number is made: docs/ANALYSIS.md). trials.csv, epochs.csv and
 sweep.json hold the frames behind it: RUN_DIR may also be such a directory, to re-run the analysis
 without the trials' files; ``--format csv|tex`` also writes every table as a file.
 """
@@ -62,7 +62,7 @@ def sections(exp: Experiment, margin: float = effects.EQUIVALENCE_MARGIN) -> lis
         out.append(unfinished_section(exp))
     body = study_sections(screen, margin, exp.path, screened)
     body += confirm_sections(exp, result) if "confirm" in exp.phases else []
-    found = verdict_section(body, margin)
+    found = verdict_section(body, margin, *([result.error] if result is not None else []))
     return out + ([found] if found else []) + body
 
 
@@ -290,7 +290,7 @@ PHASES_TEXT = ("Screen, then confirm: the sections before Screen ranking are the
                "from Screen ranking on, the screen's arms are ranked on validation accuracy and the chosen "
                "ones confirmed on the confirm phase's test accuracy.")
 STUDY_TABLES_SKIPPED = ("Not computed from the screen: the studies' tables report test accuracy, and with a confirm "
-                        "phase test accuracy is read from its trials only (see Confirmed ranking). Run the space "
+                        "phase test accuracy is read from its trials only (see Confirmed arms). Run the space "
                         "with --no-confirm for the tables over every arm run to its end.")
 SHARED_TEXT = ("Latency and wall time come from inside the trials: where `timing` is `shared`, other "
                "trials ran on the same machine at the same time, so these figures are inflated and noisy.")

@@ -43,8 +43,10 @@ def numbers(row: Mapping, unit: str = "points", estimate: str = "effect") -> str
     return text
 
 
-def equivalence(row: Mapping, margin: float | None) -> str:
-    """What the equivalence test showed, and what the design can show: '' without one."""
+def equivalence(row: Mapping, margin: float | None, estimate: str = "effect") -> str:
+    """What the equivalence test showed, and what the design can show: '' without one. The seeds that
+    would give equivalence a chance are said only where the estimate is inside the margin (beyond it,
+    more seeds would show a difference, not equivalence)."""
     if margin is None or math.isnan(row.get("p_equivalent_holm", math.nan)):
         return ""
     if row["p_equivalent_holm"] < ALPHA:
@@ -52,7 +54,7 @@ def equivalence(row: Mapping, margin: float | None) -> str:
     text = (f"; within ±{margin:g} not shown either (TOST Holm p {p_value(row['p_equivalent_holm'])}; "
             f"the smallest margin these numbers show is ±{row['margin_shown']:.2f}")
     needed = row.get("seeds_needed", math.nan)
-    if not math.isnan(needed):
+    if not math.isnan(needed) and abs(row.get(estimate, math.nan)) < margin:
         text += f"; about {int(needed)} seeds would give ±{margin:g} an 80% chance"
     return text + ")"
 
@@ -69,7 +71,7 @@ def directional(claim: str, row: Mapping, sign: int, margin: float | None = None
         verdict = VERDICTS[1]
     else:
         verdict = VERDICTS[2]
-    tested = equivalence(row, margin) if shown not in contrasts.OUTCOMES[:2] else ""  # a difference shown: no TOST
+    tested = equivalence(row, margin, estimate) if shown not in contrasts.OUTCOMES[:2] else ""  # a difference: no TOST
     return f"{claim}: **{verdict}** ({numbers(row, unit, estimate)}{tested})."
 
 
@@ -102,43 +104,32 @@ def main_effects(table: pd.DataFrame, margin: float, metric: str = "") -> list[s
                       row) for row in table.to_dict("records")]
 
 
-def interactions(table: pd.DataFrame, margin: float) -> list[str]:
+def interactions(table: pd.DataFrame, margin: float, metric: str = "") -> list[str]:
+    """One sentence per row of the recipe table, on `metric` as its section names it (the screen's
+    validation accuracy at its schedules, or final test accuracy)."""
     out = []
+    on = f" on {metric}" if metric else ""
     for row in table.to_dict("records"):
         verdict = {"supported": VERDICTS[0], "not supported": VERDICTS[1]}.get(row["verdict"], VERDICTS[2])
         out.append(f"The study's claim that {row['factor']}={row['level']} helped only with the {row['recipe']} "
-                   f"recipe: **{verdict}** ({row['reason']}; effect {row['effect_base']:+.2f} with the "
+                   f"recipe{on}: **{verdict}** ({row['reason']}; effect {row['effect_base']:+.2f} with the "
                    f"{row['base_recipe']} recipe, {row['effect_new']:+.2f} with {row['recipe']}, interaction "
                    f"{row['interaction']:+.2f} points).")
     return out
 
 
-def leave_one_out(table: pd.DataFrame, margin: float) -> list[str]:
-    return [directional(f"Removing {row['removed'].removeprefix('without ')} from the screen's best arm costs test "
-                        "accuracy", row, +1, margin, estimate="cost") for row in table.to_dict("records")]
-
-
-def best_comparisons(table: pd.DataFrame, margin: float) -> list[str]:
-    if table.empty:
-        return []
-    best = table.iloc[0]
-    chance = ("" if pd.isna(best["chance_best"]) else
-              f"; it is the best by test in {best['chance_best']:.0%} of bootstrap resamples of the seeds")
-    out = [f"The confirmed best, {best['arm']}, was picked on validation among {len(table)} confirmed arms{chance}."]
-    for row in table.iloc[1:].to_dict("records"):
-        out.append(directional(f"The confirmed best is better by test than {row['arm']}", row, +1, margin,
-                               estimate="difference"))
-    return out
-
-
-def subdesigns(table: pd.DataFrame, margin: float) -> list[str]:
+def declared_questions(table: pd.DataFrame, margin: float) -> list[str]:
+    """One sentence per declared question of the confirm phase (analysis.confirm.question_table): its
+    claim, the verdict of its repeated interval, its numbers and the look it closed at."""
     out = []
-    for design, rows in table.groupby("design", sort=False):
-        out.append(f"The confirm arms hold a full 2×2, {design}:")
-        for row in rows.to_dict("records"):
-            claim = (f"the {row['contrast'].split(':')[0]} differs from 0" if row["contrast"].startswith("interaction")
-                     else f"{row['contrast']} changes test accuracy")
-            out.append("  - " + two_sided(claim[0].upper() + claim[1:], row, margin))
+    for row in table.to_dict("records"):
+        head, _, why = row["verdict"].partition(": ")
+        numbers = (f"{row['estimate']:+.2f} points [{row['low']:.2f}, {row['high']:.2f}]" if pd.notna(row["low"]) else
+                   f"{row['estimate']:+.2f} points, no interval" if pd.notna(row["estimate"]) else "no estimate")
+        when = f"{row['state']} at look {row['look']}" if row["state"] != "open" else f"open after look {row['look']}"
+        claim = row["claim"] or row["question"]
+        out.append(f"{claim[0].upper()}{claim[1:]}: **{head}**{': ' + why if why else ''} ({numbers}, n = {row['n']} "
+                   f"seed pairs, repeated interval of the declared family; {when}).")
     return out
 
 
@@ -160,31 +151,49 @@ def did_not_learn(table: pd.DataFrame, margin: float = learning.MARGIN) -> list[
 
 
 CLAIMS: dict[str, Callable[[pd.DataFrame, float], list[str]]] = {
-    "did_not_learn": did_not_learn, "stage_steps": stage_steps, "interactions": interactions, "best_comparisons": best_comparisons,
-    "subdesigns": subdesigns, "leave_one_out": leave_one_out}
+    "did_not_learn": did_not_learn, "stage_steps": stage_steps, "interactions": interactions}
 
 
-def verdict_section(found: Sequence[Section], margin: float) -> Section | None:
+def verdict_section(found: Sequence[Section], margin: float, error: float = ALPHA) -> Section | None:
     """Every claim the report's tables test, one generated sentence each, in the order of the tables;
-    None when no table tests anything."""
-    lines = []
+    None when no table tests anything. With a confirm phase, its declared questions come first, as the
+    report's claims (`error`: the chance of any false claim their family allows, analysis.confirm's
+    error_bound); every other sentence is marked exploratory."""
+    confirmatory, exploratory = [], []
     failed = [str(name) for s in found if s.name == "did_not_learn" and s.table is not None and "stage" in s.table
               for name in s.table["stage"]]
     for section in found:
         if section.table is None or section.table.empty:
             continue
-        if section.name == "stage_steps":
-            lines += stage_steps(section.table, margin, failed)
+        if section.name == "questions":
+            confirmatory += declared_questions(section.table, margin)
+        elif section.name == "stage_steps":
+            exploratory += stage_steps(section.table, margin, failed)
+        elif section.name == "interactions":
+            exploratory += interactions(section.table, margin, section.title.split(" interactions on ", 1)[-1])
         elif section.name in CLAIMS:
-            lines += CLAIMS[section.name](section.table, margin)
+            exploratory += CLAIMS[section.name](section.table, margin)
         elif section.name == "main_effects" and section.table["p"].notna().any():
-            lines += main_effects(section.table, margin, section.title.removeprefix("Main effects on "))
-    if not lines:
+            exploratory += main_effects(section.table, margin, section.title.removeprefix("Main effects on "))
+    if not (confirmatory or exploratory):
         return None
-    bullets = [line if line.startswith("  - ") else f"- {line}" for line in lines]
-    return Section("Verdicts", VERDICTS_TEXT.format(margin=margin) + "\n\n" + "\n".join(bullets))
+    if confirmatory:
+        text = CONFIRM_VERDICTS_TEXT.format(margin=margin, error=error)
+        lines = [f"- {line}" for line in confirmatory]
+        lines += [line if line.startswith("  - ") else f"- Exploratory: {line}" for line in exploratory]
+    else:
+        text = VERDICTS_TEXT.format(margin=margin)
+        lines = [line if line.startswith("  - ") else f"- {line}" for line in exploratory]
+    return Section("Verdicts", text + "\n\n" + "\n".join(lines))
 
 
+CONFIRM_VERDICTS_TEXT = ("The confirm phase's declared questions first, one family for all of them (Declared questions, "
+                         "below: its repeated intervals keep the chance of any false claim at most about {error:g}): "
+                         "**supported** where the interval excludes 0 with the claim's sign, **not supported** where it "
+                         "excludes 0 the other way or lies within ±the declared margin, **inconclusive** otherwise. "
+                         "Then, marked exploratory, every other claim the tables test, each from its own table's "
+                         "Holm-adjusted tests at 0.05 (equivalence at ±{margin:g} points, `--margin`): not part of the "
+                         "family, a lead to follow, not a finding.")
 VERDICTS_TEXT = ("Every claim the tables below test, as a sentence generated from its test (docs/ANALYSIS.md, "
                  "Verdicts): **supported** where the test rejects at 0.05 after Holm's adjustment over its table, "
                  "**not supported** where the opposite or equivalence within ±{margin:g} points (`--margin`) is "

@@ -1,7 +1,7 @@
 """Benchmark 4, sweep efficiency: the `ablation` space through the sweep CLI, a screen (one seed per
 arm) under --scheduler (default: the space's, successive halving; or asha, continuation ASHA) then
 the confirm phase (the screen's top K arms, the best arm's leave-one-out neighbours and the
-all-reference arm, S fresh seeds each, to the end), against the full factorial to the end under FIFO
+all-reference arm, S fresh seeds each, to the end, one fixed look: --max-seeds S), against the full factorial to the end under FIFO
 with S seeds per arm (`--scheduler fifo --samples S --no-confirm`), on the same reduced settings:
 total trial-epochs, wall time, whether the confirmed best arm is the full factorial's best arm, and
 how fair the screen was: Spearman's rank correlation between the screen's ranking of every
@@ -67,8 +67,11 @@ def arm_table(trials, factors):
     """Per arm (analysis.confirm.arm_means): n, mean best validation accuracy, mean test accuracy with
     its 95% t interval over the seeds; best by validation first, indexed by the arm's label."""
     from analysis.confirm import arm_means
+    from study.selection import arm_labels
 
-    return arm_means(trials, factors).set_index("arm")
+    labels = arm_labels(trials, factors)
+    order = trials.groupby(labels, sort=False)["best_val_acc"].mean().sort_values(ascending=False, kind="stable")
+    return arm_means(trials, factors, list(order.index)).set_index("arm")
 
 
 def fairness(screen, confirm_spec, factors, full, ff_effects) -> dict:
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         ray.init(address="local", include_dashboard=False)  # a private Ray for both runs, never a `ray start` one
         try:
             walls = {"confirm": run_sweep("confirm", args, plan, storage, [
-                "--confirm-top", str(args.top), "--confirm-seeds", str(args.seeds),
+                "--confirm-top", str(args.top), "--confirm-seeds", str(args.seeds), "--max-seeds", str(args.seeds),
                 *(["--scheduler", args.scheduler] if args.scheduler else []), "--design", args.design])}
             if not args.full:
                 walls["fifo"] = run_sweep("fifo", args, plan, storage, [

@@ -1,5 +1,5 @@
 """Which trials to export, and their models: ``--trial ID``, ``--best`` (after a confirm phase the
-confirmed best arm's trial with the best validation accuracy, else the highest best validation
+confirm trial of the screen's best arm with the best validation accuracy, else the highest best validation
 accuracy among the trials that ran to their own end) or ``--front`` (those on the front of best
 validation accuracy against a cost, or of a multi-objective sweep's own objectives); selection is on
 validation accuracy only, never on test. Each model is loaded from its best-validation weights (the
@@ -76,14 +76,14 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
 
 
 def best_trials(experiment: Experiment, finished: pd.DataFrame) -> pd.DataFrame:
-    """--best: with a confirm phase, the confirmed best arm's trial (study.best.confirmed_best: its
-    seed with the best validation accuracy), the one best the report and the console name; else the
+    """--best: with a confirm phase, the screen's best arm's confirm trial (study.best.confirmed_best:
+    its fresh seed with the best validation accuracy), the one best the report and the console name; else the
     trial with the highest best validation accuracy among those that ran to their end (study.best)."""
     if layout.CONFIRM in experiment.phases:
         trial = confirmed_best(experiment)
         if trial is None:
             raise UserError(f"the confirm phase of {experiment.path} has no trial that ran to its end yet: no "
-                            "confirmed best to export (--trial ID exports a given one)")
+                            "confirm trial of the screen's best arm to export (--trial ID exports a given one)")
         return trial.to_frame().T
     return ranked(finished).head(1)
 

@@ -15,8 +15,8 @@ accuracy was reported for),
   process, ``--threads`` threads, warm-up first, ``--repeats`` timed runs), with the machine.
 
 RUN_DIR is an experiment directory (``sweep/run.py``'s STORAGE/NAME; the trials chosen by
-``--trial``, ``--best``: after a confirm phase the confirmed best arm's trial with the best validation
-accuracy, else the highest best validation accuracy among the trials that ran to their own end, or ``--front``: those on the front of best validation accuracy against ``--front-cost``)
+``--trial``, ``--best``: after a confirm phase the confirm trial of the screen's best arm with the best
+validation accuracy, else the highest best validation accuracy among the trials that ran to their own end, or ``--front``: those on the front of best validation accuracy against ``--front-cost``)
 or a ``train.py`` run directory. A multi-objective sweep's ``--front`` is the front of its own
 objectives (with the latency measured alone after it, when it was). Selection is on validation accuracy only, never on test. Files go
 to ``RUN_DIR/export/<trial>/`` (``--out`` for another place).
@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--trial", nargs="+", default=[], metavar="ID", help="these trials (ids as in the report)")
     which.add_argument("--best", action="store_true",
-                       help="the one best (default): after a confirm phase the confirmed best arm's trial with the best "
-                            "validation accuracy, else the best validation accuracy among the trials that ran to their end")
+                       help="the one best (default): after a confirm phase the screen's best arm's confirm trial with "
+                            "the best validation accuracy, else the best validation accuracy among the trials that ran to their end")
     which.add_argument("--front", action="store_true",
                        help="every trial on the front: of the sweep's objectives for a multi-objective sweep, "
                             "else of best validation accuracy against --front-cost")

@@ -13,11 +13,12 @@ unpickled); ``study.load`` turns a directory into an Experiment (a trial frame a
 
 The rules that choose: ``study.factors`` (which columns are factors, and their reference levels);
 ``study.selection`` (the screen's ranking of arms, the arms a rung promotes, the confirm set);
-``study.best`` (the best trial, the best arm, the confirmed best); ``study.learning`` (which trials
-learned anything); ``study.front`` (trials no other beats on every objective); ``study.questions``
+``study.best`` (the best trial, the best arm, the best of a confirm phase); ``study.learning`` (which
+trials learned anything); ``study.front`` (trials no other beats on every objective); ``study.questions``
 (the confirm phase's declared questions, answered look by look, and which arms train the next seed),
 on ``study.sequential`` (group-sequential boundaries and repeated confidence intervals);
-``study.significance`` (the level of every test and the family adjustment).
+``study.significance`` (the level of every test, the default equivalence margin, the family
+adjustment).
 
 ``study.cli`` is what every command shares (one-line errors with exit status 2, --set, durations).
 """

@@ -8,10 +8,10 @@ summary, the report and the export all use.
 - **Best arm**, when some arm (a combination of the factors, seeds pooled) has two or more such
   trials: the arm with the highest mean best validation accuracy over them, among those arms.
 
-- **Confirmed best** (a sweep with a confirm phase): of the confirm trials that ran to their end with
-  a test accuracy, the arm with the highest mean best validation accuracy (ties: the arm seen first),
-  and its trial with the highest best validation accuracy: what the console's reproduce line, the
-  report and ``deploy.export --best`` name.
+- **The best of a sweep with a confirm phase**: the screen's rank-1 arm (chosen on the screen's seeds,
+  so the confirm phase's fresh seeds measure it without having selected it: study.questions), and of
+  its confirm trials that ran to their end, the one with the highest best validation accuracy: what
+  the console's reproduce line, the report and ``deploy.export --best`` name.
 
 Ray's own "Current best trial" (the last reported value of the scheduler's metric, any trial) is
 replaced in the console by this rule.
@@ -25,7 +25,7 @@ import pandas as pd
 from study.layout import CONFIRM, chosen_confirm
 from study.learning import MARGIN, learned
 from study.load import Experiment
-from study.selection import arm_labels
+from study.selection import arm_label, arm_labels
 from study.states import ended as ran_to_end
 
 RULE = "highest best validation accuracy of the trials that ran to their own end"
@@ -51,30 +51,16 @@ def best_trial(trials: pd.DataFrame) -> pd.Series | None:
     return None if best.empty else best.iloc[0]
 
 
-def arm_ranking(trials: pd.DataFrame, factors: Sequence[str]) -> pd.Series:
-    """Each arm's (label's) mean best validation accuracy over `trials`, best first (ties: the arm seen
-    first): the order of the confirmed ranking, whose first arm is the confirmed best."""
-    means = trials.groupby(arm_labels(trials, factors), sort=False)["best_val_acc"].mean()
-    return means.sort_values(ascending=False, kind="stable")
-
-
 def confirmed_best(exp: Experiment) -> pd.Series | None:
-    """The confirmed best arm's trial of an experiment whose confirm phase has chosen its arms (its
-    trial_dir relative to the experiment's directory), or None."""
+    """The trial that stands for the best arm of an experiment whose confirm phase has chosen its arms
+    (module docstring; its trial_dir relative to the experiment's directory), or None before one of
+    that arm's confirm trials has run to its end."""
     spec = chosen_confirm(exp.sweep)
     if spec is None or "phase" not in exp.trials:
         return None
-    return confirmed_best_trial(exp.trials[exp.trials["phase"] == CONFIRM], spec["factors"])
-
-
-def confirmed_best_trial(confirm: pd.DataFrame, factors: Sequence[str]) -> pd.Series | None:
-    """The confirmed best arm's trial (module docstring) among the confirm phase's trials, or None
-    before one of them has run to its end with a test accuracy."""
-    used = confirm[ran_to_end(confirm, "test_acc")]
-    if used.empty:
-        return None
-    best = arm_ranking(used, factors).index[0]
-    return best_trial(confirm[arm_labels(confirm, factors) == best])
+    confirm = exp.trials[exp.trials["phase"] == CONFIRM]
+    best = arm_label(spec["arms"][0]["levels"], spec["factors"])
+    return best_trial(confirm[arm_labels(confirm, spec["factors"]) == best])
 
 
 def best_arm(trials: pd.DataFrame, factors: Sequence[str]) -> dict[str, Any] | None:

@@ -137,6 +137,7 @@ def read_sweep(location: str | Path, needs: Iterable[str] = ()) -> dict[str, Any
             raise UserError(f"{where} is not a sweep record (a JSON object with `plan` and `params`)")
         return {}
     checked, wrong = checked_parts(record)
+    needs += ("phases",) if needs and "phases" in wrong else ()  # a driver reads every phase it recorded
     missing = [part for part in needs if part not in checked]
     if missing:
         why = "; ".join(wrong.get(part, f"no `{part}`") for part in missing)
@@ -168,8 +169,11 @@ def checked_parts(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
     recorded = record.get("phases")
     phases = {name: spec for name in PHASES if (spec := phase_record(recorded, name))}
     checked.pop("phases", None)
-    if SCREEN in phases:
+    malformed = [name for name in PHASES if isinstance(recorded, dict) and name in recorded and name not in phases]
+    if SCREEN in phases and not malformed:
         checked["phases"] = {**{k: v for k, v in recorded.items() if k not in PHASES}, **phases}
+    elif malformed:
+        wrong["phases"] = f"`phases.{malformed[0]}` is not as the driver records it"
     elif "phases" in record:
         wrong["phases"] = "`phases` has no screen with a plain `dir`"
     for part in wrong:
@@ -194,7 +198,42 @@ def phase_record(phases: Any, name: str) -> dict[str, Any] | None:
             return None
         spec = {**spec, "rungs": [r if _is_count(r.get("expected_trials", 0)) else
                                   {k: v for k, v in r.items() if k != "expected_trials"} for r in rungs]}
+    if "looks" in spec and not _looks(spec["looks"], spec.get("arms")):
+        return None
+    if not _design(spec):
+        return None
     return spec
+
+
+def _looks(looks: Any, arms: Any) -> bool:
+    """Whether a confirm phase's ``looks`` are as the driver records them: a list of objects, each with
+    a plain ``dir``, its ``seeds`` (whole numbers, one or more), its ``arms`` (indices of the phase's
+    arms) and, if any, its ``cap`` (a whole number >= 1)."""
+    count = len(arms) if isinstance(arms, list) else 0
+    return isinstance(looks, list) and all(
+        isinstance(look, dict) and plain_name(look.get("dir")) and isinstance(look.get("seeds"), list)
+        and look["seeds"] and all(_is_count(s) for s in look["seeds"]) and isinstance(look.get("arms"), list)
+        and all(_is_count(i) and 0 <= i < count for i in look["arms"])
+        and (_is_count(look.get("cap", 1)) and look.get("cap", 1) >= 1) for look in looks)
+
+
+def _design(spec: Mapping[str, Any]) -> bool:
+    """Whether a confirm phase's sequential design, where recorded, is as the driver records it:
+    ``max_seeds`` a whole number >= 1, ``declared_after`` (the seeds that ran before its questions were
+    declared, for one continued from before they were) a whole number, ``margin`` a positive number,
+    ``alpha`` in (0, 1), and
+    ``questions`` a list of objects each with a text ``id``, a ``kind``, a positive ``margin`` and
+    ``weights`` (arm label -> number)."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # noqa: E731
+    questions = spec.get("questions", [])
+    return ((_is_count(spec.get("max_seeds", 1)) and spec.get("max_seeds", 1) >= 1)
+            and _is_count(spec.get("declared_after", 0))
+            and (number(spec.get("margin", 1)) and spec.get("margin", 1) > 0)
+            and (number(spec.get("alpha", 0.5)) and 0 < spec.get("alpha", 0.5) < 1)
+            and isinstance(questions, list) and all(
+                isinstance(q, dict) and isinstance(q.get("id"), str) and q.get("kind") in ("difference", "interaction")
+                and number(q.get("margin")) and q["margin"] > 0 and isinstance(q.get("weights"), dict)
+                and all(isinstance(a, str) and number(w) for a, w in q["weights"].items()) for q in questions))
 
 
 def plain_name(name: Any) -> bool:
@@ -218,19 +257,32 @@ def screen_rungs(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list(phase_specs(record).get(SCREEN, {}).get("rungs", []))
 
 
+def confirm_looks(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The looks of a sequential confirm phase (study.questions), first to last, from a checked
+    record: each ``{"dir", "seeds", "arms" (indices into the phase's arms), "expected_trials"?,
+    "answers"? (once assessed)}``; [] for a confirm phase recorded without looks."""
+    return list(phase_specs(record).get(CONFIRM, {}).get("looks", []))
+
+
 def phase_directories(record: Mapping[str, Any]) -> list[tuple[str, str, int | None]]:
-    """(phase, directory, rung) of every phase directory a checked record names, in order: a
-    successive-halving screen's rungs each (rung 0, 1, ...), any other phase once (rung None)."""
+    """(phase, directory, step) of every phase directory a checked record names, in order: a
+    successive-halving screen's rungs each (step 0, 1, ...: the rung), a sequential confirm phase's
+    looks each (step 0, 1, ...: the look), any other phase once (step None)."""
     out: list[tuple[str, str, int | None]] = []
     for name, spec in phase_specs(record).items():
-        rungs = spec.get("rungs") if name == SCREEN else None
-        out += [(name, r["dir"], i) for i, r in enumerate(rungs)] if rungs else [(name, spec["dir"], None)]
+        steps = spec.get("rungs") if name == SCREEN else spec.get("looks")
+        out += [(name, r["dir"], i) for i, r in enumerate(steps)] if steps else [(name, spec["dir"], None)]
     return out
 
 
 def rung_of(record: Mapping[str, Any], directory: str) -> int | None:
     """The index of the screen's rung kept in `directory` (a phase's ``dir``), or None."""
     return next((i for i, rung in enumerate(screen_rungs(record)) if rung["dir"] == directory), None)
+
+
+def look_of(record: Mapping[str, Any], directory: str) -> int | None:
+    """The index of the confirm phase's look kept in `directory`, or None."""
+    return next((i for i, look in enumerate(confirm_looks(record)) if look["dir"] == directory), None)
 
 
 def chosen_confirm(record: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -254,13 +306,16 @@ def phase_specs(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: recorded[name] for name in PHASES if name in recorded}
 
 
-def expected_trials(record: Mapping[str, Any], phase: str, rung: int | None = None) -> int:
-    """The trials sweep.json expects of one phase, or of the screen's rung `rung` (0 until the driver
-    records them); an experiment recorded before phases keeps the screen's count at the top. A
-    successive-halving screen's own count is its first rung's."""
-    if rung is not None:
-        rungs = screen_rungs(record)
-        return int(rungs[rung].get("expected_trials", 0)) if rung < len(rungs) else 0
+def expected_trials(record: Mapping[str, Any], phase: str, step: int | None = None) -> int:
+    """The trials sweep.json expects of one phase, or of its step `step` (the screen's rung, the
+    confirm phase's look; 0 until the driver records them); an experiment recorded before phases keeps
+    the screen's count at the top. A successive-halving screen's own count is its first rung's; a
+    sequential confirm phase's is its looks' so far."""
+    if step is not None:
+        steps = screen_rungs(record) if phase == SCREEN else confirm_looks(record)
+        return int(steps[step].get("expected_trials", 0)) if step < len(steps) else 0
+    if phase == CONFIRM and confirm_looks(record):
+        return sum(int(look.get("expected_trials", 0)) for look in confirm_looks(record))
     default = record.get("expected_trials", 0) if phase == SCREEN else 0
     return int(phase_specs(record).get(phase, {}).get("expected_trials", default))
 

@@ -7,7 +7,8 @@ phase's trials in its own Ray Tune experiment directory below it (``screen/``, `
 their own sweep.json); :func:`load` reads every phase that exists into one pair of frames, the
 trials frame's ``phase`` column saying which ("screen" for every trial of an experiment without
 phases), and :meth:`Experiment.phase` gives one phase's view (a successive-halving screen's view
-holds every rung's trials, the ``rung`` column saying which, 0 first). The top sweep.json's plan is the
+holds every rung's trials, the ``rung`` column saying which, 0 first; a sequential confirm phase's
+view holds every look's, the ``look`` column saying which). The top sweep.json's plan is the
 screen's. A report's directory (trials.csv, epochs.csv and sweep.json) loads as the experiment it
 describes.
 
@@ -95,9 +96,9 @@ class Experiment:
         trials (unknown until the driver records them), the plan only for the screen (the top
         sweep.json's plan is the screen's), and for a screen that a confirm phase follows,
         ``confirm_follows`` (its test accuracy is not to be shown). A screen of several rungs is every
-        rung's trials, with the sweep's ``rungs`` and the expected trials of the rungs chosen so far;
-        its path stays the experiment's, its ``trial_dir`` relative to it. Without phases, "screen" is the
-        whole experiment."""
+        rung's trials, with the sweep's ``rungs`` and the expected trials of the rungs chosen so far (a
+        confirm phase of several looks likewise, with its ``looks``); its path stays the experiment's,
+        its ``trial_dir`` relative to it. Without phases, "screen" is the whole experiment."""
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r}: one of {', '.join(PHASES)}")
         if not self.phases:
@@ -107,15 +108,16 @@ class Experiment:
         spec = self.phases.get(name, {"dir": name})
         view = {k: v for k, v in self.sweep.items() if k not in ("phases", "expected_trials")
                 and (k != "plan" or name == layout.SCREEN)}
-        rungs = spec.get("rungs", []) if name == layout.SCREEN else []
-        if rungs:  # every rung's trials that sweep.json expects so far
-            view["expected_trials"], view["rungs"] = sum(r.get("expected_trials", 0) for r in rungs), rungs
+        rungs = spec.get("rungs" if name == layout.SCREEN else "looks", [])
+        if rungs:  # every rung's (look's) trials that sweep.json expects so far
+            view["expected_trials"] = sum(r.get("expected_trials", 0) for r in rungs)
+            view["rungs" if name == layout.SCREEN else "looks"] = rungs
         elif "expected_trials" in spec:
             view["expected_trials"] = spec["expected_trials"]
         if name == layout.SCREEN and layout.CONFIRM in self.phases:
             view["confirm_follows"] = True
         trials = self.trials[self.trials["phase"] == name].reset_index(drop=True)
-        # a view of one directory is that directory; a screen of several rungs stays at the root
+        # a view of one directory is that directory; a phase of several stays at the root
         dirs = [r["dir"] for r in rungs] if len(rungs) > 1 else [spec["dir"]]
         if "trial_dir" in trials and len(dirs) == 1:  # relative to the view's path
             trials["trial_dir"] = trials["trial_dir"].astype(str).str.removeprefix(f"{spec['dir']}/")
@@ -133,14 +135,14 @@ def load(run_dir: str | Path) -> Experiment:
         raise ExperimentError(f"{path} is not a directory")
     sweep = layout.read_sweep(path)
     if is_frames(path, sweep):
-        return read_frames(path, sweep)
+        return with_later_steps(read_frames(path, sweep))
     parent = {} if sweep else layout.read_sweep(path.parent)
     for name, directory, _ in layout.phase_directories(parent):
         if directory == path.name:
             return load(path.parent).phase(name)
     smoke = bool(sweep.get("plan", {}).get("smoke", False))
-    read = ([read_directory(path / directory, name, f"{directory}/", smoke, rung)
-             for name, directory, rung in layout.phase_directories(sweep) if (path / directory).is_dir()]
+    read = ([read_directory(path / directory, name, f"{directory}/", smoke, step)
+             for name, directory, step in layout.phase_directories(sweep) if (path / directory).is_dir()]
             if layout.phase_specs(sweep) else [read_directory(path, layout.SCREEN, "", smoke)])
     if not any(part.state for part in read) and not sweep:
         inside = sorted(d.name for d in path.iterdir() if d.is_dir() and is_experiment(d))
@@ -148,6 +150,26 @@ def load(run_dir: str | Path) -> Experiment:
         raise ExperimentError(f"{path} is not a Ray Tune experiment directory (no experiment_state-*.json, "
                               f"sweep.json or trial directories){hint}")
     return from_reads(path, [without_odd_numbers(part) for part in read], sweep)
+
+
+def with_later_steps(frames: Experiment) -> Experiment:
+    """A report's frames with the trials of the phase directories beside them that the frames do not
+    hold yet: the later looks of a confirm phase continued from the report (sweep/run.py --confirm
+    REPORT_DIR --max-seeds N trains them there)."""
+    path, sweep = frames.path, frames.sweep
+    known = set(frames.trials["trial_dir"].astype(str).str.split("/").str[0]) if "trial_dir" in frames.trials else set()
+    smoke = bool((sweep.get("plan") or {}).get("smoke", False))
+    read = [without_odd_numbers(read_directory(path / directory, name, f"{directory}/", smoke, step))
+            for name, directory, step in layout.phase_directories(sweep)
+            if directory not in known and (path / directory).is_dir()]
+    if not any(part.rows for part in read):
+        return frames
+    later = from_reads(path, read, sweep)
+    columns = tuple(dict.fromkeys((*frames.config_columns, *later.config_columns)))
+    trials = pd.concat([frames.trials, later.trials], ignore_index=True)
+    epochs = pd.concat([frames.epochs, later.epochs], ignore_index=True)
+    return replace(frames, trials=trials, epochs=epochs, config_columns=columns,
+                   skipped=(*frames.skipped, *later.skipped))
 
 
 def without_odd_numbers(part: DirectoryRead) -> DirectoryRead:
@@ -212,7 +234,7 @@ def read_frames(path: Path, sweep: dict[str, Any]) -> Experiment:
 
 # The frames' columns that hold numbers (besides the numeric TrainConfig fields and the per-class
 # accuracies): a report's frames hold nothing else in them, so text there is a damaged file.
-NUMERIC_TRIAL_COLUMNS = (*SUMMARY_COLUMNS, "rung", "train_images", "val_images", "test_images", "last_epoch",
+NUMERIC_TRIAL_COLUMNS = (*SUMMARY_COLUMNS, "rung", "look", "train_images", "val_images", "test_images", "last_epoch",
                          "started_at", "ended_at", "best_epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 TEXT_EPOCH_COLUMNS = ("trial_id", "train_phase", "status")
 
@@ -267,7 +289,7 @@ def timing(trials: pd.DataFrame) -> pd.Series:
 
 def trials_frame(rows: list[dict[str, Any]], config_columns: tuple[str, ...]) -> pd.DataFrame:
     """Rows in a fixed column order: identity, config, then metrics as they came."""
-    first = ["trial_id", "phase", "rung", "stop_reason", "ray_status", *config_columns]
+    first = ["trial_id", "phase", "rung", "look", "stop_reason", "ray_status", *config_columns]
     last = ["last_epoch", "error", "trial_dir", "started_at", "ended_at", "node", "timing"]
     frame = pd.DataFrame(rows, columns=None if rows else [*first, *last])
     frame["timing"] = timing(frame) if rows else pd.Series(dtype=object)

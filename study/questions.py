@@ -6,7 +6,8 @@ Before any confirm trial runs, the driver records what the confirm phase sets ou
 - **the best arm against each other confirmed arm**: the mean over training seeds of the paired
   difference in test accuracy (best-validation weights) between the two arms, best minus other.
   *The best* is the screen's rank-1 arm: chosen on the screen's seeds alone, so the fresh confirm
-  seeds that answer these questions did not choose it, and its estimates carry no winner's curse.
+  seeds that answer these questions did not choose it, and its estimates carry no winner's curse
+  from that choice.
   The other arm's roles are named: a leave-one-out neighbour (the answer is the cost of that
   component: + means it helped), the all-reference arm, another of the screen's top arms;
 - **the interaction of each full 2x2 among the confirm arms** (two factors at two levels each, the
@@ -14,11 +15,15 @@ Before any confirm trial runs, the driver records what the confirm phase sets ou
 
 Each question settles when its repeated confidence interval (study.sequential) excludes 0 (a
 difference, with its sign) or lies inside +-margin (equivalent); it closes as *futile* when its
-chance of settling by the cap is below FUTILE (non-binding: the intervals stay valid whatever
-stops them); else it stays *open* and its arms train one more seed at the next look, up to the cap.
-One family: every question's intervals are at level 1 - alpha/m (Bonferroni over the m declared
-questions), so the chance of any false claim (a difference that is not there or has the other sign,
-an equivalence that does not hold) is at most alpha over all questions and all looks.
+chance of settling by the cap is below FUTILE, judged from FUTILITY_PAIRS pairs on (non-binding: the
+intervals stay valid whatever stops them), and for *errored* trials when an arm of it has ERRORED
+seeds without a test accuracy; else it stays *open* and its arms train one more seed at the next
+look, up to the cap. One family: every question's intervals are at level 1 - alpha/m (Bonferroni
+over the m declared questions), so the chance of any false claim (a difference that is not there or
+has the other sign, an equivalence that does not hold) is about alpha at most over all questions and
+all looks ("about": the t conversion of the boundaries is close, not exact; docs/ANALYSIS.md gives
+the simulated rates). An estimate read at the look its question settled leans away from 0 (a
+question stops when its numbers look large); its interval is what the guarantee is about.
 
 Pure functions of the recorded questions and the confirm trials' test accuracy per arm and seed:
 the driver decides each next look with them, the report and the simulation of docs/ANALYSIS.md
@@ -38,8 +43,10 @@ from study import sequential
 from study.selection import arm_label, removed
 from study.states import ended
 
-FUTILE = 0.10  # a question whose chance of settling by the cap is below this closes as futile
-STATES = ("open", "settled", "futile", "cap")  # cap: still open when its arms reached the cap
+FUTILE = 0.10  # a question whose chance of settling by the cap is below this closes as futile ...
+FUTILITY_PAIRS = 5  # ... judged from 5 pairs on (a spread on 4 df; from 3 it closed real effects early)
+ERRORED = 3  # a question closes when one of its arms has this many seeds without a test accuracy
+STATES = ("open", "settled", "futile", "cap", "errored")  # cap: still open when its arms reached the cap
 DIFFERENCE, INTERACTION = "difference", "interaction"
 
 
@@ -155,7 +162,8 @@ def answer(contrast: pd.Series, pairs: Sequence[int], alpha: float, margin: floa
     if n >= cap:
         return Answer(n, estimate, sd, low, high, c, "cap", "", math.nan)
     chance = sequential.chance_to_settle(estimate, sd, n, cap, looks, alpha, margin)
-    return Answer(n, estimate, sd, low, high, c, "futile" if chance < FUTILE else "open", "", chance)
+    futile = chance < FUTILE and n >= FUTILITY_PAIRS
+    return Answer(n, estimate, sd, low, high, c, "futile" if futile else "open", "", chance)
 
 
 def family_alpha(questions: Sequence[Mapping[str, Any]], alpha: float) -> float:
@@ -197,12 +205,20 @@ def look(questions: Sequence[Mapping[str, Any]], values: pd.DataFrame, tried: Ma
         if len(contrast) > (pairs[-1] if pairs else 0):
             pairs.append(len(contrast))
         result = answer(contrast, pairs, level, q["margin"], cap)
-        if result.state == "open" and any(tried.get(a, 0) >= cap for a, w in q["weights"].items() if w):
+        arms = [a for a, w in q["weights"].items() if w]
+        if result.state == "open" and any(tried.get(a, 0) >= cap for a in arms):
             result = Answer(**{**vars(result), "state": "cap", "chance": math.nan})
+        elif result.state == "open" and any(tried.get(a, 0) - _results(values, a) >= ERRORED for a in arms):
+            result = Answer(**{**vars(result), "state": "errored", "chance": math.nan})
         if result.state != "open":
             progress.closed[q["id"]], progress.caps[q["id"]] = result, cap
         out[q["id"]] = result
     return out
+
+
+def _results(values: pd.DataFrame, arm: str) -> int:
+    """The seeds of `arm` with a test accuracy so far."""
+    return int(values[arm].notna().sum()) if arm in values else 0
 
 
 def next_arms(questions: Sequence[Mapping[str, Any]], answers: Mapping[str, Answer], tried: Mapping[str, int],
@@ -311,7 +327,8 @@ def verdict(question: Mapping[str, Any], answer: Answer) -> str:
         if answer.outcome == "-":
             return "not supported: the other arm is better"
         return f"not supported: equivalent within +-{margin} points"
-    why = {"open": "still open", "cap": "open at the cap", "futile": "closed as futile (unlikely to settle by the cap)"}
+    why = {"open": "still open", "cap": "open at the cap", "futile": "closed as futile (unlikely to settle by the cap)",
+           "errored": f"closed: an arm of it has {ERRORED} or more seeds without a test accuracy (errored trials)"}
     return f"inconclusive: {why[answer.state]}"
 
 

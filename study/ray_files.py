@@ -34,6 +34,7 @@ NOT_SUMMARY_KEYS = ("done", "config", "timestamp", "checkpoint_dir_name", "date"
                     "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
                     "trial_id", "training_iteration", "epoch", "status", "phase", "train_phase", "lr")
 RENAMED = {"precision": "precision_used"}  # the final report's precision clashes with the config field
+STEPS = {layout.SCREEN: "rung", layout.CONFIRM: "look"}  # what a phase's numbered directories are
 TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
 
 
@@ -47,10 +48,10 @@ class DirectoryRead:
     skipped: list[str] = field(default_factory=list)
 
 
-def read_directory(path: Path, phase: str, prefix: str, smoke: bool, rung: int | None = None) -> DirectoryRead:
-    """Every trial of one Ray Tune experiment directory, its rows marked with `phase` (and the
-    screen's `rung` under successive halving), their ``trial_dir`` relative to the experiment
-    (`prefix`: the phase's directory and a slash)."""
+def read_directory(path: Path, phase: str, prefix: str, smoke: bool, step: int | None = None) -> DirectoryRead:
+    """Every trial of one Ray Tune experiment directory, its rows marked with `phase` (and `step`: the
+    screen's ``rung`` under successive halving, the confirm phase's ``look`` when it has looks), their
+    ``trial_dir`` relative to the experiment (`prefix`: the phase's directory and a slash)."""
     read = DirectoryRead(with_unsaved_trials(read_state(path), path))
     for trial_id, info in sorted(read.state.items(), key=lambda item: str(item[0])):
         if not (layout.plain_name(trial_id) and layout.inside(path, info["relative_logdir"])):
@@ -63,7 +64,7 @@ def read_directory(path: Path, phase: str, prefix: str, smoke: bool, rung: int |
             read.skipped.append(f"{prefix}{trial_id} ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''})")
             continue
-        read.rows.append({**row, "phase": phase, **({"rung": rung} if rung is not None else {}),
+        read.rows.append({**row, "phase": phase, **({STEPS[phase]: step} if step is not None else {}),
                           "trial_dir": prefix + row["trial_dir"]})
         read.results.append(results)
     return read

@@ -32,7 +32,8 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, stats
 
-GRID = 64  # grid points per unit of the increments' standard deviation (J&T ch. 19 use 32 or more)
+GRID = 32  # grid points per unit of the increments' standard deviation (as J&T ch. 19; 64 agrees to 1e-5)
+NO_EXIT = 8.0  # the grid ends at +-8 sd where a boundary lies beyond (the mass outside < 1e-15)
 
 
 def spent(t: float, alpha: float) -> float:
@@ -58,8 +59,8 @@ def _boundaries(times: tuple[float, ...], alpha: float) -> tuple[float, ...]:
     for k, t in enumerate(times):
         target = spent(t, alpha) - spent(times[k - 1], alpha) if k else spent(t, alpha)
         if k == 0:
-            c = float(stats.norm.ppf(1 - target / 2))
-            grid = _grid(c * math.sqrt(t), math.sqrt(t))
+            c = float(stats.norm.isf(target / 2)) if target > 0 else math.inf
+            grid = _grid(min(c, NO_EXIT) * math.sqrt(t), math.sqrt(t))
             density = stats.norm.pdf(grid, scale=math.sqrt(t))
         else:
             step = math.sqrt(t - times[k - 1])
@@ -70,7 +71,7 @@ def _boundaries(times: tuple[float, ...], alpha: float) -> tuple[float, ...]:
                 return float(weights @ (stats.norm.cdf((-edge - grid) / step) + stats.norm.sf((edge - grid) / step)))
 
             c = _solve(exit_probability, target)
-            new_grid = _grid(c * math.sqrt(t), step)
+            new_grid = _grid(min(c, NO_EXIT) * math.sqrt(t), step)
             kernel = stats.norm.pdf((new_grid[:, None] - grid[None, :]) / step) / step
             density, grid = kernel @ weights, new_grid
         out.append(c)
@@ -94,9 +95,9 @@ def _solve(exit_probability, target: float) -> float:
     """The boundary at which the chance of first crossing here is `target` (it falls as c rises)."""
     if target <= 0:
         return math.inf
-    low, high = 0.0, 40.0
-    if exit_probability(high) > target:
-        return high
+    low, high = 0.0, 37.0  # the normal tail underflows beyond 37 sd
+    if exit_probability(high) > target:  # spends less than can be told from nothing: no exit here
+        return math.inf
     return float(optimize.brentq(lambda c: exit_probability(c) - target, low, high, xtol=1e-10))
 
 

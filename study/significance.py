@@ -1,4 +1,5 @@
-"""The significance level of every test the tool makes, and the family adjustment of its verdicts.
+"""The significance level of every test the tool makes, its default equivalence margin, and the family
+adjustment of its verdicts.
 
 One level for the report's tests (effects, contrasts, equivalence, the confirm phase) and for the
 learning check that the console and the report share: ALPHA, two-sided unless a test says
@@ -12,6 +13,9 @@ import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
 ALPHA = 0.05
+# Accuracy points within which two arms count as equivalent (TOST, the confirm phase's questions) and
+# below which a change "did not help" (the recipe verdict), unless --margin says otherwise.
+EQUIVALENCE_MARGIN = 0.5
 
 
 def holm(p: pd.Series) -> pd.Series:

@@ -1,5 +1,5 @@
 """What the driver prints when a phase ends: its trials' outcomes and, after the last phase, the
-answer (the confirmed best arm and what each component cost; or the screen's best; or the front of a
+answer (the screen's best arm over its fresh seeds and the declared questions' answers; or the screen's best; or the front of a
 multi-objective sweep), with where to look next.
 
 The sweep's top floor: the one module of sweep/ that calls into the analysis (analysis.confirm's
@@ -69,9 +69,22 @@ def phase_summary(plan: Plan, expected: int, axes: list[str], last: bool) -> int
     return code
 
 
+def closing_lines(plan: Plan) -> int:
+    """After a sequential confirm phase's last look: its answer (print_confirmed) and where to look."""
+    try:
+        print_confirmed(plan.experiment_dir)
+        print(f"monitor: tensorboard --logdir {plan.experiment_dir}\n"
+              f"analyse: python -m analysis.report {plan.experiment_dir}")
+    except KeyboardInterrupt:
+        print(f"run.py: interrupted while summarising; every result is saved: python -m analysis.report "
+              f"{plan.experiment_dir}", file=sys.stderr)
+        return 130
+    return 0
+
+
 def print_confirmed(experiment_dir: str) -> None:
-    """After the confirm phase: the confirmed best arm with its test accuracy interval, and what
-    removing each component of the screen's best costs (analysis.confirm)."""
+    """After the confirm phase: the screen's best arm with its test accuracy interval over its fresh
+    seeds, and every declared question's answer (analysis.confirm)."""
     exp = load(experiment_dir)
     result = confirmed(exp)
     if result is not None:

@@ -13,12 +13,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
+from study import questions
 from study.config import UserError
-from study.layout import CONFIRM, SCREEN, expected_trials, phase_directories, rung_of, screen_rungs, write_sweep
+from study.layout import (CONFIRM, SCREEN, confirm_looks, expected_trials, look_of, phase_directories, rung_of,
+                          screen_rungs, write_sweep)
 from study.load import load
 from study.selection import confirm_arms, promoted_arms
+from study.significance import ALPHA, EQUIVALENCE_MARGIN
 from sweep import experiment, storage, tuner
-from sweep.closing import named, phase_summary
+from sweep.closing import closing_lines, named, phase_summary
 from sweep.estimate import estimate_sweep, trial_slots
 from sweep.packing import sweep_packing
 from sweep.planning import phases
@@ -73,9 +76,11 @@ def resume(args: argparse.Namespace) -> int:
 
 
 def confirm_again(args: argparse.Namespace) -> int:
-    """--confirm DIR: the confirm phase of a screened experiment, added or run again with other
-    --confirm-top/--confirm-seeds. An earlier confirm phase keeps its directory and stays listed in
-    sweep.json (phases.earlier_confirms); the report reads the newest."""
+    """--confirm DIR: the confirm phase of a screened experiment. With only --max-seeds (and --margin
+    for a phase recorded before questions were), its confirm phase continues with more seeds under
+    the new cap, no trial run again; else a confirm phase is added, or run again with other
+    --confirm-top/--confirm-seeds: an earlier one keeps its directory and stays listed in sweep.json
+    (phases.earlier_confirms), and the report reads the newest."""
     with recorded(args.confirm) as (plan, record):
         if plan.objectives:
             raise UserError(f"{plan.experiment_dir} ran a multi-objective search: it has a front, not a best arm to "
@@ -85,20 +90,57 @@ def confirm_again(args: argparse.Namespace) -> int:
                             "phase; run the space again")
         recorded_phases = record["phases"]
         previous = recorded_phases.get(CONFIRM) or {}
-        earlier = recorded_phases.get("earlier_confirms", []) + ([previous] if previous.get("arms") else [])  # one that ran
-        top = args.confirm_top or previous.get("top", phases.CONFIRM_TOP)
-        seeds = args.confirm_seeds or len(previous.get("seeds", [])) or phases.CONFIRM_SEEDS
-        name = CONFIRM if not earlier else f"{CONFIRM}-{len(earlier) + 1}"
+        continuing = previous.get("arms") and args.confirm_top is None and args.confirm_seeds is None
+        if continuing and args.max_seeds is None and args.margin is not None:
+            raise UserError("--margin is recorded with the questions a confirm phase declares: give it with "
+                            "--max-seeds N to continue this one (declared before questions were), or with "
+                            "--confirm-top/--confirm-seeds for a new confirm phase")
         with connected(args.address):
             check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
             if not screen_ended(plan, record):
                 raise UserError(f"the screen of {plan.experiment_dir} is unfinished: continue it first with "
                                 f"--resume {plan.experiment_dir}")
-            recorded_phases[CONFIRM] = phases.new_confirm(record["params"], top, seeds, name)
+            prepare_data(record["params"]["data_dir"], record.get("datasets", []))  # moved: another machine's cache
+            if continuing and args.max_seeds is not None:
+                continue_confirm(plan, record, args.max_seeds, args.margin)
+                return run_phases(plan, record, retry_errored=False)
+            earlier = recorded_phases.get("earlier_confirms", []) + ([previous] if previous.get("arms") else [])
+            top = args.confirm_top or previous.get("top", phases.CONFIRM_TOP)
+            seeds = args.confirm_seeds or len(previous.get("seeds", [])) or phases.CONFIRM_SEEDS
+            name = CONFIRM if not earlier else f"{CONFIRM}-{len(earlier) + 1}"
+            recorded_phases[CONFIRM] = phases.new_confirm(record["params"], top, seeds, name, args.max_seeds,
+                                                          args.margin)
             if earlier:
                 recorded_phases["earlier_confirms"] = earlier
             write_sweep(plan.experiment_dir, record)
             return run_phases(plan, record, retry_errored=False)
+
+
+def continue_confirm(plan: Plan, record: dict[str, Any], max_seeds: int, margin: float | None) -> None:
+    """Raise the confirm phase's cap to `max_seeds` (never lower it), recorded before anything runs.
+    A phase recorded before questions and looks gets them now, as the rule declares them from its
+    arms (at `margin`), its seeds so far its first look under their own cap; its questions still open
+    there open again under the new cap (the report says what that costs the error rate)."""
+    confirm = record["phases"][CONFIRM]
+    if not confirm.get("looks"):
+        confirm.setdefault("margin", margin or EQUIVALENCE_MARGIN)
+        confirm.setdefault("alpha", ALPHA)
+        confirm["questions"] = questions.declare(confirm["arms"], confirm["factors"], confirm.get("references"),
+                                                 confirm["margin"])
+        ran = load(plan.experiment_dir).phase(CONFIRM).trials
+        first = questions.looks_of(confirm, ran["seed"].dropna().astype(int).unique() if len(ran) else ())[0]
+        confirm.update(max_seeds=first["cap"], declared_after=len(first["seeds"]),
+                       looks=[{**first, "expected_trials": len(first["arms"]) * len(first["seeds"])}])
+        confirm["looks"][0]["answers"] = {q: a.record() for q, a in assess(plan.experiment_dir, confirm)[-1].items()}
+    elif margin is not None and margin != confirm["margin"]:
+        raise UserError(f"the confirm phase of {plan.experiment_dir} declared its questions at +-{confirm['margin']:g} "
+                        f"points: --margin cannot change them now (the report's --margin reads other margins)")
+    if max_seeds < confirm["max_seeds"]:
+        raise UserError(f"--max-seeds {max_seeds} is below the confirm phase's cap of {confirm['max_seeds']}: a cap "
+                        "is only raised")
+    confirm["max_seeds"] = max_seeds
+    write_sweep(plan.experiment_dir, record)
+    print(f"confirm: continued with a cap of {max_seeds} seeds an arm", flush=True)
 
 
 @contextlib.contextmanager
@@ -127,10 +169,13 @@ def screen_ended(plan: Plan, record: dict[str, Any]) -> bool:
 
 
 def phase_expected(record: dict[str, Any], directory: str) -> int:
-    """The trials sweep.json expects in one phase directory: a rung's, the screen's or a confirm's."""
-    rung = rung_of(record, directory)
+    """The trials sweep.json expects in one phase directory: a rung's, the screen's, a confirm look's
+    or a confirm phase's."""
+    rung, look = rung_of(record, directory), look_of(record, directory)
     if rung is not None:
         return expected_trials(record, SCREEN, rung)
+    if look is not None:
+        return expected_trials(record, CONFIRM, look)
     return expected_trials(record, CONFIRM if directory.startswith(CONFIRM) else SCREEN)
 
 
@@ -138,8 +183,9 @@ def retried(record: dict[str, Any], directory: str, retry_errored: bool) -> bool
     """Whether a phase's errored trials are retried: not a screen rung's once the next step's arms are
     chosen from it (the next rung's, or the confirm phase's: it is final then, a retry could not
     change them)."""
-    if directory.startswith(CONFIRM):
-        return retry_errored
+    if directory.startswith(CONFIRM):  # a look once assessed is final: the next look was chosen from it
+        look = look_of(record, directory)
+        return retry_errored and (look is None or "answers" not in confirm_looks(record)[look])
     rungs = screen_rungs(record)
     rung = rung_of(record, directory)
     following = (rungs[rung + 1] if rung is not None and rung + 1 < len(rungs)
@@ -148,8 +194,8 @@ def retried(record: dict[str, Any], directory: str, retry_errored: bool) -> bool
 
 
 def phases_line(record: dict[str, Any]) -> str:
-    """'screen of 48 trials, then a confirm phase (top 3, 3 fresh seeds)'; a successive-halving
-    screen names its rungs' budgets."""
+    """'screen of 48 trials, then a confirm phase (top 3, 3 fresh seeds, up to 12)'; a
+    successive-halving screen names its rungs' budgets."""
     confirm = record["phases"].get(CONFIRM)
     line = f"screen of {expected_trials(record, SCREEN)} trials"
     rungs = screen_rungs(record)
@@ -157,7 +203,10 @@ def phases_line(record: dict[str, Any]) -> str:
         line += (f" in {len(rungs)} rungs of successive halving (budgets "
                  f"{', '.join(str(r['budget']) for r in rungs)} epochs)")
     if confirm:
-        line += f", then a confirm phase (top {confirm['top']}, {len(confirm['seeds'])} fresh seeds)"
+        seeds = len(confirm["seeds"])
+        cap = confirm.get("max_seeds", seeds)
+        line += (f", then a confirm phase (top {confirm['top']}, {seeds} fresh seeds"
+                 + (f", up to {cap})" if cap > seeds else ")"))
     return line
 
 
@@ -184,8 +233,79 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
         return 0
     if not confirm.get("arms"):
         choose_arms(plan, record)
-    params, phase = phases.phase_plans(record, plan)[confirm["dir"]]
-    return run_phase(phase, params, expected_trials(record, CONFIRM), retry_errored, axes, last=True)
+    if not confirm.get("looks"):  # a confirm phase recorded before looks: its one fixed look
+        params, phase = phases.phase_plans(record, plan)[confirm["dir"]]
+        return run_phase(phase, params, expected_trials(record, CONFIRM), retry_errored, axes, last=True)
+    return run_looks(plan, record, retry_errored, axes)
+
+
+def run_looks(plan: Plan, record: dict[str, Any], retry_errored: bool, axes: list[str]) -> int:
+    """The confirm phase look by look (study.questions): run (or continue) a look, assess every
+    question on the confirm trials so far, record the answers in sweep.json, and, while a question is
+    open and its arms are below the cap, record the next look (one more seed for those arms) before
+    anything of it runs. A look already recorded is run as recorded (a resumed sweep); a cap raised
+    since the last look (--confirm EXP --max-seeds N) opens the questions that stopped at the old one."""
+    confirm = record["phases"][CONFIRM]
+    looks, k = confirm["looks"], 0
+    while True:
+        if k == len(looks):  # every recorded look ran and was assessed
+            if questions.cap_of(confirm) <= looks[-1]["cap"]:
+                break
+            answers = assess(plan.experiment_dir, confirm, pending=True)[-1]
+            grown = grow_look(plan, record, answers)
+            print_look(confirm, k - 1, answers, reopened=True)
+            if not grown:
+                break
+        params, phase = phases.confirm_phase(plan, record["params"], confirm, looks[k])
+        code = run_phase(phase, params, looks[k]["expected_trials"], retry_errored and "answers" not in looks[k],
+                         axes, last=False)
+        if code:
+            return code
+        if "answers" not in looks[k]:
+            answers = assess(plan.experiment_dir, confirm)[-1]
+            looks[k]["answers"] = {q: a.record() for q, a in answers.items()}
+            if k + 1 == len(looks):
+                grow_look(plan, record, answers)
+            write_sweep(plan.experiment_dir, record)
+            print_look(confirm, k, answers)
+        k += 1
+    return closing_lines(plan)
+
+
+def grow_look(plan: Plan, record: dict[str, Any], answers: dict[str, questions.Answer]) -> bool:
+    """Record the next look, one more seed for every arm of an open question below the cap; whether
+    there is one."""
+    confirm = record["phases"][CONFIRM]
+    tried = questions.tried_of(confirm)
+    grow = questions.next_arms(confirm["questions"], answers, tried, questions.cap_of(confirm))
+    if grow:
+        confirm["looks"].append(phases.next_look(confirm, [list(tried).index(a) for a in grow]))
+        write_sweep(plan.experiment_dir, record)
+    return bool(grow)
+
+
+def assess(experiment_dir: str, confirm: dict[str, Any], pending: bool = False) -> list[dict[str, questions.Answer]]:
+    """Every declared question's answer after each look so far, from the confirm trials on disk
+    (study.questions.assess_looks)."""
+    trials = load(experiment_dir).phase(CONFIRM).trials
+    return questions.assess_looks(confirm, trials, confirm["questions"], confirm.get("alpha", ALPHA), pending)
+
+
+def print_look(confirm: dict[str, Any], k: int, answers: dict[str, questions.Answer], reopened: bool = False) -> None:
+    """After look k: how many questions are settled, open and closed, and what the next look trains;
+    where one follows, each question's answer so far (after the last, the closing lines print them)."""
+    states = [a.state for a in answers.values()]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in questions.STATES if states.count(s))
+    looks = confirm["looks"]
+    following = (f"look {k + 2}: one more seed ({looks[k + 1]['seeds'][0]}) for {len(looks[k + 1]['arms'])} arm(s) "
+                 "of the open questions" if k + 1 < len(looks) else "no look follows")
+    when = (f"the cap raised to {confirm['max_seeds']} seeds after look {k + 1}" if reopened else
+            f"confirm look {k + 1}")
+    print(f"\n{when}: {len(answers)} declared question{'s' if len(answers) != 1 else ''}: {counts}; {following}",
+          flush=True)
+    if k + 1 < len(looks):
+        for q in confirm["questions"]:
+            print(f"  {questions.sentence(q, answers[q['id']])}", flush=True)
 
 
 def promote(plan: Plan, record: dict[str, Any], k: int) -> None:
@@ -214,19 +334,34 @@ def choose_arms(plan: Plan, record: dict[str, Any]) -> None:
     """The confirm set from the screen's results (study.selection.confirm_arms), recorded in sweep.json
     before anything of it runs, and printed."""
     confirm = record["phases"][CONFIRM]
+    # planned before confirm phases ran in looks (resumed before its screen ended): the fixed design it planned
+    confirm.setdefault("max_seeds", len(confirm["seeds"]))
+    confirm.setdefault("margin", EQUIVALENCE_MARGIN)
+    confirm.setdefault("alpha", ALPHA)
     screen = load(plan.tune_dir)
     arms, references = confirm_arms(screen.trials, screen.epochs, record["params"], confirm, plan.search,
                                      record.get("reference_levels"))
     if not arms:
         raise UserError(f"no trial of the screen reported a validation accuracy: nothing to confirm; the screen's "
                         f"trials are in {plan.tune_dir}")
-    confirm.update(references=references, expected_trials=len(arms) * len(confirm["seeds"]), arms=arms)
+    confirm.update(references=references, arms=arms,
+                   questions=questions.declare(arms, confirm["factors"], references, confirm["margin"]))
+    confirm.update(looks=[phases.first_look(confirm)], expected_trials=len(arms) * len(confirm["seeds"]))
     write_sweep(plan.experiment_dir, record)
     print(f"\nconfirm: {len(arms)} arm{'s' if len(arms) != 1 else ''} x {len(confirm['seeds'])} fresh seeds "
-          f"{confirm['seeds']} = {confirm['expected_trials']} trials, each to its end (fifo):", flush=True)
+          f"{confirm['seeds']} = {confirm['expected_trials']} trials at its first look, each to its end (fifo), then "
+          f"one more seed per look for the arms of the questions still open, up to {confirm['max_seeds']} an arm:",
+          flush=True)
     for arm in confirm["arms"]:
         levels = " ".join(f"{f}={v}" for f, v in arm["levels"].items()) or "(one arm)"
         print(f"  {levels}: {arm['why']}", flush=True)
+    alpha = questions.family_alpha(confirm["questions"], confirm["alpha"])
+    print(f"  {len(confirm['questions'])} declared question{'s' if len(confirm['questions']) != 1 else ''}, one family "
+          f"at {confirm['alpha']:g} (each at "
+          f"{alpha:.2g}, repeated intervals of O'Brien-Fleming type), equivalence within +-{confirm['margin']:g} points:",
+          flush=True)
+    for q in confirm["questions"]:
+        print(f"    {q['id']}" + (f" ({'; '.join(q['roles'])})" if q["roles"] else ""), flush=True)
 
 
 def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: bool, axes: list[str],
@@ -234,6 +369,10 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
     """Run (or continue) one phase unless it has ended, then print its summary; the exit status of
     sweep.closing.phase_summary(). `last`: the closing lines (reproduce, monitor, analyse) follow this phase. The phases
     are named on the console when there are two or more (`rungs`: the screen's rungs)."""
+    framed = experiment.recorded_in_frames(plan)
+    if framed is not None:
+        print(f"\n{plan.phase_dir}: {framed} trials, as the report's frames record them", flush=True)
+        return 0
     done, left = experiment.phase_left(plan, expected, retry_errored)
     if named(plan, last):
         how = ("the chosen arms x fresh seeds, fifo scheduler" if plan.confirms else

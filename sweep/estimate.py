@@ -11,7 +11,8 @@ evaluation batch size. An arm's seconds per image are interpolated linearly in F
 with `start` the measured cost of starting one trial on Ray (TRIAL_START_S), and a phase's wall
 time PHASE_START_S plus the makespan of its trials over the trial slots (longest trial first onto the freest slot, as
 Tune fills free slots). Later rungs and the confirm phase train arms not known yet: they take the
-mean arm's time, at most as many trials as planned. Schedulers that stop trials early (ASHA,
+mean arm's time, at most as many trials as planned; the confirm phase every look up to its cap (a
+look per seed after the first, each a phase of its own). Schedulers that stop trials early (ASHA,
 HyperBand, the median rule) are priced as if every trial ran to its end: an upper bound.
 
 It prices the trials on *this* machine: a cluster with other nodes or a GPU the driver lacks runs at
@@ -250,8 +251,11 @@ def estimate_sweep(params: dict[str, Any], plan: Any, record: dict[str, Any], sl
         mean = sum(times := arm_times(rung["budget"] / plan.max_t)) / len(times)
         out.append((f"rung {k}", PHASE_START_S + makespan([mean] * (arms * seeds), slots)))
     confirm = record["phases"].get(CONFIRM)
-    if confirm:
+    if confirm:  # every look up to the cap: an upper bound (a look per seed once the first has run)
         full = arm_times(1.0)
-        bound = phases.confirm_bound(params, confirm, plan.search) * len(confirm["seeds"])
-        out.append((CONFIRM, PHASE_START_S + makespan([sum(full) / len(full)] * bound, slots)))
+        mean, arms = sum(full) / len(full), phases.confirm_bound(params, confirm, plan.search)
+        seeds, cap = len(confirm["seeds"]), confirm.get("max_seeds", len(confirm["seeds"]))
+        seconds = PHASE_START_S + makespan([mean] * (arms * seeds), slots)
+        seconds += (cap - seeds) * (PHASE_START_S + makespan([mean] * arms, slots))
+        out.append((CONFIRM if cap == seeds else "confirm (to the cap)", seconds))
     return Estimate(sum(s for _, s in out), out, slots, device_words(threads), len(prices.probes))

@@ -18,7 +18,8 @@ import pandas as pd
 from ray import tune
 
 from study.config import UserError
-from study.layout import SWEEP_FILE, filesystem_of, phase_specs, read_sweep
+from study.layout import FRAMES, SWEEP_FILE, filesystem_of, phase_specs, read_sweep
+from study.load import is_frames
 from sweep.planning.plan import Plan
 from sweep.vocabulary import check_param, user_toggles
 
@@ -188,8 +189,25 @@ def trials_of(experiment_dir: str) -> list:
         analysis_log.setLevel(level)
 
 
+def recorded_in_frames(plan: Plan) -> int | None:
+    """The trials of a phase that a report's frames hold, when the experiment is a report's directory
+    (trials.csv, epochs.csv and sweep.json, as analysis.report writes them: study.load.is_frames) and
+    the phase has no Ray Tune directory of its own: it ran, and ended, as the frames record it (a
+    confirm phase continued from a report: sweep/run.py --confirm REPORT_DIR --max-seeds N). None
+    for any other phase."""
+    root = Path(plan.experiment_dir)
+    if "://" in plan.experiment_dir or Path(plan.tune_dir).exists() or not is_frames(root, read_sweep(root)):
+        return None
+    trial_dirs = pd.read_csv(root / FRAMES[0], usecols=["trial_dir"])["trial_dir"].astype(str)
+    return int(trial_dirs.str.startswith(f"{plan.phase_dir}/").sum()) or None  # none: a look still to run
+
+
 def phase_left(plan: Plan, expected: int, retry_errored: bool) -> tuple[int, int]:
-    """(done, left) of a phase's trials: errored ones count as left when they are retried."""
+    """(done, left) of a phase's trials: errored ones count as left when they are retried; a phase
+    a report's frames record has ended."""
+    framed = recorded_in_frames(plan)
+    if framed is not None:
+        return framed, 0
     tune_dir = plan.tune_dir
     started = experiment_exists(tune_dir) and has_trial_state(tune_dir)
     statuses = [trial.status for trial in trials_of(tune_dir)] if started else []

@@ -20,10 +20,12 @@ if __package__ in (None, ""):  # run as a script: import from the repository roo
 
 from study.cli import Parser, finite_float, run_cli  # noqa: E402
 from study.config import UserError  # noqa: E402
+from study.significance import EQUIVALENCE_MARGIN  # noqa: E402
 from sweep import vocabulary as vocab  # noqa: E402
 from sweep.design import DESIGNS  # noqa: E402
 from sweep.planning.dry_run import print_dry_run  # noqa: E402
-from sweep.planning.phases import CONFIRM_SEEDS, CONFIRM_TOP, check_confirm_numbers  # noqa: E402
+from sweep.planning.phases import (CONFIRM_FLAGS, CONFIRM_SEEDS, CONFIRM_TOP, MAX_SEEDS,  # noqa: E402
+                                   check_confirm_numbers)
 from sweep.planning.screen import RESULTS_ENV, plan_sweep  # noqa: E402
 from sweep.spaces import SPACES  # noqa: E402
 from training.signals import sigterm_as_ctrl_c  # noqa: E402
@@ -118,7 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"confirm the screen's K best arms (default {CONFIRM_TOP}), with the best arm's "
                         "leave-one-out neighbours and the all-reference arm")
     p.add_argument("--confirm-seeds", type=int, metavar="S",
-                   help=f"fresh seeds per confirmed arm, each run to its end (default {CONFIRM_SEEDS})")
+                   help=f"fresh seeds per confirmed arm at the confirm phase's first look, each run to its end "
+                        f"(default {CONFIRM_SEEDS})")
+    p.add_argument("--max-seeds", type=int, metavar="N",
+                   help=f"most seeds a confirmed arm runs: after the first look, the arms of the questions still "
+                        f"open train one more seed per look up to N (default {MAX_SEEDS}; N = --confirm-seeds: one "
+                        "fixed look). With --confirm DIR alone: continue its confirm phase up to N seeds")
+    p.add_argument("--margin", type=finite_float, metavar="POINTS",
+                   help=f"accuracy points within which two confirmed arms count as equivalent (the declared "
+                        f"questions' equivalence, recorded before they run; default {EQUIVALENCE_MARGIN:g})")
     p.add_argument("--no-confirm", action="store_true",
                    help="the screen only (a full factorial to the end: --scheduler fifo --samples 3 --no-confirm)")
     p.add_argument("--dry-run", action="store_true",
@@ -153,9 +163,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            if args.no_confirm or args.confirm_top is not None or args.confirm_seeds is not None:
+            if args.no_confirm or any(getattr(args, flag) is not None for flag in CONFIRM_FLAGS):
                 raise UserError("--resume continues the experiment as it was planned; to confirm again with other "
-                                "--confirm-top/--confirm-seeds once it ended, use --confirm DIR")
+                                "--confirm-top/--confirm-seeds, or to continue its confirm phase with more seeds "
+                                "(--max-seeds), once it ended, use --confirm DIR")
             return driver.resume(args)
         if args.confirm:
             check_confirm_flags(args)

@@ -81,125 +81,43 @@ def simulate(rng, seeds=3):
     return pd.DataFrame(rows)
 
 
-def test_leave_one_out_costs_and_arm_means_are_unbiased_and_their_intervals_cover_by_simulation():
+LABELS = [selection.arm_label(dict(zip(FACTORS, arm)), FACTORS) for arm in TRUE_MEANS]
+
+
+def test_the_confirmed_arms_are_in_the_records_order_and_their_intervals_cover_by_simulation():
     rng = np.random.default_rng(11)
-    truth = {"attention": 2.0, "dsconv": 0.0, "recipe": 15.0}
-    costs = {f: [] for f in truth}
-    covered = {f: 0 for f in truth}
-    mean_covered = shown = 0
-    replicates = 200
+    covered, replicates = 0, 200
     for _ in range(replicates):
-        frame = simulate(rng)
-        ff = confirm.fit_arms(frame, FACTORS, BEST)
-        table = confirm.leave_one_out_table(ff, BEST, REFERENCES, FACTORS)
-        best = confirm.arm_means(frame, FACTORS).set_index("arm").loc[selection.arm_label(BEST, FACTORS)]
-        mean_covered += best["ci_low"] <= TRUE_MEANS[tuple(BEST.values())] <= best["ci_high"]
-        for row in table.to_dict("records"):
-            factor = next(f for f in FACTORS if row["arm"] == selection.arm_label({**BEST, f: REFERENCES[f]}, FACTORS))
-            costs[factor].append(row["cost"])
-            covered[factor] += row["ci_low"] <= truth[factor] <= row["ci_high"]
-            shown += factor == "attention" and row["ci_low"] > 0
-    for factor, true in truth.items():
-        assert abs(np.mean(costs[factor]) - true) < 0.1
-        assert 0.91 <= covered[factor] / replicates <= 0.99  # nominal 95%, 200 replicates: +-3 points
-    assert 0.91 <= mean_covered / replicates <= 0.99  # an arm's mean: its seeds' scatter included
-    # Paired by seed: the interval's width reflects the trial noise (sd 0.5), not the seed offsets (sd 2).
-    table = confirm.leave_one_out_table(confirm.fit_arms(simulate(rng), FACTORS, BEST), BEST, REFERENCES, FACTORS)
-    assert (table["ci_high"] - table["ci_low"]).max() < 4.0
-    assert shown / replicates > 0.5  # a cost of 2 (trial noise sd 0.5, 2 df) found in most replicates (0.68)
-    assert set(table["method"]) == {"paired"}
+        means = confirm.arm_means(simulate(rng), FACTORS, LABELS)
+        assert list(means["arm"]) == LABELS and set(means["n"]) == {3}
+        best = means.iloc[0]
+        covered += best["ci_low"] <= TRUE_MEANS[tuple(BEST.values())] <= best["ci_high"]
+    assert 0.91 <= covered / replicates <= 0.99  # an arm's mean: its seeds' scatter included, nominal 95%
+    missing = confirm.arm_means(simulate(rng).iloc[3:], FACTORS, LABELS)  # the best arm's trials gone
+    assert missing.iloc[0]["n"] == 0 and np.isnan(missing.iloc[0]["mean"])
 
 
-def test_the_confirmed_ranking_selects_on_validation_and_reports_test_with_an_interval():
-    rng = np.random.default_rng(3)
-    frame = simulate(rng)
-    ff = confirm.fit_arms(frame, FACTORS, BEST)
-    means = confirm.arm_means(frame, FACTORS)
-    assert list(means["mean_best_val"]) == sorted(means["mean_best_val"], reverse=True)
-    assert set(means["n"]) == {3}
-    assert (means["ci_low"] < means["mean"]).all() and (means["mean"] < means["ci_high"]).all()
-    loo = confirm.leave_one_out_table(ff, BEST, REFERENCES, FACTORS)
-    line = confirm.summary_line(BEST, FACTORS, means, loo, REFERENCES)
-    head, *rest = line.split("\n")
-    assert head.startswith("confirmed best arm ") and "leave" not in line
-    # one line per component removed, with its unit, interval and verdict; the header says what + means
-    header = next(i for i, r in enumerate(rest) if "points lost (+: it helped)" in r)
-    assert any(r.startswith("    without recipe=holistic (-> baseline): +") and " points [" in r and r.endswith("it helped")
-               for r in rest[header + 1:])
+def test_what_it_would_take_points_to_the_answer_the_estimate_points_to():
+    """A question left open: the seeds a fixed design would need, for a difference when the estimate
+    is beyond the margin, for equivalence (or the cheaper of the two) when it is inside; never the
+    seeds of an answer the estimate contradicts; checked against a brute-force power by simulation."""
+    from study.questions import Answer
 
-
-def test_one_seed_gives_estimates_without_intervals():
-    frame = simulate(np.random.default_rng(0), seeds=1)
-    ff = confirm.fit_arms(frame, FACTORS, BEST)
-    table = confirm.leave_one_out_table(ff, BEST, REFERENCES, FACTORS)
-    assert table["cost"].notna().all() and table["ci_low"].isna().all() and not table["significant"].any()
-
-
-def square_frame(rng, noise=0.2, seeds=4):
-    """A 2x2 of residual x recipe (attention at none) plus one more arm, seeds as blocks: residual
-    +0.5 under the baseline recipe, +2.0 under the holistic one (interaction +1.5), recipe +1."""
-    means = {("none", "none", "baseline"): 84.0, ("none", "simple", "baseline"): 84.5,
-             ("none", "none", "holistic"): 85.0, ("none", "simple", "holistic"): 87.0,
-             ("channel", "simple", "holistic"): 86.0}
-    offsets = rng.normal(0, 2.0, seeds)
-    rows = [{"attention": a, "residual": r, "recipe": c, "seed": s, "test_acc": m + offsets[s] + rng.normal(0, noise),
-             "best_val_acc": m + offsets[s] + rng.normal(0, noise)}
-            for (a, r, c), m in means.items() for s in range(seeds)]
-    return pd.DataFrame(rows)
-
-
-def test_a_two_by_two_among_the_confirm_arms_is_found_and_its_interaction_measured():
-    from analysis import subdesigns
-
-    factors = ["attention", "residual", "recipe"]
-    frame = square_frame(np.random.default_rng(4))
-    arms = frame[factors].drop_duplicates()
-    found = subdesigns.squares(arms, factors, {"attention": "none", "residual": "none", "recipe": "baseline"})
-    assert [(s["f"], s["g"], s["f_levels"], s["g_levels"], s["fixed"]) for s in found] == [
-        ("residual", "recipe", ("none", "simple"), ("baseline", "holistic"), {"attention": "none"})]
-    ff = confirm.fit_arms(frame, factors, arms.iloc[0].to_dict())
-    table = subdesigns.subdesign_table(ff, arms, lambda levels: selection.arm_label(levels, factors),
-                                       {"attention": "none", "residual": "none", "recipe": "baseline"}, 0.5)
-    rows = table.set_index("contrast")
-    truth = {"residual=simple vs none, at recipe=baseline": 0.5, "residual=simple vs none, at recipe=holistic": 2.0,
-             "residual=simple vs none, main effect (mean over recipe)": 1.25,
-             "recipe=holistic vs baseline, main effect (mean over residual)": 1.75,
-             "interaction: (residual=simple vs none) at recipe=holistic minus at recipe=baseline": 1.5}
-    for name, value in truth.items():
-        assert rows.loc[name, "ci_low"] < value < rows.loc[name, "ci_high"] and rows.loc[name, "method"] == "paired"
-    assert rows.loc["residual=simple vs none, at recipe=holistic", "verdict"] == "helped"
-    assert rows.loc[list(truth)[-1], "verdict"] == "larger at recipe=holistic"
-    assert len(table) == 7 and (table["p_holm"] >= table["p"]).all()
-
-
-def test_the_confirmed_best_is_compared_with_every_arm_and_its_chance_of_being_best_stated():
-    factors = ["attention", "residual", "recipe"]
-    frame = square_frame(np.random.default_rng(5))
-    means = confirm.arm_means(frame, factors)
-    ff = confirm.fit_arms(frame, factors, means.iloc[0]["arm"], by_label=True)
-    table = confirm.best_comparisons(ff, means, 0.5)
-    assert table.loc[0, "arm"] == "attention=none, residual=simple, recipe=holistic" and table.loc[0, "chance_best"] > 0.9
-    assert table["chance_best"].sum() == pytest.approx(1.0)
-    behind = table.set_index("arm").loc["attention=none, residual=none, recipe=baseline"]
-    assert behind["difference"] == pytest.approx(3.0, abs=0.5) and behind["verdict"] == "behind the confirmed best"
-    # Two truly equal arms, many seeds, little noise: equivalence within the margin is shown.
-    rng = np.random.default_rng(6)
-    offsets = rng.normal(0, 2, 12)
-    equal = pd.DataFrame([{"attention": a, "seed": s, "test_acc": 85 + offsets[s] + rng.normal(0, 0.1),
-                           "best_val_acc": 85 + (a == "none") + offsets[s]} for a in ("none", "channel") for s in range(12)])
-    means = confirm.arm_means(equal, ["attention"])
-    table = confirm.best_comparisons(confirm.fit_arms(equal, ["attention"], means.iloc[0]["arm"], by_label=True), means, 0.5)
-    assert table.loc[1, "verdict"] == "equivalent within the margin" and table.loc[1, "margin_shown"] < 0.5
-
-
-def test_chance_best_draws_only_the_seeds_every_arm_ran():
-    factors = ["attention", "residual", "recipe"]
-    frame = square_frame(np.random.default_rng(5))
-    gone = frame.index[(frame["recipe"] == "holistic") & (frame["residual"] == "simple") & (frame["seed"] == 0)]
-    ff = confirm.fit_arms(frame.drop(index=gone), factors, {"attention": "none", "residual": "none",
-                                                          "recipe": "baseline"})
-    shares = confirm.chance_best(ff)
-    assert sum(shares.values()) == pytest.approx(1.0) and len(shares) == 5
-    one_seed = frame[frame["seed"] == 0]
-    assert confirm.chance_best(confirm.fit_arms(one_seed, factors, {"attention": "none", "residual": "none",
-                                                                    "recipe": "baseline"})) == {}
+    question = {"kind": "difference", "margin": 0.5}
+    beyond = Answer(6, 1.2, 1.0, -0.2, 2.6, 3.0, "cap", "", float("nan"))
+    text = confirm.would_take(question, beyond, 1.0, 0.01)
+    assert "a difference of +1.20" in text and "equivalence" not in text
+    inside = Answer(6, 0.05, 0.2, -0.4, 0.5, 3.0, "cap", "", float("nan"))
+    assert "equivalence within +-0.5" in confirm.would_take(question, inside, 0.2, 0.01)
+    zero = Answer(6, 0.0, 0.2, -0.4, 0.4, 3.0, "cap", "", float("nan"))
+    assert "difference" not in confirm.would_take(question, zero, 0.2, 0.01)
+    n = confirm.equivalence_seeds(0.1, 0.4, 0.5, 0.01)
+    rng = np.random.default_rng(5)
+    from scipy import stats
+    shown = 0
+    for _ in range(4000):
+        d = rng.normal(0.1, 0.4, size=n)
+        half = stats.t.isf(0.01, n - 1) * d.std(ddof=1) / np.sqrt(n)
+        shown += -0.5 < d.mean() - half and d.mean() + half < 0.5
+    assert 0.78 <= shown / 4000 <= 0.88  # its power, 80% by the noncentral-t approximation
+    assert confirm.difference_seeds(1.0, 1.0, 0.01) == 16  # statsmodels: d = 1, two-sided 0.01, power 0.8 (15.1)

@@ -12,8 +12,11 @@ import pandas as pd
 import pytest
 
 from analysis import confirm
+from analysis.render import Section
 from analysis.report import sections, write_report
+from analysis.verdicts import verdict_section
 from study.load import Experiment, ExperimentError, load
+from study.questions import declare
 from tests.helpers import write_experiment
 
 CONFIRM_SPEC = {"dir": "confirm", "top": 1, "seeds": [0], "factors": ["attention"],
@@ -46,7 +49,7 @@ def write_phased(path: Path, confirm_spec: dict | None = CONFIRM_SPEC, smoke: bo
         phases["confirm"] = confirm_spec
     if confirm_spec is not None and confirm_ran:
         renamed_copy(screen, path / "confirm", "aaaaa", "bbbbb")
-    plan = {"search": "grid", "scheduler": "asha", "max_t": 30, "smoke": smoke, "phase": "screen"}
+    plan = {"search": "grid", "scheduler": "asha", "max_t": 30, "smoke": smoke, "phase_dir": "screen"}
     (path / "sweep.json").write_text(json.dumps({"space_name": "toy", "expected_trials": 8, "plan": plan,
                                                  "params": {"attention": {"grid": ["none", "channel"]}},
                                                  "phases": phases}))
@@ -113,19 +116,22 @@ def test_legacy_experiments_are_one_screen_phase(tmp_path):
 
 def test_confirmed_uses_only_confirm_trials_that_ran_to_their_end_and_counts_the_rest(tmp_path):
     """The hand-built confirm phase: one finished and one diverged trial (both attention=none: one arm,
-    n = 2), the rest left out by reason; the screen's best (channel) never ended: no leave-one-out."""
+    n = 2), the rest left out by reason; the screen's best (channel) never ended: its question has no
+    pair, so no estimate and no verdict but open."""
     exp = load(write_phased(tmp_path / "exp"))
     result = confirm.confirmed(exp)
-    assert result.n == 2 and list(result.means["arm"]) == ["attention=none"]
+    assert result.n == 2 and list(result.means["arm"]) == ["attention=channel", "attention=none"]
+    assert list(result.means["n"]) == [0, 2]
     expected = exp.phase("confirm").trials.set_index("trial_id").loc[["bbbbb_00000", "bbbbb_00005"], "test_acc"]
-    assert result.means.loc[0, "mean"] == pytest.approx(expected.mean())
+    assert result.means.loc[1, "mean"] == pytest.approx(expected.mean())
     assert result.excluded == {"scheduler_stopped": 1, "errored": 1, "unfinished": 3}
     assert result.never_started == 2
     assert result.note == ("n = 2 confirm trials that ran to their end; left out: 1 scheduler_stopped, 1 errored, "
                            "3 unfinished, 2 never started")
-    assert result.loo.empty and "no confirm trial" in result.loo_note
-    assert "the screen's best, attention=channel, has no confirm trial that ran to its end" in result.line
-    assert result.means.loc[0, "why"] == "without attention=channel (-> none)"
+    question = result.questions.iloc[0]
+    assert question["n"] == 0 and question["verdict"].startswith("inconclusive") and np.isnan(question["low"])
+    assert "the screen's best arm, attention=channel, has no confirm trial that ran to its end" in result.line
+    assert result.means.loc[1, "why"] == "without attention=channel (-> none)"
 
 
 def frames_experiment(tmp_path: Path, rows: list[tuple], references: dict | None) -> Experiment:
@@ -138,18 +144,20 @@ def frames_experiment(tmp_path: Path, rows: list[tuple], references: dict | None
                       sweep)
 
 
-def test_an_arm_with_one_trial_has_no_interval_and_a_random_screen_no_leave_one_out(tmp_path):
+def test_an_arm_with_one_trial_has_no_interval_and_a_question_with_one_pair_no_verdict(tmp_path):
     rows = [("channel", 1, 80.0), ("channel", 2, 82.0), ("channel", 3, 81.0), ("none", 1, 78.0)]
     result = confirm.confirmed(frames_experiment(tmp_path, rows, {"attention": "none"}))
     means = result.means.set_index("arm")
     assert means.loc["attention=none", "n"] == 1 and np.isnan(means.loc["attention=none", "ci_low"])
     assert means.loc["attention=channel", "ci_low"] < 81.0 < means.loc["attention=channel", "ci_high"]
-    # Paired by seed: seed 1 is the only pair, so the cost is 80 - 78 exactly.
-    assert result.loo.loc[0, "cost"] == pytest.approx(2.0)
-    unpaired = confirm.confirmed(frames_experiment(tmp_path, rows, None))
-    assert unpaired.loo.empty and "no reference levels" in unpaired.loo_note
+    # Paired by seed: seed 1 is the only pair, so the difference is 80 - 78 exactly, with no interval.
+    question = result.questions.iloc[0]
+    assert question["estimate"] == pytest.approx(2.0) and question["n"] == 1 and np.isnan(question["low"])
+    assert question["claim"] == "removing attention=channel (-> none) from the screen's best arm costs test accuracy"
+    unreferenced = confirm.confirmed(frames_experiment(tmp_path, rows, None)).questions.iloc[0]
+    assert unreferenced["claim"] == "the screen's best arm is better than attention=none"  # a random screen's
     titles = [s.title for s in sections(load(write_phased(tmp_path / "random", {**CONFIRM_SPEC, "references": None})))]
-    assert "Confirmed ranking (fresh seeds, run to the end)" in titles
+    assert "Confirmed arms (fresh seeds, run to the end)" in titles and "Declared questions (the confirm phase's claims)" in titles
     assert not any(t.startswith("Leave-one-out") for t in titles)
 
 
@@ -175,3 +183,31 @@ def test_a_space_without_a_confirm_phase_reports_its_screen_without_the_confirm_
     exp = load(write_phased(tmp_path / "exp", confirm_spec=None))
     text = sections(exp)[1].text
     assert "Screen (`" in text and "Screen, then confirm" not in text and "Screen ranking" not in text
+
+
+def test_a_cap_raised_after_the_last_look_reads_the_questions_again_and_says_what_it_costs(tmp_path):
+    """A confirm phase whose questions stopped at a cap of 3, the cap then raised to 12 (sweep/run.py
+    --confirm EXP --max-seeds 12) before any seed more ran: the report reads the questions again under
+    the new cap (a row of the looks with no seeds), and its design sentence and the verdicts' text say
+    the chance of a false claim is then at most about 2 x alpha. A phase continued from before questions
+    were declared says when they were."""
+    rows = [(a, s, 80.0 + s * (a == "channel") + 0.3 * s * s) for a in ("channel", "none") for s in (1, 2, 3)]
+    spec = {**CONFIRM_SPEC, "seeds": [1, 2, 3], "max_seeds": 3, "margin": 0.5, "alpha": 0.05,
+            "looks": [{"dir": "confirm", "seeds": [1, 2, 3], "arms": [0, 1], "cap": 3}]}
+    exp = frames_experiment(tmp_path, rows, {"attention": "none"})
+    at_cap = confirm.confirmed(Experiment(exp.path, exp.trials, exp.epochs, exp.axes,
+                                          {"phases": {**exp.sweep["phases"], "confirm": spec}}))
+    assert list(at_cap.looks["look"]) == [1] and at_cap.questions.iloc[0]["state"] == "cap" and at_cap.error == 0.05
+    raised = {**spec, "max_seeds": 12, "declared_after": 3,
+              "questions": declare(spec["arms"], ["attention"], {"attention": "none"}, 0.5)}
+    result = confirm.confirmed(Experiment(exp.path, exp.trials, exp.epochs, exp.axes,
+                                          {"phases": {**exp.sweep["phases"], "confirm": raised}}))
+    assert list(result.looks["look"]) == [1, 2] and list(result.looks["cap"]) == [3, 12]
+    assert result.looks.iloc[1]["seeds"].startswith("none") and result.looks.iloc[1]["trials"] == 0
+    question = result.questions.iloc[0]
+    assert question["state"] in ("open", "futile") and question["look"] == 2  # read again under the new cap
+    assert "the cap was raised from 3 to 12" in result.design and "at most about 0.1, not 0.05" in result.design
+    assert "declared after its first 3 seeds had run" in result.design
+    assert result.error == pytest.approx(0.1)
+    verdicts = verdict_section([Section("Declared questions", "", "questions", result.questions)], 0.5, result.error)
+    assert "keep the chance of any false claim at most about 0.1)" in verdicts.text

@@ -73,8 +73,8 @@ def ablation():
 def test_every_figure_of_a_real_report_has_a_short_title_and_a_caption(ablation):
     figures = [(s.name, s.figure) for s in sections(ablation) if s.figure is not None]
     names = [name for name, _ in figures]
-    for expected in ("main_effects", "interactions", "confirmed_ranking", "screen_vs_confirm", "per_class",
-                     "leave_one_out", "learning_curves", "stopping", "pareto", "lenth"):
+    for expected in ("main_effects", "interactions", "confirmed_arms", "screen_vs_confirm", "per_class",
+                     "questions", "learning_curves", "stopping", "pareto", "lenth"):
         assert expected in names
     for name, fig in figures:
         titles = [fig._suptitle.get_text()] if fig._suptitle else []
@@ -85,6 +85,6 @@ def test_every_figure_of_a_real_report_has_a_short_title_and_a_caption(ablation)
 
 def test_the_report_writes_and_links_the_confirm_phases_figures(ablation, tmp_path):
     report = write_report(ablation, tmp_path).read_text()
-    for name in ("confirmed_ranking", "leave_one_out", "screen_vs_confirm", "per_class", "interactions"):
+    for name in ("confirmed_arms", "questions", "screen_vs_confirm", "per_class", "interactions"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
         assert f"({name}.png)" in report

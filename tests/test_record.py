@@ -61,6 +61,32 @@ def test_a_phase_whose_directory_is_not_one_plain_name_is_dropped(directory, tmp
     assert layout.read_sweep(tmp_path)["phases"] == {"screen": {"dir": "screen"}}  # the count left out
 
 
+QUESTION = {"id": "a vs b", "kind": "difference", "margin": 0.5, "weights": {"a": 1.0, "b": -1.0}}
+
+
+@pytest.mark.parametrize("change", [
+    {"looks": [{"dir": "confirm", "seeds": [], "arms": [0]}]},  # a look without seeds
+    {"looks": [{"dir": "confirm", "seeds": [1], "arms": [0], "cap": 0}]},
+    {"looks": [{"dir": "confirm", "seeds": [1], "arms": [2]}]},  # an arm the phase does not have
+    {"max_seeds": "12"}, {"max_seeds": 0}, {"margin": -0.5}, {"margin": float("nan")}, {"alpha": 1.5},
+    {"questions": [{**QUESTION, "kind": "other"}]}, {"questions": [{**QUESTION, "weights": {"a": "1"}}]},
+    {"questions": [{k: v for k, v in QUESTION.items() if k != "margin"}]}, {"questions": {"a vs b": QUESTION}},
+])
+def test_a_confirm_design_not_as_the_driver_records_it_is_a_one_line_error_for_the_driver(change, tmp_path):
+    confirm = {"dir": "confirm", "top": 1, "seeds": [1, 2], "arms": [{"levels": {"x": 1}}, {"levels": {"x": 2}}],
+               "max_seeds": 4, "margin": 0.5, "alpha": 0.05, "questions": [QUESTION],
+               "looks": [{"dir": "confirm", "seeds": [1, 2], "arms": [0, 1], "cap": 4}]}
+    record = {"plan": PLAN, "params": {}, "phases": {"screen": {"dir": "screen"}, "confirm": confirm}}
+    write(tmp_path, record)
+    assert layout.read_sweep(tmp_path, needs=("plan", "params"))["phases"]["confirm"] == confirm  # as recorded: read
+    write(tmp_path, json.loads(json.dumps({**record, "phases": {**record["phases"], "confirm": {**confirm, **change}}})))
+    with pytest.raises(UserError) as raised:
+        layout.read_sweep(tmp_path, needs=("plan", "params"))
+    message = str(raised.value)
+    assert "`phases.confirm` is not as the driver records it" in message and "\n" not in message
+    assert "phases" not in layout.read_sweep(tmp_path)  # the report reads what it can: left out
+
+
 def test_the_record_is_written_atomically_and_reads_back(tmp_path):
     target = tmp_path / "exp"
     layout.write_sweep(str(target), {"plan": PLAN, "params": {}})

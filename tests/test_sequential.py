@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
+from benchmarks.sequential_confirm import simulate
 from study import questions, sequential
 
 
@@ -67,25 +69,12 @@ def declared(margin=0.5):
 
 
 def family(means, runs, seed=2, first=3, cap=12):
-    """(family-wise error, coverage, mean seeds an arm, share settled) of the design on these truths."""
+    """(family-wise error, coverage, mean seeds an arm, share settled) of the design on these truths:
+    benchmarks/sequential_confirm.py's simulation, on this file's arms."""
     qs, labels = declared()
-    truth = {q["id"]: sum(w * means[a[2:]] for a, w in q["weights"].items()) for q in qs}
-    rng = np.random.default_rng(seed)
-    wrong = covered = settled = seeds = 0
-    for _ in range(runs):
-        noise = {a: rng.normal(0, SDS[a[2:]], size=cap) for a in labels}
-        answers, tried, _ = questions.run_questions(qs, lambda a, k: means[a[2:]] + noise[a][k], labels, first, cap,
-                                                    0.05)
-        bad = False
-        for q in qs:
-            x, t = answers[q["id"]], truth[q["id"]]
-            covered += x.low <= t <= x.high
-            settled += x.state == "settled"
-            bad |= (x.outcome == "+" and t <= 0) or (x.outcome == "-" and t >= 0)
-            bad |= x.outcome == "equivalent" and abs(t) >= q["margin"]
-        wrong += bad
-        seeds += np.mean(list(tried.values()))
-    return wrong / runs, covered / (runs * len(qs)), seeds / runs, settled / (runs * len(qs))
+    result = simulate(qs, labels, {f"a={a}": m for a, m in means.items()}, {f"a={a}": SDS[a] for a in ARMS},
+                      first, cap, runs, seed)
+    return result["family-wise error"], result["coverage"], result["seeds an arm"], result["settled"]
 
 
 @pytest.mark.slow
@@ -171,3 +160,44 @@ def test_the_chance_to_settle_is_high_for_a_clear_difference_and_low_for_a_hopel
     looks = [3 / 12]
     assert sequential.chance_to_settle(3.0, 1.0, 3, 12, looks, 0.01, 0.5) > 0.9
     assert sequential.chance_to_settle(0.6, 3.0, 3, 12, looks, 0.01, 0.5) < 0.1
+
+
+@pytest.mark.parametrize("cap, questions_in_family", [(26, 5), (42, 1), (50, 8)])
+def test_caps_up_to_the_limit_give_finite_boundaries_that_fall_to_the_fixed_one(cap, questions_in_family):
+    """Caps whose first looks spend less than a double can tell from nothing (the normal quantile of
+    1 - tiny is 1.0 - no exit there) still give boundaries: very large at first, then falling, the last
+    near a fixed design's."""
+    alpha = 0.05 / questions_in_family
+    bounds = sequential.boundaries([m / cap for m in range(3, cap + 1)], alpha)
+    finite = [b for b in bounds if math.isfinite(b)]
+    assert finite and finite == sorted(finite, reverse=True) and all(b > 0 for b in bounds)
+    assert stats.norm.isf(alpha / 2) < bounds[-1] < stats.norm.isf(alpha / 2) + 0.25
+    assert 0 <= sequential.chance_to_settle(0.5, 1.0, 5, cap, [m / cap for m in range(3, 6)], alpha, 0.5) <= 1
+
+
+def test_an_arm_without_results_closes_its_questions_as_errored_not_at_the_cap():
+    """A question cannot settle when an arm of it reports nothing: after 3 seeds of that arm without a
+    test accuracy it closes (errored), and its arms stop training for it."""
+    qs, labels = declared()
+    rng = np.random.default_rng(5)
+    values = {a: rng.normal(86, 2.0, size=12) for a in labels}
+    answers, tried, _ = questions.run_questions(
+        qs, lambda a, k: math.nan if a == "a=rank 2" else values[a][k], labels, 3, 12, 0.05)
+    broken = next(q["id"] for q in qs if "a=rank 2" in q["weights"])
+    assert answers[broken].state == "errored" and answers[broken].n == 0
+    assert "errored trials" in questions.verdict(qs[0], answers[broken])
+    assert tried["a=rank 2"] == 3  # no seed more for a question that cannot settle
+
+
+def test_futility_is_judged_from_five_pairs_on():
+    """A hopeless question (equal arms, a spread six margins wide) stays open at 3 and 4 pairs, where a
+    spread on 2 or 3 df says little, and closes as futile from 5."""
+    qs, labels = declared()
+    rng = np.random.default_rng(7)
+    wide = {a: rng.normal(86, 3.0, size=12) for a in labels}
+    values = pd.DataFrame({a: wide[a] for a in labels}, index=range(1, 13))
+    progress, seen = questions.Progress.start(), []
+    for n in (3, 4, 5):
+        answers = questions.look(qs, values.iloc[:n], {a: n for a in labels}, progress, 0.05, cap=12)
+        seen.append({a.state for a in answers.values()})
+    assert seen[0] == seen[1] == {"open"} and "futile" in seen[2]

@@ -108,7 +108,7 @@ def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path)
     epochs = 35 if name == "stages" else 30  # stages fine-tune 5 epochs after the main 30
     data = os.environ["ABLATION_DATA_DIR"]  # empty (conftest): CIFAR-10, the default, is not there yet
     assert f"data: cifar10 at 32x32, downloaded once to {data} (about 170 MB)" in out
-    confirm = 27 if name == "ablation" else 0  # at most 9 arms x 3 fresh seeds (stages: no confirm phase)
+    confirm = 9 * 12 if name == "ablation" else 0  # at most 9 arms x 12 seeds, the cap (stages: no confirm phase)
     # the ablation screens by successive halving: 48 arms for 10 of the 30 epochs, the best 16 for all 30
     screen = (48 * 10 + 16 * 30) * samples if name == "ablation" else trials * epochs
     assert f"cost: at most {screen + confirm * epochs} trial-epochs" in out
@@ -117,7 +117,7 @@ def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path)
     assert re.search(r"^estimated wall time: ~.+ with \d+ trial\(s\) at once, from a probe of [12] arm\(s\) on this "
                      r"machine's cpu \(1 thread; no GPU\)$", out, re.M)
     assert re.search(r"^  cheaper: python sweep/run.py --space \S+ --smoke-test   \(synthetic data, a few tiny trials: "
-                     r"~\d+ (s|min)\)$", out, re.M)
+                     r"~\d+ (s|min)( \d+ s)?\)$", out, re.M)
     # the table: after the seeds line, its columns, one row per arm
     lines = out.splitlines()
     table = lines[next(i for i, line in enumerate(lines) if line.startswith("each row runs")) + 2:]

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from study.cli import duration
 from study.config import UserError
 from study.layout import CONFIRM
+from study.questions import simulated_trials
 from study.selection import rung_keeps
 from sweep import vocabulary as vocab
 from sweep.planning.phases import confirm_bound, seeds_per_arm
@@ -36,15 +37,23 @@ def print_dry_run(params: dict[str, Any], plan: Plan, record: dict[str, Any],
     stops = " (the scheduler stops weak trials early: usually far fewer)" if plan.scheduler != "fifo" else ""
     if confirm:
         arms = confirm_bound(params, confirm, plan.search)
-        seeds = len(confirm["seeds"])
+        seeds, cap = len(confirm["seeds"]), confirm["max_seeds"]
         what = (f"top {confirm['top']} + the best arm's leave-one-out neighbours (at most one per factor) + the "
                 "all-reference arm" if plan.search == "grid" else f"the top {confirm['top']} configs")
-        print(f"then confirm: at most {arms} arms ({what}) x {seeds} fresh seeds {confirm['seeds']} = at most "
-              f"{arms * seeds} trials, each to its end (fifo), chosen when the screen ends")
+        print(f"then confirm: at most {arms} arms ({what}), chosen when the screen ends, each to its end (fifo): "
+              f"{seeds} fresh seeds {confirm['seeds']} an arm at the first look, then one more seed per look for the "
+              f"arms of the declared questions still open, up to {cap}: {arms * seeds} to at most {arms * cap} trials")
+        if cap > seeds and arms > 1:
+            same, apart = (simulated_trials(arms, seeds, cap, confirm["margin"], confirm["alpha"], shift)
+                           for shift in (0, 4))
+            print(f"  expected about {same:.0f} trials if no arm differs from the best, {apart:.0f} if each trails it "
+                  f"by 4 x the +-{confirm['margin']:g} margin (seed-to-seed sd one margin; the mean of 20 simulated "
+                  "confirm phases of this design, asking the best against each other arm: a 2x2 among the arms adds "
+                  "an interaction question)")
     screen_cost = trials * plan.max_t
     if plan.scheduler == "halving":
         screen_cost, stops = halving_cost(params, plan, record), ""
-    worst = screen_cost + (arms * seeds * plan.max_t if confirm else 0)
+    worst = screen_cost + (arms * cap * plan.max_t if confirm else 0)
     print(f"cost: at most {worst} trial-epochs{stops}; {plan.cpus_per_trial:g} CPU"
           + (f" and {plan.gpus_per_trial:g} GPU" if plan.gpus_per_trial else "") + " per trial")
     if args is not None and args.gpus_per_trial is None:  # the sweep chooses the share on a cluster with GPUs

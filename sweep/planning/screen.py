@@ -158,8 +158,8 @@ def launch_order(params: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
     """The grid's arms (every axis but the seed) in a random order drawn from `seed` (--search-seed),
     each with all its seeds when it starts. An asynchronous scheduler compares a trial with the trials
     that reached its rung before it, so which arms survive depends on the order they start in: on the
-    committed ablation, ASHA's rule replayed on the same epoch-3 values promoted the confirmed best arm
-    in about 1 launch order in 5. The grid's own order would make one fixed order of the
+    committed ablation, ASHA's rule replayed on the same epoch-3 values promoted the arm its confirm phase
+    ranked first (by validation, over fresh seeds) in about 1 launch order in 5. The grid's own order would make one fixed order of the
     axes decide; a seeded shuffle, recorded in the plan, makes the order a stated, reproducible draw
     that a second --search-seed varies."""
     arms = vocab.grid_arms(params)
@@ -171,7 +171,7 @@ def default_grace(max_t: int) -> int:
     """The first rung (successive halving's and ASHA's) at a third of training (at least 2 epochs). Learning-rate schedules make early
     validation accuracy a poor guide across recipes: on the CPU ablation of docs/PERFORMANCE.md
     (section 4) the holistic recipe's OneCycle arms trailed the baseline's until about half-way, and a
-    first rung at 1 of 9 epochs stopped the full factorial's best arm (the confirmed best was its 4th);
+    first rung at 1 of 9 epochs stopped the full factorial's best arm (the arm the confirm phase ranked first by validation was its 4th);
     at 3 of 9 the screen ranked it first, at 33% of the full factorial's trial-epochs (one run each:
     chosen on that benchmark, for a mechanism the full factorial's curves show)."""
     return max(2, max_t // 3)
