@@ -138,8 +138,9 @@ def per_seed(values: pd.DataFrame, weights: Mapping[str, float]) -> pd.Series:
     arms = [a for a, w in weights.items() if w]
     if any(a not in values for a in arms):
         return pd.Series(dtype=float)
-    table = values[arms].dropna()
-    return (table * pd.Series({a: weights[a] for a in arms})).sum(axis=1)
+    table = values[arms].to_numpy(float)
+    kept = ~np.isnan(table).any(axis=1)
+    return pd.Series(table[kept] @ np.array([weights[a] for a in arms], float), index=values.index[kept])
 
 
 def answer(contrast: pd.Series, pairs: Sequence[int], alpha: float, margin: float, cap: int) -> Answer:
@@ -148,9 +149,9 @@ def answer(contrast: pd.Series, pairs: Sequence[int], alpha: float, margin: floa
     `contrast` are used), each look's information pairs/cap; at level `alpha` (its share of the
     family's): settled, at the cap, futile or open (module docstring)."""
     n = pairs[-1] if pairs else 0
-    contrast = contrast.iloc[:n]
-    estimate = float(contrast.mean()) if n else math.nan
-    sd = float(contrast.std(ddof=1)) if n > 1 else math.nan
+    x = contrast.to_numpy(float)[:n]
+    estimate = float(x.mean()) if n else math.nan
+    sd = float(x.std(ddof=1)) if n > 1 else math.nan
     looks = [m / cap for m in pairs if m >= 2]
     if n < 2 or not (sd > 0):  # no spread to estimate (one pair, or every pair the same): nothing shown
         return Answer(n, estimate, sd, -math.inf, math.inf, math.inf, "open", "", math.nan)

@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 GRID = 32  # grid points per unit of the increments' standard deviation (as J&T ch. 19; 64 agrees to 1e-5)
 NO_EXIT = 8.0  # the grid ends at +-8 sd where a boundary lies beyond (the mass outside < 1e-15)
@@ -101,6 +101,7 @@ def _solve(exit_probability, target: float) -> float:
     return float(optimize.brentq(lambda c: exit_probability(c) - target, low, high, xtol=1e-10))
 
 
+@lru_cache(maxsize=65536)
 def t_boundary(z: float, df: int) -> float:
     """The t quantile with the tail of the z boundary `z`, for an estimated variance on `df` degrees."""
     if df < 1 or not math.isfinite(z):
@@ -132,9 +133,11 @@ def chance_to_settle(estimate: float, sd: float, n: int, cap: int, times: Sequen
     spread = sd * math.sqrt(cap - n) / cap  # of the final mean, given the pairs so far
     if spread <= 0:
         return 0.0
-    final = stats.norm(loc=estimate, scale=spread)
-    settle = final.sf(half) + final.cdf(-half)  # the interval excludes 0
+    def cdf(x: float) -> float:  # of the final mean: normal around the estimate
+        return float(special.ndtr((x - estimate) / spread))
+
+    settle = 1 - cdf(half) + cdf(-half)  # the interval excludes 0
     inner = min(margin - half, half)  # ... or, not already counted, lies inside +-margin
     if inner > 0:
-        settle += final.cdf(inner) - final.cdf(-inner)
+        settle += cdf(inner) - cdf(-inner)
     return float(min(settle, 1.0))
