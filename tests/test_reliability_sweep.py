@@ -617,7 +617,7 @@ def test_the_data_folder_deleted_before_the_trials_read_it_then_resume(local_ray
     mover = threading.Thread(target=move_it_away, daemon=True)
     mover.start()
     argv = ["--space", "smoke", "--dataset", f"imagefolder:{folder}", "--set", "subset=0", "val_fraction=0.25",
-            "--epochs", "1", "--scheduler", "fifo", "--confirm-top", "1", "--confirm-seeds", "2",
+            "--epochs", "1", "--scheduler", "fifo", "--confirm-top", "1", "--confirm-seeds", "2", "--max-seeds", "2",
             "--storage-path", str(tmp_path), "--name", "gone"]
     assert run.main(argv) == 1
     mover.join()

@@ -204,8 +204,8 @@ def test_relative_paths_in_a_sweep_are_made_absolute_before_any_trial_runs(local
     assert absolute_paths({"dataset": {"grid": ["imagefolder:imgs", "synthetic"]}, "init_from": "ckpt/x.pt"}) == {
         "dataset": {"grid": [f"imagefolder:{tmp_path / 'imgs'}", "synthetic"]}, "init_from": str(tmp_path / "ckpt/x.pt")}
     assert run.main(["--space", "smoke", "--dataset", "imagefolder:imgs", "--set", "subset=0", "val_fraction=0.34",
-                     "--epochs", "1", "--confirm-top", "50", "--confirm-seeds", "2", "--storage-path", "runs",
-                     "--name", "rel"]) == 0
+                     "--epochs", "1", "--confirm-top", "50", "--confirm-seeds", "2", "--max-seeds", "2",
+                     "--storage-path", "runs", "--name", "rel"]) == 0
     trials = load(tmp_path / "runs" / "rel").trials
     assert (trials["phase"] == "screen").sum() == 2 and (trials["phase"] == "confirm").sum() == 2 * 2
     assert set(trials["stop_reason"]) == {"finished"}

@@ -178,7 +178,7 @@ def test_the_example_goes_through_sweep_report_rerun_and_export_on_fashion_mnist
 
     run("sweep/run.py", "--space", "examples/tinycnn.yaml", "--set", "subset=600", "epochs=3",
         "measure_latency=false", "--samples", "2", "--confirm-top", "2", "--confirm-seeds", "2",
-        "--address", "local", "--storage-path", str(tmp_path), "--name", "mine")
+        "--max-seeds", "2", "--address", "local", "--storage-path", str(tmp_path), "--name", "mine")
     experiment = tmp_path / "mine"
     run("sweep/run.py", "--resume", str(experiment), "--address", "local")  # its recorded toggle axes check again
     sweep = json.loads((experiment / "sweep.json").read_text())
