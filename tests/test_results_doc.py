@@ -89,4 +89,4 @@ def test_the_notebook_runs_on_a_committed_frames_directory(monkeypatch, sweep):
         assert any(steps in text for text in shown) and any("| holistic" in text for text in shown)
     else:
         means = to_markdown(confirmed(load(RESULTS / "ablation")).means)
-        assert any(means in text for text in shown) and images >= 8  # the confirm arms' and leave-one-out's too
+        assert any(means in text for text in shown) and images >= 8  # the declared questions' and the confirmed arms' too
