@@ -2,17 +2,19 @@
 by look (study.questions.run_questions, what the driver does), against fixed designs.
 
 Truths: the committed Fashion-MNIST ablation's six confirm arms (results/ablation: each arm's mean test
-accuracy and seed-to-seed sd over its seeds, sd 0.26 to 1.05 points, so unequal spreads) with their
-declared questions (the screen's best against each other arm, the interaction of the 2x2 among them);
-the same arms all equal (every difference claim false); every other arm exactly one margin below the
-best (every equivalence claim with the best false). Designs: the default sequential one (3 seeds at the
+accuracy and seed-to-seed sd over its seeds: unequal spreads) with their declared questions (the
+screen's best against each other arm, the interaction of the 2x2 among them); the same arms all equal
+(every difference claim false); every other arm exactly one margin below the best (every equivalence
+claim with the best false); one question alone, its two arms equal (no Bonferroni share: the t
+conversion's hardest case). Designs: the default sequential one (3 seeds at the
 first look, a look per seed up to 12), a fixed 3 and a fixed 12 seeds (one look: Bonferroni t
 intervals), and a fixed design with the sequential one's mean seeds an arm.
 
 Printed and written per truth and design: the family-wise error (the share of runs with any false
 claim: a difference of the wrong sign or none, an equivalence beyond the margin), the coverage of the
 reported intervals (the share of questions whose final interval holds its truth), the mean seeds an
-arm, and the share of questions settled. docs/ANALYSIS.md holds the table; tests/test_sequential.py
+arm, the share of questions settled, and the lean of the settled differences (estimate − truth, signed
+toward the estimate's side of 0). docs/ANALYSIS.md holds the table; tests/test_sequential.py
 checks the same with fewer runs.
 
     python benchmarks/sequential_confirm.py [--runs 2000] [--out benchmarks/results/sequential-confirm.json]

@@ -80,8 +80,8 @@ def fairness(screen, confirm_spec, factors, full, ff_effects) -> dict:
     from scipy.stats import spearmanr
 
     from analysis import effects
-    from study.selection import arm_label, arm_labels, screen_ranking
     from analysis.report import screen_compared
+    from study.selection import arm_label, arm_labels, screen_ranking
 
     ranking = screen_ranking(screen.trials, screen.epochs, factors)
     ranks = dict(zip(arm_labels(ranking, factors), ranking["rank"]))
