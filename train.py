@@ -219,7 +219,7 @@ def restore_lost_metrics(run_dir: Path, saved: dict[str, Any]) -> None:
     epochs = set()
     for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
         with contextlib.suppress(ValueError, AttributeError):
-            epochs.add(json.loads(line).get("epoch"))
+            epochs.add(layout.loads(line).get("epoch"))
     if metrics.get("epoch") not in epochs:
         with path.open("a") as out:
             out.write(json.dumps(metrics) + "\n")

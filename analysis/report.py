@@ -199,8 +199,12 @@ def overview(exp: Experiment, compared: Compared, result: Confirmed | None = Non
     `result` (analysis.confirm.confirmed)."""
     sweep, trials = exp.sweep, exp.trials
     plan = sweep.get("plan", {})
-    lines = [f"Experiment `{exp.path}`" + (f": space `{sweep['space_name']}`" if "space_name" in sweep
-                                           else " (no sweep.json: not started by sweep/run.py)")]
+    problems = layout.sweep_problems(exp.path)
+    lines = [f"Experiment `{exp.path}`" + (f": space `{sweep['space_name']}`" if "space_name" in sweep else
+                                           " (no sweep.json: not started by sweep/run.py)" if not problems else "")]
+    if problems:
+        lines.append(f"Its record is damaged and read without what is: {'; '.join(problems)}. The trials come "
+                     "from their own files; what the damaged parts recorded is not used.")
     if plan:
         epochs = f"{plan['max_t']} epoch{'s' if plan['max_t'] != 1 else ''}"
         lines.append(("Screen: " if exp.phases else "")

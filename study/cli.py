@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import sys
+import unicodedata
 from typing import Any
 
 from study.config import UserError
@@ -32,6 +33,18 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def printable(value: str, what: str) -> str:
+    """`value`, when it holds no control or format character (a newline, a tab, a terminal escape, a
+    bidirectional override): a name reaches directory names, logs and the terminal as it is, where
+    such a character splits a log line, moves the cursor or hides what follows. A UserError naming
+    `what` and the first such character otherwise."""
+    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf")), None)
+    if bad is not None:
+        raise UserError(f"{what} {value!r} holds the control character {bad!r}: a name goes into directory "
+                        "names, logs and the terminal as it is")
     return value
 
 

@@ -292,7 +292,7 @@ def load_mapping(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}") from None
     except (RecursionError, _TooDeep):
         raise too_deep from None
-    if _depth(data) > MAX_DEPTH:
+    if nesting_depth(data) > MAX_DEPTH:
         raise too_deep
     if data is None:
         return {}
@@ -336,13 +336,14 @@ def _yaml_values(node: Any, depth: int, memo: dict[int, int]) -> int:
     return memo[id(node)]
 
 
-def _depth(data: Any) -> int:
-    """How deep lists and mappings nest in `data` (0 for a plain value), without recursion."""
+def nesting_depth(data: Any, limit: int = MAX_DEPTH) -> int:
+    """How deep lists and mappings nest in `data` (0 for a plain value), without recursion; it stops
+    looking one level past `limit`, so anything deeper reads as limit + 1."""
     deepest, stack = 0, [(data, 0)]
     while stack:
         value, depth = stack.pop()
         deepest = max(deepest, depth)
-        if depth <= MAX_DEPTH and isinstance(value, (list, dict)):
+        if depth <= limit and isinstance(value, (list, dict)):
             stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
     return deepest
 

@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from study.config import ConfigError, TrainConfig, UserError
+from study.config import ConfigError, TrainConfig, UserError, nesting_depth
 from study.files import WriteError, write_text_atomically
 
 SWEEP_FILE = "sweep.json"
@@ -52,11 +52,32 @@ CLASS_PREFIX = "test_acc_class/"  # + a class's name: a trial's per-class test a
 
 
 # ------------------------------------------------------------------------------------ reading
-def read_json(path: Path, kind: type | None = None) -> Any:
-    """A JSON file's content, or None when it is missing, unreadable (half written, not UTF-8) or,
-    given `kind`, of another type (a list where an object belongs)."""
+# The deepest record this tool writes nests 8 levels (sweep.json's confirm phase: its looks' seeds per
+# arm); one nested deeper was not written by it, and past about 1,000 levels json's decoder (and any
+# reader walking the tree after it) ends in a RecursionError.
+RECORD_DEPTH = 64
+
+
+def loads(text: str | bytes) -> Any:
+    """json.loads for every record file the tool reads back (sweep.json, a trial's config and result
+    lines, the driver's records, Ray's experiment state, train.py's metrics log): a text nested deeper
+    than RECORD_DEPTH levels is a ValueError, as any other text that is not a record's JSON, so each
+    reader's own handling of a damaged file (skip it, or one line naming it) covers it too."""
+    too_deep = ValueError(f"nested deeper than {RECORD_DEPTH} levels")
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
+    if nesting_depth(data, RECORD_DEPTH) > RECORD_DEPTH:
+        raise too_deep
+    return data
+
+
+def read_json(path: Path, kind: type | None = None) -> Any:
+    """A JSON file's content, or None when it is missing, unreadable (half written, not UTF-8, nested
+    past RECORD_DEPTH) or, given `kind`, of another type (a list where an object belongs)."""
+    try:
+        data = loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
     return data if kind is None or isinstance(data, kind) else None
@@ -66,7 +87,7 @@ def read_config_record(path: Path) -> dict[str, Any]:
     """The resolved config (the ``config`` object) of a trial_config.json or a train.py run's
     config.json; a UserError naming the file when it is missing, not JSON, or has no config object."""
     try:
-        record = json.loads(Path(path).read_text())
+        record = loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"{path} is missing") from None
     except (OSError, ValueError) as exc:
@@ -103,7 +124,7 @@ def read_latency_alone(run_dir: str | Path) -> dict[str, Any] | None:
     """RUN_DIR/latency_alone.json (deploy.latency.remeasure_front), or None without a readable one
     (missing, not JSON, or not of the shape it writes: trial id -> {"latency_ms_b1": number, ...})."""
     try:
-        data = json.loads((Path(run_dir) / LATENCY_FILE).read_text())
+        data = loads((Path(run_dir) / LATENCY_FILE).read_text())
     except (OSError, ValueError):
         return None
     trials = data.get("trials") if isinstance(data, dict) else None
@@ -123,7 +144,7 @@ def read_sweep(location: str | Path, needs: Iterable[str] = ()) -> dict[str, Any
     needs = tuple(needs)
     where = f"{str(location).rstrip('/')}/{SWEEP_FILE}"
     try:
-        record = json.loads(_read_bytes(where))
+        record = loads(_read_bytes(where))
     except (FileNotFoundError, OSError):
         if needs:
             raise UserError(f"{location} has no {SWEEP_FILE}: it was not started by sweep/run.py") from None
@@ -143,6 +164,21 @@ def read_sweep(location: str | Path, needs: Iterable[str] = ()) -> dict[str, Any
         why = "; ".join(wrong.get(part, f"no `{part}`") for part in missing)
         raise UserError(f"{where} is not a sweep record this version can read ({why})")
     return checked
+
+
+def sweep_problems(location: str | Path) -> list[str]:
+    """What a reader without needs (:func:`read_sweep`) left out of the experiment's sweep.json, in
+    words: [] when it is whole or missing; else the file unreadable, or each malformed part."""
+    where = f"{str(location).rstrip('/')}/{SWEEP_FILE}"
+    try:
+        record = loads(_read_bytes(where))
+    except (FileNotFoundError, OSError):
+        return []
+    except ValueError as exc:
+        return [f"{SWEEP_FILE} cannot be read ({exc})"]
+    if not isinstance(record, dict):
+        return [f"{SWEEP_FILE} is not a sweep record (a JSON object)"]
+    return list(checked_parts(record)[1].values())
 
 
 def checked_parts(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -184,7 +220,8 @@ def checked_parts(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
 def phase_record(phases: Any, name: str) -> dict[str, Any] | None:
     """sweep.json's record of one phase, or None when it has none of the expected shape (its ``dir``
     one plain directory name; a screen's ``rungs``, if any, a list of objects each with a plain
-    ``dir`` and a whole ``budget`` >= 1); a non-integer trial count is left out (of a rung too)."""
+    ``dir`` and a whole ``budget`` >= 1; a confirm phase's seeds, factors and arms, its looks and its
+    design); a non-integer trial count is left out (of a rung too)."""
     spec = phases.get(name) if isinstance(phases, dict) else None
     if not (isinstance(spec, dict) and plain_name(spec.get("dir"))):
         return None
@@ -198,11 +235,23 @@ def phase_record(phases: Any, name: str) -> dict[str, Any] | None:
             return None
         spec = {**spec, "rungs": [r if _is_count(r.get("expected_trials", 0)) else
                                   {k: v for k, v in r.items() if k != "expected_trials"} for r in rungs]}
+    if name == CONFIRM and not _confirm_basics(spec):
+        return None
     if "looks" in spec and not _looks(spec["looks"], spec.get("arms")):
         return None
     if not _design(spec):
         return None
     return spec
+
+
+def _confirm_basics(spec: Mapping[str, Any]) -> bool:
+    """Whether a confirm phase has what every reader of it indexes, as the driver records it when it
+    plans the phase: its fresh ``seeds`` (whole numbers, one or more) and its ``factors`` (names); and
+    once chosen, its ``arms`` (objects, each with its ``levels``)."""
+    seeds, factors, arms = spec.get("seeds"), spec.get("factors"), spec.get("arms", [])
+    return (isinstance(seeds, list) and bool(seeds) and all(_is_count(s) for s in seeds)
+            and isinstance(factors, list) and all(isinstance(f, str) for f in factors)
+            and isinstance(arms, list) and all(isinstance(a, dict) and isinstance(a.get("levels"), dict) for a in arms))
 
 
 def _looks(looks: Any, arms: Any) -> bool:

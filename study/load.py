@@ -304,11 +304,12 @@ def epoch_rows(results: list[dict[str, Any]], trial_id: str) -> pd.DataFrame:
 
 
 def epochs_frame(curves: list[pd.DataFrame]) -> pd.DataFrame:
-    """All trials' epochs; a resumed trial's repeated epoch keeps its latest report."""
-    frame = pd.concat([c for c in curves if len(c.columns) > 1] or [pd.DataFrame(columns=["trial_id"])],
-                      ignore_index=True)
-    if frame.empty:
-        return frame
+    """All trials' epochs; a resumed trial's repeated epoch keeps its latest report. Without any (every
+    trial errored before its first report) an empty frame with every column a reader may index."""
+    reported = [c for c in curves if len(c.columns) > 1]
+    if not reported:
+        return pd.DataFrame(columns=["trial_id", *EPOCH_COLUMNS])
+    frame = pd.concat(reported, ignore_index=True)
     if "epoch" not in frame:
         frame["epoch"] = frame["training_iteration"]
     frame = frame.drop_duplicates(["trial_id", "epoch"], keep="last")

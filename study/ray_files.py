@@ -15,7 +15,6 @@ rows; :mod:`study.load` makes the frames. A file not as Ray writes it skips that
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +100,7 @@ def read_state(path: Path) -> dict[str, dict[str, Any]]:
     entries = (data or {}).get("trial_data", [])
     for entry in entries if isinstance(entries, list) else []:
         try:
-            info = json.loads(entry[0]) if isinstance(entry, list) else entry
+            info = layout.loads(entry[0]) if isinstance(entry, list) else entry
             trials[info["trial_id"]] = {"status": info.get("status"),
                                         "config": info.get("config") if isinstance(info.get("config"), dict) else {},
                                         "relative_logdir": info.get("relative_logdir") or info["trial_id"]}
@@ -119,7 +118,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     results = []
     for line in lines:
         try:
-            row = json.loads(line)
+            row = layout.loads(line)
         except ValueError:
             continue
         if isinstance(row, dict):

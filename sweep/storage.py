@@ -35,7 +35,7 @@ from typing import Any
 from ray import tune
 
 from study.files import WriteError, write_text_atomically
-from study.layout import read_result_rows, record_path
+from study.layout import loads, read_result_rows, record_path
 
 RESERVE_FILE = ".space-reserve"
 RESERVE_BYTES = 32 << 20  # room for Tune's last save of the experiment state and result files
@@ -114,7 +114,7 @@ def readable(path: Path) -> bytes | None:
     """A state file's bytes when they are whole JSON, else None."""
     try:
         data = path.read_bytes()
-        json.loads(data)
+        loads(data)
     except (OSError, ValueError):
         return None
     return data

@@ -18,7 +18,8 @@ def write(path, content) -> None:
 
 
 def test_a_whole_record_reads_back(tmp_path):
-    phases = {"screen": {"dir": "screen", "expected_trials": 4}, "confirm": {"dir": "confirm-2", "top": 1},
+    phases = {"screen": {"dir": "screen", "expected_trials": 4},
+              "confirm": {"dir": "confirm-2", "top": 1, "seeds": [1, 2, 3], "factors": ["lr"]},
               "earlier_confirms": [{"dir": "confirm"}]}
     write(tmp_path, {"plan": PLAN, "params": {"lr": {"grid": [0.1]}}, "expected_trials": 4, "phases": phases})
     sweep = layout.read_sweep(tmp_path, needs=("plan", "params"))
@@ -71,9 +72,12 @@ QUESTION = {"id": "a vs b", "kind": "difference", "margin": 0.5, "weights": {"a"
     {"max_seeds": "12"}, {"max_seeds": 0}, {"margin": -0.5}, {"margin": float("nan")}, {"alpha": 1.5},
     {"questions": [{**QUESTION, "kind": "other"}]}, {"questions": [{**QUESTION, "weights": {"a": "1"}}]},
     {"questions": [{k: v for k, v in QUESTION.items() if k != "margin"}]}, {"questions": {"a vs b": QUESTION}},
+    # what every reader indexes (issue 37, class 3: a KeyError in the report)
+    {"seeds": []}, {"seeds": "1, 2"}, {"factors": "x"}, {"arms": [{"why": "no levels"}]}, {"arms": {"x": 1}},
 ])
 def test_a_confirm_design_not_as_the_driver_records_it_is_a_one_line_error_for_the_driver(change, tmp_path):
-    confirm = {"dir": "confirm", "top": 1, "seeds": [1, 2], "arms": [{"levels": {"x": 1}}, {"levels": {"x": 2}}],
+    confirm = {"dir": "confirm", "top": 1, "seeds": [1, 2], "factors": ["x"],
+               "arms": [{"levels": {"x": 1}}, {"levels": {"x": 2}}],
                "max_seeds": 4, "margin": 0.5, "alpha": 0.05, "questions": [QUESTION],
                "looks": [{"dir": "confirm", "seeds": [1, 2], "arms": [0, 1], "cap": 4}]}
     record = {"plan": PLAN, "params": {}, "phases": {"screen": {"dir": "screen"}, "confirm": confirm}}

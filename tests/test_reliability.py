@@ -11,6 +11,7 @@ Every test stays on this machine: downloads come from file:// URLs (``make_cifar
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import io
@@ -346,6 +347,10 @@ def test_train_py_bad_input_as_a_user_sees_it(tmp_path):
     (["--set", "val_fraction=0"], "val_fraction=0.0 leaves no validation images out of 512"),
     (["--name", "."], "--name '.' must be a plain directory name"),
     (["--name", "x" * 300], "--name is 300 bytes long: at most 200"),
+    # issue 37, class 8: control characters reached directory names, logs and the terminal
+    (["--name", "two\nlines"], "--name 'two\\nlines' holds the control character '\\n'"),
+    (["--name", "red\x1b[31m"], "holds the control character '\\x1b'"),
+    (["--name", "abc\u202edcba"], "holds the control character '\\u202e'"),
 ])
 def test_sweep_bad_input_is_one_line_exit_2_before_anything_runs(argv, words, tmp_path, capsys):
     """Checked while planning (so --dry-run refuses them too): no Ray is started, nothing is written."""
@@ -386,6 +391,68 @@ def test_files_that_exhaust_the_parser_or_the_planner_are_one_line_at_once(name,
     if name != "million.yaml":  # the one reader of config and space files: train.py --config too
         assert train.main(["--config", str(path), "--out-dir", str(tmp_path / "o")]) == 2
         assert words in one_line_error(capsys.readouterr().err, "train.py") and not (tmp_path / "o").exists()
+
+
+
+def test_record_files_nested_past_any_reader_are_damaged_files_not_tracebacks(tmp_path, capsys):
+    """Issue 37, class 2: a sweep.json or a result line nested a few thousand levels was a
+    RecursionError traceback in the report and the driver. Every record file goes through one reader
+    (study.layout.loads) with a depth guard: the driver and export refuse in one line, the report
+    reads the frames without the record, a deep result line is skipped like a line cut short."""
+    from analysis.report import main as report_main
+    from study import layout
+    from study.ray_files import read_results
+
+    def nest(levels: int) -> str:
+        return "[" * levels + "1" + "]" * levels
+
+    deep = nest(3000)
+    for text in (deep, nest(layout.RECORD_DEPTH + 1)):
+        with pytest.raises(ValueError, match=f"nested deeper than {layout.RECORD_DEPTH} levels"):
+            layout.loads(text)
+    assert layout.loads(nest(layout.RECORD_DEPTH)) is not None
+    experiment = tmp_path / "stages"
+    shutil.copytree(ROOT / "results" / "stages", experiment)
+    record = (experiment / "sweep.json").read_text().rstrip()
+    (experiment / "sweep.json").write_text(record[:-1] + f', "extra": {deep}}}')
+    capsys.readouterr()
+    assert run.main(["--resume", str(experiment)]) == 2
+    assert "sweep.json is not valid JSON (nested deeper than 64 levels)" in one_line_error(
+        capsys.readouterr().err, "run.py")
+    assert report_main([str(experiment), "--out", str(tmp_path / "report")]) == 0
+    assert "| holistic" in (tmp_path / "report" / "report.md").read_text()
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps({"epoch": 1}) + "\n" + f'{{"epoch": {deep}}}' + "\n" + json.dumps({"epoch": 2}))
+    assert read_results(result) == [{"epoch": 1}, {"epoch": 2}]
+    config = tmp_path / "trial_config.json"
+    config.write_text(f'{{"config": {deep}}}')
+    with pytest.raises(UserError, match="cannot be read .nested deeper than 64 levels"):
+        layout.read_config_record(config)
+
+
+
+def test_a_phase_record_without_a_part_its_readers_index_is_left_out_in_words(tmp_path, capsys):
+    """Issue 37, class 3: a confirm phase recorded without its seeds ended the report in a KeyError.
+    Each key of each phase of a committed record taken out in turn: the driver refuses the record in
+    one line or reads it, and the report reads the experiment without the damaged part and says so."""
+    from analysis.report import sections
+    from study import layout
+    from study.load import load
+
+    experiment = tmp_path / "asha"
+    shutil.copytree(ROOT / "results" / "ablation-asha", experiment)
+    record = json.loads((experiment / "sweep.json").read_text())
+    said = []
+    for phase in layout.PHASES:
+        for key in record["phases"][phase]:
+            damaged = json.loads(json.dumps(record))
+            del damaged["phases"][phase][key]
+            (experiment / "sweep.json").write_text(json.dumps(damaged))
+            with contextlib.suppress(UserError):
+                layout.read_sweep(experiment, needs=("plan", "params"))
+            found = sections(load(experiment))
+            said += [f"{phase}.{key}"] if any("Its record is damaged" in s.text for s in found) else []
+    assert {"confirm.seeds", "confirm.factors", "confirm.dir", "screen.dir"} <= set(said), said
 
 
 def test_nan_and_inf_are_refused_in_every_float_knob():

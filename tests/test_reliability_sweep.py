@@ -600,9 +600,9 @@ def test_the_data_folder_deleted_before_the_trials_read_it_then_resume(local_ray
     """The image folder moved away once the driver has checked it (sweep.json written), before any trial
     reads it: every screen trial errors, and a confirm phase follows. Each trial is one line with the
     cause (it was Ray's remote traceback per trial), the confirm phase says it did not start, exit 1.
-    With the folder back and the experiment itself moved to another directory (its files record
-    absolute paths), --resume --max-failures 1 runs the screen and then the confirm phase there, and
-    writes nothing where it was."""
+    Its report says every trial errored, and why. With the folder back and the experiment itself moved
+    to another directory (its files record absolute paths), --resume --max-failures 1 runs the screen
+    and then the confirm phase there, and writes nothing where it was."""
     from tests.helpers import image_folder
 
     folder = image_folder(tmp_path / "imgs", per_class=12)
@@ -629,6 +629,11 @@ def test_the_data_folder_deleted_before_the_trials_read_it_then_resume(local_ray
     assert "run.py: the confirm phase did not start: every trial of screen errored" in console
     assert f"python sweep/run.py --resume {experiment} --max-failures 1" in console
     assert not (experiment / "confirm").exists()
+    # issue 37, class 7: its report (no trial reported an epoch) was a KeyError traceback
+    assert report_main([str(experiment), "--out", str(tmp_path / "errored-report")]) == 0
+    report = (tmp_path / "errored-report" / "report.md").read_text()
+    assert "2 trials recorded of 2 expected: 2 errored" in report and "is not a directory" in report
+    assert "Traceback" not in "".join(capfd.readouterr())
     (tmp_path / "away").rename(folder)
     moved = tmp_path / "moved" / "gone"
     moved.parent.mkdir()

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from study.cli import parse_sets
+from study.cli import parse_sets, printable
 from study.config import IMAGEFOLDER_PREFIX, UserError, default_data_dir, is_user_model
 from study.layout import METRIC, MODE, SCREEN
 from sweep import design
@@ -203,14 +203,15 @@ NAME_MAX = 200  # bytes of --name: filesystems allow 255 for a directory; Ray an
 
 
 def experiment_name(name: str | None) -> str | None:
-    """--name is one directory inside --storage-path: no separators, not `.` or `..`, at most NAME_MAX bytes."""
+    """--name is one directory inside --storage-path: no separators, not `.` or `..`, at most NAME_MAX bytes,
+    no control characters (study.cli.printable)."""
     if name is not None and (not name.strip() or "/" in name or os.sep in name or ".." in name or name == "."):
         raise UserError(f"--name {name!r} must be a plain directory name (no '/', not '.' or '..'): the experiment "
                         "goes inside --storage-path")
     if name is not None and len(name.encode()) > NAME_MAX:
         raise UserError(f"--name is {len(name.encode())} bytes long: at most {NAME_MAX} (a directory name may have "
                         "255, and the sweep adds to it)")
-    return name
+    return name if name is None else printable(name, "--name")
 
 
 def absolute_location(location: str) -> str:
