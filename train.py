@@ -141,6 +141,10 @@ def check_resumable(run_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
 
     if not (run_dir / "checkpoint").is_dir():
         raise UserError(f"{run_dir} has no checkpoint/ to resume from")
+    appended = run_dir / "metrics.jsonl"  # the one file a resumed run appends to; the rest it replaces
+    if appended.is_symlink():
+        raise UserError(f"{appended} is a symbolic link (to {os.readlink(appended)}): a resumed run appends its "
+                        "metrics there, and writes only its own files; remove the link")
     saved = load_checkpoint(run_dir / "checkpoint")
     check_same_config(saved, cfg.to_dict())
     return saved
@@ -212,6 +216,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def restore_lost_metrics(run_dir: Path, saved: dict[str, Any]) -> None:
     """The checkpoint's epoch, when its metrics line never reached metrics.jsonl (a full disk)."""
+    from study.files import open_for_writing
+
     metrics = saved.get("metrics")
     if not isinstance(metrics, dict):
         return
@@ -221,7 +227,7 @@ def restore_lost_metrics(run_dir: Path, saved: dict[str, Any]) -> None:
         with contextlib.suppress(ValueError, AttributeError):
             epochs.add(layout.loads(line).get("epoch"))
     if metrics.get("epoch") not in epochs:
-        with path.open("a") as out:
+        with open_for_writing(path) as out:
             out.write(json.dumps(metrics) + "\n")
 
 

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from study.config import UserError
 
@@ -24,6 +24,22 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     """A small file of a run (config, summary, record), complete or not at all."""
     with written(Path(path)) as tmp:
         Path(tmp).write_text(text)
+
+
+def open_for_writing(path: str | os.PathLike, mode: str = "a") -> IO:
+    """`path` opened to append to (``"a"``, created if missing) or to write anew (``"wb"``), never
+    through a symbolic link: a link placed among a run's files would send what the run writes to a
+    file outside it. A WriteError naming the file (and the link's target) when it is one, or when it
+    cannot be opened."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    path = Path(path)
+    try:
+        return os.fdopen(os.open(path, flags, 0o644), mode)
+    except OSError as exc:
+        if path.is_symlink():
+            raise WriteError(f"cannot write {path}: it is a symbolic link (to {os.readlink(path)}), and a run "
+                             "writes only its own files: remove the link") from None
+        raise WriteError(f"cannot write {path}: {write_failure(exc, path.parent)}") from None
 
 
 @contextlib.contextmanager

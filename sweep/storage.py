@@ -34,7 +34,7 @@ from typing import Any
 
 from ray import tune
 
-from study.files import WriteError, write_text_atomically
+from study.files import WriteError, open_for_writing, write_text_atomically
 from study.layout import loads, read_result_rows, record_path
 
 RESERVE_FILE = ".space-reserve"
@@ -54,7 +54,12 @@ def reserve(experiment_dir: str, resume_dir: str | None = None) -> None:
         return
     path = Path(experiment_dir, RESERVE_FILE)
     try:
-        with path.open("wb") as out:
+        out = open_for_writing(path, "wb")
+    except WriteError as exc:
+        raise WriteError(f"{exc}; then continue with: python sweep/run.py --resume {resume_dir or experiment_dir}"
+                         ) from None
+    try:
+        with out:
             try:
                 os.posix_fallocate(out.fileno(), 0, RESERVE_BYTES)
             except OSError as exc:  # a filesystem without fallocate (some NFS): write the bytes

@@ -26,6 +26,7 @@ import torch
 from ray import tune
 
 from study.config import TrainConfig
+from study.files import write_text_atomically
 from study.layout import METRIC, TRIAL_CONFIG_FILE
 from sweep.planning.configs import trial_config
 from sweep.storage import wait_while_full
@@ -155,4 +156,4 @@ def write_trial_config(cfg: TrainConfig, config: Mapping[str, Any]) -> None:
     trial's working directory, which Tune syncs into the trial directory on the storage path
     (``SyncConfig(sync_artifacts=True)``), also from other nodes of a cluster."""
     record = {"config": cfg.to_dict(), "space_config": dict(config), **provenance()}
-    Path(os.getcwd(), TRIAL_CONFIG_FILE).write_text(json.dumps(record, indent=2, default=str))
+    write_text_atomically(Path(os.getcwd(), TRIAL_CONFIG_FILE), json.dumps(record, indent=2, default=str))

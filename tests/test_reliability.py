@@ -512,6 +512,34 @@ def test_resume_puts_back_the_metrics_line_a_full_disk_lost(three_runs, tmp_path
     assert summary_of(run_dir) == summary_of(three_runs / "a")
 
 
+def test_resume_never_writes_through_a_symbolic_link_in_the_run_directory(three_runs, tmp_path, capsys):
+    """Issue 37, class 4: a symbolic link put in place of metrics.jsonl made --resume append the run's
+    log to the file it pointed to, outside the run. Now the check before anything runs refuses it in
+    one line, and the one opener of appended and reserved files (study.files.open_for_writing) never
+    follows a link (the files written whole replace a link rather than writing through it)."""
+    from study.files import WriteError, open_for_writing
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(three_runs / "a", run_dir)
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("not the run's\n")
+    (run_dir / "metrics.jsonl").unlink()
+    (run_dir / "metrics.jsonl").symlink_to(outside)
+    before = files_of(run_dir)
+    assert train.main(["--resume", str(run_dir), "--quiet"]) == 2
+    err = one_line_error(capsys.readouterr().err, "train.py")
+    assert f"{run_dir / 'metrics.jsonl'} is a symbolic link (to {outside})" in err
+    assert outside.read_text() == "not the run's\n" and files_of(run_dir) == before
+    for mode in ("a", "wb"):
+        with pytest.raises(WriteError, match="is a symbolic link"):
+            open_for_writing(run_dir / "metrics.jsonl", mode)
+    assert outside.read_text() == "not the run's\n"
+    with open_for_writing(tmp_path / "new.log") as out:  # a plain file: created, then appended to
+        out.write("one\n")
+    with open_for_writing(tmp_path / "new.log") as out:
+        out.write("two\n")
+    assert (tmp_path / "new.log").read_text() == "one\ntwo\n"
+
 def bare_tensor(path: Path) -> Path:
     torch.save(torch.zeros(3), path)
     return path

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from study.config import TrainConfig
-from study.files import WriteError, write_failure
+from study.files import WriteError, open_for_writing, write_failure
 from study.states import DIVERGED
 from training.preflight import few_steps
 
@@ -31,10 +31,11 @@ class ConsoleAndTensorBoard:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
+        self.lines = open_for_writing(run_dir / "metrics.jsonl")
         try:
             self.writer = SummaryWriter(str(run_dir))
-            self.lines = (run_dir / "metrics.jsonl").open("a")
         except OSError as exc:
+            self.lines.close()
             raise WriteError(f"cannot write to {run_dir}: {write_failure(exc, run_dir)}") from None
         self.quiet, self.cfg = quiet, cfg
         self.bar = sys.stdout.isatty() and not quiet
