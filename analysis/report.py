@@ -513,7 +513,7 @@ def check_out(out: Path | None, exp: Experiment) -> Path:
     experiment (a report there overwrites that experiment's own report); a RUN_DIR/report that is a
     symbolic link leading out of the experiment. A report's own directory (frames) may be written again."""
     from study.load import is_frames
-    from study.ray_files import is_experiment
+    from study.ray_files import is_experiment, is_trial_dir
 
     def a_record(directory: Path) -> bool:
         return is_experiment(directory) and not is_frames(directory, layout.read_sweep(directory))
@@ -532,7 +532,7 @@ def check_out(out: Path | None, exp: Experiment) -> Path:
         raise UserError(f"--out {out} is an experiment's directory: the report's sweep.json and frames would "
                         "overwrite its record; choose another directory (the default is RUN_DIR/report)")
     for directory in (resolved, *resolved.parents):
-        if (directory / "params.json").is_file():
+        if is_trial_dir(directory):
             raise UserError(f"--out {out} is inside the trial directory {directory}: choose a directory of its own")
         ours = own.is_relative_to(directory) or directory.is_relative_to(own)  # the experiment `exp` is of
         if directory != resolved and a_record(directory) and not ours:

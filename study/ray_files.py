@@ -82,6 +82,12 @@ def with_unsaved_trials(state: dict[str, dict[str, Any]], path: Path) -> dict[st
     return state
 
 
+def is_trial_dir(path: Path) -> bool:
+    """Whether `path` is a Ray Tune trial's directory: named with a trial id, holding its params.json
+    (a params.json alone, in a directory of any name, is not one)."""
+    return bool(TRIAL_ID.search(path.name)) and (path / "params.json").is_file()
+
+
 def is_experiment(path: Path) -> bool:
     return (path / layout.SWEEP_FILE).is_file() or any(path.glob("experiment_state-*.json"))
 

@@ -1077,3 +1077,8 @@ def test_the_report_replaces_a_symbolic_link_in_its_directory_and_refuses_anothe
         assert report.main([str(experiment), "--out", str(target)]) == 2
         assert said in one_line_error(capsys.readouterr().err, "report")
     assert not (other / "report").exists() and not (trial_dir / "report").exists()
+    # issue 37, class 10: a params.json in a directory above --out that is no trial's refused every report
+    stray = tmp_path / "notes"
+    (stray / "deeper").mkdir(parents=True)
+    (stray / "params.json").write_text("{}")
+    assert report.main([str(experiment), "--out", str(stray / "deeper" / "out")]) == 0, capsys.readouterr().err
