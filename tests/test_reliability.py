@@ -652,6 +652,28 @@ def test_a_full_disk_while_the_dataset_cache_is_written_is_one_line_and_leaves_n
     assert not (tmp_path / "run").exists()
 
 
+def test_a_full_disk_while_a_cifar_archive_is_downloaded_or_unpacked_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """Issue 37, class 6: the disk filled while the archive was unpacked left the archive just fetched
+    (holding the space) and said only "[Errno 28]"; while it was downloaded, "cannot download ... put it
+    into DIR", as if the network had failed. Now both are one line naming the full disk and what to
+    do, exit 2, and the data directory is left as it was."""
+    make_cifar_archive(tmp_path, "cifar10", monkeypatch)
+    archive = next((tmp_path / "upstream").iterdir())
+    with tarfile.open(archive) as tar:
+        unpacked = sum(member.size for member in tar.getmembers())
+    kib = -(-archive.stat().st_size // 4096) * 4  # the archive on a tmpfs, in whole 4 KiB pages
+    assert unpacked > 32 * 1024  # room for the archive and half of what it holds, not for all of it
+    removed = ": no space left on device (the archive it had just downloaded removed)"
+    for size, words in ((kib // 2, "no space left on device (downloading file://"), (kib + unpacked // 2048, removed)):
+        with tmpfs(tmp_path / f"disk{size}", f"{size}k") as disk:
+            code = train.main(["--dataset", "cifar10", "--data-dir", str(disk), "--epochs", "1",
+                               "--out-dir", str(tmp_path / "run"), "--quiet"])
+            err = "".join(line for line in capsys.readouterr().err.splitlines(keepends=True)
+                          if not line.startswith("downloading "))
+            assert code == 2 and words in one_line_error(err, "train.py"), err
+            assert "free space in" in err and list(disk.iterdir()) == []
+    assert not (tmp_path / "run").exists()
+
 def test_sigterm_stops_train_py_like_ctrl_c(tmp_path):
     """SIGTERM (what SLURM and Kubernetes send) after epoch 1: exit 143 with the --resume line."""
     run_dir = tmp_path / "run"

@@ -8,6 +8,7 @@ refuses members that would land outside the target directory (CVE-2007-4559, PEP
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 from urllib.request import urlopen
 
 from study.config import UserError
-from study.files import written
+from study.files import write_failure, written
 
 DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, not for the whole file
 _CHUNK = 1 << 20
@@ -109,6 +110,10 @@ def _fetch(url: str, dest: Path, tmp: Path, md5: str) -> None:
         with open(tmp, "wb") as out, urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             shutil.copyfileobj(response, out, _CHUNK)
     except (OSError, HTTPException) as exc:  # URLError, timeouts and resets are all OSErrors
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the network was fine
+            raise DatasetError(f"cannot write {dest}: no space left on device (downloading {url}); free space in "
+                               f"{dest.parent}, or choose another data directory (train.py --data-dir DIR, a "
+                               "sweep's --set data_dir=DIR, or $ABLATION_DATA_DIR)") from None
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise DownloadError(f"cannot download {url} ({reason}); {put_by_hand(dest.name, md5, dest.parent)}") from None
 
@@ -130,7 +135,9 @@ def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike) -> None:
                 tar.extractall(root, members=members, filter="data")
             else:
                 tar.extractall(root, members=members)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except OSError as exc:  # a full disk above all: said as such
+        raise DatasetError(f"cannot unpack {tar_path}: {write_failure(exc, Path(dest))}") from None
+    except (tarfile.TarError, EOFError) as exc:
         raise DatasetError(f"cannot unpack {tar_path}: {exc}") from None
 
 

@@ -59,16 +59,25 @@ def read_cifar(name: str, data_dir: Path, allow_download: bool) -> Payload:
     """Verify (or fetch) the CIFAR archive in `data_dir`, unpack it to a scratch folder, parse it."""
     spec = CIFAR_SPECS[name]
     archive = data_dir / spec.filename
+    there = archive.is_file()
     if allow_download:
         download(spec.url, archive, spec.md5)
     else:
         verify_file(archive, spec.md5)
-    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".extract-") as scratch:
-        safe_extract(archive, scratch)
-        root = Path(scratch) / spec.folder
-        train_x, train_y = _read_batches(root, spec.train_files, spec.label_key)
-        test_x, test_y = _read_batches(root, spec.test_files, spec.label_key)
-        classes = [str(c) for c in _unpickle(root / spec.meta_file)[spec.names_key]]
+    try:
+        with tempfile.TemporaryDirectory(dir=data_dir, prefix=".extract-") as scratch:
+            safe_extract(archive, scratch)
+            root = Path(scratch) / spec.folder
+            train_x, train_y = _read_batches(root, spec.train_files, spec.label_key)
+            test_x, test_y = _read_batches(root, spec.test_files, spec.label_key)
+            classes = [str(c) for c in _unpickle(root / spec.meta_file)[spec.names_key]]
+    except DatasetError as exc:
+        if there:  # the user's copy (or an earlier run's) stays where it was put
+            raise
+        archive.unlink(missing_ok=True)  # fetched for this run: on a full disk it holds the space unpacking needs
+        raise DatasetError(f"{exc} (the archive it had just downloaded removed); free space in {data_dir}, or "
+                           "choose another data directory (train.py --data-dir DIR, a sweep's --set data_dir=DIR, "
+                           "or $ABLATION_DATA_DIR)") from None
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y, "classes": classes}
 
 
