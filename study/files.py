@@ -64,13 +64,16 @@ def written(path: Path) -> Iterator[str]:
             os.unlink(tmp)
 
 
+NO_SPACE = "no space left on device"  # how a full disk (or quota) is said, wherever a write failed
+
+
 def write_failure(exc: BaseException, directory: Path) -> str:
-    """Why a write failed, in a few words: a full disk is named as such."""
+    """Why a write failed, in a few words: a full disk is named as such (:data:`NO_SPACE`)."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "no space left on device"
+        return NO_SPACE
     try:
         if shutil.disk_usage(directory).free < FULL_BELOW_BYTES:
-            return "no space left on device"
+            return NO_SPACE
     except OSError:
         pass
     return (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0])

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.request import urlopen
 
 from study.config import UserError
-from study.files import write_failure, written
+from study.files import NO_SPACE, write_failure, written
 
 DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, not for the whole file
 _CHUNK = 1 << 20
@@ -27,6 +27,10 @@ _CHUNK = 1 << 20
 
 class DatasetError(UserError):
     """A dataset that cannot be found, fetched, verified or read; the message says what to do."""
+
+
+class NoSpaceError(DatasetError):
+    """A dataset's files could not be written for a full disk (or quota)."""
 
 
 class DownloadError(DatasetError):
@@ -136,7 +140,8 @@ def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike) -> None:
             else:
                 tar.extractall(root, members=members)
     except OSError as exc:  # a full disk above all: said as such
-        raise DatasetError(f"cannot unpack {tar_path}: {write_failure(exc, Path(dest))}") from None
+        why = write_failure(exc, Path(dest))
+        raise (NoSpaceError if why == NO_SPACE else DatasetError)(f"cannot unpack {tar_path}: {why}") from None
     except (tarfile.TarError, EOFError) as exc:
         raise DatasetError(f"cannot unpack {tar_path}: {exc}") from None
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.download import DatasetError, download, put_by_hand, safe_extract, verify_file
+from training.download import DatasetError, NoSpaceError, download, put_by_hand, safe_extract, verify_file
 
 Payload = dict[str, Any]
 
@@ -71,10 +71,10 @@ def read_cifar(name: str, data_dir: Path, allow_download: bool) -> Payload:
             train_x, train_y = _read_batches(root, spec.train_files, spec.label_key)
             test_x, test_y = _read_batches(root, spec.test_files, spec.label_key)
             classes = [str(c) for c in _unpickle(root / spec.meta_file)[spec.names_key]]
-    except DatasetError as exc:
+    except NoSpaceError as exc:
         if there:  # the user's copy (or an earlier run's) stays where it was put
             raise
-        archive.unlink(missing_ok=True)  # fetched for this run: on a full disk it holds the space unpacking needs
+        archive.unlink(missing_ok=True)  # fetched for this run: it holds the space unpacking needs
         raise DatasetError(f"{exc} (the archive it had just downloaded removed); free space in {data_dir}, or "
                            "choose another data directory (train.py --data-dir DIR, a sweep's --set data_dir=DIR, "
                            "or $ABLATION_DATA_DIR)") from None
