@@ -16,13 +16,20 @@ import sys
 import tarfile
 from http.client import HTTPException
 from pathlib import Path
-from urllib.request import urlopen
+from urllib.request import build_opener
 
 from study.config import UserError
 from study.files import NO_SPACE, write_failure, written
 
 DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, not for the whole file
 _CHUNK = 1 << 20
+
+
+def urlopen(url: str, timeout: float):
+    """urllib's urlopen, with the proxies of the environment as it is now: urlopen's own opener keeps
+    those of its first call for the life of the process (a test that pointed them at a closed port
+    sent a later test's loopback downloads there)."""
+    return build_opener().open(url, timeout=timeout)
 
 
 class DatasetError(UserError):
