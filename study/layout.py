@@ -142,43 +142,46 @@ def read_sweep(location: str | Path, needs: Iterable[str] = ()) -> dict[str, Any
     file and the part, and any other malformed part is left out. Without needs, a missing or
     unreadable file is {} (an experiment the analysis can read without its record)."""
     needs = tuple(needs)
-    where = f"{str(location).rstrip('/')}/{SWEEP_FILE}"
-    try:
-        record = loads(_read_bytes(where))
-    except (FileNotFoundError, OSError):
+    record, unreadable = _sweep_record(location)
+    if record is None:
         if needs:
-            raise UserError(f"{location} has no {SWEEP_FILE}: it was not started by sweep/run.py") from None
-        return {}
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        if needs:
-            raise UserError(f"{where} is not valid JSON ({exc})") from None
-        return {}
-    if not isinstance(record, dict):
-        if needs:
-            raise UserError(f"{where} is not a sweep record (a JSON object with `plan` and `params`)")
+            raise UserError(unreadable or f"{location} has no {SWEEP_FILE}: it was not started by sweep/run.py")
         return {}
     checked, wrong = checked_parts(record)
     needs += ("phases",) if needs and "phases" in wrong else ()  # a driver reads every phase it recorded
     missing = [part for part in needs if part not in checked]
     if missing:
         why = "; ".join(wrong.get(part, f"no `{part}`") for part in missing)
-        raise UserError(f"{where} is not a sweep record this version can read ({why})")
+        raise UserError(f"{_sweep_file(location)} is not a sweep record this version can read ({why})")
     return checked
 
 
 def sweep_problems(location: str | Path) -> list[str]:
     """What a reader without needs (:func:`read_sweep`) left out of the experiment's sweep.json, in
     words: [] when it is whole or missing; else the file unreadable, or each malformed part."""
-    where = f"{str(location).rstrip('/')}/{SWEEP_FILE}"
+    record, unreadable = _sweep_record(location)
+    if record is None:
+        return [unreadable] if unreadable else []
+    return list(checked_parts(record)[1].values())
+
+
+def _sweep_file(location: str | Path) -> str:
+    return f"{str(location).rstrip('/')}/{SWEEP_FILE}"
+
+
+def _sweep_record(location: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(sweep.json's object, None); (None, None) when there is no file; (None, why) when it cannot be
+    read as a sweep record (not JSON, nested too deep, not an object)."""
+    where = _sweep_file(location)
     try:
         record = loads(_read_bytes(where))
     except (FileNotFoundError, OSError):
-        return []
-    except ValueError as exc:
-        return [f"{SWEEP_FILE} cannot be read ({exc})"]
+        return None, None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
+        return None, f"{where} is not valid JSON ({exc})"
     if not isinstance(record, dict):
-        return [f"{SWEEP_FILE} is not a sweep record (a JSON object)"]
-    return list(checked_parts(record)[1].values())
+        return None, f"{where} is not a sweep record (a JSON object with `plan` and `params`)"
+    return record, None
 
 
 def checked_parts(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
