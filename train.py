@@ -137,14 +137,12 @@ def remove_run(run_dir: Path) -> None:
 
 def check_resumable(run_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
     """The checkpoint a resumed run continues from, loaded and checked against its config."""
+    from study.files import refuse_link
     from training.checkpoint import check_same_config, load_checkpoint
 
     if not (run_dir / "checkpoint").is_dir():
         raise UserError(f"{run_dir} has no checkpoint/ to resume from")
-    appended = run_dir / "metrics.jsonl"  # the one file a resumed run appends to; the rest it replaces
-    if appended.is_symlink():
-        raise UserError(f"{appended} is a symbolic link (to {os.readlink(appended)}): a resumed run appends its "
-                        "metrics there, and writes only its own files; remove the link")
+    refuse_link(run_dir / "metrics.jsonl")  # the one file a resumed run appends to; the rest it replaces
     saved = load_checkpoint(run_dir / "checkpoint")
     check_same_config(saved, cfg.to_dict())
     return saved

@@ -36,10 +36,16 @@ def open_for_writing(path: str | os.PathLike, mode: str = "a") -> IO:
     try:
         return os.fdopen(os.open(path, flags, 0o644), mode)
     except OSError as exc:
-        if path.is_symlink():
-            raise WriteError(f"cannot write {path}: it is a symbolic link (to {os.readlink(path)}), and a run "
-                             "writes only its own files: remove the link") from None
+        refuse_link(path)
         raise WriteError(f"cannot write {path}: {write_failure(exc, path.parent)}") from None
+
+
+def refuse_link(path: Path) -> None:
+    """A WriteError when `path` is a symbolic link: a run writes only its own files, never through a
+    link placed among them (:func:`open_for_writing`; train.py --resume checks before anything runs)."""
+    if path.is_symlink():
+        raise WriteError(f"{path} is a symbolic link (to {os.readlink(path)}): a run writes only its own files, "
+                         "never through a link; remove the link") from None
 
 
 @contextlib.contextmanager
@@ -67,9 +73,14 @@ def written(path: Path) -> Iterator[str]:
 NO_SPACE = "no space left on device"  # how a full disk (or quota) is said, wherever a write failed
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` is the operating system's word for a full disk (or an exhausted quota)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def write_failure(exc: BaseException, directory: Path) -> str:
     """Why a write failed, in a few words: a full disk is named as such (:data:`NO_SPACE`)."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if disk_full(exc):
         return NO_SPACE
     try:
         if shutil.disk_usage(directory).free < FULL_BELOW_BYTES:

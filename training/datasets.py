@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from study.config import DATASETS, IMAGEFOLDER_PREFIX, KNOWN_SIZES, ConfigError, default_data_dir
 from study.files import WriteError, written
-from training.download import DatasetError, DownloadError, ensure_writable_dir
+from training.download import DATA_DIR_FLAGS, DatasetError, DownloadError, ensure_writable_dir
 from training.sources import (CIFAR_SPECS, Payload, fashion_mnist_copy, holds_fashion_mnist, machine_copies, read_cifar,
                               read_fashion_mnist)
 from training.sources_local import make_synthetic, read_image_folder
@@ -198,7 +198,7 @@ def _build_cache(name: str, data_dir: Path, allow_download: bool) -> Payload:
             torch.save(payload, tmp)
     except WriteError as exc:
         raise DatasetError(f"{exc} (the {name} dataset cache); free space there, or choose another cache "
-                           "(train.py --data-dir DIR, a sweep's --set data_dir=DIR, or $ABLATION_DATA_DIR)") from None
+                           f"({DATA_DIR_FLAGS})") from None
     return payload
 
 

@@ -8,7 +8,6 @@ refuses members that would land outside the target directory (CVE-2007-4559, PEP
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shutil
@@ -19,8 +18,9 @@ from pathlib import Path
 from urllib.request import build_opener
 
 from study.config import UserError
-from study.files import NO_SPACE, write_failure, written
+from study.files import NO_SPACE, disk_full, write_failure, written
 
+DATA_DIR_FLAGS = "train.py --data-dir DIR, a sweep's --set data_dir=DIR, or $ABLATION_DATA_DIR"  # where data goes
 DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, not for the whole file
 _CHUNK = 1 << 20
 
@@ -121,10 +121,9 @@ def _fetch(url: str, dest: Path, tmp: Path, md5: str) -> None:
         with open(tmp, "wb") as out, urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             shutil.copyfileobj(response, out, _CHUNK)
     except (OSError, HTTPException) as exc:  # URLError, timeouts and resets are all OSErrors
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the network was fine
-            raise DatasetError(f"cannot write {dest}: no space left on device (downloading {url}); free space in "
-                               f"{dest.parent}, or choose another data directory (train.py --data-dir DIR, a "
-                               "sweep's --set data_dir=DIR, or $ABLATION_DATA_DIR)") from None
+        if disk_full(exc):  # the network was fine
+            raise NoSpaceError(f"cannot write {dest}: {NO_SPACE} (downloading {url}); free space in {dest.parent}, "
+                               f"or choose another data directory ({DATA_DIR_FLAGS})") from None
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise DownloadError(f"cannot download {url} ({reason}); {put_by_hand(dest.name, md5, dest.parent)}") from None
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.download import DatasetError, NoSpaceError, download, put_by_hand, safe_extract, verify_file
+from training.download import (DATA_DIR_FLAGS, DatasetError, NoSpaceError, download, put_by_hand, safe_extract,
+                               verify_file)
 
 Payload = dict[str, Any]
 
@@ -76,8 +77,7 @@ def read_cifar(name: str, data_dir: Path, allow_download: bool) -> Payload:
             raise
         archive.unlink(missing_ok=True)  # fetched for this run: it holds the space unpacking needs
         raise DatasetError(f"{exc} (the archive it had just downloaded removed); free space in {data_dir}, or "
-                           "choose another data directory (train.py --data-dir DIR, a sweep's --set data_dir=DIR, "
-                           "or $ABLATION_DATA_DIR)") from None
+                           f"choose another data directory ({DATA_DIR_FLAGS})") from None
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y, "classes": classes}
 
 
