@@ -11,6 +11,7 @@ import sys
 from dataclasses import asdict, replace
 from typing import Any, Callable, Iterator, Sequence
 
+import pandas as pd
 import ray
 
 from study import questions
@@ -127,11 +128,11 @@ def continue_confirm(plan: Plan, record: dict[str, Any], max_seeds: int, margin:
         confirm.setdefault("alpha", ALPHA)
         confirm["questions"] = questions.declare(confirm["arms"], confirm["factors"], confirm.get("references"),
                                                  confirm["margin"])
-        ran = load(plan.experiment_dir).phase(CONFIRM).trials
+        ran = confirm_trials(plan)
         first = questions.looks_of(confirm, ran["seed"].dropna().astype(int).unique() if len(ran) else ())[0]
         confirm.update(max_seeds=first["cap"], declared_after=len(first["seeds"]),
                        looks=[{**first, "expected_trials": len(first["arms"]) * len(first["seeds"])}])
-        confirm["looks"][0]["answers"] = {q: a.record() for q, a in assess(plan.experiment_dir, confirm)[-1].items()}
+        confirm["looks"][0]["answers"] = {q: a.record() for q, a in assess(confirm, ran)[-1].items()}
     elif margin is not None and margin != confirm["margin"]:
         raise UserError(f"the confirm phase of {plan.experiment_dir} declared its questions at +-{confirm['margin']:g} "
                         f"points: --margin cannot change them now (the report's --margin reads other margins)")
@@ -251,8 +252,10 @@ def run_looks(plan: Plan, record: dict[str, Any], retry_errored: bool, axes: lis
         if k == len(looks):  # every recorded look ran and was assessed
             if questions.cap_of(confirm) <= looks[-1]["cap"]:
                 break
-            answers = assess(plan.experiment_dir, confirm, pending=True)[-1]
-            grown = grow_look(plan, record, answers)
+            answers = assess(confirm, confirm_trials(plan), pending=True)[-1]
+            grown = grow_look(confirm, answers)
+            if grown:
+                write_sweep(plan.experiment_dir, record)
             print_look(confirm, k - 1, answers, reopened=True)
             if not grown:
                 break
@@ -262,32 +265,34 @@ def run_looks(plan: Plan, record: dict[str, Any], retry_errored: bool, axes: lis
         if code:
             return code
         if "answers" not in looks[k]:
-            answers = assess(plan.experiment_dir, confirm)[-1]
+            answers = assess(confirm, confirm_trials(plan))[-1]
             looks[k]["answers"] = {q: a.record() for q, a in answers.items()}
             if k + 1 == len(looks):
-                grow_look(plan, record, answers)
-            write_sweep(plan.experiment_dir, record)
+                grow_look(confirm, answers)
+            write_sweep(plan.experiment_dir, record)  # the answers and the next look, before it runs
             print_look(confirm, k, answers)
         k += 1
     return closing_lines(plan)
 
 
-def grow_look(plan: Plan, record: dict[str, Any], answers: dict[str, questions.Answer]) -> bool:
-    """Record the next look, one more seed for every arm of an open question below the cap; whether
-    there is one."""
-    confirm = record["phases"][CONFIRM]
+def grow_look(confirm: dict[str, Any], answers: dict[str, questions.Answer]) -> bool:
+    """Add the next look to the confirm phase's record (the caller writes it before it runs): one more
+    seed for every arm of an open question below the cap; whether there is one."""
     tried = questions.tried_of(confirm)
     grow = questions.next_arms(confirm["questions"], answers, tried, questions.cap_of(confirm))
     if grow:
         confirm["looks"].append(phases.next_look(confirm, [list(tried).index(a) for a in grow]))
-        write_sweep(plan.experiment_dir, record)
     return bool(grow)
 
 
-def assess(experiment_dir: str, confirm: dict[str, Any], pending: bool = False) -> list[dict[str, questions.Answer]]:
-    """Every declared question's answer after each look so far, from the confirm trials on disk
+def confirm_trials(plan: Plan) -> pd.DataFrame:
+    """The confirm phase's trials on disk, every look's."""
+    return load(plan.experiment_dir).phase(CONFIRM).trials
+
+
+def assess(confirm: dict[str, Any], trials: pd.DataFrame, pending: bool = False) -> list[dict[str, questions.Answer]]:
+    """Every declared question's answer after each look so far, from the confirm phase's `trials`
     (study.questions.assess_looks)."""
-    trials = load(experiment_dir).phase(CONFIRM).trials
     return questions.assess_looks(confirm, trials, confirm["questions"], confirm.get("alpha", ALPHA), pending)
 
 
