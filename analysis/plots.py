@@ -22,7 +22,7 @@ LABELS = {"val_acc": "validation accuracy (%)", "train_acc": "train accuracy (%)
           "params": "parameters", "flops": "FLOPs per image", "latency_ms_b1": "latency at batch 1 (ms)"}
 STOP_MARKERS = {"finished": ("o", "tab:green"), "early_stopped": ("s", "tab:olive"),
                 "diverged": ("v", "tab:red"), "scheduler_stopped": ("x", "tab:orange"),
-                "errored": ("X", "black"), "unfinished": (">", "tab:blue")}
+                "timed_out": ("P", "tab:purple"), "errored": ("X", "black"), "unfinished": (">", "tab:blue")}
 NARROW = 0.05  # a cost axis whose arms differ by less than this share of their mean is marked as narrow
 
 

@@ -235,8 +235,9 @@ def overview(exp: Experiment, compared: Compared, result: Confirmed | None = Non
                                test=not ("confirm" in exp.phases or sweep.get("confirm_follows")))
         if "confirm" in exp.phases:
             lines.append("confirm phase: no trial has run to its end yet; the best above is the screen's, by validation")
-    errored = trials[trials["stop_reason"] == "errored"]
-    lines += [f"Errored `{t}`: {msg}" for t, msg in zip(errored["trial_id"], errored["error"])]
+    for reason, word in (("timed_out", "Timed out"), ("errored", "Errored")):
+        stopped = trials[trials["stop_reason"] == reason]
+        lines += [f"{word} `{t}`: {msg}" for t, msg in zip(stopped["trial_id"], stopped["error"])]
     lines += [f"Skipped (its files could not be read): {what}" for what in exp.skipped]
     return Section("Trials", "\n\n".join(lines), "trial_outcomes", outcomes_table(exp))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import unicodedata
 from typing import Any
@@ -34,6 +35,19 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
+
+
+UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def seconds(text: str) -> float:
+    """argparse's type for a length of time: seconds ('90'), or a number with a unit: '90s', '10m',
+    '1.5h', '2d'; more than 0."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|m|min|h|d)?\s*", text.lower())
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a length of time (seconds, or with a unit: 90s, 10m, "
+                                         "1.5h, 2d), more than 0")
+    return float(match[1]) * UNITS[match[2] or ""]
 
 
 def printable(value: str, what: str) -> str:

@@ -146,7 +146,7 @@ def read_trial(trial_dir: Path, trial_id: str, info: dict[str, Any],
     config = {**params, **trial_config(trial_dir, params, smoke)}
     error = error_message(trial_dir / "error.txt")
     metrics = {RENAMED.get(k, k): v for k, v in last.items() if k not in NOT_SUMMARY_KEYS}
-    row = {"trial_id": trial_id, "stop_reason": stop_reason(info["status"], last, error is not None),
+    row = {"trial_id": trial_id, "stop_reason": stop_reason(info["status"], last, error),
            "ray_status": info["status"] or "", **config, **metrics,
            "last_epoch": last.get("epoch", last.get("training_iteration", 0)), "error": error or "",
            "trial_dir": trial_dir.name, **running_interval(results)}

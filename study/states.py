@@ -13,8 +13,9 @@ The training loop (training/loop.py) reports ``status`` with every epoch's metri
   also the status of that epoch's report, which is the last.
 
 A trial's stop reason is one of the three final states, or what the sweep saw of it:
-SCHEDULER_STOPPED (a scheduler such as ASHA stopped it before its end), ERRORED (it raised) or
-UNFINISHED (pending or running when the experiment was last saved).
+SCHEDULER_STOPPED (a scheduler such as ASHA stopped it before its end), TIMED_OUT (the sweep stopped
+it: no epoch reported within --trial-timeout), ERRORED (it raised) or UNFINISHED (pending or running
+when the experiment was last saved).
 
 No torch, no Ray: the loop, the sweep's console, the analysis and the export all import this. A
 member *is* its text (a ``str``): it compares, hashes, formats and is written to JSON and CSV as
@@ -39,6 +40,7 @@ class TrialState(str, enum.Enum):
     EARLY_STOPPED = "early_stopped", "early-stopped (patience)", "stopped by its own patience (early_stop_patience)"
     DIVERGED = "diverged", "diverged", "loss became NaN/inf"
     SCHEDULER_STOPPED = "scheduler_stopped", "stopped by {scheduler}", "stopped early by the scheduler{named}"
+    TIMED_OUT = "timed_out", "timed out", "reported no epoch within --trial-timeout and was stopped (see error)"
     ERRORED = "errored", "errored", "raised an exception (see error)"
     UNFINISHED = "unfinished", "interrupted", "pending or running when last saved"
 
@@ -71,14 +73,20 @@ RUNNING, FINISHED, EARLY_STOPPED, DIVERGED = (TrialState.RUNNING, TrialState.FIN
                                               TrialState.DIVERGED)
 FINAL_STATUSES = (FINISHED, EARLY_STOPPED, DIVERGED)  # what the last report of a trial that ended says
 # Why a trial ended, as the analysis and the console name it (stop_reason), in this order everywhere.
-STOP_REASONS = (*FINAL_STATUSES, TrialState.SCHEDULER_STOPPED, TrialState.ERRORED, TrialState.UNFINISHED)
+STOP_REASONS = (*FINAL_STATUSES, TrialState.SCHEDULER_STOPPED, TrialState.TIMED_OUT, TrialState.ERRORED,
+                TrialState.UNFINISHED)
+# The error a timed-out trial ends with (Ray's error.txt holds it as its last line; sweep.tuner writes it).
+TIMED_OUT_ERROR = "timed out: no epoch reported in {seconds:g} s (--trial-timeout {seconds:g}); the sweep stopped it"
 
 
-def stop_reason(ray_status: str | None, last: Mapping[str, Any], has_error: bool) -> TrialState:
-    """Why a trial ended, from its Ray status and its last result, checked in this order:
+def stop_reason(ray_status: str | None, last: Mapping[str, Any], error: str | None) -> TrialState:
+    """Why a trial ended, from its Ray status, its last result and its error (the last line of Ray's
+    error.txt; None without one), checked in this order:
 
     - ``finished`` / ``early_stopped`` (our patience) / ``diverged``: the trial's final report says so
       (its ``status``);
+    - ``timed_out``: errored (as below) with the error the sweep gives a trial it stopped for
+      --trial-timeout (TIMED_OUT_ERROR);
     - ``errored``: Ray's ERROR status, or an ``error.txt`` without any Ray state;
     - ``scheduler_stopped``: TERMINATED without our final report. Ray sets its own ``done=True`` on the
       last result of a trial that ASHA stops, so ``done`` cannot tell; our ``status`` key can;
@@ -86,11 +94,16 @@ def stop_reason(ray_status: str | None, last: Mapping[str, Any], has_error: bool
     """
     if last.get("status") in FINAL_STATUSES and "epochs_run" in last:
         return TrialState(last["status"])
-    if ray_status == "ERROR" or (ray_status is None and has_error):
-        return TrialState.ERRORED
+    if ray_status == "ERROR" or (ray_status is None and error is not None):
+        return TrialState.TIMED_OUT if timed_out(error) else TrialState.ERRORED
     if ray_status == "TERMINATED":
         return TrialState.SCHEDULER_STOPPED
     return TrialState.UNFINISHED
+
+
+def timed_out(error: str | None) -> bool:
+    """Whether a trial's error is the one a --trial-timeout stop gives it."""
+    return bool(error) and error.startswith(TIMED_OUT_ERROR.split("{", 1)[0])
 
 
 def ended(trials: pd.DataFrame, metric: str | None = None) -> pd.Series:

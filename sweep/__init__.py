@@ -6,9 +6,11 @@ anything runs (the screen, its rungs, the confirm phase, one trial's config, the
 another, choosing each rung's and the confirm phase's arms by study.selection's rules;
 ``sweep.spaces`` declares the named spaces; ``sweep.vocabulary`` reads a space (Python dict or YAML
 file) into Ray Tune objects; ``sweep.tuner`` builds a phase's Tuner (scheduler, searcher,
-resources, restore), and ``sweep.sampler`` gives it an Optuna NSGA-II sampler that Ray Tune can
+resources, restore) and adds what Tune's controller lacks while it runs (signing, a moved experiment,
+--trial-timeout, --time-budget, a lost node), and ``sweep.sampler`` gives it an Optuna NSGA-II sampler that Ray Tune can
 pickle; ``sweep.experiment`` claims the experiment directory, holds it for one driver, reads its plan
-back and summarises a phase; ``sweep.trainable`` is the thin Ray wrapper of ``fit`` that every trial
+back and summarises a phase; ``sweep.trust`` signs Ray Tune's pickles with the user's key and restores
+only what it signed; ``sweep.trainable`` is the thin Ray wrapper of ``fit`` that every trial
 worker loads; ``sweep.storage`` stops a sweep cleanly on a full disk and keeps the driver's own record
 of results; ``sweep.board`` writes TensorBoard; ``sweep.console`` prints the live table and quiets
 Ray; ``sweep.estimate`` prices a sweep in wall time before it runs, from a short probe on this

@@ -43,7 +43,7 @@ def phase_summary(plan: Plan, expected: int, axes: list[str], last: bool) -> int
         print(f"\n{plan.phase_dir + ': ' if named(plan, last) else ''}{expected} trials: "
               f"{', '.join(outcomes) or 'none ran'}: {plan.tune_dir}")
         code = (130 if summary["unfinished"] else
-                1 if summary["trials"] and summary["errors"] == summary["trials"] else 0)
+                1 if summary["trials"] and summary["errors"] + summary["timed_out"] == summary["trials"] else 0)
         if last and not plan.confirms:  # no confirm phase: the screen's best is the answer
             for line in summary["best_lines"]:
                 print(line)
@@ -63,6 +63,10 @@ def phase_summary(plan: Plan, expected: int, axes: list[str], last: bool) -> int
     if summary["errors"]:
         print(f"{summary['errors']} trial(s) errored (see error.txt in their directories); retry them "
               f"(from their last checkpoint, if any) with: python sweep/run.py --resume {experiment_dir} --max-failures 1", file=sys.stderr)
+    if summary["timed_out"]:
+        print(f"{summary['timed_out']} trial(s) timed out (no epoch within --trial-timeout {plan.trial_timeout or 0:g} s): "
+              f"run them again (from their last checkpoint, if any) with: python sweep/run.py --resume {experiment_dir} "
+              "--max-failures 1, and a longer --trial-timeout if they were only slow", file=sys.stderr)
     if summary["unfinished"]:
         print(f"interrupted with {summary['unfinished']} trial(s) unfinished; continue with: "
               f"python sweep/run.py --resume {experiment_dir}", file=sys.stderr)

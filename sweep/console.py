@@ -11,8 +11,11 @@ estimates from the rate so far).
 from __future__ import annotations
 
 import logging
-import sys
+import os
+import re
+import socket
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
@@ -22,6 +25,7 @@ from study.best import describe
 from study.cli import duration
 from study.config import UserError
 from study.factors import ablation_factors
+from study.ray_files import error_message
 from study.states import STOP_REASONS, TrialState, stop_reason
 
 LIVE = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
@@ -41,7 +45,7 @@ def trial_frame(trials: Sequence[Any], scheduler: str, done: bool = False) -> pd
     rows = []
     for trial in trials:
         last = dict(trial.last_result or {})
-        reason = stop_reason(trial.status, last, trial.status == "ERROR")
+        reason = stop_reason(trial.status, last, error_line(trial))
         word = LIVE.get(trial.status, words[reason]) if reason == TrialState.UNFINISHED and not done else words[reason]
         where = last.get("node_ip") or ""
         rows.append({**{k: v for k, v in last.items() if k in METRIC_COLUMNS or k in ("epochs_run", "time_total_s",
@@ -56,6 +60,18 @@ def count_outcomes(frame: pd.DataFrame, scheduler: str) -> dict[str, int]:
     order = [*outcome_words(scheduler).values(), *LIVE.values()]
     counts = frame["outcome"].value_counts() if len(frame) else pd.Series(dtype=int)
     return {word: int(counts[word]) for word in order if word in counts}
+
+
+def error_line(trial: Any) -> str | None:
+    """The last line of an errored Ray Trial's error.txt (study.states.stop_reason tells a timed-out
+    one by it); None for a trial without an error."""
+    if trial.status != "ERROR":
+        return None
+    try:
+        path = trial.error_file
+    except Exception:  # noqa: BLE001 (as trial_path)
+        path = None
+    return (error_message(Path(path)) or "") if path else ""
 
 
 def trial_path(trial: Any) -> str:
@@ -171,30 +187,109 @@ TRIAL_FAILED = "Trial task failed for trial "  # Tune's ERROR record with the tr
 class QuietRay(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if message.startswith(TRIAL_FAILED):  # one line in its place: the traceback is in the trial's error.txt
-            if getattr(record, "said_in_one_line", False):  # this filter sits on a logger and on its handlers
-                return False
-            record.said_in_one_line = True
-            error = record.exc_info[1] if record.exc_info else None
-            print(f"run.py: trial {message[len(TRIAL_FAILED):]} failed: {trial_error(error)}", file=sys.stderr,
-                  flush=True)  # "failed", not "errored": with --max-failures, Tune may retry it
+        if message.startswith(TRIAL_FAILED):  # said in one line by sweep.tuner.controller_hooks (failure_line)
             return False
         return not any(text in message for text in QUIET_MESSAGES)
 
 
-def trial_error(error: BaseException | None) -> str:
+def failure_line(trial: Any, error: BaseException | None, lost_node: str | None = None) -> str:
+    """The console's one line for a trial that failed ("failed", not "errored": with --max-failures,
+    Tune may retry it), or whose node was lost (it is retried)."""
+    if lost_node:
+        return (f"run.py: trial {trial} lost its node {lost_node} (its Ray processes stopped, its network was cut, or "
+                "the machine was reclaimed): it is retried from its last checkpoint on the nodes left, not counted "
+                "against --max-failures")
+    return f"run.py: trial {trial} failed: {trial_error(error, worker_pid(trial))}"
+
+
+def lost_node(trial: Any, error: BaseException | None) -> str | None:
+    """The address of the node the trial ran on when its worker died with it: Ray counts no node alive
+    there, or the node's raylet does not answer (Ray notices a lost node only after its health checks
+    fail, seconds after the trial's worker is gone). None otherwise (also before the trial reported
+    where it runs)."""
+    from ray.exceptions import RayActorError
+
+    where = (trial.last_result or {}).get("node_ip")
+    if not isinstance(error, RayActorError) or not where:
+        return None
+    import ray
+
+    alive = [node for node in ray.nodes() if node["NodeManagerAddress"] == where and node["Alive"]]
+    return None if any(answers(where, node["NodeManagerPort"]) for node in alive) else where
+
+
+def answers(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether something accepts a TCP connection at host:port within `timeout` seconds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def worker_pid(trial: Any) -> int | None:
+    """The pid of the trial's worker process when it ran on this machine (its last report says where)."""
+    last = trial.last_result or {}
+    pid = last.get("pid")
+    return pid if isinstance(pid, int) and last.get("hostname") == socket.gethostname() else None
+
+
+def trial_error(error: BaseException | None, pid: int | None = None) -> str:
     """A trial's error in one line: the cause a trial raised (a user mistake's own message, else its
-    type and first line), or that its worker process died, and how."""
+    type and first line), or that its worker process died, and how: out of memory when Ray's memory
+    monitor or (by this machine's kernel log, for the worker `pid` that ran here) the kernel's OOM
+    killer killed it."""
     from ray.exceptions import RayActorError, RayTaskError
 
+    memory = memory_cause(error, pid)
+    if memory:
+        return f"{memory}; the epochs it reported are kept"
     if isinstance(error, RayActorError):  # the process went away: a signal, the OOM killer, a lost node
-        how = "it was sent SIGTERM" if "SIGTERM" in str(error) else "it exited or was killed"
+        how = ("it was sent SIGTERM" if "SIGTERM" in str(error) else
+               "it exited or was killed: when memory runs out, the kernel's OOM killer kills it, see dmesg on its node")
         return f"its worker process died ({how}); the epochs it reported are kept"
     cause = getattr(error, "cause", error) if isinstance(error, RayTaskError) else error
     if cause is None:
         return "no cause recorded (see error.txt in its directory)"
     first = (str(cause).strip().splitlines() or [""])[0]
     return first if isinstance(cause, UserError) else f"{type(cause).__name__}: {first} (error.txt in its directory)"
+
+
+def memory_cause(error: BaseException | None, pid: int | None = None) -> str | None:
+    """'out of memory: ...' when the trial's worker was killed for memory, by Ray's memory monitor
+    (its OutOfMemoryError, or an actor it killed "due to memory pressure") or by the kernel's OOM killer
+    (this machine's kernel log names the worker's `pid`); None otherwise, or when nothing says so."""
+    from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
+
+    cause = getattr(error, "cause", error) if isinstance(error, RayTaskError) else error
+    if isinstance(error, OutOfMemoryError) or isinstance(cause, OutOfMemoryError) or (
+            isinstance(error, RayActorError) and "memory pressure" in str(error)):
+        return "out of memory: Ray's memory monitor killed its worker (the node's memory use passed its threshold)"
+    if isinstance(error, RayActorError) and pid is not None and oom_killed(pid):
+        return f"out of memory: the kernel's OOM killer killed its worker process (pid {pid}; see dmesg)"
+    return None
+
+
+def oom_killed(pid: int) -> bool:
+    """Whether this machine's kernel log records its OOM killer killing `pid` (False where the log
+    cannot be read: /dev/kmsg needs root, or CAP_SYSLOG)."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    pattern = re.compile(rb"Killed process %d\b" % pid)
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                return False
+            except OSError:  # EPIPE: the record was overwritten meanwhile; read on
+                continue
+            if pattern.search(record):
+                return True
+    finally:
+        os.close(fd)
 
 
 QUIET = QuietRay()

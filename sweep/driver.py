@@ -9,19 +9,21 @@ import os
 import signal
 import sys
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 import ray
 
 from study import questions
+from study.cli import duration
 from study.config import UserError
 from study.layout import (CONFIRM, SCREEN, confirm_looks, expected_trials, look_of, phase_directories, rung_of,
                           screen_rungs, write_sweep)
 from study.load import load
 from study.selection import confirm_arms, promoted_arms
 from study.significance import ALPHA, EQUIVALENCE_MARGIN
-from sweep import experiment, storage, tuner
+from sweep import experiment, storage, trust, tuner
 from sweep.closing import closing_lines, named, phase_summary
 from sweep.estimate import estimate_sweep, trial_slots
 from sweep.packing import sweep_packing
@@ -36,7 +38,10 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: 
     """A new experiment: claim its directory (two starts with one --name cannot share it), then the
     data, the cluster and the record; a failure before the record leaves no directory behind. The
     planner's `notes` (warnings) print once those checks passed, so an error stays one line."""
+    if storage.is_local(plan.experiment_dir):
+        trust.signing_key()  # made now if missing: a config directory it cannot be written to is one line
     made = experiment.claim(plan.experiment_dir)
+    tuner.BUDGET.start(args.time_budget)
     try:
         prepare_data(params["data_dir"], record["datasets"])
         with experiment.driving(plan.experiment_dir), connected(args.address):
@@ -62,7 +67,8 @@ def resume(args: argparse.Namespace) -> int:
     """--resume DIR: the experiment's own plan from sweep.json, each phase where it stopped. The
     cluster address may change, and --max-failures N > 0 (or the experiment's own) resumes errored
     trials from their checkpoints."""
-    with recorded(args.resume) as (plan, record):
+    tuner.BUDGET.start(args.time_budget)
+    with recorded(args.resume, args.trial_timeout) as (plan, record):
         retries = plan.max_failures if args.max_failures is None else args.max_failures
         with connected(args.address):
             check_resources(plan.cpus_per_trial, plan.gpus_per_trial)
@@ -76,13 +82,31 @@ def resume(args: argparse.Namespace) -> int:
             return run_phases(plan, record, retry_errored=retries > 0)
 
 
+def trust_experiment(args: argparse.Namespace) -> int:
+    """--trust DIR: sign the experiment's Ray Tune files as the user's own (sweep.trust), so that
+    --resume and --confirm restore them: for an experiment made before sweeps signed their files, or
+    one received from someone the user trusts. Links and other users' files stay refused."""
+    experiment_dir = absolute_location(args.trust)
+    if not storage.is_local(experiment_dir):
+        raise UserError(f"{experiment_dir} is on an object store, whose files are not signed nor checked: "
+                        "nothing to trust")
+    experiment.load_plan(experiment_dir)  # an experiment directory, or one line
+    with experiment.driving(experiment_dir):
+        count = trust.trust(experiment_dir)
+    print(f"signed {count} file{'s' if count != 1 else ''} of {experiment_dir} as yours (key {trust.key_file()}): "
+          "--resume and --confirm restore them now; they are unpickled, and a pickle can run any code, so trust "
+          "only an experiment whose origin you know", flush=True)
+    return 0
+
+
 def confirm_again(args: argparse.Namespace) -> int:
     """--confirm DIR: the confirm phase of a screened experiment. With only --max-seeds (and --margin
     for a phase recorded before questions were), its confirm phase continues with more seeds under
     the new cap, no trial run again; else a confirm phase is added, or run again with other
     --confirm-top/--confirm-seeds: an earlier one keeps its directory and stays listed in sweep.json
     (phases.earlier_confirms), and the report reads the newest."""
-    with recorded(args.confirm) as (plan, record):
+    tuner.BUDGET.start(args.time_budget)
+    with recorded(args.confirm, args.trial_timeout) as (plan, record):
         if plan.objectives:
             raise UserError(f"{plan.experiment_dir} ran a multi-objective search: it has a front, not a best arm to "
                             "confirm")
@@ -145,17 +169,23 @@ def continue_confirm(plan: Plan, record: dict[str, Any], max_seeds: int, margin:
 
 
 @contextlib.contextmanager
-def recorded(location: str) -> Iterator[tuple[Plan, dict[str, Any]]]:
+def recorded(location: str, trial_timeout: float | None = None) -> Iterator[tuple[Plan, dict[str, Any]]]:
     """The screen's plan and sweep.json of an existing experiment (which may have moved), the
     experiment held for this driver while the body runs (experiment.driving: before the repair below writes
-    anything) and its pickles checked before Ray restores them (experiment.check_trusted)."""
+    anything) and its pickles checked before Ray restores them (sweep.trust: the user's own, signed).
+    A `trial_timeout` given (--trial-timeout) replaces the recorded one, in sweep.json too."""
     experiment_dir = absolute_location(location)
     plan, record = experiment.load_plan(experiment_dir)
     with experiment.driving(experiment_dir):
-        experiment.check_trusted(experiment_dir)
+        trust.check_owned(experiment_dir)
+        trust.check_signed(experiment_dir)
         for _, directory, _ in phase_directories(record):  # a state file a kill cut short (sweep.storage)
             for line in storage.repair_state(f"{experiment_dir}/{directory}"):
                 print(f"note: {directory}/{line}", flush=True)
+        if trial_timeout is not None:
+            plan = replace(plan, trial_timeout=trial_timeout)
+            record["plan"]["trial_timeout"] = trial_timeout
+            write_sweep(experiment_dir, record)
         yield replace(plan, experiment_dir=experiment_dir), record
 
 
@@ -379,6 +409,9 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
         print(f"\n{plan.phase_dir}: {framed} trials, as the report's frames record them", flush=True)
         return 0
     done, left = experiment.phase_left(plan, expected, retry_errored)
+    if left and tuner.BUDGET.seconds and tuner.BUDGET.left() <= 0:
+        tuner.BUDGET.spent = True
+        return budget_spent(plan)
     if named(plan, last):
         how = ("the chosen arms x fresh seeds, fifo scheduler" if plan.confirms else
                f"{'promoted arms' if plan.points else plan.search + ' search'}, each from scratch with its schedule "
@@ -391,20 +424,46 @@ def run_phase(plan: Plan, params: dict[str, Any], expected: int, retry_errored: 
         stopped = run_tuner(lambda: tuner.restore_tuner(plan, params, retry_errored=retry_errored), plan)
         if stopped is not None:
             return stopped
-    return phase_summary(plan, expected, axes, last)
+    code = phase_summary(plan, expected, axes, last)
+    return budget_spent(plan) if code and tuner.BUDGET.spent else code
+
+
+BUDGET_SPENT = 75  # the exit status when --time-budget stopped the sweep with work left (EX_TEMPFAIL: run it again)
+
+
+def budget_spent(plan: Plan) -> int:
+    """--time-budget ended the sweep with trials left: one line, and its exit status."""
+    print(f"run.py: --time-budget {duration(tuner.BUDGET.seconds or 0)} spent: no trial started that could not end in "
+          "time, and those running stopped at their last epoch's checkpoint; continue with: python sweep/run.py "
+          f"--resume {plan.experiment_dir} (a new --time-budget may be given)", file=sys.stderr, flush=True)
+    return BUDGET_SPENT
 
 
 def run_tuner(make_tuner: Callable[[], Any], plan: Plan) -> int | None:
     """Run the trials with the disk space reserve held (sweep.storage): a full disk stops them like
     Ctrl-C and is one line, with every finished result kept and --resume to continue. None when the
-    trials ran (whether or not all ended: report() tells), 130 on Ctrl-C while summarising."""
+    trials ran (whether or not all ended: report() tells); 130 when Tune was interrupted within a step
+    (a second Ctrl-C, or a stop signal Tune's step kept waiting: sweep.storage.interrupt_if_stuck)."""
     tune_dir = storage.running_dir = plan.tune_dir
     if storage.is_local(tune_dir):
         os.makedirs(tune_dir, exist_ok=True)
     storage.reserve(tune_dir, resume_dir=plan.experiment_dir)
     try:
         with ray_logs_shown():
-            make_tuner().fit()
+            phase_tuner = make_tuner()
+            trust.sign_files(tune_dir, [Path(tune_dir, "tuner.pkl")])  # written by the Tuner made now, or verified
+            with tuner.controller_hooks(tune_dir, plan.trial_timeout):
+                try:
+                    phase_tuner.fit()
+                except RuntimeError as exc:  # Ray 2.60 makes its ResultGrid after the run (what it saved is
+                    if "without setting `trial_dir_name`" not in str(exc):  # whole): a trial --time-budget kept
+                        raise  # from starting has no directory, and Ray's grid fails on it; we read none of it
+                except KeyboardInterrupt:
+                    print(f"run.py: stopped at once, within a step of Ray Tune (it had not ended "
+                          f"{storage.STOP_GRACE_S:g} s after the stop signal, or a second one came); what it "
+                          f"saved is kept; continue with: python sweep/run.py --resume {plan.experiment_dir}",
+                          file=sys.stderr, flush=True)
+                    return 130
         if not storage.stopped_full(tune_dir):
             return None
     except (OSError, EOFError):  # Ray reading back a file it could not write

@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -101,47 +100,6 @@ def driving(experiment_dir: str) -> Iterator[None]:
             os.close(fd)
 
 
-def check_trusted(experiment_dir: str) -> None:
-    """Before Ray Tune's state is restored (--resume, --confirm): restoring unpickles tuner.pkl, the
-    searcher's and the trials' state, and a pickle can run any code it names. Refused in one line when
-    such a file, or a directory holding one, is a symbolic link, is owned by another user or is writable
-    by every user (anyone who could write it could run code as you). Not checked on an object store
-    (s3://...)."""
-    if "://" in experiment_dir:
-        return
-    root = Path(experiment_dir)
-    me = os.getuid()
-    for path in [root, *trusted_files(root)]:
-        try:
-            info = path.lstat()
-        except OSError:
-            continue
-        if stat.S_ISLNK(info.st_mode):
-            raise UserError(f"refusing to restore {experiment_dir}: {path} is a symbolic link; Ray Tune's state is "
-                            "unpickled, and a pickle can run any code: put the real file there")
-        if info.st_uid != me:
-            raise UserError(f"refusing to restore {experiment_dir}: {path} is owned by uid {info.st_uid}, not by you "
-                            f"(uid {me}); restoring unpickles Ray Tune's state, and a pickle can run any code; if "
-                            f"you trust it, take it over: chown -R {me} {experiment_dir}")
-        if info.st_mode & 0o002:  # group-writable is left alone: a umask of 002 (user private groups) makes it so
-            raise UserError(f"refusing to restore {experiment_dir}: {path} is writable by every user (mode "
-                            f"{info.st_mode & 0o777:o}); restoring unpickles Ray Tune's state, and a pickle can run "
-                            f"any code; if you trust it: chmod -R o-w {experiment_dir}")
-
-
-def trusted_files(root: Path) -> list[Path]:
-    """What restoring an experiment unpickles, and the directories that hold it: each phase's
-    tuner.pkl, its experiment state and its search algorithm's state (Ray writes basic-variant-state-*.json
-    and search_gen_state-*.json with cloudpickle, despite the name), and each trial's pickled params
-    and error. A phase directory that is a symbolic link is listed too (and refused)."""
-    found = []
-    for phase in [root, *(d for d in root.iterdir() if d.is_dir())]:
-        files = [*phase.glob("*.pkl"), *phase.glob("*state-*.json"), *phase.glob("*/*.pkl")]
-        if files:
-            found += [phase, *{f.parent for f in files if f.parent != phase}, *files]
-    return found
-
-
 def release_claim(experiment_dir: str, made: str) -> None:
     """Undo claim() when the start stopped before writing anything: the experiment directory and the
     directories claim made above it, as long as they are empty."""
@@ -227,6 +185,7 @@ def summarize(plan: Plan, axes: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {"experiment": plan.experiment_dir, "trials": len(frame),
                                "outcomes": count_outcomes(frame, plan.scheduler),
                                "errors": int((reasons == "errored").sum()),
+                               "timed_out": int((reasons == "timed_out").sum()),
                                "unfinished": int((reasons == "unfinished").sum()),
                                "best_lines": describe(frame, ablation_factors(frame, (), axes)) if len(frame) else [],
                                "tensorboard": f"tensorboard --logdir {plan.experiment_dir}"}

@@ -18,7 +18,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import from the repository root, not from sweep/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from study.cli import Parser, finite_float, run_cli  # noqa: E402
+from study.cli import Parser, finite_float, run_cli, seconds  # noqa: E402
 from study.config import UserError  # noqa: E402
 from study.significance import EQUIVALENCE_MARGIN  # noqa: E402
 from sweep import vocabulary as vocab  # noqa: E402
@@ -39,6 +39,7 @@ EXAMPLES = """examples:
   python sweep/run.py --space ablation --samples 3      the study: 48 arms x 3 seeds, then a confirm phase
   python sweep/run.py --space my_space.yaml --search optuna --samples 40   your own space file
   python sweep/run.py --resume runs/sweeps/NAME         continue an interrupted experiment
+  python sweep/run.py --trust DIR                       sign a copied experiment you trust, so it can be resumed
   python -m analysis.report runs/sweeps/NAME            the report: tables, figures, verdicts"""
 
 
@@ -71,11 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--space", help=f"named space ({', '.join(SPACES)}) or a YAML/JSON space file")
     what.add_argument("--resume", metavar="EXPERIMENT_DIR",
                       help="continue an interrupted experiment (it unpickles Ray Tune's state, and a pickle can run "
-                           "any code: only your own experiments; refused when its files are another user's or "
-                           "writable by every user)")
+                           "any code: only files your own sweeps signed; refused when they are not, or are another "
+                           "user's or writable by every user)")
     what.add_argument("--confirm", metavar="EXPERIMENT_DIR",
                       help="add the confirm phase to a screened experiment, or run it again with other "
                            "--confirm-top/--confirm-seeds (it unpickles Ray Tune's state as --resume does)")
+    what.add_argument("--trust", metavar="EXPERIMENT_DIR",
+                      help="sign an experiment's Ray Tune files as your own, so that --resume and --confirm "
+                           "restore them (one made before sweeps signed their files, or one you received and trust)")
     p.add_argument("--samples", type=int, help="seeds per arm (grid) or trials (random/optuna); "
                                                "default: the space's (1 unless it says)")
     p.add_argument("--epochs", type=int, help="epochs of every trial (overrides presets)")
@@ -106,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int,
                    help="retries of an errored trial from its checkpoint (default 0; with --resume: "
                         "> 0 also resumes trials that errored before)")
+    p.add_argument("--trial-timeout", type=seconds, metavar="DURATION",
+                   help="stop a trial that reports no epoch for this long (seconds, or 30m, 2h): a hang in the "
+                        "model or data code, a stuck device; it is recorded as timed out, excluded like an "
+                        "errored trial, and the sweep goes on (default: none; with --resume: changes the "
+                        "experiment's)")
+    p.add_argument("--time-budget", type=seconds, metavar="DURATION",
+                   help="end the sweep by this long from now (8h, 90m): no trial starts that cannot end in time, "
+                        "running ones stop at their last epoch's checkpoint, and --resume continues the rest "
+                        "(exit status 75 when work is left; with --resume or --confirm: a budget for that run)")
     p.add_argument("--search-seed", type=int, default=0,
                    help="seed of the random/Optuna searcher and of an ASHA or median-rule grid screen's launch "
                         "order (default 0)")
@@ -153,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    with sigterm_as_ctrl_c() as terminated:
+    from sweep.storage import interrupt_if_stuck
+
+    with sigterm_as_ctrl_c(on_graceful=interrupt_if_stuck) as terminated:
         code = run(args)
     return 143 if terminated and code == 130 else code
 
@@ -168,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
                                 "--confirm-top/--confirm-seeds, or to continue its confirm phase with more seeds "
                                 "(--max-seeds), once it ended, use --confirm DIR")
             return driver.resume(args)
+        if args.trust:
+            return driver.trust_experiment(args)
         if args.confirm:
             check_confirm_flags(args)
             return driver.confirm_again(args)

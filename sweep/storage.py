@@ -22,12 +22,14 @@ A storage URI (s3://...) is left to its service: none of this applies there.
 """
 from __future__ import annotations
 
+import _thread
 import errno
 import json
 import logging
 import os
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from ray import tune
 
 from study.files import WriteError, open_for_writing, write_text_atomically
 from study.layout import loads, read_result_rows, record_path
+from sweep import trust
 
 RESERVE_FILE = ".space-reserve"
 RESERVE_BYTES = 32 << 20  # room for Tune's last save of the experiment state and result files
@@ -106,6 +109,28 @@ def wait_while_full(experiment_dir: str | None) -> None:
 # unpickled from tuner.pkl with the directory the experiment was started in, which a user may since
 # have moved: the guard follows the running one.
 running_dir: str | None = None
+# Tune steps begun and ended (StorageGuard.on_step_begin, on_step_end) while this driver runs:
+# interrupt_if_stuck's clock.
+steps_begun = steps_ended = 0
+STOP_GRACE_S = 10.0  # a step of Tune's loop takes a fraction of a second; a stuck one is not waited for
+
+
+def interrupt_if_stuck(grace_s: float = STOP_GRACE_S) -> None:
+    """After a SIGTERM asked Tune to stop gracefully: Tune stops once its current step ends, and one
+    step may not end for minutes (Tune making every trial of a huge plan up front, a searcher that
+    hangs). When the step in progress at the signal has not ended `grace_s` later, the main thread is interrupted (KeyboardInterrupt,
+    as a second SIGTERM or Ctrl-C does): what Tune saved before stays, and --resume continues from it."""
+    if running_dir is None or steps_begun == steps_ended:  # between steps: Tune's loop ends before the next
+        return
+    seen = steps_ended
+
+    def check() -> None:
+        if running_dir is not None and steps_ended == seen:  # the SIGTERM handler raises KeyboardInterrupt now
+            _thread.interrupt_main(signal.SIGTERM)  # (SIGINT may be ignored: a background job's is)
+
+    timer = threading.Timer(grace_s, check)
+    timer.daemon = True
+    timer.start()
 
 
 GOOD_SUFFIX, CUT_SUFFIX = ".good", ".cut"
@@ -127,7 +152,7 @@ def readable(path: Path) -> bytes | None:
 
 def keep_state(tune_dir: str, seen: dict[Path, float]) -> None:
     """Copy each experiment state file Tune has rewritten since `seen` (path -> mtime) to its ``.good``
-    twin, atomically, when it is readable."""
+    twin, atomically, when it is readable and signed (sweep.trust: the copy is signed before it is written)."""
     for path in state_files(tune_dir):
         try:
             mtime = path.stat().st_mtime
@@ -136,8 +161,10 @@ def keep_state(tune_dir: str, seen: dict[Path, float]) -> None:
         if seen.get(path) == mtime:
             continue
         data = readable(path)
-        if data is not None:
-            write_text_atomically(path.with_name(path.name + GOOD_SUFFIX), data.decode())
+        if data is not None and trust.is_signed(tune_dir, path):
+            good = path.with_name(path.name + GOOD_SUFFIX)
+            trust.sign(tune_dir, {good.name: data})
+            write_text_atomically(good, data.decode())
             seen[path] = mtime
 
 
@@ -151,7 +178,9 @@ def repair_state(tune_dir: str) -> list[str]:
         if readable(path) is not None:
             continue
         good = path.with_name(path.name + GOOD_SUFFIX)
-        if readable(good) is not None:
+        data = readable(good)
+        if data is not None:  # signed: sweep.trust.check_signed checked it before this runs
+            trust.sign(tune_dir, {path.name: data})
             shutil.copyfile(good, path)
             repaired.append(f"{path.name} was cut short by the interruption: continuing from its last complete copy")
         else:
@@ -177,6 +206,8 @@ class StorageGuard(tune.Callback):
         return running_dir or self.started_in
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        global steps_begun
+        steps_begun += 1
         if self.full or not is_local(self.experiment_dir) or time.monotonic() - self.checked < CHECK_EVERY_S:
             return
         self.checked = time.monotonic()
@@ -187,6 +218,10 @@ class StorageGuard(tune.Callback):
             keep_state(self.experiment_dir, self.states)
         except WriteError:
             self.stop()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        global steps_ended
+        steps_ended += 1
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if self.full or not is_local(self.experiment_dir):

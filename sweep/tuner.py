@@ -6,23 +6,55 @@ and crashes ``Tuner.fit``; ``ray.train.report`` fails inside a Tune trainable.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import math
 import os
 import pickle
-from typing import Any
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
 
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from study.config import UserError
+from study.files import open_for_writing
 from study.layout import METRIC, MODE
-from sweep import storage
+from study.states import TIMED_OUT_ERROR
+from sweep import storage, trust
 from sweep.board import TrialBoard
+from sweep.console import failure_line, lost_node, memory_cause, worker_pid
 from sweep.experiment import has_trial_state
 from sweep.planning.plan import Plan
 from sweep.trainable import train_trial
 from sweep.vocabulary import points_space, to_param_space
 
 CHECKPOINTS_KEPT = 2  # per trial: the latest two epochs (resume needs only the last)
+
+
+@dataclass
+class TimeBudget:
+    """--time-budget: the wall time this driver's run may take (from its start), every phase together.
+    Tune starts no trial whose phase's trials so far took longer than the time left (before one has
+    ended, the time left is all it knows), and at the deadline it stops as on Ctrl-C: what runs keeps
+    its last epoch's checkpoint, and --resume continues the rest."""
+    seconds: float | None = None
+    deadline: float = math.inf
+    spent: bool = False
+
+    def start(self, seconds: float | None) -> None:
+        self.seconds, self.spent = seconds, False
+        self.deadline = time.time() + seconds if seconds else math.inf
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+
+BUDGET = TimeBudget()
 
 
 def make_scheduler(plan: Plan):
@@ -162,10 +194,19 @@ def restore_tuner(plan: Plan, params: dict[str, Any], retry_errored: bool) -> tu
     """Continue an interrupted phase (Tuner.restore): finished trials are kept, unfinished ones
     continue from their latest checkpoint, errored ones too when `retry_errored`. A driver killed after
     writing sweep.json but before Ray saved the phase's state (tuner.pkl) ran nothing of it: it starts
-    as recorded."""
+    as recorded; so does a phase whose tuner.pkl is not signed while no trial state exists (sweep.trust: a driver
+    killed before it signed the Tuner it made; with trial state, --resume has refused it already)."""
     experiment_dir = plan.tune_dir
     if not tune.Tuner.can_restore(experiment_dir):
         return make_tuner(plan, params)
+    pickled = Path(experiment_dir, "tuner.pkl")
+    if storage.is_local(experiment_dir) and not trust.is_signed(experiment_dir, pickled):
+        if not has_trial_state(experiment_dir):
+            return make_tuner(plan, params)
+        if not trust.whole_pickle(pickled):
+            raise UserError(f"{pickled} cannot be read (cut short), but trials have run: the experiment cannot "
+                            "be resumed") from None
+        trust.check_signed(plan.experiment_dir)  # the refusal, in its words
     use_table_output()  # the saved run config holds the table reporter
     if plan.search == "optuna":
         quiet_optuna()  # the restored searcher reopens its study
@@ -180,3 +221,149 @@ def restore_tuner(plan: Plan, params: dict[str, Any], retry_errored: bool) -> tu
             raise UserError(f"{experiment_dir}/tuner.pkl cannot be read ({exc or type(exc).__name__}), "
                             "but trials have run: the experiment cannot be resumed") from None
         return make_tuner(plan, params)
+
+
+@contextlib.contextmanager
+def controller_hooks(phase_dir: str, trial_timeout: float | None = None) -> Iterator[None]:
+    """What Ray Tune's controller (TuneController, Ray 2.60) lacks, added while one phase runs. Ray
+    offers a hook for neither, so two of its methods are wrapped meanwhile:
+
+    - save_to_dir: each time Tune saves the trials' and the searcher's state into its staging directory,
+      the saved files are signed (sweep.trust) before Tune uploads them into the phase directory;
+    - add_trial: a phase continued after its experiment moved has its restored trials moved by Tune
+      (TuneController._restore_trials), but the trials its restored searcher makes afterwards carried
+      the storage recorded when the phase began, and trained and wrote under the old path (issue 37,
+      class 5): each trial added is given the controller's storage location as Tune gives a restored one;
+    - step: with `trial_timeout`, before each step of Tune's loop, a running trial that has reported no
+      epoch for that long is stopped as timed out (time_out);
+    - _process_trial_failure: a trial that failed is said in one line (sweep.console.failure_line: out of
+      memory when it was killed for memory, which is also added to its error.txt for the report), and the
+      error Tune pickled for it is signed (sweep.trust); a trial whose node was lost (issue 37, class 11)
+      is not counted as failed, so Tune retries it from its last checkpoint on the nodes left, whatever
+      --max-failures says (Tune does so only for a node Ray knew was preempted);
+    - and, in save_to_dir, Tune's own omission: a trial whose worker died is set ERROR without being marked
+      for the next save (TuneController._schedule_trial_stop returns before that when its actor is gone),
+      so the experiment state kept it RUNNING and --resume ran it again: every ended trial is marked;
+    - _maybe_add_actors: under --time-budget (BUDGET), no trial starts that cannot end in the time left."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    save, add, step = TuneController.save_to_dir, TuneController.add_trial, TuneController.step
+    fail = TuneController._process_trial_failure
+    running_since: dict[str, float] = {}
+
+    def save_and_sign(controller: TuneController) -> None:
+        for trial in controller.get_trials():
+            if trial.status in ("ERROR", "TERMINATED"):  # cached: only a changed one is written anew
+                controller._mark_trial_to_checkpoint(trial)
+        save(controller)
+        if storage.is_local(phase_dir):
+            staging = controller._storage.experiment_driver_staging_path
+            trust.sign_files(phase_dir, trust.staged_state(staging), under=staging)
+
+    def add_here(controller: TuneController, trial: Any) -> None:
+        here = controller._storage
+        if trial.storage is not None and (trial.storage.storage_fs_path, trial.storage.experiment_dir_name) != (
+                here.storage_fs_path, here.experiment_dir_name):
+            moved = copy.copy(trial.storage)
+            moved.storage_filesystem = here.storage_filesystem
+            moved.storage_fs_path = here.storage_fs_path
+            moved.experiment_dir_name = here.experiment_dir_name
+            trial.set_storage(moved)
+        add(controller, trial)
+
+    def step_on_time(controller: TuneController) -> None:
+        if BUDGET.seconds and not BUDGET.spent and (BUDGET.left() <= 0 or not (
+                any(t.status == "RUNNING" for t in controller.get_trials()) or fits_in_time(controller))):
+            BUDGET.spent = True  # the deadline, or nothing runs and nothing may start: stop as on Ctrl-C
+            signal.raise_signal(signal.SIGUSR1)
+        if trial_timeout:
+            for trial in hung(controller.get_trials(), trial_timeout, running_since):
+                time_out(controller, trial, trial_timeout)
+            if controller.is_finished():  # that was the last trial: Tune's loop ends without a step
+                return
+        step(controller)
+
+    def fail_in_one_line(controller: TuneController, trial: Any, exception: Exception) -> None:
+        node = lost_node(trial, exception)
+        if node and not getattr(exception, "preempted", False):  # a lost node is not the trial's failure:
+            trial.run_metadata.num_failures -= 1  # Tune counts it next (handle_error), so it is retried
+        print(failure_line(trial, exception, node), file=sys.stderr, flush=True)
+        fail(controller, trial, exception)
+        record_failure(phase_dir, trial, exception)
+
+    def start_in_time(controller: TuneController) -> None:
+        if not BUDGET.seconds or fits_in_time(controller):
+            add_actors(controller)
+
+    add_actors = TuneController._maybe_add_actors
+    hooks = {"save_to_dir": save_and_sign, "add_trial": add_here, "step": step_on_time,
+             "_process_trial_failure": fail_in_one_line, "_maybe_add_actors": start_in_time}
+    originals = {name: getattr(TuneController, name) for name in hooks}
+    for name, hook in hooks.items():
+        setattr(TuneController, name, hook)
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(TuneController, name, original)
+
+
+def record_failure(phase_dir: str, trial: Any, exception: Exception) -> None:
+    """After Tune wrote a failed trial's error.txt (and, for Ray's own errors, error.pkl) in its staging
+    directory: sign the pickle before Tune uploads it (sweep.trust), and add a memory kill's cause as the
+    last line of error.txt, which the report quotes."""
+    if not trial.local_path:
+        return
+    staging = Path(trial.local_path)
+    pickled = staging / "error.pkl"
+    if storage.is_local(phase_dir) and pickled.is_file():
+        trust.sign_files(phase_dir, [pickled], under=staging.parent)
+    memory = memory_cause(exception, worker_pid(trial))
+    if memory and (staging / "error.txt").is_file():
+        with open_for_writing(staging / "error.txt") as out:
+            out.write(memory + "\n")
+
+
+def fits_in_time(controller: Any) -> bool:
+    """Whether a trial of this phase, as long as its ended ones took on average, ends in the time
+    left of --time-budget (any, before one has ended)."""
+    took = [t.last_result.get("time_total_s") for t in controller.get_trials() if t.status == "TERMINATED"]
+    took = [s for s in took if isinstance(s, (int, float))]
+    left = BUDGET.left()
+    return left > 0 and (not took or sum(took) / len(took) <= left)
+
+
+def hung(trials: list, timeout: float, running_since: dict[str, float]) -> list:
+    """The running trials whose last report (or, before one, the moment this driver first saw them
+    running: their worker's start-up and data loading count) is more than `timeout` seconds ago.
+    `running_since` keeps those moments, a trial's forgotten while it does not run."""
+    now = time.time()
+    late = []
+    for trial in trials:
+        if trial.status != "RUNNING":
+            running_since.pop(trial.trial_id, None)
+            continue
+        since = running_since.setdefault(trial.trial_id, now)
+        if now - max(since, trial.run_metadata.last_result_time or 0.0) > timeout:
+            late.append(trial)
+    return late
+
+
+def time_out(controller: Any, trial: Any, timeout: float) -> None:
+    """Stop a hung trial as Tune stops one that raised, without a retry (a hang would come back):
+    its error (study.states.TIMED_OUT_ERROR) in error.txt, the scheduler and searcher told, the trial
+    ERROR; its worker is killed, since a hung one never answers Tune's stop. Ray 2.60's
+    TuneController._process_trial_failure, less the recovery; one line on the console."""
+    import ray
+
+    error = TimeoutError(TIMED_OUT_ERROR.format(seconds=timeout))
+    actor = trial.temporary_state.ray_actor
+    trial.handle_error(error)
+    controller._scheduler_alg.on_trial_error(controller, trial)
+    controller._search_alg.on_trial_complete(trial.trial_id, error=True)
+    controller._schedule_trial_stop(trial, exception=error)
+    controller._callbacks.on_trial_error(iteration=controller._iteration, trials=controller._trials, trial=trial)
+    if actor is not None:
+        ray.kill(actor, no_restart=True)
+    print(f"run.py: trial {trial} {error}; the sweep goes on (--resume --max-failures N runs it again)",
+          file=sys.stderr, flush=True)

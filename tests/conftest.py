@@ -26,8 +26,9 @@ def local_ray():
 
 @pytest.fixture(autouse=True)
 def isolated_data_dir(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's real dataset cache."""
+    """No test reads or writes the user's real dataset cache, nor the key that signs their experiments."""
     monkeypatch.setenv("ABLATION_DATA_DIR", str(tmp_path_factory.getbasetemp() / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "config"))
 
 
 # A real Fashion-MNIST run that learns: 4,000 training images, 3 epochs, a half-width SqueezeNet on

@@ -11,7 +11,7 @@ import pytest
 
 from analysis.report import main as report_main
 from study.load import load
-from study.states import stop_reason
+from study.states import TIMED_OUT_ERROR, stop_reason
 from tests.helpers import write_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,13 +64,16 @@ def test_the_resumed_runs_state_wins_over_a_first_run_file_with_a_later_timestam
 
 
 @pytest.mark.parametrize("reason,args", [
-    ("finished", ("TERMINATED", {"status": "finished", "epochs_run": 3}, False)),
-    ("early_stopped", ("RUNNING", {"status": "early_stopped", "epochs_run": 3}, False)),  # stale state
-    ("scheduler_stopped", ("TERMINATED", {"status": "running", "done": True}, False)),
-    ("errored", ("ERROR", {"status": "running"}, True)),
-    ("errored", (None, {}, True)),
-    ("unfinished", ("PAUSED", {"status": "running"}, False)),
-    ("unfinished", (None, {"status": "running"}, False)),
+    ("finished", ("TERMINATED", {"status": "finished", "epochs_run": 3}, None)),
+    ("early_stopped", ("RUNNING", {"status": "early_stopped", "epochs_run": 3}, None)),  # stale state
+    ("scheduler_stopped", ("TERMINATED", {"status": "running", "done": True}, None)),
+    ("errored", ("ERROR", {"status": "running"}, "RuntimeError: boom")),
+    ("errored", (None, {}, "RuntimeError: boom")),
+    ("errored", ("ERROR", {}, "")),  # an error.txt without a line
+    ("timed_out", ("ERROR", {"status": "running"}, TIMED_OUT_ERROR.format(seconds=30))),
+    ("timed_out", (None, {}, TIMED_OUT_ERROR.format(seconds=1.5))),
+    ("unfinished", ("PAUSED", {"status": "running"}, None)),
+    ("unfinished", (None, {"status": "running"}, None)),
 ])
 def test_stop_reason_rules(reason, args):
     assert stop_reason(*args) == reason

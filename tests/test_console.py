@@ -57,3 +57,20 @@ def test_one_best_trial_among_those_that_ended_and_the_best_arm_over_seeds():
 def test_only_rays_known_chatter_is_filtered(message, shown):
     record = logging.LogRecord("ray.tune.tune", logging.WARNING, __file__, 1, message, None, None)
     assert QUIET.filter(record) is shown
+
+
+def test_a_worker_killed_for_memory_is_said_to_be_out_of_memory():
+    """Issue 37, class 13: Ray's memory monitor's error (raised for a task, or an actor it killed under
+    memory pressure) reads "out of memory"; a worker that died otherwise says what may have killed it
+    (the kernel's OOM kill itself is injected for real in test_reliability_sweep)."""
+    from ray.exceptions import ActorDiedError, OutOfMemoryError
+
+    from sweep.console import memory_cause, trial_error
+
+    said = trial_error(OutOfMemoryError("Task was killed due to the node running low on memory."))
+    assert said.startswith("out of memory: Ray's memory monitor killed its worker") and said.endswith(
+        "; the epochs it reported are kept")
+    died = ActorDiedError()
+    assert memory_cause(died) is None and memory_cause(RuntimeError("no")) is None
+    assert "when memory runs out, the kernel's OOM killer kills it" in trial_error(died)
+    assert memory_cause(died, pid=2 ** 22 + 7) is None  # no kernel record of that pid

@@ -126,9 +126,10 @@ def test_result_rows_of_the_driver_record_skip_what_is_not_a_row(tmp_path):
 def test_stop_reasons_follow_the_final_report_then_rays_status():
     assert FINAL_STATUSES == (FINISHED, EARLY_STOPPED, DIVERGED)
     for status in FINAL_STATUSES:
-        assert states.stop_reason("TERMINATED", {"status": status, "epochs_run": 3}, False) == status
-    assert states.stop_reason("TERMINATED", {"status": "running", "done": True}, False) == "scheduler_stopped"
-    assert states.stop_reason("ERROR", {"status": FINISHED}, True) == "errored"  # no epochs_run: not a final report
-    assert states.stop_reason(None, {}, True) == "errored"
-    assert [states.stop_reason(s, {}, False) for s in ("PENDING", "RUNNING", "PAUSED", None)] == ["unfinished"] * 4
-    assert set(states.STOP_REASONS) == {*FINAL_STATUSES, "scheduler_stopped", "errored", "unfinished"}
+        assert states.stop_reason("TERMINATED", {"status": status, "epochs_run": 3}, None) == status
+    assert states.stop_reason("TERMINATED", {"status": "running", "done": True}, None) == "scheduler_stopped"
+    assert states.stop_reason("ERROR", {"status": FINISHED}, "") == "errored"  # no epochs_run: not a final report
+    assert states.stop_reason(None, {}, "") == "errored"
+    assert states.stop_reason("ERROR", {}, states.TIMED_OUT_ERROR.format(seconds=9)) == "timed_out"
+    assert [states.stop_reason(s, {}, None) for s in ("PENDING", "RUNNING", "PAUSED", None)] == ["unfinished"] * 4
+    assert set(states.STOP_REASONS) == {*FINAL_STATUSES, "scheduler_stopped", "timed_out", "errored", "unfinished"}

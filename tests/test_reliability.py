@@ -992,6 +992,81 @@ def test_restoring_ray_s_pickles_is_refused_unless_they_are_the_user_s_own(how, 
     assert not marker.exists() and sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
+STATE = "2026-01-01_00-00-00"
+SIGNED_FILES = ["tuner.pkl", f"basic-variant-state-{STATE}.json", f"searcher-state-{STATE}.pkl",
+                f"experiment_state-{STATE}.json", f"experiment_state-{STATE}.json.good", "train_trial_x/error.pkl"]
+
+
+def copied_experiment(tmp_path: Path, marker: Path) -> Path:
+    """An experiment as a colleague's copy would arrive: the user's own files, mode 644, holding a trial
+    state, and in each file restoring unpickles a pickle that runs code (in the experiment state, inside
+    a trial's JSON as Ray's CLOUDPICKLE_FALLBACK, so the file is whole JSON)."""
+    from sweep.planning.plan import Plan
+
+    experiment = tmp_path / "exp"
+    (experiment / "screen" / "train_trial_x").mkdir(parents=True)
+    plan = Plan(str(experiment), "grid", "fifo", 1, 2, 1, 3.0, 1.0, 0.0, None, 0, 0, phase_dir="screen")
+    (experiment / "sweep.json").write_text(json.dumps({"plan": dataclasses.asdict(plan), "params": {
+        "dataset": "synthetic"}, "phases": {"screen": {"dir": "screen"}}}))
+    payload = pickle.dumps(RunsCode(marker))
+    trial = json.dumps({"config": {"_type": "CLOUDPICKLE_FALLBACK", "value": payload.hex()}})
+    state = json.dumps({"trial_data": [[trial, "{}"]], "runner_data": {}, "stats": {}})
+    for name in SIGNED_FILES:
+        (experiment / "screen" / name).write_bytes(state.encode() if "experiment_state" in name else payload)
+    return experiment
+
+
+@pytest.mark.parametrize("changed", SIGNED_FILES)
+@pytest.mark.parametrize("flag", ["--resume", "--confirm"])
+def test_a_copied_or_changed_experiment_is_not_restored_until_the_user_trusts_it(changed, flag, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """Issue 37, class 1: an experiment copied from a colleague, a shared disk or an archive is the
+    user's own by owner and mode, and a pickle in it ran its code on --resume / --confirm (a marker file
+    was made through tuner.pkl and through the trial state). Now every file restoring unpickles must
+    carry a signature of this user's key (sweep.trust): a copy signed with another key is refused, and
+    so is one of the user's own experiments whose file `changed` after it was signed; both in one line,
+    nothing written, no code run; `--trust DIR` signs it deliberately."""
+    from sweep import trust
+
+    marker = tmp_path / "code-ran"
+    experiment = copied_experiment(tmp_path, marker)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "colleague"))
+    assert trust.trust(str(experiment)) == len(SIGNED_FILES)  # signed where it was made, with another key
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "mine"))
+    trust.signing_key()  # this user's key exists already: the refusal is about the files
+
+    def refused(path: Path) -> None:
+        before = {p.relative_to(tmp_path): p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+        assert run.main([flag, str(experiment)]) == 2
+        err = one_line_error(capsys.readouterr().err, "run.py")
+        assert err.startswith(f"run.py: error: refusing to restore {experiment}: {path}") and (
+            "is not signed by a sweep of yours" in err and "a pickle can run any code" in err
+            and f"python sweep/run.py --trust {experiment}" in err), err
+        after = {p.relative_to(tmp_path): p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+        assert not marker.exists() and after == before
+
+    refused(experiment / "screen" / f"basic-variant-state-{STATE}.json")  # the first of the colleague's files
+    assert run.main(["--trust", str(experiment)]) == 0
+    assert "signed 6 files of" in capsys.readouterr().out and trust.unsigned(str(experiment)) == []
+    path = experiment / "screen" / changed
+    path.write_bytes(path.read_bytes() + b"\n")  # changed since it was signed (whole JSON, the same pickle)
+    refused(path)
+    assert not marker.exists()
+
+
+def test_trust_refuses_what_it_cannot_sign_as_yours(tmp_path, capsys):
+    """--trust of what is not an experiment, and of one holding a link or a world-writable pickle: one
+    line, nothing signed."""
+    marker = tmp_path / "code-ran"
+    assert run.main(["--trust", str(tmp_path / "nowhere")]) == 2
+    assert "is not an experiment directory" in one_line_error(capsys.readouterr().err, "run.py")
+    experiment = copied_experiment(tmp_path, marker)
+    (experiment / "screen" / "tuner.pkl").chmod(0o666)
+    assert run.main(["--trust", str(experiment)]) == 2
+    assert "is writable by every user (mode 666)" in one_line_error(capsys.readouterr().err, "run.py")
+    assert not (experiment / "screen" / ".signatures.json").exists() and not marker.exists()
+
+
 # ------------------------------------------------------------ where output goes
 def test_the_report_refuses_an_out_that_is_a_file_or_an_experiment_s_own_directory(tmp_path, capsys):
     """Before: `[Errno 17] File exists` for a file, and `--out EXPERIMENT` wrote the report's

@@ -75,19 +75,26 @@ def test_the_disk_guard_follows_an_experiment_that_was_moved(tmp_path, monkeypat
 
 def test_a_state_file_a_kill_cut_short_is_put_back_from_its_last_good_copy(tmp_path):
     """Tune copies its experiment state into the storage path in place: a kill during the copy leaves it
-    empty. The guard keeps each readable version; --resume puts it back, or sets a cut file aside."""
+    empty. The guard keeps each readable version this user's driver signed (sweep.trust: it signs what
+    Tune saves before the copy), signed itself; --resume puts it back, or sets a cut file aside."""
+    from sweep import trust
+
     state = tmp_path / "experiment_state-2026-12-02_01-00-00.json"
     state.write_text('{"trial_data": [1]}')
     seen = {}
     storage.keep_state(str(tmp_path), seen)
     good = tmp_path / (state.name + storage.GOOD_SUFFIX)
-    assert json.loads(good.read_text()) == {"trial_data": [1]} and seen
+    assert not good.exists() and not seen  # not signed: not kept
+    trust.sign_files(tmp_path, [state])
+    storage.keep_state(str(tmp_path), seen)
+    assert json.loads(good.read_text()) == {"trial_data": [1]} and seen and trust.is_signed(tmp_path, good)
     state.write_text('{"trial_da')  # cut short: the copy is kept as it was
     storage.keep_state(str(tmp_path), {})
     assert json.loads(good.read_text()) == {"trial_data": [1]}
     assert storage.repair_state(str(tmp_path)) == [f"{state.name} was cut short by the interruption: continuing "
                                                    "from its last complete copy"]
     assert json.loads(state.read_text()) == {"trial_data": [1]} and storage.repair_state(str(tmp_path)) == []
+    assert trust.unsigned(str(tmp_path)) == []  # the copy put back is signed under its own name too
     good.unlink()
     state.write_text("")
     assert "set aside" in storage.repair_state(str(tmp_path))[0]

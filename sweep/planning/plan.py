@@ -38,6 +38,8 @@ class Plan:
     # a successive-halving rung's budget in epochs (of max_t): each trial's schedule is fitted to
     # budget / max_t of its length (study.trial.fit_to_budget); 0: every trial's whole schedule
     budget: int = 0
+    # --trial-timeout: seconds a running trial may go without reporting an epoch before the sweep stops it
+    trial_timeout: float | None = None
 
     @classmethod
     def from_record(cls, recorded: Mapping[str, Any], where: str) -> "Plan":

@@ -123,7 +123,7 @@ def plan_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], Plan, dict[str
     plan = Plan(experiment, search, scheduler, num_samples, max_t, args.grace_period or default_grace(max_t),
                 args.reduction_factor, args.cpus_per_trial, args.gpus_per_trial or 0.0, args.max_concurrent,
                 args.max_failures or 0, args.search_seed, args.smoke_test, objectives, phase_dir=SCREEN,
-                test_shown=confirm is None)
+                test_shown=confirm is None, trial_timeout=args.trial_timeout)
     expected = vocab.count_trials(params, num_samples)
     designed = None
     if fractional:
