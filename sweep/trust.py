@@ -56,7 +56,7 @@ def key_file() -> Path:
 def _key_at(path: Path, create: bool) -> bytes | None:
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         if not create:
             return None
         try:

@@ -1,7 +1,9 @@
 """Shared fixtures. Tests run on CPU with two threads (the CI machine has two cores)."""
+import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 import torch
@@ -9,6 +11,10 @@ import torch
 from tests.helpers import FASHION_MNIST, NO_FASHION_MNIST
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray stays on 127.0.0.1
+# No test reads or writes the key that signs the user's experiments (sweep.trust): one of the session's
+# own, for every fixture and test, module-scoped sweeps included (set before any of them runs).
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="ablation-sweeper-tests-config-")
+atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], True)
 torch.set_num_threads(2)
 
 
@@ -26,9 +32,8 @@ def local_ray():
 
 @pytest.fixture(autouse=True)
 def isolated_data_dir(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's real dataset cache, nor the key that signs their experiments."""
+    """No test reads or writes the user's real dataset cache."""
     monkeypatch.setenv("ABLATION_DATA_DIR", str(tmp_path_factory.getbasetemp() / "data"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "config"))
 
 
 # A real Fashion-MNIST run that learns: 4,000 training images, 3 epochs, a half-width SqueezeNet on

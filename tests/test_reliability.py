@@ -351,6 +351,11 @@ def test_train_py_bad_input_as_a_user_sees_it(tmp_path):
     (["--name", "two\nlines"], "--name 'two\\nlines' holds the control character '\\n'"),
     (["--name", "red\x1b[31m"], "holds the control character '\\x1b'"),
     (["--name", "abc\u202edcba"], "holds the control character '\\u202e'"),
+    (["--trial-timeout", "0"], "--trial-timeout: '0' is not a length of time"),
+    (["--trial-timeout", "nan"], "--trial-timeout: 'nan' is not a length of time"),
+    (["--trial-timeout", "-5m"], "--trial-timeout: '-5m' is not a length of time"),
+    (["--time-budget", "8x"], "--time-budget: '8x' is not a length of time (seconds, or with a unit: 90s, 10m"),
+    (["--time-budget", "inf"], "--time-budget: 'inf' is not a length of time"),
 ])
 def test_sweep_bad_input_is_one_line_exit_2_before_anything_runs(argv, words, tmp_path, capsys):
     """Checked while planning (so --dry-run refuses them too): no Ray is started, nothing is written."""
@@ -1065,6 +1070,33 @@ def test_trust_refuses_what_it_cannot_sign_as_yours(tmp_path, capsys):
     assert run.main(["--trust", str(experiment)]) == 2
     assert "is writable by every user (mode 666)" in one_line_error(capsys.readouterr().err, "run.py")
     assert not (experiment / "screen" / ".signatures.json").exists() and not marker.exists()
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("a file where the config directory goes", "cannot make the key that signs your experiments"),
+    ("a key cut short", "is not a signing key (5 bytes, 32 expected): remove it"),
+])
+def test_a_key_that_cannot_be_made_or_read_is_one_line_before_anything_is_written(damage, words, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """The signing key (sweep.trust) of a start or a --trust: a config directory it cannot be made in,
+    or a key file that is not one, is one line, exit 2; the experiment directory is not made."""
+    from sweep import trust
+
+    config = tmp_path / "config"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    trust._key_at.cache_clear()
+    if damage.startswith("a file"):
+        config.write_text("not a directory")
+    else:
+        trust.key_file().parent.mkdir(parents=True)
+        trust.key_file().write_bytes(b"short")
+    out = tmp_path / "runs"
+    assert run.main(["--space", "smoke", "--storage-path", str(out), "--name", "k", "--address", "local"]) == 2
+    assert words in one_line_error(capsys.readouterr().err, "run.py") and not out.exists()
+    experiment = copied_experiment(tmp_path, tmp_path / "code-ran")
+    assert run.main(["--trust", str(experiment)]) == 2
+    assert words in one_line_error(capsys.readouterr().err, "run.py")
+    assert not (experiment / "screen" / trust.SIGNATURES).exists()
 
 
 # ------------------------------------------------------------ where output goes

@@ -794,9 +794,12 @@ def test_sigterm_to_a_trial_s_worker_is_one_line_and_resume_continues_it(local_r
     console = "".join(capfd.readouterr())
     assert code == 0, console[-3000:]  # the other trial finished; this one is saved as errored (Tune kept it
     assert ray_statuses(experiment)[termed["trial_id"]] == "ERROR"  # RUNNING in its saved state: sweep.tuner)
-    assert trial_error_lines(console) == [
-        f"run.py: trial train_trial_{termed['trial_id']} failed: its worker process died (it was sent SIGTERM); "
-        "the epochs it reported are kept"], console[-3000:]
+    # Ray's error says SIGTERM when its raylet saw the signal first, else only that the worker exited
+    how = ("it was sent SIGTERM", "it exited or was killed: when memory runs out, the kernel's OOM killer kills it, "
+           "see dmesg on its node")
+    assert trial_error_lines(console) in ([
+        f"run.py: trial train_trial_{termed['trial_id']} failed: its worker process died ({words}); "
+        "the epochs it reported are kept"] for words in how), console[-3000:]
     assert not native_noise(console), "\n".join(native_noise(console))
     assert run.main(["--resume", str(experiment), "--max-failures", "1"]) == 0
     results = results_of(experiment)

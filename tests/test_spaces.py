@@ -194,7 +194,7 @@ def test_malformed_spaces_are_one_line_errors_and_write_nothing(text, message, t
     (["--space", "stages", "--samples", "0"], "--samples must be >= 1"),
     (["--resume", "REPLACED"], "is not an experiment directory"),
     (["--space", "stages", "--resume", "x"], "not allowed with argument"),
-    ([], "one of the arguments --space --resume --confirm is required"),
+    ([], "one of the arguments --space --resume --confirm --trust is required"),
 ])
 def test_bad_cli_input_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path, capsys):
     argv = [str(tmp_path) if a == "REPLACED" else a for a in argv]
