@@ -40,7 +40,8 @@ from study.config import UserError
 from study.files import WriteError, write_text_atomically
 from study.layout import loads
 
-SIGNATURES = ".signatures.json"
+SIGNATURES = ".signatures"  # JSON; no .json suffix: Tune copies a phase's *.json and *.pkl into its staging directory on
+# restore and uploads them back, which would put the copy taken at the restore over the signatures made since
 KEPT = 3  # signatures kept per file: its contents of the last saves (one may be uploading when a driver dies)
 KEY_BYTES = 32
 REFUSAL = "restoring unpickles Ray Tune's state, and a pickle can run any code"

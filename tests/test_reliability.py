@@ -1062,6 +1062,8 @@ def test_a_copied_or_changed_experiment_is_not_restored_until_the_user_trusts_it
 def test_trust_refuses_what_it_cannot_sign_as_yours(tmp_path, capsys):
     """--trust of what is not an experiment, and of one holding a link or a world-writable pickle: one
     line, nothing signed."""
+    from sweep import trust
+
     marker = tmp_path / "code-ran"
     assert run.main(["--trust", str(tmp_path / "nowhere")]) == 2
     assert "is not an experiment directory" in one_line_error(capsys.readouterr().err, "run.py")
@@ -1069,7 +1071,7 @@ def test_trust_refuses_what_it_cannot_sign_as_yours(tmp_path, capsys):
     (experiment / "screen" / "tuner.pkl").chmod(0o666)
     assert run.main(["--trust", str(experiment)]) == 2
     assert "is writable by every user (mode 666)" in one_line_error(capsys.readouterr().err, "run.py")
-    assert not (experiment / "screen" / ".signatures.json").exists() and not marker.exists()
+    assert not (experiment / "screen" / trust.SIGNATURES).exists() and not marker.exists()
 
 
 @pytest.mark.parametrize("damage, words", [

@@ -223,6 +223,9 @@ def test_ctrl_c_mid_trial_then_resume_runs_nothing_twice(tmp_path, cli_env, caps
     assert len({row["pid"] for row in rows(dirs[second])}) == 2  # two processes: before and after
     assert load(experiment).trials["stop_reason"].tolist() == ["finished"] * 3
     assert not old.exists()  # nothing went back to where the experiment was
+    # what the resumed run saved is signed too (Tune's restore copies the phase's *.json into its staging
+    # directory and uploads it back: a signature file named .json was put back as it was at the restore)
+    assert trust.unsigned(str(experiment)) == []
 
 
 @pytest.mark.parametrize("moment", ["sweep.json", "screen/tuner.pkl"])
