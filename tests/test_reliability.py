@@ -353,7 +353,7 @@ def test_train_py_bad_input_as_a_user_sees_it(tmp_path):
     (["--name", "abc\u202edcba"], "holds the control character '\\u202e'"),
     (["--trial-timeout", "0"], "--trial-timeout: '0' is not a length of time"),
     (["--trial-timeout", "nan"], "--trial-timeout: 'nan' is not a length of time"),
-    (["--trial-timeout", "-5m"], "--trial-timeout: '-5m' is not a length of time"),
+    (["--trial-timeout=-5m"], "--trial-timeout: '-5m' is not a length of time"),
     (["--time-budget", "8x"], "--time-budget: '8x' is not a length of time (seconds, or with a unit: 90s, 10m"),
     (["--time-budget", "inf"], "--time-budget: 'inf' is not a length of time"),
 ])
