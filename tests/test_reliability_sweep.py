@@ -413,8 +413,8 @@ def test_a_killed_worker_process_is_retried_from_its_checkpoint(local_ray, tmp_p
 
 
 def test_a_time_budget_shorter_than_the_sweep_ends_it_in_time_and_resume_finishes_it(local_ray, tmp_path, capsys):
-    """Issue 37, class 14: --time-budget 10s for 12 trials of 2 epochs, one at a time (about 25 s on a
-    quiet 2-core machine): trials start only while one can end in the time left, the sweep ends by the
+    """Issue 37, class 14: --time-budget 10s for 12 trials of 2 epochs, one at a time (26 s of trials on
+    the quiet 2-core AMD machine): trials start only while one can end in the time left, the sweep ends by the
     budget (plus a trial's stop) with exit status 75 and one line naming --resume; --resume (no budget)
     runs the rest, nothing finished runs again."""
     experiment = tmp_path / "budget"
