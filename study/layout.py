@@ -83,6 +83,17 @@ def read_json(path: Path, kind: type | None = None) -> Any:
     return data if kind is None or isinstance(data, kind) else None
 
 
+def json_bytes(path: Path) -> bytes | None:
+    """A file's bytes when they are whole JSON (nested no deeper than RECORD_DEPTH), else None: a file a
+    kill cut short is not (sweep.storage keeps and puts back Tune's state by it, sweep.trust exempts by it)."""
+    try:
+        data = Path(path).read_bytes()
+        loads(data)
+    except (OSError, ValueError):
+        return None
+    return data
+
+
 def read_config_record(path: Path) -> dict[str, Any]:
     """The resolved config (the ``config`` object) of a trial_config.json or a train.py run's
     config.json; a UserError naming the file when it is missing, not JSON, or has no config object."""

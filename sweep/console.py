@@ -192,14 +192,16 @@ class QuietRay(logging.Filter):
         return not any(text in message for text in QUIET_MESSAGES)
 
 
-def failure_line(trial: Any, error: BaseException | None, lost_node: str | None = None) -> str:
+def failure_line(trial: Any, error: BaseException | None, lost_node: str | None = None,
+                 memory: str | None = None) -> str:
     """The console's one line for a trial that failed ("failed", not "errored": with --max-failures,
-    Tune may retry it), or whose node was lost (it is retried)."""
+    Tune may retry it), or whose node was lost (it is retried); `memory`: its memory_cause, found once
+    by the caller."""
     if lost_node:
         return (f"run.py: trial {trial} lost its node {lost_node} (its Ray processes stopped, its network was cut, or "
                 "the machine was reclaimed): it is retried from its last checkpoint on the nodes left, not counted "
                 "against --max-failures")
-    return f"run.py: trial {trial} failed: {trial_error(error, worker_pid(trial))}"
+    return f"run.py: trial {trial} failed: {error_words(error, memory)}"
 
 
 def lost_node(trial: Any, error: BaseException | None) -> str | None:
@@ -239,16 +241,20 @@ def trial_error(error: BaseException | None, pid: int | None = None) -> str:
     type and first line), or that its worker process died, and how: out of memory when Ray's memory
     monitor or (by this machine's kernel log, for the worker `pid` that ran here) the kernel's OOM
     killer killed it."""
-    from ray.exceptions import RayActorError, RayTaskError
+    return error_words(error, memory_cause(error, pid))
 
-    memory = memory_cause(error, pid)
+
+def error_words(error: BaseException | None, memory: str | None) -> str:
+    """trial_error's words, given the error's memory_cause."""
+    from ray.exceptions import RayActorError
+
     if memory:
         return f"{memory}; the epochs it reported are kept"
     if isinstance(error, RayActorError):  # the process went away: a signal, the OOM killer, a lost node
         how = ("it was sent SIGTERM" if "SIGTERM" in str(error) else
                "it exited or was killed: when memory runs out, the kernel's OOM killer kills it, see dmesg on its node")
         return f"its worker process died ({how}); the epochs it reported are kept"
-    cause = getattr(error, "cause", error) if isinstance(error, RayTaskError) else error
+    cause = raised(error)
     if cause is None:
         return "no cause recorded (see error.txt in its directory)"
     first = (str(cause).strip().splitlines() or [""])[0]
@@ -259,15 +265,21 @@ def memory_cause(error: BaseException | None, pid: int | None = None) -> str | N
     """'out of memory: ...' when the trial's worker was killed for memory, by Ray's memory monitor
     (its OutOfMemoryError, or an actor it killed "due to memory pressure") or by the kernel's OOM killer
     (this machine's kernel log names the worker's `pid`); None otherwise, or when nothing says so."""
-    from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
+    from ray.exceptions import OutOfMemoryError, RayActorError
 
-    cause = getattr(error, "cause", error) if isinstance(error, RayTaskError) else error
-    if isinstance(error, OutOfMemoryError) or isinstance(cause, OutOfMemoryError) or (
+    if isinstance(error, OutOfMemoryError) or isinstance(raised(error), OutOfMemoryError) or (
             isinstance(error, RayActorError) and "memory pressure" in str(error)):
         return "out of memory: Ray's memory monitor killed its worker (the node's memory use passed its threshold)"
     if isinstance(error, RayActorError) and pid is not None and oom_killed(pid):
         return f"out of memory: the kernel's OOM killer killed its worker process (pid {pid}; see dmesg)"
     return None
+
+
+def raised(error: BaseException | None) -> BaseException | None:
+    """What the trial itself raised: the cause Ray's RayTaskError wraps, else the error as it is."""
+    from ray.exceptions import RayTaskError
+
+    return getattr(error, "cause", error) if isinstance(error, RayTaskError) else error
 
 
 def oom_killed(pid: int) -> bool:

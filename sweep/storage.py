@@ -37,7 +37,7 @@ from typing import Any
 from ray import tune
 
 from study.files import WriteError, open_for_writing, write_text_atomically
-from study.layout import loads, read_result_rows, record_path
+from study.layout import json_bytes, read_result_rows, record_path
 from sweep import trust
 
 RESERVE_FILE = ".space-reserve"
@@ -140,16 +140,6 @@ def state_files(tune_dir: str) -> list[Path]:
     return sorted(Path(tune_dir).glob("experiment_state-*.json"))
 
 
-def readable(path: Path) -> bytes | None:
-    """A state file's bytes when they are whole JSON, else None."""
-    try:
-        data = path.read_bytes()
-        loads(data)
-    except (OSError, ValueError):
-        return None
-    return data
-
-
 def keep_state(tune_dir: str, seen: dict[Path, float]) -> None:
     """Copy each experiment state file Tune has rewritten since `seen` (path -> mtime) to its ``.good``
     twin, atomically, when it is readable and signed (sweep.trust: the copy is signed before it is written)."""
@@ -160,7 +150,7 @@ def keep_state(tune_dir: str, seen: dict[Path, float]) -> None:
             continue
         if seen.get(path) == mtime:
             continue
-        data = readable(path)
+        data = json_bytes(path)
         if data is not None and trust.is_signed(tune_dir, path):
             good = path.with_name(path.name + GOOD_SUFFIX)
             trust.sign(tune_dir, {good.name: data})
@@ -175,10 +165,10 @@ def repair_state(tune_dir: str) -> list[str]:
     if not is_local(tune_dir):
         return repaired
     for path in state_files(tune_dir):
-        if readable(path) is not None:
+        if json_bytes(path) is not None:
             continue
         good = path.with_name(path.name + GOOD_SUFFIX)
-        data = readable(good)
+        data = json_bytes(good)
         if data is not None:  # signed: sweep.trust.check_signed checked it before this runs
             trust.sign(tune_dir, {path.name: data})
             shutil.copyfile(good, path)

@@ -38,7 +38,7 @@ from typing import Iterable
 
 from study.config import UserError
 from study.files import WriteError, write_text_atomically
-from study.layout import loads
+from study.layout import json_bytes, loads
 
 SIGNATURES = ".signatures"  # JSON; no .json suffix: Tune copies a phase's *.json and *.pkl into its staging directory on
 # restore and uploads them back, which would put the copy taken at the restore over the signatures made since
@@ -136,23 +136,19 @@ def staged_state(staging_dir: str | os.PathLike) -> list[Path]:
 
 def is_signed(phase_dir: str | os.PathLike, path: Path) -> bool:
     """Whether `path` (in the phase directory) carries a signature of this user's key."""
-    key = signing_key(create=False)
+    return _signed(signing_key(create=False), _signatures(Path(phase_dir)), phase_dir, path)
+
+
+def _signed(key: bytes | None, known: dict[str, list[str]], phase_dir: str | os.PathLike, path: Path) -> bool:
+    """is_signed with the key and the phase's signatures read once by the caller."""
     if key is None:
         return False
     try:
         data = path.read_bytes()
     except OSError:
         return False
-    kept = _signatures(Path(phase_dir)).get(path.relative_to(phase_dir).as_posix(), [])
+    kept = known.get(path.relative_to(phase_dir).as_posix(), [])
     return any(hmac.compare_digest(digest(key, data), d) for d in kept)
-
-
-def whole_json(path: Path) -> bool:
-    try:
-        loads(path.read_bytes())
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def whole_pickle(path: Path) -> bool:
@@ -220,14 +216,16 @@ def unsigned(experiment_dir: str) -> list[Path]:
     made again, sweep.tuner.restore_tuner)."""
     from sweep.experiment import has_trial_state
 
+    key = signing_key(create=False)
     found = []
     for phase in phase_dirs(Path(experiment_dir)):
+        known = _signatures(phase)
         for path in loaded_files(phase):
-            if path.name.startswith("experiment_state") and not whole_json(path):
+            if path.name.startswith("experiment_state") and json_bytes(path) is None:
                 continue
             if path.name == "tuner.pkl" and not has_trial_state(str(phase)):
                 continue
-            if not is_signed(phase, path):
+            if not _signed(key, known, phase, path):
                 found.append(path)
     return found
 

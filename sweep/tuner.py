@@ -226,7 +226,7 @@ def restore_tuner(plan: Plan, params: dict[str, Any], retry_errored: bool) -> tu
 @contextlib.contextmanager
 def controller_hooks(phase_dir: str, trial_timeout: float | None = None) -> Iterator[None]:
     """What Ray Tune's controller (TuneController, Ray 2.60) lacks, added while one phase runs. Ray
-    offers a hook for neither, so two of its methods are wrapped meanwhile:
+    offers a hook for any of these, so five of its methods are wrapped meanwhile (and put back after):
 
     - save_to_dir: each time Tune saves the trials' and the searcher's state into its staging directory,
       the saved files are signed (sweep.trust) before Tune uploads them into the phase directory;
@@ -247,15 +247,15 @@ def controller_hooks(phase_dir: str, trial_timeout: float | None = None) -> Iter
     - _maybe_add_actors: under --time-budget (BUDGET), no trial starts that cannot end in the time left."""
     from ray.tune.execution.tune_controller import TuneController
 
-    save, add, step = TuneController.save_to_dir, TuneController.add_trial, TuneController.step
-    fail = TuneController._process_trial_failure
+    hooked = ("save_to_dir", "add_trial", "step", "_process_trial_failure", "_maybe_add_actors")
+    original = {name: getattr(TuneController, name) for name in hooked}
     running_since: dict[str, float] = {}
 
     def save_and_sign(controller: TuneController) -> None:
         for trial in controller.get_trials():
             if trial.status in ("ERROR", "TERMINATED"):  # cached: only a changed one is written anew
                 controller._mark_trial_to_checkpoint(trial)
-        save(controller)
+        original["save_to_dir"](controller)
         if storage.is_local(phase_dir):
             staging = controller._storage.experiment_driver_staging_path
             trust.sign_files(phase_dir, trust.staged_state(staging), under=staging)
@@ -269,7 +269,7 @@ def controller_hooks(phase_dir: str, trial_timeout: float | None = None) -> Iter
             moved.storage_fs_path = here.storage_fs_path
             moved.experiment_dir_name = here.experiment_dir_name
             trial.set_storage(moved)
-        add(controller, trial)
+        original["add_trial"](controller, trial)
 
     def step_on_time(controller: TuneController) -> None:
         if BUDGET.seconds and not BUDGET.spent and (BUDGET.left() <= 0 or not (
@@ -281,34 +281,33 @@ def controller_hooks(phase_dir: str, trial_timeout: float | None = None) -> Iter
                 time_out(controller, trial, trial_timeout)
             if controller.is_finished():  # that was the last trial: Tune's loop ends without a step
                 return
-        step(controller)
+        original["step"](controller)
 
     def fail_in_one_line(controller: TuneController, trial: Any, exception: Exception) -> None:
         node = lost_node(trial, exception)
         if node and not getattr(exception, "preempted", False):  # a lost node is not the trial's failure:
             trial.run_metadata.num_failures -= 1  # Tune counts it next (handle_error), so it is retried
-        print(failure_line(trial, exception, node), file=sys.stderr, flush=True)
-        fail(controller, trial, exception)
-        record_failure(phase_dir, trial, exception)
+        memory = memory_cause(exception, worker_pid(trial))  # the kernel log read once, for both uses
+        print(failure_line(trial, exception, node, memory), file=sys.stderr, flush=True)
+        original["_process_trial_failure"](controller, trial, exception)
+        record_failure(phase_dir, trial, memory)
 
     def start_in_time(controller: TuneController) -> None:
         if not BUDGET.seconds or fits_in_time(controller):
-            add_actors(controller)
+            original["_maybe_add_actors"](controller)
 
-    add_actors = TuneController._maybe_add_actors
     hooks = {"save_to_dir": save_and_sign, "add_trial": add_here, "step": step_on_time,
              "_process_trial_failure": fail_in_one_line, "_maybe_add_actors": start_in_time}
-    originals = {name: getattr(TuneController, name) for name in hooks}
     for name, hook in hooks.items():
         setattr(TuneController, name, hook)
     try:
         yield
     finally:
-        for name, original in originals.items():
-            setattr(TuneController, name, original)
+        for name, method in original.items():
+            setattr(TuneController, name, method)
 
 
-def record_failure(phase_dir: str, trial: Any, exception: Exception) -> None:
+def record_failure(phase_dir: str, trial: Any, memory: str | None) -> None:
     """After Tune wrote a failed trial's error.txt (and, for Ray's own errors, error.pkl) in its staging
     directory: sign the pickle before Tune uploads it (sweep.trust), and add a memory kill's cause as the
     last line of error.txt, which the report quotes."""
@@ -318,7 +317,6 @@ def record_failure(phase_dir: str, trial: Any, exception: Exception) -> None:
     pickled = staging / "error.pkl"
     if storage.is_local(phase_dir) and pickled.is_file():
         trust.sign_files(phase_dir, [pickled], under=staging.parent)
-    memory = memory_cause(exception, worker_pid(trial))
     if memory and (staging / "error.txt").is_file():
         with open_for_writing(staging / "error.txt") as out:
             out.write(memory + "\n")
