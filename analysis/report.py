@@ -99,7 +99,8 @@ def study_sections(exp: Experiment, margin: float, root: Path,
         out.append(Section("Arms that did not learn", DID_NOT_LEARN_TEXT.format(
             n=len(compared.at_chance), arms=compared.arms, margin=learning.MARGIN, alpha=learning.ALPHA),
             "did_not_learn", compared.at_chance))
-    out += effect_sections(compared, columns, margin, completed(trials)[0], exp.axes, not validation_only,
+    ended = completed(trials, "best_val_acc" if validation_only else "test_acc")[0]  # a screen has no test pass
+    out += effect_sections(compared, columns, margin, ended, exp.axes, not validation_only,
                            exp.references)
     if plan.get("scheduler") == "asha" and (trials["stop_reason"] == "scheduler_stopped").any():
         rung = int(plan.get("grace_period", common_epoch(trials)))

@@ -57,7 +57,7 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
                             f"{', '.join(frame['trial_id'].head(8))}{', ...' if len(frame) > 8 else ''})")
         picked = frame[frame["trial_id"].isin(trials)]
     else:
-        finished = completed(frame)[0]
+        finished = completed(frame, "best_val_acc")[0]  # a screen a confirm phase follows has no test pass
         if finished.empty:
             raise UserError(f"no trial of {run_dir} has run to its own end yet: nothing to choose from "
                             "(--trial ID exports a given one)")

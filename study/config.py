@@ -145,6 +145,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (minutes of compile time; pays off on long GPU runs)
     threads: int = 0  # CPU threads for torch (0 = leave torch's default / the trial's CPU share)
     measure_latency: bool = True  # time inference at batch 1 and 256 at the end of training
+    evaluate_test: bool = True  # the test pass at the end of training (a screen a confirm phase follows skips it)
     # A user model's toggles (its factory's keyword arguments), sorted (name, value) pairs; flat keys in
     # to_dict/from_dict like every knob. Checked against the factory by models.user.resolved.
     toggles: tuple = ()

@@ -15,7 +15,7 @@ import pandas as pd
 from study.config import TrainConfig
 from study.trial import BUDGET_FIELDS
 
-NOT_FACTORS = ("seed", "data_dir", "threads", "device", "init_from", "measure_latency", "eval_batch_size")
+NOT_FACTORS = ("seed", "data_dir", "threads", "device", "init_from", "measure_latency", "evaluate_test", "eval_batch_size")
 
 
 REFERENCE_NAMES = ("baseline", "none", "default")  # preferred reference level of a bundle factor

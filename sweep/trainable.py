@@ -57,13 +57,17 @@ sys.unraisablehook = ignore_exit_in_callbacks
 
 
 def train_trial(config: dict[str, Any], smoke: bool = False, experiment_dir: str | None = None,
-                fraction: float = 1.0) -> None:
+                fraction: float = 1.0, tested: bool = True) -> None:
     """Ray Tune function trainable; `smoke` (via ``tune.with_parameters``) applies --smoke-test's
     per-trial limits (``study.trial.smoke_limits``), `fraction` < 1 fits the trial's schedule to a
     successive-halving rung's budget (``study.trial.fit_to_budget``; recorded as run, so train.py
     --config re-runs the rung's trial); before each report it waits while the disk under
-    `experiment_dir` is full (``sweep.storage``)."""
+    `experiment_dir` is full (``sweep.storage``). Not `tested` (a screen a confirm phase follows: the
+    report reads test accuracy from the confirm phase only), the trial skips the test pass and the
+    latency timing after its last epoch."""
     cfg = effective_config(trial_config(config, smoke, fraction))
+    if not tested:
+        cfg = cfg.replace(evaluate_test=False, measure_latency=False)
     write_trial_config(cfg, config)
     with tempfile.TemporaryDirectory(prefix="ablation-trial-") as checkpoint_dir:
         checkpoint = tune.get_checkpoint()

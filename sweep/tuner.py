@@ -143,7 +143,7 @@ def trainable_for(plan: Plan):
     allow_final_only_metrics(plan)
     resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(train_trial, smoke=plan.smoke, experiment_dir=plan.tune_dir,
-                                                    fraction=plan.fraction), resources)
+                                                    fraction=plan.fraction, tested=plan.test_shown), resources)
 
 
 def use_table_output() -> None:

@@ -32,6 +32,23 @@ def test_fit_reports_every_epoch_and_summarises(tmp_path):
     assert len(summary["test_acc_per_class"]) == 10
     assert summary["test_acc"] > 20  # well above chance after 3 epochs on the learnable synthetic set
     assert (tmp_path / "checkpoint.pt").is_file()
+    assert summary["wall_time_s"] > rows[-1]["elapsed_s"]  # the test pass and the latency timing count
+
+
+def test_a_config_without_the_test_pass_reports_no_test_metrics(tmp_path):
+    """A screen a confirm phase follows skips the passes nothing reads (sweep.trainable); resuming its
+    checkpoint under the other value is allowed (they change nothing the weights depend on)."""
+    rows, report = collect()
+    summary = fit(TrainConfig(**{**TINY, "evaluate_test": False, "measure_latency": False}), report,
+                  checkpoint_dir=str(tmp_path))
+    assert rows[-1]["status"] == status.FINISHED and summary["best_val_acc"] > 0
+    assert not any(k.startswith(("test_acc", "test_loss", "latency_")) for k in rows[-1])
+    assert summary["test_acc_per_class"] == {} and summary["wall_time_s"] >= rows[-1]["elapsed_s"]
+    from training import checkpoint as ckpt
+    saved = ckpt.load_checkpoint(tmp_path / "checkpoint.pt")
+    ckpt.check_same_config(saved, TrainConfig(**TINY).to_dict())  # no error
+    with pytest.raises(UserError, match="differs in: lr"):
+        ckpt.check_same_config(saved, TrainConfig(**{**TINY, "lr": 0.5}).to_dict())
 
 
 def test_patience_ends_the_trial_as_early_stopped():

@@ -100,6 +100,10 @@ def test_screen_then_confirm_in_one_command(known, capsys):
     assert set(view.trials["stop_reason"]) == {"finished"} and set(view.trials["seed"]) <= {1, 2, 3, 4, 5}
     assert view.epochs.groupby("trial_id")["epoch"].max().eq(3).all()
     assert load(experiment / "screen").trials.equals(exp.phase("screen").trials)
+    # the screen skips the test pass and the latency timing (only the confirm phase's test accuracy is read)
+    screen = exp.phase("screen").trials
+    assert screen["test_acc"].isna().all() and view.trials["test_acc"].notna().all()
+    assert "latency_ms_b1" not in screen or screen["latency_ms_b1"].isna().all()
     for phase in ("screen", "confirm"):  # TensorBoard shows both phases
         assert list((experiment / phase).glob("*/events.out.tfevents.*"))
 

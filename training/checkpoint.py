@@ -57,11 +57,18 @@ def model_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return checkpoint["model"]
 
 
+# Fields that change only the passes after the last epoch (the test pass, the latency timing), never the
+# weights: a checkpoint resumes under either value (a screen whose confirm phase was planned after the
+# checkpoint skips them).
+AFTER_TRAINING = {"evaluate_test": True, "measure_latency": True}
+
+
 def check_same_config(saved: dict[str, Any], config: dict[str, Any]) -> None:
-    """A checkpoint resumes only the config it was written with."""
+    """A checkpoint resumes only the config it was written with (but for AFTER_TRAINING's fields)."""
     written_with = saved.get("config") if isinstance(saved.get("config"), dict) else {}
-    if written_with != config:
-        changed = sorted(k for k, v in config.items() if written_with.get(k) != v)
+    written_with = {**AFTER_TRAINING, **written_with}
+    changed = sorted(k for k, v in config.items() if k not in AFTER_TRAINING and written_with.get(k) != v)
+    if changed:
         raise UserError(f"checkpoint was written with a different config (differs in: {', '.join(changed)})")
 
 

@@ -206,7 +206,7 @@ class _Trial:
 
     def run(self, report: Report, checkpoint_dir: str, progress: Progress | None = None) -> dict[str, Any]:
         s, cfg = self.state, self.cfg
-        started = time.perf_counter() - s.elapsed_s
+        started = self.started = time.perf_counter() - s.elapsed_s
         criterion = self._criterion()
         last_val = None
         while (phase := self._next_phase()) is not None:
@@ -238,7 +238,8 @@ class _Trial:
 
     def summary(self) -> dict[str, Any]:
         """The final metrics, with per-class test accuracy keyed by class name."""
-        per_class = {name: self.state.final[class_key(name)] for name in self.classes}
+        per_class = {name: self.state.final[class_key(name)] for name in self.classes
+                     if class_key(name) in self.state.final}
         flat = {k: v for k, v in self.state.final.items() if not k.startswith(CLASS_PREFIX)}
         return {**flat, "test_acc_per_class": per_class, **self.cost}
 
@@ -267,19 +268,23 @@ class _Trial:
 
     def _final_metrics(self, last: dict[str, Any]) -> dict[str, Any]:
         """Test metrics of the weights with the best validation accuracy (model selection on val, never
-        on test), latency, and the trial's end status."""
-        s = self.state
+        on test; none when the config skips the test pass), latency, and the trial's end status. Its
+        wall time counts these passes too."""
+        s, cfg = self.state, self.cfg
         final_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(self.best_weights)
-        test = evaluate(self.forward, self.test_loader.batches(), len(self.classes), self.autocast)
-        latency = self._latency() if self.cfg.measure_latency else {}
+        tested = {}
+        if cfg.evaluate_test:
+            test = evaluate(self.forward, self.test_loader.batches(), len(self.classes), self.autocast)
+            tested = {"test_acc": test.acc, "test_loss": test.loss,
+                      **{class_key(name): acc for name, acc in zip(self.classes, test.per_class_acc)}}
+        latency = self._latency() if cfg.measure_latency else {}
         self.model.load_state_dict(final_weights)
         ended = DIVERGED if s.diverged else EARLY_STOPPED if s.early_stopped else FINISHED
         return {
             "status": ended.value, "done": True, "epochs_run": s.epoch,
-            "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch, "final_val_acc": last["val_acc"], "test_acc": test.acc, "test_loss": test.loss,
-            **{class_key(name): acc for name, acc in zip(self.classes, test.per_class_acc)},
-            **latency, "wall_time_s": s.elapsed_s, "precision": self.precision, **self.sizes,
+            "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch, "final_val_acc": last["val_acc"], **tested,
+            **latency, "wall_time_s": time.perf_counter() - self.started, "precision": self.precision, **self.sizes,
         }
 
     def _latency(self) -> dict[str, float]:
