@@ -239,6 +239,7 @@ def overview(exp: Experiment, compared: Compared, result: Confirmed | None = Non
     for reason, word in (("timed_out", "Timed out"), ("errored", "Errored")):
         stopped = trials[trials["stop_reason"] == reason]
         lines += [f"{word} `{t}`: {msg}" for t, msg in zip(stopped["trial_id"], stopped["error"])]
+    lines += [line for line in [learning.exploded_line(learning.exploded(trials, exp.epochs))] if line]
     lines += [f"Skipped (its files could not be read): {what}" for what in exp.skipped]
     return Section("Trials", "\n\n".join(lines), "trial_outcomes", outcomes_table(exp))
 

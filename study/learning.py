@@ -17,6 +17,10 @@ accuracy shown *below* chance + MARGIN, Holm over the table), whose verdict says
 shown to stay at chance or is only not shown to learn; it says so at its top when most arms did not
 learn, and marks confirm arms at chance; the console says it with the best arm. Picking the best epoch of each trial favours
 "learned", so the check errs towards keeping a trial.
+
+A trial's loss **exploded** when an epoch's mean training loss is finite but above EXPLODED times
+ln(classes), the cross-entropy of a uniform guess: such a trial is not stopped (a NaN/inf loss is, as
+diverged) and may recover, but the console and the report say it (:func:`exploded`).
 """
 from __future__ import annotations
 
@@ -42,7 +46,50 @@ def chance(trials: pd.DataFrame) -> pd.Series:
     counted = trials[per_class].notna().sum(axis=1) if per_class else pd.Series(0, index=trials.index)
     datasets = trials["dataset"] if "dataset" in trials else pd.Series(None, index=trials.index)
     classes = [KNOWN_SIZES[d][2] if d in KNOWN_SIZES else (n or np.nan) for d, n in zip(datasets, counted)]
+    if "classes" in trials:  # recorded with the final metrics (an image folder's classes are known from it only)
+        classes = pd.to_numeric(trials["classes"], errors="coerce").fillna(pd.Series(classes, index=trials.index))
     return 100.0 / pd.Series(classes, index=trials.index, dtype=float)
+
+
+EXPLODED = 10.0  # times ln(classes), the training loss of a uniform guess
+
+
+def uniform_loss(classes: float) -> float:
+    """The cross-entropy of a uniform guess over `classes` (ln 10 = 2.30 for ten classes)."""
+    return float(np.log(classes)) if classes and classes > 1 else float("nan")
+
+
+def loss_exploded(loss: float, classes: float) -> bool:
+    return bool(np.isfinite(loss) and loss > EXPLODED * uniform_loss(classes))
+
+
+def exploded(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """The trials whose training loss exploded: trial_id, the first such epoch, its train_loss, the
+    uniform guess's loss and the ratio; empty when none did."""
+    columns = ["trial_id", "epoch", "train_loss", "uniform_loss", "times"]
+    if epochs.empty or "train_loss" not in epochs or trials.empty:
+        return pd.DataFrame(columns=columns)
+    uniform = (100.0 / chance(trials)).map(uniform_loss)
+    frame = epochs.assign(uniform_loss=epochs["trial_id"].map(dict(zip(trials["trial_id"], uniform))),
+                          train_loss=pd.to_numeric(epochs["train_loss"], errors="coerce"))
+    hit = frame[np.isfinite(frame["train_loss"]) & (frame["train_loss"] > EXPLODED * frame["uniform_loss"])]
+    first = hit.sort_values("epoch", kind="stable").groupby("trial_id", sort=False).head(1)
+    first = first.assign(times=first["train_loss"] / first["uniform_loss"])
+    order = {t: i for i, t in enumerate(trials["trial_id"])}
+    return first.sort_values("trial_id", key=lambda s: s.map(order))[columns].reset_index(drop=True)
+
+
+def exploded_line(table: pd.DataFrame) -> str:
+    """'The training loss exploded in 2 trials (...): a1 at epoch 1 (216, 94 times ...); ...' or ''."""
+    if table.empty:
+        return ""
+    said = "; ".join(f"`{row['trial_id']}` at epoch {int(row['epoch'])} ({row['train_loss']:.3g}, "
+                     f"{row['times']:.0f} times)" for row in table.head(8).to_dict("records"))
+    more = f"; and {len(table) - 8} more" if len(table) > 8 else ""
+    n = len(table)
+    return (f"The training loss exploded in {n} trial{'s' if n != 1 else ''} (an epoch's mean training loss above "
+            f"{EXPLODED:g} times ln(classes), the loss of a uniform guess; not stopped, as a NaN loss is): {said}{more}. "
+            "A lower lr, gradient clipping (clip_grad_norm) or a warm-up usually keeps it down.")
 
 
 def tests(trials: pd.DataFrame) -> pd.DataFrame:

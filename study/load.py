@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from study import layout
-from study.config import UserError, field_names, field_types
+from study.config import TrainConfig, UserError, field_names, field_types
 from study.layout import CLASS_PREFIX, PHASES
 from study.ray_files import DirectoryRead, flatten, is_experiment, read_directory
 from study.states import STOP_REASONS
@@ -211,6 +211,9 @@ def is_frames(path: Path, sweep: dict[str, Any]) -> bool:
             and not any((path / spec["dir"]).is_dir() for spec in layout.phase_specs(sweep).values()))
 
 
+ADDED_FIELDS = ("evaluate_test",)  # TrainConfig fields younger than frames a report may have written
+
+
 def read_frames(path: Path, sweep: dict[str, Any]) -> Experiment:
     """The experiment a report's frames describe (trials.csv, epochs.csv and sweep.json, as
     analysis.report writes them beside report.md): the analysis again without the trial directories."""
@@ -220,6 +223,9 @@ def read_frames(path: Path, sweep: dict[str, Any]) -> Experiment:
         epochs = pd.read_csv(path / epochs_csv)
     except (OSError, ValueError) as exc:
         raise ExperimentError(f"{path}: cannot read its frames ({type(exc).__name__}: {exc})") from None
+    for name in ADDED_FIELDS:  # frames written before the field existed: every trial ran with its default
+        if name not in trials:
+            trials[name] = getattr(TrainConfig(), name)
     missing = [c for c in ("trial_id", "phase", "stop_reason", *field_names()) if c not in trials]
     if missing or "trial_id" not in epochs:
         raise ExperimentError(f"{path}: {trials_csv}/{epochs_csv} are not a report's frames (missing "
@@ -234,7 +240,7 @@ def read_frames(path: Path, sweep: dict[str, Any]) -> Experiment:
 
 # The frames' columns that hold numbers (besides the numeric TrainConfig fields and the per-class
 # accuracies): a report's frames hold nothing else in them, so text there is a damaged file.
-NUMERIC_TRIAL_COLUMNS = (*SUMMARY_COLUMNS, "rung", "look", "train_images", "val_images", "test_images", "last_epoch",
+NUMERIC_TRIAL_COLUMNS = (*SUMMARY_COLUMNS, "rung", "look", "classes", "train_images", "val_images", "test_images", "last_epoch",
                          "started_at", "ended_at", "best_epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 TEXT_EPOCH_COLUMNS = ("trial_id", "train_phase", "status")
 

@@ -23,8 +23,9 @@ from ray import tune
 
 from study.best import describe
 from study.cli import duration
-from study.config import UserError
+from study.config import KNOWN_SIZES, UserError
 from study.factors import ablation_factors
+from study.learning import EXPLODED, loss_exploded, uniform_loss
 from study.ray_files import error_message
 from study.states import STOP_REASONS, TrialState, stop_reason
 
@@ -168,6 +169,32 @@ class TrialTable(tune.CLIReporter):
             lines.append(table(shown, self.axes))
             lines += [note] if note else []
         return "\n".join(lines) + "\n"
+
+
+class LossWatch(tune.Callback):
+    """Says once per trial, as it happens, that its training loss exploded (study.learning.exploded: a
+    finite epoch loss above EXPLODED times a uniform guess's); the report names these trials too."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        line = exploded_line(trial, result, self.said)
+        if line:
+            print(line, flush=True)
+
+
+def exploded_line(trial: Any, result: dict, said: set[str]) -> str | None:
+    """The console's line for a trial whose loss exploded in this result, once per trial; else None."""
+    loss, dataset = result.get("train_loss"), (trial.config or {}).get("dataset")
+    classes = result.get("classes") or (KNOWN_SIZES[dataset][2] if dataset in KNOWN_SIZES else None)
+    if trial.trial_id in said or not isinstance(loss, (int, float)) or not classes or not loss_exploded(loss, classes):
+        return None
+    said.add(trial.trial_id)
+    guess = uniform_loss(classes)
+    return (f"{trial}: training loss {loss:.3g} at epoch {result.get('epoch', '?')}, {loss / guess:.0f} times a "
+            f"uniform guess's {guess:.2f}: its loss exploded (above {EXPLODED:g} times; the trial goes on, a lower lr "
+            "or clip_grad_norm usually keeps it down)")
 
 
 # ------------------------------------------------------------------------------------ quiet Ray

@@ -27,7 +27,7 @@ from study.layout import METRIC, MODE
 from study.states import TIMED_OUT_ERROR
 from sweep import storage, trust
 from sweep.board import TrialBoard
-from sweep.console import failure_line, lost_node, memory_cause, worker_pid
+from sweep.console import LossWatch, failure_line, lost_node, memory_cause, worker_pid
 from sweep.experiment import has_trial_state
 from sweep.planning.plan import Plan
 from sweep.trainable import train_trial
@@ -183,7 +183,8 @@ def make_tuner(plan: Plan, params: dict[str, Any]) -> tune.Tuner:
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         progress_reporter=console_table(axes, plan), verbose=1,
         # TensorBoard with train.py's tags (sweep/board.py); a full disk stops the sweep like Ctrl-C
-        callbacks=[TrialBoard(plan.smoke, tuple(a for a in axes if a != "seed")), storage.StorageGuard(plan.tune_dir)],
+        callbacks=[TrialBoard(plan.smoke, tuple(a for a in axes if a != "seed")), storage.StorageGuard(plan.tune_dir),
+                   LossWatch()],  # and a trial whose loss explodes is said as it happens
         # trial_config.json is written in the trial's working directory, on whichever node runs it
         sync_config=tune.SyncConfig(sync_artifacts=True))
     return tune.Tuner(trainable_for(plan), param_space=param_space(plan, params), tune_config=tune_config,

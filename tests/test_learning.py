@@ -87,3 +87,46 @@ def test_the_committed_stages_report_leaves_the_stage_that_did_not_learn_out_of_
     assert "simple_attention" not in set(found["pareto"].table["stage"]) and found["importance"].table["n"].max() == 12
     steps = [line for line in found["Verdicts"].text.splitlines() if "simple_attention stage" in line]
     assert len(steps) == 2 and all("measures a failure to learn" in line for line in steps)
+
+
+def test_an_exploded_loss_is_found_on_the_frames_and_said_in_console_and_report(tmp_path):
+    """A finite training loss above 10 x ln(classes) (2.30 for ten) is said once; 22 is not (9.6 times)."""
+    import json
+    from types import SimpleNamespace
+
+    from analysis.report import sections
+    from study.load import load
+    from sweep.console import exploded_line
+    from tests.helpers import epoch, write_experiment
+
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c"], "dataset": ["fashion-mnist", "fashion-mnist", "folder"],
+                           "classes": [np.nan, np.nan, 100]})
+    epochs = pd.DataFrame({"trial_id": ["a", "a", "a", "b", "c"], "epoch": [1, 2, 3, 1, 1],
+                           "train_loss": [216.0, 300.0, 1.2, 22.0, 47.0]})
+    table = learning.exploded(trials, epochs)  # c: 47 > 10 x ln(100) = 46.05, classes from its own record
+    assert list(table["trial_id"]) == ["a", "c"] and list(table["epoch"]) == [1, 1]
+    assert table.loc[0, "times"] == pytest.approx(216 / np.log(10))
+    line = learning.exploded_line(table)
+    assert line.startswith("The training loss exploded in 2 trials") and "`a` at epoch 1 (216, 94 times)" in line
+    assert learning.exploded_line(learning.exploded(trials, epochs[epochs["trial_id"] == "b"])) == ""
+
+    said: set[str] = set()
+    trial = SimpleNamespace(trial_id="a", config={"dataset": "fashion-mnist"}, __str__=lambda self: "t")
+    first = exploded_line(trial, {"train_loss": 216.0, "epoch": 1}, said)
+    assert "training loss 216 at epoch 1, 94 times a uniform guess's 2.30: its loss exploded" in first
+    assert exploded_line(trial, {"train_loss": 300.0, "epoch": 2}, said) is None  # once per trial
+    assert exploded_line(SimpleNamespace(trial_id="b", config={"dataset": "fashion-mnist"}),
+                         {"train_loss": 22.0, "epoch": 1}, said) is None
+
+    experiment = write_experiment(tmp_path / "exp")  # aaaaa_00000's first epoch: a loss of 216 on 10 classes
+    result = experiment / trial_dir_name_of(experiment, "aaaaa_00000") / "result.json"
+    rows = [json.loads(line) for line in result.read_text().splitlines()]
+    rows[0]["train_loss"] = 216.0
+    result.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = next(s.text for s in sections(load(experiment)) if s.title == "Trials")
+    assert "The training loss exploded in 1 trial (" in text and "`aaaaa_00000` at epoch 1 (216, 94 times)" in text
+    assert epoch(1, 50)["train_loss"] == 2.0  # the helper's other trials: far below the line
+
+
+def trial_dir_name_of(experiment, trial_id):
+    return next(p.name for p in experiment.iterdir() if trial_id in p.name)
