@@ -15,5 +15,6 @@ learning curves, the effects, interactions and per-class accuracy, each with its
 ``confirm_plots`` the confirm phase's arms, leave-one-out costs and screen-against-confirm ranks;
 ``render`` writes tables as Markdown, CSV or LaTeX (and holds a report's Section);
 ``confirm_report`` makes the report's screen-then-confirm sections; ``python -m analysis.report
-RUN_DIR`` puts it all in one Markdown report, and ``trials.ipynb`` walks through the same functions.
+RUN_DIR`` puts it all in one Markdown report, and ``trials.ipynb`` shows the report's sections (``report.sections``)
+on a run chosen in its first cell, then the frames behind them to explore.
 """

@@ -1,13 +1,14 @@
 """Helpers that several test modules share (test modules never import each other; shared fixtures are
 in conftest.py): the Fashion-MNIST location, run.py's plan without running it, a tiny trial, small
 CIFAR archives in the official layout, a hand-built experiment directory in Ray Tune 2.60's layout,
-and a small real disk to fill."""
+a small real disk to fill, and analysis/trials.ipynb executed and compared with the report."""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import io
 import json
+import os
 import pickle
 import subprocess
 import tarfile
@@ -182,3 +183,62 @@ def fill(disk: Path) -> None:
             while True:
                 out.write(bytes(1 << 20))
                 out.flush()
+
+
+# ---------------------------------------------------------------------------------- the notebook
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "analysis" / "trials.ipynb"
+# Appended to the notebook: what its report cell built, for the test to compare with the report's.
+SHOWN_CELL = """import pickle
+with open({out!r}, "wb") as f:
+    pickle.dump({{"module": report.__file__, "margin": MARGIN, "sections": [
+        (s.title, s.text, s.name, s.table, s.figure is not None) for s in SECTIONS]}}, f)"""
+
+
+def execute_notebook(out: Path, run_dir: Path | None = None, edits: dict[str, str] | None = None):
+    """(the executed notebook, what its report cell built: {"module", "margin", "sections"}) of
+    analysis/trials.ipynb run by nbclient as Jupyter runs it (in analysis/, its kernel importing this
+    checkout), on `run_dir` given as ABLATION_RUN_DIR, or with `edits` (old: new) made to its first code
+    cell instead; a cell appended pickles its sections to `out`."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in notebook.cells
+               if c.cell_type == "code")  # committed without outputs
+    first = next(c for c in notebook.cells if c.cell_type == "code")
+    for old, new in (edits or {}).items():
+        assert old in first.source, f"the notebook's first code cell has no {old!r}"
+        first.source = first.source.replace(old, new)
+    notebook.cells.append(nbformat.v4.new_code_cell(SHOWN_CELL.format(out=str(out))))
+    env = {k: v for k, v in os.environ.items() if k != "ABLATION_RUN_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    if run_dir is not None:
+        env["ABLATION_RUN_DIR"] = str(run_dir)
+    NotebookClient(notebook, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "analysis")}}).execute(env=env)
+    return notebook, pickle.loads(out.read_bytes())
+
+
+def assert_notebook_is_the_report(notebook, shown: dict, expected: list) -> None:
+    """The notebook's sections are `expected` (analysis.report.sections of the same experiment and
+    margin), title, text and table frame for frame; its report cell displays each table as the
+    report prints it and each figure, in order; no cell failed."""
+    from pandas.testing import assert_frame_equal
+
+    from analysis.render import to_markdown
+
+    assert Path(shown["module"]).resolve().is_relative_to(ROOT)  # this checkout's analysis, not an installed one
+    assert [s[:3] for s in shown["sections"]] == [(s.title, s.text, s.name) for s in expected]
+    for (title, _, _, table, figure), section in zip(shown["sections"], expected):
+        assert figure == (section.figure is not None), title
+        assert (table is None) == (section.table is None), title
+        if table is not None:
+            assert_frame_equal(table, section.table, obj=title)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    cell = next(c for c in notebook.cells if c.get("id") == "report")
+    markdown = [o.data["text/markdown"] for o in cell.outputs if "text/markdown" in o.get("data", {})]
+    tables = [to_markdown(s.table) for s in expected if s.table is not None]
+    assert [m for m in markdown if m in tables] == tables  # every table, in the report's order
+    assert sum("image/png" in o.get("data", {}) for o in cell.outputs) == sum(s.figure is not None for s in expected)

@@ -1,18 +1,20 @@
 """docs/RESULTS.md against the frames its sweeps left (results/<sweep>/: trials.csv, epochs.csv,
 sweep.json, as analysis.report writes them): every table the document marks with
 ``<!-- report SWEEP NAME -->`` is the report's table NAME regenerated from results/SWEEP, cell for
-cell, and every quoted line marked ``<!-- report SWEEP text -->`` is a sentence of that report."""
+cell, and every quoted line marked ``<!-- report SWEEP text -->`` is a sentence of that report. And
+analysis/trials.ipynb, executed on two of those directories, shows the report's sections, its tables
+the report's frames."""
 import re
 from functools import cache
 from pathlib import Path
 
 import pytest
 
-from analysis.confirm import confirmed
+from analysis.effects import EQUIVALENCE_MARGIN
 from analysis.render import to_markdown
 from analysis.report import sections
-from analysis.stages import stage_steps
 from study.load import load
+from tests.helpers import assert_notebook_is_the_report, execute_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "RESULTS.md"
@@ -66,27 +68,18 @@ def test_each_marked_block_is_what_the_report_prints_from_the_frames(sweep, name
     assert block == to_markdown(tables[name])
 
 
-@pytest.mark.parametrize("sweep", ["stages", "ablation"])
-def test_the_notebook_runs_on_a_committed_frames_directory(monkeypatch, sweep):
-    """analysis/trials.ipynb on results/stages (no trial files: the stage table and the steps) and
-    results/ablation (a confirm phase: its tables and figures), its tables rounded as the report's."""
-    import re
+def test_the_notebook_shows_the_reports_sections_on_the_run_chosen_by_the_environment(tmp_path):
+    """analysis/trials.ipynb on results/stages (a screen: the stage table and steps), chosen by
+    ABLATION_RUN_DIR: the report's sections, tables equal to its frames."""
+    notebook, shown = execute_notebook(tmp_path / "shown.pkl", run_dir=RESULTS / "stages")
+    assert shown["margin"] == EQUIVALENCE_MARGIN
+    assert_notebook_is_the_report(notebook, shown, report("stages"))
 
-    import nbformat
-    from nbclient import NotebookClient
 
-    monkeypatch.setenv("ABLATION_RUN_DIR", str(RESULTS / sweep))
-    notebook = nbformat.read(ROOT / "analysis" / "trials.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "analysis")}}).execute()
-    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
-    shown = [o.get("data", {}).get("text/markdown", "") for o in outputs]
-    tables = [o.get("data", {}).get(kind, "") for o in outputs for kind in ("text/markdown", "text/html", "text/plain")]
-    assert not any(re.search(r"\d\.\d{6,}", text) for text in tables)  # no unrounded floats (78.69994440465088)
-    images = sum("image/png" in o.get("data", {}) for o in outputs)
-    if sweep == "stages":
-        steps = to_markdown(stage_steps(load(RESULTS / "stages").trials)[0])
-        assert any(steps in text for text in shown) and any("| holistic" in text for text in shown)
-    else:
-        means = to_markdown(confirmed(load(RESULTS / "ablation")).means)
-        assert any(means in text for text in shown) and images >= 8  # the declared questions' and the confirmed arms' too
+def test_the_notebook_shows_the_reports_sections_on_the_run_and_margin_of_its_first_cell(tmp_path):
+    """results/ablation (a screen, then a confirm phase) as the notebook's first cell names it (a path
+    from the checkout's root) with a margin of 1 point: the report's sections at that margin."""
+    edits = {"RUN_DIR = None": 'RUN_DIR = "results/ablation"', "MARGIN = None": "MARGIN = 1.0"}
+    notebook, shown = execute_notebook(tmp_path / "shown.pkl", edits=edits)
+    assert shown["margin"] == 1.0 != EQUIVALENCE_MARGIN
+    assert_notebook_is_the_report(notebook, shown, sections(load(RESULTS / "ablation"), 1.0))

@@ -28,10 +28,11 @@ import pandas as pd
 import pytest
 
 from analysis.confirm import confirmed, screen_table
-from analysis.report import write_report
+from analysis.report import sections, write_report
 from study.load import load
 from study.selection import arm_label
 from sweep import run
+from tests.helpers import assert_notebook_is_the_report, execute_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -251,20 +252,12 @@ def report_blocks(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(("## ", "|"))]
 
 
-def test_notebook_executes_top_to_bottom_on_a_phased_experiment(known, monkeypatch):
-    """analysis/trials.ipynb: the study's sections on the screen, then the confirm phase's numbers."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    monkeypatch.setenv("ABLATION_RUN_DIR", str(known[1]))
-    notebook = nbformat.read(ROOT / "analysis" / "trials.ipynb", as_version=4)
-    assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")  # committed clean
-    NotebookClient(notebook, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "analysis")}}).execute()
-    shown = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
-    assert sum("image/png" in o.get("data", {}) for o in shown) >= 4  # the figures rendered
-    assert not [o for o in shown if o.output_type == "error"]
-    assert "the screen's best arm" in "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+def test_notebook_shows_the_reports_sections_on_a_phased_experiment(known, tmp_path):
+    """analysis/trials.ipynb on the run (ABLATION_RUN_DIR): the report's sections, the screen's study then
+    the confirm phase's, its tables the report's frames."""
+    notebook, shown = execute_notebook(tmp_path / "shown.pkl", run_dir=known[1])
+    assert_notebook_is_the_report(notebook, shown, sections(load(known[1])))
+    assert "the screen's best arm" in " ".join(text for _, text, *_ in shown["sections"])
 
 
 def test_confirm_again_with_other_top_and_seeds(known, capsys):
