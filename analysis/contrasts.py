@@ -95,6 +95,17 @@ def seedwise(values: pd.DataFrame, weights: Mapping[object, float], margin: floa
                    seeds_needed=needed(TTestPower(), margin / float(d.std(ddof=1))))
 
 
+def equivalence(effect: float, se: float, df: float, margin: float) -> dict:
+    """TOST of |effect| < margin from an estimate, its standard error and degrees of freedom (Schuirmann's
+    two one-sided t tests: the larger p), and the smallest margin the estimate's 90% interval shows; the
+    seeds a ±margin answer needs are not known from a model's variance (NaN)."""
+    lower = float(stats.t.sf((effect + margin) / se, df))  # H0: effect <= -margin
+    upper = float(stats.t.cdf((effect - margin) / se, df))  # H0: effect >= margin
+    half = float(stats.t.ppf(1 - ALPHA, df)) * se
+    return {"p_equivalent": max(lower, upper), "margin_shown": max(abs(effect - half), abs(effect + half)),
+            "seeds_needed": math.nan}
+
+
 def welch(a: np.ndarray, b: np.ndarray, margin: float | None = None) -> Contrast:
     """mean(a) - mean(b) by Welch's t test and its Satterthwaite interval, and the Welch TOST."""
     effect = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
@@ -174,6 +185,8 @@ def both(ff: FactorialFit, weights: Mapping[tuple, float], margin: float | None 
     if own.method == "none":  # the seed-blocked model's estimate, with its interval when it has one
         row.update(effect=pooled.effect, se=pooled.se, ci_low=pooled.ci_low, ci_high=pooled.ci_high, p=pooled.p,
                    df=ff.df_resid, n=ff.n, method="pooled" if not np.isnan(pooled.p) else "none")
+        if margin is not None and row["method"] == "pooled":  # its equivalence test with the model's variance
+            row.update(equivalence(pooled.effect, pooled.se, ff.df_resid, margin))
     return {**row, "pooled_se": pooled.se, "pooled_ci_low": pooled.ci_low, "pooled_ci_high": pooled.ci_high,
             "pooled_p": pooled.p}
 

@@ -34,23 +34,29 @@ EFFECT_COLUMNS = ["factor", "level", "reference", "n", "n_ref", "emm", "emm_ref"
                   "pooled_p_holm", "differs"]
 
 
-def main_effects(ff: FactorialFit) -> pd.DataFrame:
+def main_effects(ff: FactorialFit, margin: float | None = None) -> pd.DataFrame:
     """Per factor and non-reference level: EMM at the level and at the reference, their difference
     with its own variance (analysis.contrasts: paired over the seeds in which every cell ran, else the
     pooled model's), its 95% t interval and p, and the pooled model's interval and Holm p beside it;
-    Holm over the table (one family); significant = Holm p < 0.05."""
+    Holm over the table (one family); significant = Holm p < 0.05. With a `margin`, each row's
+    equivalence test too (TOST within ±margin, Holm over the table: p_equivalent_holm), the smallest
+    margin its numbers show and the seeds a ±margin answer would need."""
     rows = []
     for factor in ff.factors:
         ref = ff.levels[factor][0]
         for level in ff.levels[factor][1:]:
-            numbers = contrasts.both(ff, factorial.emm_weights(ff, factor, level))
+            numbers = contrasts.both(ff, factorial.emm_weights(ff, factor, level), margin)
             rows.append({"factor": factor, "level": level, "reference": ref,
                          "emm": factorial.marginal_mean(ff, factor, level),
                          "emm_ref": factorial.marginal_mean(ff, factor, ref), **numbers,
                          "n": ff.counts[factor][level], "n_ref": ff.counts[factor][ref],
                          "seeds": numbers["n"] if numbers["method"] == "paired" else None})
-    table = pd.DataFrame(rows, columns=[*EFFECT_COLUMNS, "pooled_p"])
-    return contrasts.family(table)[EFFECT_COLUMNS] if len(table) else table[EFFECT_COLUMNS]
+    columns = EFFECT_COLUMNS + (EQUIVALENCE_COLUMNS if margin is not None else [])
+    table = pd.DataFrame(rows, columns=[*EFFECT_COLUMNS, "pooled_p", "p_equivalent", *EQUIVALENCE_COLUMNS[1:]])
+    return contrasts.family(table)[columns] if len(table) else table.reindex(columns=columns)
+
+
+EQUIVALENCE_COLUMNS = ["p_equivalent_holm", "margin_shown", "seeds_needed"]  # main_effects with a margin
 
 
 INTERACTION_COLUMNS = ["factor", "level", "reference", "recipe", "base_recipe", "method", "effect_base", "base_low",

@@ -79,7 +79,7 @@ def study_sections(exp: Experiment, margin: float, root: Path,
         staged = trials[trials["stage"].notna()]
         out.append(Section("Stages (the SqueezeNet study's Table I)", with_caveat(STAGE_TEXT, staged),
                            "stage_table", stage_table(trials)))
-        steps, model = stage_steps(trials)
+        steps, model = stage_steps(trials, margin=margin)
         out.append(Section("Stage steps (what each stage added)", f"{STEPS_TEXT} Model: {model}.", "stage_steps",
                            steps))
     if trials["model"].map(layers).notna().any() and not validation_only:
@@ -310,7 +310,10 @@ STEPS_TEXT = ("Each step's effect is the next stage's mean test accuracy minus t
               "order of every stage; Welch where they share fewer than two), with its 95% t interval and p; "
               "p_holm adjusts over the steps (Holm), and significant means p_holm < 0.05; pooled_*: the same "
               "step from one model of all stages with the seed as a block (one residual variance for every "
-              "stage), differs where the two disagree on significance. Each stage changes several things at "
+              "stage), differs where the two disagree on significance; p_equivalent_holm: the equivalence test "
+              "(TOST) of |step| < the margin (`--margin`), Holm over the steps, with margin_shown (the smallest "
+              "margin these numbers show) and seeds_needed (for a ±margin answer, 80% chance when the step is 0). "
+              "Each stage changes several things at "
               "once (sweep/spaces.py), so a step is the effect of that bundle, not of one change. "
               "paper_step is the study's single-run step on CIFAR-10, for context.")
 DEPTH_TEXT = ("Mean ± std across seeds, n trials with a final report. Increases are relative to "
@@ -358,7 +361,7 @@ def factorial_sections(frame: pd.DataFrame, factors: list[str], metric: str, hea
     if not factors:
         return [Section("Effects", f"{heading} No factor has a level with 2 or more trials: no effects.")]
     ff = effects.fit(frame, factors, metric, references=references)
-    main = effects.main_effects(ff)
+    main = effects.main_effects(ff, margin)
     tests = int(main["p"].notna().sum())
     text = (f"{heading} Model: {ff.describe()}. {MAIN_TEXT} Family: the {tests} "
             f"test{'s' if tests != 1 else ''} of this table.")
@@ -396,7 +399,10 @@ MAIN_TEXT = ("Effect = estimated marginal mean (emm) at the level − at the ref
              "for two unpaired levels); pooled_*: the model's figure beside it, differs where the two disagree on "
              "significance. ci: 95% t interval, not adjusted; p: two-sided t test of effect = 0; p_holm: "
              "Holm-adjusted over the table; significant (green in the figure) only where p_holm < 0.05. n, n_ref: "
-             "trials at the level and at the reference.")
+             "trials at the level and at the reference; seeds: the seeds a paired interval is over. "
+             "p_equivalent_holm: the equivalence test (TOST) of |effect| < the margin (`--margin`), Holm-adjusted "
+             "over the table; margin_shown: the smallest margin these numbers show; seeds_needed: the seeds a ±margin "
+             "answer would need for an 80% chance when the true effect is 0.")
 INTERACTION_TEXT = ("Per architecture change, from the same trials: its effect under the base recipe and under "
                     "the new recipe (each averaged over the other factors' cells), and the interaction "
                     "(their difference), with 95% t intervals (method as in the main effects). Verdict on the "

@@ -84,7 +84,7 @@ STEP_COLUMNS = ["step", "n_from", "n_to", "method", "n", "effect", "se", "ci_low
                 "significant", "pooled_ci_low", "pooled_ci_high", "pooled_p_holm", "differs", "paper_step"]
 
 
-def stage_steps(trials: pd.DataFrame, stage: str = "stage") -> tuple[pd.DataFrame, str]:
+def stage_steps(trials: pd.DataFrame, stage: str = "stage", margin: float | None = None) -> tuple[pd.DataFrame, str]:
     """(table, the models' description): what each stage added, the study's question. Per step from
     one stage to the next in the study's order (both with trials), the difference of their mean test
     accuracy (%), ``to - from``, with its own variance (analysis.contrasts: paired over the seeds both
@@ -93,7 +93,9 @@ def stage_steps(trials: pd.DataFrame, stage: str = "stage") -> tuple[pd.DataFram
     from ``test_acc ~ C(stage) + C(seed)`` (one residual variance for all stages), ``differs`` where
     the two disagree on significance; ``paper_step`` is the study's single-run difference (CIFAR-10),
     context only. Trials without a final report with a test accuracy are left out (the stage table's
-    n_other). No rows with fewer than two stages."""
+    n_other). No rows with fewer than two stages. With a `margin`, each step's equivalence test too
+    (TOST within ±margin, Holm over the steps: ``p_equivalent_holm``), the smallest margin its numbers
+    show and the seeds a ±margin answer would need."""
     done = completed(trials)[0]
     present = [s for s in PAPER_STAGE_ACCURACY if (done[stage] == s).any()]
     if len(present) < 2:
@@ -102,11 +104,12 @@ def stage_steps(trials: pd.DataFrame, stage: str = "stage") -> tuple[pd.DataFram
     ff = factorial.fit_factorial(frame, [stage], "test_acc", {stage: present[0]})
     rows = []
     for before, after in zip(present, present[1:]):
-        numbers = contrasts.both(ff, {(after,): 1.0, (before,): -1.0})
+        numbers = contrasts.both(ff, {(after,): 1.0, (before,): -1.0}, margin)
         rows.append({"step": f"{before} -> {after}", "n_from": ff.counts[stage][before],
                      "n_to": ff.counts[stage][after], **numbers,
                      "paper_step": PAPER_STAGE_ACCURACY[after] - PAPER_STAGE_ACCURACY[before]})
-    table = contrasts.family(pd.DataFrame(rows))[STEP_COLUMNS]
+    columns = STEP_COLUMNS + (["p_equivalent_holm", "margin_shown", "seeds_needed"] if margin is not None else [])
+    table = contrasts.family(pd.DataFrame(rows))[columns]
     return table, f"{contrasts.describe(table)}; pooled: {ff.describe()}"
 
 

@@ -37,7 +37,8 @@ def numbers(row: Mapping, unit: str = "points", estimate: str = "effect") -> str
     text = f"{value:+.2f} {unit}" + interval(row)
     method = row.get("method")
     if isinstance(method, str) and method in METHOD_WORDS:
-        text += ", " + METHOD_WORDS[method].format(n=int(row["n"]) if not pd.isna(row.get("n")) else "?")
+        n = row.get("seeds") if method == "paired" and not pd.isna(row.get("seeds", math.nan)) else row.get("n")
+        text += ", " + METHOD_WORDS[method].format(n=int(n) if not pd.isna(n) else "?")  # a main effect's n: trials
     if not math.isnan(row.get("p_holm", math.nan)):
         text += f", Holm p {p_value(row['p_holm'])}"
     return text
@@ -93,7 +94,7 @@ def stage_steps(table: pd.DataFrame, margin: float, at_chance: Sequence[str] = (
     for row in table.to_dict("records"):
         before, after = row["step"].split(" -> ")
         failed = [name for name in (before, after) if name in at_chance]
-        out.append(directional(f"The {after} stage improves test accuracy over the {before} stage", row, +1)
+        out.append(directional(f"The {after} stage improves test accuracy over the {before} stage", row, +1, margin)
                    + (f" The {' and '.join(failed)} stage did not learn (see Arms that did not learn): this step "
                       "measures a failure to learn, not the size of a change." if failed else ""))
     return out
@@ -101,7 +102,7 @@ def stage_steps(table: pd.DataFrame, margin: float, at_chance: Sequence[str] = (
 
 def main_effects(table: pd.DataFrame, margin: float, metric: str = "") -> list[str]:
     return [two_sided(f"{row['factor']}={row['level']} (against {row['reference']}) changes {metric or 'the metric'}",
-                      row) for row in table.to_dict("records")]
+                      row, margin) for row in table.to_dict("records")]
 
 
 def interactions(table: pd.DataFrame, margin: float, metric: str = "") -> list[str]:
