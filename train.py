@@ -27,7 +27,7 @@ from study import layout  # the run's files, named where a sweep trial's are
 from study.cli import Parser, parse_sets, run_cli
 from study.config import MODEL_NAMES, TrainConfig, UserError, field_names, is_user_model, load_mapping
 from study.trial import BUNDLES, BY_MODEL, merge_config
-from sweep.planning.configs import resolved
+from sweep.planning.configs import validated
 from training.signals import sigterm_as_ctrl_c
 
 __all__ = ["TrainConfig", "main"]  # fit: training.loop.fit
@@ -86,15 +86,15 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if not path.is_file():
             raise UserError(f"{args.resume} is not a train.py run directory (no {layout.RUN_CONFIG_FILE} with a config)")
         saved = layout.read_config_record(path)
-        cfg = resolved(TrainConfig.from_dict(saved))
-        asked = resolved(TrainConfig.from_dict(with_flags(saved, args)))
+        cfg = validated(saved)
+        asked = validated(with_flags(saved, args))
         changed = [f"--{k.replace('_', '-')}" for k, v in asked.to_dict().items() if cfg.to_dict().get(k) != v]
         if changed:
             raise UserError(f"--resume continues {args.resume} as it was configured, but {', '.join(changed)} "
                             "would change it; start a fresh --out-dir instead (with --init-from to start "
                             "from its weights)")
         return cfg
-    return resolved(TrainConfig.from_dict(with_flags(load_config(args.config) if args.config else {}, args)))
+    return validated(with_flags(load_config(args.config) if args.config else {}, args))
 
 
 
@@ -182,6 +182,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = dataset_sizes(cfg.dataset)
     check_trial(cfg, sizes)
     check_init_from(cfg, sizes.classes)
+    if is_user_model(cfg.model):
+        from models.user import notes
+
+        for note in notes(cfg.model):  # its arguments that are not toggles
+            print(f"train.py: note: {note}", file=sys.stderr, flush=True)
     if not args.quiet:  # at once: loading the data and building the model take seconds
         print(f"{'resuming' if args.resume else 'run'} {run_dir}: loading {cfg.dataset}, building {cfg.model}",
               flush=True)

@@ -5,7 +5,8 @@ activation and attention registries and the blocks both share).
 
 The names are the config schema's ``MODEL_NAMES`` (study/config.py defines them, once; this package
 imports the schema, never the other way): the registry is built from them, a factory for each, in
-their order. ``models.user`` builds a user's own network (``model=FILE.py:FACTORY``) with its toggles.
+their order. ``models.user`` builds a user's own network (``model=FILE.py:FACTORY``) with its toggles;
+``models.user_source`` imports the user's code (and names our packages that hide a user's).
 """
 from __future__ import annotations
 

@@ -81,6 +81,15 @@ class ConfigError(UserError, ValueError):
     """A configuration value that the schema rejects."""
 
 
+class BuiltInKnobError(ConfigError):
+    """A built-in network's knob set beside a user model (`model`): whoever can load the model adds
+    its toggles to the line (sweep.planning.configs.validated; study stays below models)."""
+
+    def __init__(self, message: str, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
 def default_data_dir() -> str:
     """Absolute dataset cache: $ABLATION_DATA_DIR, else ~/.cache/ablation-sweeper/data.
 
@@ -225,8 +234,9 @@ def _check_toggles(cfg: TrainConfig, toggles: dict[str, Any]) -> None:
     default = TrainConfig()
     changed = [name for name in BUILT_IN_MODEL_KNOBS if getattr(cfg, name) != getattr(default, name)]
     if changed:
-        raise ConfigError(f"{changed[0]}={getattr(cfg, changed[0])!r} is a knob of the built-in networks; "
-                          f"model={cfg.model} takes its own toggles (its factory's keyword arguments)")
+        raise BuiltInKnobError(f"{changed[0]}={getattr(cfg, changed[0])!r} is a knob of the built-in networks; "
+                               f"model={cfg.model} takes its own toggles (its factory's arguments with defaults)",
+                               cfg.model)
 
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}

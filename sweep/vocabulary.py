@@ -197,7 +197,8 @@ def check_arms(configs: list[TrainConfig], source: str) -> list[str]:
     """Each distinct trial against its dataset's real sizes and this machine (training.preflight: the
     split, hard classes, the image size the model can take, memory), so a knob every trial would
     fail on stops the sweep before anything is written. Returns the warnings to print: arms with too
-    few optimiser steps an epoch to learn (training.preflight.few_steps)."""
+    few optimiser steps an epoch to learn (training.preflight.few_steps), and a user model's arguments
+    that are not toggles (models.user.notes)."""
     from training.datasets import dataset_sizes
     from training.preflight import check_trial, few_steps, split_sizes, steps_per_epoch
 
@@ -215,8 +216,13 @@ def check_arms(configs: list[TrainConfig], source: str) -> list[str]:
         if warning:
             few.setdefault(warning, 0)
             few[warning] += 1
-    return [f"warning: {warning} ({n} of the {len(configs)} distinct arm(s))" if len(configs) > 1 else
-            f"warning: {warning}" for warning, n in few.items()]
+    notes = []
+    for model in dict.fromkeys(cfg.model for cfg in configs if is_user_model(cfg.model)):
+        from models.user import notes as user_notes
+
+        notes += [f"note: {note}" for note in user_notes(model)]  # its arguments that are not toggles
+    return notes + [f"warning: {warning} ({n} of the {len(configs)} distinct arm(s))" if len(configs) > 1 else
+                    f"warning: {warning}" for warning, n in few.items()]
 
 
 def reachable(spec: Mapping[str, Any]) -> list[Any]:

@@ -3,6 +3,7 @@ its code as one line naming file and line, and the example (examples/tinycnn.py)
 report, re-run and export on real Fashion-MNIST."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -75,8 +76,11 @@ def test_built_in_models_still_refuse_unknown_keys():
     ("import torch\nraise RuntimeError('no GPU here')\n", r"net\.py:2: importing .* raised RuntimeError: no GPU here"),
     ("def f(num_classes, **rest):\n    pass\n", r"net\.py:1: f takes \*\*rest"),
     ("def f(num_classes, lr=0.1):\n    pass\n", r"net\.py:1: f's toggle lr is named like a built-in knob"),
-    ("def f(num_classes, depth=None):\n    pass\n", r"net\.py:1: f's toggle depth=None"),
-    ("def f(depth=2):\n    pass\n", r"net\.py:1: f must take the number of classes"),
+    ("def f(num_classes, depth=None):\n    pass\nf.toggles = {'depth': [1]}\n",
+     r"net\.py:1: f\.toggles names depth, whose default None is not a bool, int, float or string"),
+    ("def f(size, width, depth=2):\n    pass\n", r"net\.py:1: f\(size, width, depth=2\): it takes no num_classes, "
+     r"so the number of classes would go to size, and size, width have no defaults; its toggles: depth; add to "
+     r"\S*net\.py: `def f_net\(size=\.\.\., width=\.\.\.\): return f\(size=size, width=width\)`"),
     ("def f(num_classes, depth=2):\n    pass\nf.toggles = {'depth': [3, 4]}\n", r"defaults to 2, which is not among"),
     ("g = 1\n", r"net\.py: has no f"),
 ])
@@ -207,3 +211,218 @@ def test_the_example_goes_through_sweep_report_rerun_and_export_on_fashion_mnist
 
     out = run("-m", "deploy.export", str(experiment), "--best", "--out", str(tmp_path / "export"))
     assert "ONNX int8" in out.stdout and list((tmp_path / "export").glob("*/model.onnx"))
+
+
+# ------------------------------------------------------------------ networks from a public CIFAR repository
+# Small networks with the APIs of kuangliu/pytorch-cifar's (its package is called `models`, like ours):
+# MobileNetV2(num_classes=10); VGG(vgg_name) with a hard-wired Linear(512, 10), five max-pools and an
+# AvgPool2d(1) (32x32 only), and the user's added factory vgg11(); ShuffleNetV2(net_size) with its
+# configs keyed by net_size; ResNet(block, num_blocks, num_classes=10); DLA(block=BasicBlock, num_classes=10).
+CIFAR_REPO = {
+    "__init__.py": "from .vgg import *\nfrom .mobilenetv2 import *\n",
+    "mobilenetv2.py": """\
+        import torch.nn as nn
+        import torch.nn.functional as F
+
+
+        class MobileNetV2(nn.Module):
+            def __init__(self, num_classes=10):
+                super().__init__()
+                self.conv1 = nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False)
+                self.bn1 = nn.BatchNorm2d(16)
+                self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False)
+                self.bn2 = nn.BatchNorm2d(32)
+                self.linear = nn.Linear(32, num_classes)
+
+            def forward(self, x):
+                out = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+                out = F.avg_pool2d(out, 8)  # 32x32 images only, as the original's avg_pool2d(out, 4)
+                return self.linear(out.view(out.size(0), -1))
+        """,
+    "vgg.py": """\
+        import torch.nn as nn
+
+        cfg = {"VGG11": [8, "M", 16, "M", 16, "M", 16, "M", 16, "M"]}
+
+
+        class VGG(nn.Module):
+            def __init__(self, vgg_name):
+                super().__init__()
+                layers, channels = [], 3
+                for x in cfg[vgg_name]:
+                    if x == "M":
+                        layers.append(nn.MaxPool2d(2, 2))
+                    else:
+                        layers += [nn.Conv2d(channels, x, 3, padding=1), nn.BatchNorm2d(x), nn.ReLU(inplace=True)]
+                        channels = x
+                self.features = nn.Sequential(*layers, nn.AvgPool2d(1, 1))
+                self.classifier = nn.Linear(16, 10)
+
+            def forward(self, x):
+                out = self.features(x)
+                return self.classifier(out.view(out.size(0), -1))
+
+
+        def vgg11():
+            return VGG("VGG11")
+        """,
+    "shufflenetv2.py": """\
+        import torch.nn as nn
+
+
+        class ShuffleNetV2(nn.Module):
+            def __init__(self, net_size):
+                super().__init__()
+                channels = configs[net_size]["out_channels"]
+                self.conv1 = nn.Conv2d(3, channels, 3, padding=1)
+                self.linear = nn.Linear(channels, 10)
+
+            def forward(self, x):
+                return self.linear(self.conv1(x).mean((2, 3)))
+
+
+        configs = {0.5: {"out_channels": 8}, 1: {"out_channels": 16}}
+        """,
+    "resnet.py": """\
+        import torch.nn as nn
+
+
+        class BasicBlock(nn.Module):
+            pass
+
+
+        class ResNet(nn.Module):
+            def __init__(self, block, num_blocks, num_classes=10):
+                super().__init__()
+                self.linear = nn.Linear(3, num_classes)
+
+
+        class DLA(nn.Module):
+            def __init__(self, block=BasicBlock, num_classes=10, levels=2):
+                super().__init__()
+                self.levels = levels
+                self.linear = nn.Linear(3, num_classes)
+
+            def forward(self, x):
+                return self.linear(x.mean((2, 3)))
+        """,
+}
+
+
+@pytest.fixture
+def cifar_repo(tmp_path) -> Path:
+    """A checkout with the layout of kuangliu/pytorch-cifar: repo/models/*.py."""
+    package = tmp_path / "repo" / "models"
+    package.mkdir(parents=True)
+    for name, body in CIFAR_REPO.items():
+        (package / name).write_text(textwrap.dedent(body))
+    return package
+
+
+def test_a_class_whose_num_classes_has_a_default_gets_the_count_and_keeps_other_defaults(cifar_repo):
+    import torch
+
+    mobilenet = config(f"{cifar_repo}/mobilenetv2.py:MobileNetV2")
+    assert dict(mobilenet.toggles) == {}
+    assert create_model(mobilenet, 7)(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+    dla = config(f"{cifar_repo}/resnet.py:DLA", levels=3)  # num_classes second, by keyword
+    assert dict(dla.toggles) == {"levels": 3} and create_model(dla, 7).linear.out_features == 7
+    from models.user import notes
+
+    assert notes(dla.model) == [f"{cifar_repo}/resnet.py:14: block=BasicBlock is not a toggle of DLA (a toggle's "
+                                "default is a bool, int, float or string): it stays at its default"]
+    with pytest.raises(ConfigError, match=r"block is an argument of DLA \(.*resnet\.py:14\) but not a toggle: its "
+                                          r"default BasicBlock is not a bool, int, float or string; its toggles: "
+                                          r"levels; not toggles, left at their defaults: block"):
+        config(f"{cifar_repo}/resnet.py:DLA", block="Bottleneck")
+
+
+def test_a_factory_without_a_class_count_uses_its_own_classifier_when_it_numbers_the_classes(cifar_repo):
+    from training.datasets import dataset_sizes
+    from training.preflight import check_trial
+
+    vgg = config(f"{cifar_repo}/vgg.py:vgg11")
+    check_trial(vgg, dataset_sizes("synthetic"))  # 10 classes, 32x32: as it is
+    with pytest.raises(UserModelError, match=r"vgg\.py:24: vgg11\(\)'s network gives 10 logits but synthetic has 7 "
+                                             r"classes, and vgg11 takes no num_classes: its last Linear \(classifier: "
+                                             r"Linear\(16, 10\)\) must give 7: give the factory an argument "
+                                             r"num_classes that it passes on to that Linear, or make it "
+                                             r"Linear\(16, 7\)"):
+        check_trial(vgg, dataclasses.replace(dataset_sizes("synthetic"), classes=7))
+    with pytest.raises(UserModelError, match=r"vgg11's network on a batch \[2, 3, 28, 28\] raised RuntimeError: .*; "
+                                             r"it takes 32x32 images: give --image-size 32 \(image_size: 32 in a "
+                                             r"space or config file\)$"):
+        check_trial(config(f"{cifar_repo}/vgg.py:vgg11", image_size=28), dataset_sizes("synthetic"))
+
+
+def test_a_first_argument_that_is_not_the_class_count_is_named_with_the_wrapper_to_write(cifar_repo):
+    from training.datasets import dataset_sizes
+    from training.preflight import check_trial
+
+    file = cifar_repo / "shufflenetv2.py"
+    with pytest.raises(UserModelError) as raised:
+        check_trial(config(f"{file}:ShuffleNetV2"), dataset_sizes("synthetic"))
+    assert str(raised.value) == (
+        f"{file}:7: ShuffleNetV2(10) raised KeyError: 10; the number of classes (10) went to its first argument "
+        f"net_size: if net_size is not the class count, add to {file}: `def shufflenetv2(net_size=...): return "
+        f"ShuffleNetV2(net_size=net_size)`, with the value you use for each ... (its reference level), and give "
+        f"model={file}:shufflenetv2; its toggles: none")
+    with file.open("a") as out:  # the wrapper as the line says, net_size=0.5 its reference level
+        out.write("\n\ndef shufflenetv2(net_size=0.5):\n    return ShuffleNetV2(net_size=net_size)\n")
+    wrapped = config(f"{file}:shufflenetv2", net_size=1)
+    assert dict(wrapped.toggles) == {"net_size": 1.0}
+    check_trial(wrapped, dataset_sizes("synthetic"))
+    with pytest.raises(UserModelError, match=r"resnet\.py:8: ResNet\(block, num_blocks, num_classes=10\): the number "
+                                             r"of classes goes to num_classes, and block, num_blocks have no defaults; "
+                                             r"its toggles: none; add to \S+resnet\.py: `def resnet\(num_classes, "
+                                             r"block=\.\.\., num_blocks=\.\.\.\): return ResNet\(block=block, "
+                                             r"num_blocks=num_blocks, num_classes=num_classes\)`"):
+        load(f"{cifar_repo}/resnet.py:ResNet")
+
+
+def test_a_built_in_knob_beside_a_user_model_is_refused_with_the_models_toggles():
+    from sweep.planning.configs import validated
+
+    with pytest.raises(ConfigError) as raised:
+        validated({"model": f"{EXAMPLE}:tinycnn", "width": 0.5, "dataset": "synthetic"})
+    assert str(raised.value) == (f"width=0.5 is a knob of the built-in networks; model={EXAMPLE}:tinycnn takes its own "
+                                 "toggles (its factory's arguments with defaults); its toggles: depth, norm, base")
+
+
+def test_our_models_package_hiding_the_users_is_named_with_the_file_to_give(cifar_repo, monkeypatch):
+    repo = cifar_repo.parent
+    out = subprocess.run([sys.executable, "train.py", "--model", "models.mobilenetv2:MobileNetV2", "--dataset",
+                          "synthetic", "--out-dir", str(repo / "run")],
+                         cwd=ROOT, env={**ENV, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr == (f"train.py: error: model=models.mobilenetv2:MobileNetV2: models is ablation-sweeper's own "
+                          f"package ({ROOT / 'models'}), which comes first on the path and hides yours ({cifar_repo}); "
+                          f"give your file instead: model={cifar_repo}/mobilenetv2.py:MobileNetV2\n")
+    monkeypatch.syspath_prepend(str(repo))
+    with pytest.raises(UserModelError, match=rf"hides yours \({cifar_repo}\); give your file instead: "
+                                             rf"model={cifar_repo}/vgg\.py:vgg11"):
+        load("models:vgg11")  # the package itself: the file of it that defines vgg11
+    mine = user_file(repo, "from models.vgg import VGG\n\n\ndef vgg(vgg_name='VGG11'):\n    return VGG(vgg_name)\n")
+    with pytest.raises(UserModelError) as raised:  # a file of the user's whose own import finds our package
+        load(f"{mine}:vgg")
+    assert str(raised.value) == (f"{mine}:1: importing {mine}:vgg raised ModuleNotFoundError: No module named "
+                                 f"'models.vgg': models is ablation-sweeper's own package ({ROOT / 'models'}), which "
+                                 f"comes first on the path and hides yours ({cifar_repo}); put vgg in "
+                                 f"{cifar_repo}/vgg.py and give model={cifar_repo}/vgg.py:vgg, or rename your package")
+
+
+@pytest.mark.slow
+@needs_fashion_mnist()
+def test_networks_of_a_cifar_repository_train_as_they_are_on_fashion_mnist(cifar_repo, tmp_path):
+    """train.py --model FILE:NAME on real Fashion-MNIST (3-channel, 32x32), one epoch of 1,000 images:
+    a class with a default num_classes and a factory with none (its own Linear(16, 10)); 40% and 68% measured."""
+    for model in ("mobilenetv2.py:MobileNetV2", "vgg.py:vgg11"):
+        run = tmp_path / model.partition(".")[0]
+        out = subprocess.run([sys.executable, "train.py", "--model", f"{cifar_repo}/{model}",
+                              "--dataset", "fashion-mnist", "--subset", "1000", "--batch-size", "16", "--epochs", "1",
+                              "--augment", "none", "--measure-latency", "false", "--device", "cpu",
+                              "--data-dir", str(tmp_path / "data"), "--out-dir", str(run), "--quiet"],
+                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["test_acc"] > 25.0 and summary["params"] > 0  # chance is 10%; measured like any model

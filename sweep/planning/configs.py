@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from study.config import ConfigError, TrainConfig, is_user_model
+from study.config import BuiltInKnobError, ConfigError, TrainConfig, is_user_model
 from study.trial import trial_values
 from sweep import vocabulary as vocab
 
@@ -17,7 +17,20 @@ from sweep import vocabulary as vocab
 def trial_config(config: Mapping[str, Any], smoke: bool = False, fraction: float = 1.0) -> TrainConfig:
     """One trial's validated TrainConfig from its Ray config, as the trainable runs it (a user model's
     toggles checked against its factory and filled in: :func:`resolved`)."""
-    return resolved(TrainConfig.from_dict(trial_values(config, smoke, fraction)))
+    return validated(trial_values(config, smoke, fraction))
+
+
+def validated(values: Mapping[str, Any]) -> TrainConfig:
+    """The TrainConfig of flat `values`, a user model's toggles checked and filled in (:func:`resolved`);
+    a built-in network's knob set beside a user model is refused with the model's toggles listed."""
+    try:
+        cfg = TrainConfig.from_dict(values)
+    except BuiltInKnobError as exc:
+        from models.user import toggle_listing
+
+        listing = toggle_listing(exc.model)
+        raise ConfigError(f"{exc}; {listing}" if listing else str(exc)) from None
+    return resolved(cfg)
 
 
 def resolved(cfg: TrainConfig) -> TrainConfig:
