@@ -39,6 +39,7 @@ from analysis.stages import stage_steps, stage_table, study_data_caveat  # noqa:
 from analysis.verdicts import verdict_section  # noqa: E402
 from study import layout, learning  # noqa: E402
 from study.best import confirmed_best, ranked  # noqa: E402
+from study.busy import BUSY_SHARE  # noqa: E402
 from study.best import describe as describe_best  # noqa: E402
 from study.cli import Parser, finite_float, run_cli  # noqa: E402
 from study.config import UserError  # noqa: E402
@@ -187,7 +188,7 @@ def front_section(exp: Experiment, objectives: list[list[str]], root: Path) -> S
                  + ("; the front uses them" if "latency_alone_ms_b1" in dict(used) else "") + "."
                  + (f" **Other processes used {alone['other_load']:.0%} of the machine's CPU time while they were "
                     "timed: they are inflated.**" if isinstance(alone.get("other_load"), (int, float))
-                    and alone["other_load"] > layout.BUSY_SHARE else ""))
+                    and alone["other_load"] > BUSY_SHARE else ""))
     else:
         text += SHARED_TEXT
     figure = plots.objective_front_plot(frame, used) if len(used) >= 2 and len(frame) else None

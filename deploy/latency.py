@@ -9,59 +9,19 @@ import contextlib
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 
 from deploy.choose import Source, build_model, newest_checkpoint, number_or_none
 from study import layout
+from study.busy import OtherLoad
 from study.files import write_text_atomically
 from study.front import front
 from study.load import load
 from study.states import completed
 
 BATCHES = (1, 32)  # latency batch sizes
-
-
-class OtherLoad:
-    """The share of the machine's CPU time that other processes used while the block ran (0: the
-    machine was ours; 1: every CPU busy with other work): the CPUs' busy time from /proc/stat less
-    this process's own (os.times). `share` is None where /proc/stat cannot be read."""
-
-    def __enter__(self) -> "OtherLoad":
-        self.share: float | None = None
-        self._start = (busy_seconds(), own_seconds(), time.monotonic())
-        return self
-
-    def __exit__(self, *exc) -> None:
-        busy, own, start = busy_seconds(), own_seconds(), time.monotonic()
-        if busy is None or self._start[0] is None or start - self._start[2] <= 0:
-            return
-        others = (busy - self._start[0]) - (own - self._start[1])
-        self.share = max(0.0, others / ((start - self._start[2]) * (os.cpu_count() or 1)))
-
-    def note(self) -> str:
-        """'' on a quiet machine, else a sentence that the latencies are inflated."""
-        if self.share is None or self.share <= layout.BUSY_SHARE:
-            return ""
-        return (f"the machine was busy: other processes used {self.share:.0%} of its CPU time while the latency "
-                "was timed, so these latencies are inflated; time them again on an idle machine")
-
-
-def busy_seconds() -> float | None:
-    """CPU seconds every CPU has spent busy since boot (/proc/stat's first line: all but idle and iowait)."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def own_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 def latency_alone(model: torch.nn.Module, image_shape: tuple[int, int, int], threads: int,

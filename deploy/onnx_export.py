@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 
 from deploy.choose import Source, build_model
-from deploy.latency import BATCHES, OtherLoad, machine
+from deploy.latency import BATCHES, machine
+from study.busy import OtherLoad
 from study.files import write_text_atomically
 
 ATOL, RTOL = 1e-4, 1e-4  # ONNX fp32 logits against PyTorch's (float reassociation differs by ~1e-6)

@@ -256,7 +256,7 @@ def toggle_listing(reference: str) -> str:
 # Names a toggle cannot take: the sweep's bundle keys and the trial frame's own columns.
 RESERVED = {"recipe", "stage", "trial_id", "phase", "rung", "stop_reason", "ray_status", "error", "trial_dir",
             "node", "timing", "status", "epochs_run", "best_val_acc", "final_val_acc", "test_acc", "test_loss",
-            "params", "flops", "size_mb", "toggles", "num_classes"}
+            "params", "flops", "size_mb", "toggles", "num_classes", "classes"}
 
 
 def resolved(cfg: TrainConfig) -> TrainConfig:

@@ -39,9 +39,6 @@ RUN_CONFIG_FILE = "config.json"  # a train.py run's resolved config, in the same
 CONFIG_RECORDS = (TRIAL_CONFIG_FILE, RUN_CONFIG_FILE)  # what train.py --config DIR re-runs
 RECORDS_DIR = "trial_records"  # the driver's own record of every result, one file per trial (sweep.storage)
 LATENCY_FILE = "latency_alone.json"  # a multi-objective front's latency measured alone (deploy.latency)
-# Other processes' share of the machine's CPU time above which a latency measured alone is marked as
-# measured on a busy machine (deploy.latency.OtherLoad writes the share; the report and export say it).
-BUSY_SHARE = 0.10
 FRAMES = ("trials.csv", "epochs.csv")  # a report's copy of the frames (analysis.report.write_report)
 
 METRIC, MODE = "val_rank", "max"  # the result key ASHA compares at each rung and the searcher maximises

@@ -11,7 +11,7 @@ import pytest
 
 from deploy import export
 from deploy.onnx_export import ATOL
-from study.layout import BUSY_SHARE
+from study.busy import BUSY_SHARE
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def test_a_model_that_learned_exports_verified_with_its_measured_table(fashion_m
     assert not (files / "model-prepared.onnx").exists()
     markdown = (files / "export.md").read_text()
     assert "| ONNX int8 (QDQ)" in markdown and "median of 5 runs" in markdown
-    # how busy the machine was while the latency was timed, and the note when it was (deploy.latency.OtherLoad)
+    # how busy the machine was while the latency was timed, and the note when it was (study.busy.OtherLoad)
     assert 0 <= record["other_load"] <= 1
     assert ("the machine was busy" in markdown) == (record["other_load"] > BUSY_SHARE) == bool(record["busy_note"])
     printed = capsys.readouterr().out
@@ -133,7 +133,7 @@ def test_other_load_counts_the_other_processes_cpu_time_not_our_own():
     import os
     import time
 
-    from deploy.latency import OtherLoad
+    from study.busy import OtherLoad
 
     cpus = os.cpu_count() or 1
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
