@@ -20,5 +20,6 @@ on ``study.sequential`` (group-sequential boundaries and repeated confidence int
 ``study.significance`` (the level of every test, the default equivalence margin, the family
 adjustment).
 
-``study.cli`` is what every command shares (one-line errors with exit status 2, --set, durations).
+``study.cli`` is what every command shares (one-line errors with exit status 2, --set, durations);
+``study.busy`` how busy the machine is with other work while something is timed.
 """
