@@ -83,10 +83,19 @@ def trial_path(trial: Any) -> str:
         return ""
 
 
-def progress_line(frame: pd.DataFrame, total: int, elapsed: float, scheduler: str) -> str:
-    """'8 trials: 3 done (2 finished, 1 stopped by ASHA), 1 running, 4 left; 25 s elapsed, ETA ~1 min 10 s'."""
+def progress_line(frame: pd.DataFrame, total: int, elapsed: float, scheduler: str, estimated_s: float = 0.0,
+                  later_s: float = 0.0, now: float | None = None) -> str:
+    """'8 trials: 3 done (2 finished, 1 stopped by ASHA), 1 running, 4 left; 25 s elapsed, ETA ~1 min 10 s'.
+
+    The ETA of this phase: the ended trials' mean time for every trial left, less what each running
+    trial has run (counted to `now`, so it counts down between their reports), over the running ones.
+    With the sweep's estimate of this phase (`estimated_s`) and of the phases after it (`later_s`), the
+    whole sweep's too: those phases at this phase's pace against its estimate; before a trial has
+    ended, the estimate less the time elapsed."""
+    now = time.time() if now is None else now
     if frame.empty:
-        return f"{total} trials: none started; {duration(elapsed)} elapsed"
+        return f"{total} trials: none started; {duration(elapsed)} elapsed" + sweep_eta(None, elapsed, estimated_s,
+                                                                                         later_s)
     live = frame["status"].isin(tuple(LIVE))
     ended = frame[~live]
     running = int((frame["status"] == "RUNNING").sum())
@@ -95,12 +104,30 @@ def progress_line(frame: pd.DataFrame, total: int, elapsed: float, scheduler: st
     line = (f"{total} trials: {len(ended)} done" + (f" ({counts})" if counts else "")
             + f", {running} running, {left} left; {duration(elapsed)} elapsed")
     times = pd.to_numeric(ended.get("time_total_s", pd.Series(dtype=float)), errors="coerce").dropna()
+    eta = None
     if len(times) and (running or left):
-        ran = pd.to_numeric(frame.loc[frame["status"] == "RUNNING"].get("time_total_s", pd.Series(dtype=float)),
-                            errors="coerce").fillna(0.0)
-        work = left * times.mean() + (times.mean() - ran).clip(lower=0.0).sum()
-        line += f", ETA ~{duration(work / max(running, 1))}"
-    return line
+        active = frame.loc[frame["status"] == "RUNNING"]
+        ran = pd.to_numeric(active.get("time_total_s", pd.Series(dtype=float)), errors="coerce").fillna(0.0)
+        if "timestamp" in active:  # the time since its last report counts too
+            ran = ran + (now - pd.to_numeric(active["timestamp"], errors="coerce")).clip(lower=0.0).fillna(0.0)
+        eta = (left * times.mean() + (times.mean() - ran).clip(lower=0.0).sum()) / max(running, 1)
+        line += f", ETA ~{duration(eta)}"
+    elif len(times):
+        eta = 0.0
+    return line + sweep_eta(eta, elapsed, estimated_s, later_s)
+
+
+def sweep_eta(eta: float | None, elapsed: float, estimated_s: float, later_s: float) -> str:
+    """'; the sweep ~12 min' (this phase's ETA, then the later phases' estimate at this phase's pace),
+    or before this phase's pace is known '; the sweep ~14 min by the estimate'; '' without an estimate."""
+    if estimated_s <= 0:
+        return ""
+    if eta is None:
+        return f"; the sweep ~{duration(max(estimated_s - elapsed, 0.0) + later_s)} by its estimate"
+    if not later_s:
+        return ""
+    pace = (elapsed + eta) / estimated_s
+    return f"; the sweep ~{duration(eta + later_s * pace)} (the phases after this one at its pace)"
 
 
 MAX_ROWS = 20  # rows of the live table; the whole table prints when the phase ends
@@ -148,9 +175,11 @@ class TrialTable(tune.CLIReporter):
     """Ray's CLIReporter, printing our status: progress, the one best, the table in the report's words
     (while it runs at most MAX_ROWS rows: live_rows). Every 30 s and at the end."""
 
-    def __init__(self, axes: Sequence[str], scheduler: str, test_shown: bool = True) -> None:
+    def __init__(self, axes: Sequence[str], scheduler: str, test_shown: bool = True, estimated_s: float = 0.0,
+                 later_s: float = 0.0) -> None:
         super().__init__(max_report_frequency=30)
         self.axes, self.scheduler, self.test_shown = list(axes), scheduler, test_shown
+        self.estimated_s, self.later_s = estimated_s, later_s
 
     def report(self, trials: list, done: bool, *sys_info: str) -> None:
         print(self.status(trials, done), flush=True)
@@ -161,7 +190,8 @@ class TrialTable(tune.CLIReporter):
             frame = frame.drop(columns="test_acc", errors="ignore")
         total = max(self._total_samples or 0, len(trials))
         elapsed = time.time() - self._start_time
-        lines = [f"== {time.strftime('%H:%M:%S')} {progress_line(frame, total, elapsed, self.scheduler)}"]
+        eta = (getattr(self, "estimated_s", 0.0), getattr(self, "later_s", 0.0))  # a reporter pickled before them
+        lines = [f"== {time.strftime('%H:%M:%S')} {progress_line(frame, total, elapsed, self.scheduler, *eta)}"]
         if not frame.empty:
             if frame["status"].ne("PENDING").any():
                 lines += describe(frame, ablation_factors(frame, (), self.axes), self.test_shown)

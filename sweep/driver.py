@@ -253,6 +253,9 @@ def run_phases(plan: Plan, record: dict[str, Any], retry_errored: bool) -> int:
             promote(plan, record, k)
         directory = rungs[k]["dir"] if rungs else SCREEN
         params, phase = phases.phase_plans(record, plan)[directory]
+        estimated = [float(s) for _, s in (record.get("estimate") or {}).get("phases") or []]
+        if k < len(estimated):  # the console's ETA of the whole sweep: this step's estimate and the later ones'
+            phase = replace(phase, estimated_s=estimated[k], later_s=sum(estimated[k + 1:]))
         code = run_phase(phase, params, phase_expected(record, directory), retried(record, directory, retry_errored),
                          axes, last=not confirm and k == max(len(rungs), 1) - 1, rungs=len(rungs))
         if code:

@@ -6,9 +6,13 @@ model, loss and optimiser, with the torch threads a trial gets), and times infer
 evaluation batch size. An arm's seconds per image are interpolated linearly in FLOPs between the two
 (one probe when all arms have the same FLOPs). A trial's time is then
 
-    start + epochs x (train images x train s/img + validation images x eval s/img) + test images x eval s/img
+    start + epochs x (train images x train s/img + validation images x eval s/img)
+          + test images x eval s/img + latency passes
 
-with `start` the measured cost of starting one trial on Ray (TRIAL_START_S), and a phase's wall
+with `start` the measured cost of starting one trial on Ray (TRIAL_START_S), the test pass only where
+the trial runs it (not in a screen a confirm phase follows), the latency timing where it is on
+(training.metrics.measure_latency_ms: 21 passes of one image, 4 of 256, the one-image pass probed too),
+and a phase's wall
 time PHASE_START_S plus the makespan of its trials over the trial slots (longest trial first onto the freest slot, as
 Tune fills free slots). Later rungs and the confirm phase train arms not known yet: they take the
 mean arm's time, at most as many trials as planned; the confirm phase every look up to its cap (a
@@ -16,7 +20,10 @@ look per seed after the first, each a phase of its own). Schedulers that stop tr
 HyperBand, the median rule) are priced as if every trial ran to its end: an upper bound.
 
 It prices the trials on *this* machine: a cluster with other nodes or a GPU the driver lacks runs at
-another speed (the estimate says which device it measured). Measured against real sweeps:
+another speed (the estimate says which device it measured). It assumes the machine is the sweep's:
+the share of its CPU time other processes used during the probe is measured (study.busy, as the
+export does while timing latency) and, above study.busy.BUSY_SHARE, the line says so with the wall
+time at that load (the trials then share the CPUs with it: about 1 / (1 - share) times longer). Measured against real sweeps:
 docs/PERFORMANCE.md ("The dry run's estimate").
 """
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any, Sequence
 
 import torch
 
+from study.busy import BUSY_SHARE, OtherLoad
 from study.cli import duration
 from study.config import TrainConfig
 
@@ -53,6 +61,7 @@ class Probe:
     flops: int
     train_s: float  # per training image: loader, augmentation, forward, backward, optimiser step
     eval_s: float  # per evaluated image: forward only, at the evaluation batch size
+    single_s: float = 0.0  # one forward pass of a single image (the latency timing's batch 1)
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,17 @@ class Estimate:
     slots: int  # trials at once
     device: str  # what the probe ran on: 'cpu (1 thread)', 'cuda (NVIDIA H200)'
     probed: int  # arms probed
+    other_load: float | None = None  # the share of the CPUs' time other processes used during the probe
 
     def line(self) -> str:
         parts = ", ".join(f"{name} {duration(s)}" for name, s in self.phases)
-        return (f"estimated wall time: ~{duration(self.seconds)} ({parts}) with {self.slots} trial(s) at once, from a "
+        text = (f"estimated wall time: ~{duration(self.seconds)} ({parts}) with {self.slots} trial(s) at once, from a "
                 f"probe of {self.probed} arm(s) on this machine's {self.device}")
+        if self.other_load is not None and self.other_load > BUSY_SHARE:
+            loaded = self.seconds / max(1.0 - self.other_load, 0.05)
+            text += (f"; the machine is busy: other processes used {self.other_load:.0%} of its CPU time during the "
+                     f"probe, and while they run the sweep shares the CPUs with them (~{duration(loaded)} at that load)")
+        return text
 
 
 def model_flops(cfg: TrainConfig, classes: int) -> int:
@@ -140,7 +155,11 @@ def probe(cfg: TrainConfig, classes: int, threads: int) -> Probe:
             model(x)
             sync(device)
             eval_s = (time.perf_counter() - start) / len(x)
-        return Probe(model_flops(cfg, classes), train_s, eval_s)
+            start = time.perf_counter()
+            model(x[:1])
+            sync(device)
+            single_s = time.perf_counter() - start
+        return Probe(model_flops(cfg, classes), train_s, eval_s, single_s)
     finally:
         torch.set_num_threads(before)
 
@@ -153,29 +172,40 @@ class Prices:
         ends = list(dict.fromkeys([max(configs, key=flops.get), min(configs, key=flops.get)]))
         if len(ends) == 2 and flops[ends[0]] == flops[ends[1]]:
             ends = ends[:1]
-        self.probes = [probe(cfg, classes[cfg.dataset], threads) for cfg in ends]
+        with OtherLoad() as load:
+            self.probes = [probe(cfg, classes[cfg.dataset], threads) for cfg in ends]
+        self.other_load = load.share
 
-    def per_image(self, cfg: TrainConfig, classes: int) -> tuple[float, float]:
-        """(train, eval) seconds per image of `cfg`."""
+    def per_image(self, cfg: TrainConfig, classes: int) -> tuple[float, float, float]:
+        """(train, eval, single-image forward) seconds per image of `cfg`."""
         flops = model_flops(cfg, classes)  # counted once per architecture
         if len(self.probes) == 1:
             p = self.probes[0]
-            return p.train_s, p.eval_s
+            return p.train_s, p.eval_s, p.single_s
         hi, lo = self.probes
         share = (flops - lo.flops) / (hi.flops - lo.flops)
-        return (max(lo.train_s + share * (hi.train_s - lo.train_s), 0.0),
-                max(lo.eval_s + share * (hi.eval_s - lo.eval_s), 0.0))
+        return tuple(max(getattr(lo, k) + share * (getattr(hi, k) - getattr(lo, k)), 0.0)
+                     for k in ("train_s", "eval_s", "single_s"))
 
 
-def trial_seconds(cfg: TrainConfig, sizes: Any, prices: Prices) -> float:
-    """One trial's wall time from its images and epochs (module docstring)."""
+LATENCY_PASSES = ((1, 20 + 1), (256, 3 + 1))  # (batch, passes with the warm-up): training.loop's latency timing
+
+
+def trial_seconds(cfg: TrainConfig, sizes: Any, prices: Prices, tested: bool = True) -> float:
+    """One trial's wall time from its images and epochs (module docstring); not `tested`: a screen a
+    confirm phase follows, which skips the test pass and the latency timing (sweep.trainable)."""
     from training.loader import split_sizes
 
     n_fit, n_val = split_sizes(sizes.train, cfg.val_fraction, cfg.subset)
     train_images = (n_fit // cfg.batch_size) * cfg.batch_size if n_fit >= cfg.batch_size else n_fit
-    train_s, eval_s = prices.per_image(cfg, sizes.classes)
+    train_s, eval_s, single_s = prices.per_image(cfg, sizes.classes)
     epochs = cfg.epochs + cfg.finetune_epochs
-    return TRIAL_START_S + epochs * (train_images * train_s + n_val * eval_s) + sizes.test * eval_s
+    seconds = TRIAL_START_S + epochs * (train_images * train_s + n_val * eval_s)
+    if tested and cfg.evaluate_test:
+        seconds += sizes.test * eval_s
+    if tested and cfg.measure_latency:
+        seconds += sum(passes * (single_s if batch == 1 else batch * eval_s) for batch, passes in LATENCY_PASSES)
+    return seconds
 
 
 def makespan(durations: Sequence[float], slots: int) -> float:
@@ -236,26 +266,26 @@ def estimate_sweep(params: dict[str, Any], plan: Any, record: dict[str, Any], sl
     prices = Prices(screen, classes, threads)
     draws = 1 if grid else math.ceil(plan.num_samples / len(screen))  # random/Optuna: each config stands for its share
 
-    def arm_times(fraction: float) -> list[float]:
+    def arm_times(fraction: float, tested: bool) -> list[float]:
         configs = check_trials(params, plan.smoke, grid, record["space_name"], fraction) if fraction < 1 else screen
-        return [trial_seconds(cfg, sizes[cfg.dataset], prices) for cfg in configs]
+        return [trial_seconds(cfg, sizes[cfg.dataset], prices, tested) for cfg in configs]
 
     out, arms = [], record["expected_trials"] // seeds
-    first = arm_times(rungs[0]["budget"] / plan.max_t)
+    first = arm_times(rungs[0]["budget"] / plan.max_t, plan.test_shown)
     if grid and len(first) != arms:  # a fraction of the grid: some of its arms, each as the mean arm
         first = [sum(first) / len(first)] * arms
     durations = [t for t in first for _ in range(seeds * draws)][:record["expected_trials"]]
     out.append((SCREEN if len(rungs) == 1 else "rung 1", PHASE_START_S + makespan(durations, slots)))
     for k, rung in enumerate(rungs[1:], start=2):
         arms = rung_keeps(arms, plan.reduction_factor)
-        mean = sum(times := arm_times(rung["budget"] / plan.max_t)) / len(times)
+        mean = sum(times := arm_times(rung["budget"] / plan.max_t, plan.test_shown)) / len(times)
         out.append((f"rung {k}", PHASE_START_S + makespan([mean] * (arms * seeds), slots)))
     confirm = record["phases"].get(CONFIRM)
     if confirm:  # every look up to the cap: an upper bound (a look per seed once the first has run)
-        full = arm_times(1.0)
+        full = arm_times(1.0, True)
         mean, arms = sum(full) / len(full), phases.confirm_bound(params, confirm, plan.search)
         seeds, cap = len(confirm["seeds"]), confirm.get("max_seeds", len(confirm["seeds"]))
         seconds = PHASE_START_S + makespan([mean] * (arms * seeds), slots)
         seconds += (cap - seeds) * (PHASE_START_S + makespan([mean] * arms, slots))
         out.append((CONFIRM if cap == seeds else "confirm (to the cap)", seconds))
-    return Estimate(sum(s for _, s in out), out, slots, device_words(threads), len(prices.probes))
+    return Estimate(sum(s for _, s in out), out, slots, device_words(threads), len(prices.probes), prices.other_load)

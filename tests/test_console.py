@@ -27,6 +27,26 @@ def test_progress_counts_trials_and_estimates_the_time_left_from_ended_trials():
     assert count_outcomes(frame, "asha") == {"finished": 1, "stopped by ASHA": 1, "running": 1}
 
 
+def test_the_eta_counts_down_between_reports_and_covers_the_whole_sweep():
+    """The running trial reported 5 s of work at t=1000; 8 s later it has run 13 s, so 2 s are left of
+    the 15 s mean, and 30 s of two trials left: 32 s. The phase was estimated at 60 s and ran at 97 s
+    elapsed + 32 s: its pace (129 / 60) prices the 20 s the later phases were estimated at."""
+    frame = pd.DataFrame({"status": ["TERMINATED", "TERMINATED", "RUNNING"], "outcome": ["finished"] * 2 + ["running"],
+                          "time_total_s": [10.0, 20.0, 5.0], "timestamp": [990, 995, 1000]})
+    at = {now: progress_line(frame, 5, 97, "asha", 60.0, 20.0, now=now) for now in (1000.0, 1008.0)}
+    from study.cli import duration
+
+    assert at[1000.0].endswith(f"ETA ~40 s; the sweep ~{duration(40 + 20 * 137 / 60)} (the phases after this one "
+                               "at its pace)")
+    assert at[1008.0].endswith(f"ETA ~32 s; the sweep ~{duration(32 + 20 * 129 / 60)} (the phases after this one "
+                               "at its pace)")
+    assert duration(40 + 20 * 137 / 60) != duration(32 + 20 * 129 / 60)  # it counted down
+    pending = frame.assign(status="PENDING").iloc[:0]
+    assert progress_line(pending, 5, 20, "asha", 60.0, 100.0).endswith(f"elapsed; the sweep ~{duration(140)} by its "
+                                                                       "estimate")
+    assert "sweep" not in progress_line(frame, 5, 97, "asha")  # no estimate: this phase's ETA only
+
+
 def trials(rows):
     return pd.DataFrame(rows, columns=["trial_id", "stop_reason", "attention", "seed", "best_val_acc", "test_acc",
                                        "epochs_run"])

@@ -130,3 +130,35 @@ def test_an_exploded_loss_is_found_on_the_frames_and_said_in_console_and_report(
 
 def trial_dir_name_of(experiment, trial_id):
     return next(p.name for p in experiment.iterdir() if trial_id in p.name)
+
+
+def test_the_estimate_prices_the_passes_a_trial_runs_and_says_the_machines_other_load():
+    """A screen a confirm phase follows skips the test pass and the latency timing: priced without them;
+    a process spinning beside the probe is measured (study.busy) and the line says what it costs."""
+    import subprocess
+    import sys
+    import time
+
+    from study.config import TrainConfig
+    from sweep.estimate import Estimate, Prices, trial_seconds
+    from training.datasets import dataset_sizes
+
+    cfg = TrainConfig(dataset="synthetic", subset=512, image_size=16, epochs=1, width=0.25, batch_size=32)
+    sizes = dataset_sizes("synthetic")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        prices = Prices([cfg], {"synthetic": sizes.classes}, 1)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert prices.other_load is not None and prices.other_load > 0.2  # one of the machine's CPUs, spinning
+    tested, screened = trial_seconds(cfg, sizes, prices), trial_seconds(cfg, sizes, prices, tested=False)
+    train_s, eval_s, single_s = prices.per_image(cfg, sizes.classes)
+    latency = 21 * single_s + 4 * 256 * eval_s
+    assert tested - screened == pytest.approx(sizes.test * eval_s + latency)
+    assert trial_seconds(cfg.replace(measure_latency=False), sizes, prices) == pytest.approx(tested - latency)
+    line = Estimate(600.0, [("screen", 600.0)], 2, "cpu (1 thread; no GPU)", 1, 0.5).line()
+    assert line.endswith("; the machine is busy: other processes used 50% of its CPU time during the probe, and "
+                         "while they run the sweep shares the CPUs with them (~20 min at that load)")
+    assert "busy" not in Estimate(600.0, [("screen", 600.0)], 2, "cpu", 1, 0.05).line()

@@ -40,6 +40,10 @@ class Plan:
     budget: int = 0
     # --trial-timeout: seconds a running trial may go without reporting an epoch before the sweep stops it
     trial_timeout: float | None = None
+    # the sweep's estimate (sweep.estimate) of this phase's seconds and of the phases after it, for the
+    # console's ETA of the whole sweep; 0: not known (a confirm phase's later looks)
+    estimated_s: float = 0.0
+    later_s: float = 0.0
 
     @classmethod
     def from_record(cls, recorded: Mapping[str, Any], where: str) -> "Plan":
