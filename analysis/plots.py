@@ -65,11 +65,12 @@ def mark_chance(ax, level: float | None, metric: str) -> None:
 
 
 def learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, metrics: Sequence[str] = ("val_acc",),
-                    by: str | None = None) -> Figure:
+                    by: str | None = None, note: str = "") -> Figure:
     """`metrics` by epoch, one panel each: a thin line per trial (coloured by its level of `by`) and,
     with `by`, each level's mean over the epochs that every one of its trials reached, so the mean
     never averages only the trials an early stop left (its n and last epoch in the legend); chance
-    dashed on accuracy panels."""
+    dashed on accuracy panels. `note`: what the trials are (a screen's first rung: "the screen's first
+    rung, ..."), its words up to the first comma beside the title, the whole in the caption."""
     fig = Figure(figsize=(5.5 * len(metrics), 3.8), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     # A factor named like a per-epoch column (lr) is taken from the trials frame.
@@ -93,9 +94,10 @@ def learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, metrics: Sequenc
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.suptitle((" and ".join(words(m) for m in metrics) + " per epoch").capitalize(), fontsize=10)
+    fig.suptitle((" and ".join(words(m) for m in metrics) + " per epoch").capitalize()
+                 + (f": {note.split(',')[0]}" if note else ""), fontsize=10)
     stopped = (data.groupby("trial_id")["epoch"].max().nunique() > 1)
-    return caption(fig, f"Thin lines: one trial each (n = {n})"
+    return caption(fig, (f"Trials of {note}. " if note else "") + f"Thin lines: one trial each (n = {n})"
                    + (f"; thick: the mean of each {by} level over the epochs all its trials reached"
                       + (" (some stopped early: the mean is not carried on over the trials left)" if stopped else "")
                       if by else "")
@@ -157,8 +159,10 @@ def pareto_plot(arms: pd.DataFrame, accuracy: str = "test_acc",
         readable_ticks(ax.xaxis, counts=cost in ("params", "flops"))
     fig.suptitle(f"{words(accuracy).capitalize()} against cost", fontsize=10)
     low, high = int(arms["n"].min()), int(arms["n"].max())
+    spread = ("its one trial, no bar (one trial an arm: no spread to show)" if high == 1 else
+              "the mean, bar ±1 std across its seeds" + (" (none for an arm of one trial)" if low == 1 else ""))
     return caption(fig, f"One dot per arm (n = {len(arms)} arms, {low if low == high else f'{low}-{high}'} "
-                        "trials each): the mean, bar ±1 std across its seeds; red: the Pareto front (no arm both "
+                        f"trial{'s' if high > 1 else ''} each): {spread}; red: the Pareto front (no arm both "
                         "cheaper and better)"
                    + (f"; {', '.join(marks)}: the arms barely differ, so the front is a matter of decimals" if marks
                       else "") + ".")
@@ -194,7 +198,7 @@ def objective_front_plot(frame: pd.DataFrame, objectives: Sequence[Sequence[str]
                         "the front (no other trial at least as good on every objective and better on one).")
 
 
-def stopping_plot(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_acc") -> Figure:
+def stopping_plot(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_acc", note: str = "") -> Figure:
     """The scheduler's picture: every trial's `metric` by epoch, its last epoch marked by why it
     ended (x = stopped by the scheduler); chance dashed."""
     fig = Figure(figsize=(7, 4.2), layout="constrained")
@@ -212,8 +216,8 @@ def stopping_plot(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val
     ax.set(xlabel="epoch", ylabel=label(metric))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7)
-    ax.set_title("How each trial ended", fontsize=10)
-    return caption(fig, f"{label(metric).capitalize()} by epoch, one grey line per trial (n = {len(trials)}); "
+    ax.set_title("How each trial ended" + (f": {note.split(',')[0]}" if note else ""), fontsize=10)
+    return caption(fig, (f"Trials of {note}. " if note else "") + f"{label(metric).capitalize()} by epoch, one grey line per trial (n = {len(trials)}); "
                         "the marker at its last epoch says how it ended (legend: n per reason).")
 
 
@@ -264,7 +268,7 @@ def interaction_plot(inter: pd.DataFrame, metric: str = "test_acc") -> Figure:
     """The interaction plot of the recipe table (analysis.effects.recipe_interactions): per
     architecture change, its effect under the base recipe and under the new one, each with its 95%
     interval, joined; a line that is not flat is the interaction; its style says the table's verdict."""
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    fig = Figure(figsize=(9.6, 4.2), layout="constrained")
     ax = fig.subplots()
     styles = {"supported": "-", "not supported": ":"}  # inconclusive: dashed
     for i, row in enumerate(inter.to_dict("records")):
@@ -279,7 +283,7 @@ def interaction_plot(inter: pd.DataFrame, metric: str = "test_acc") -> Figure:
     ax.set_xticks([0, 1], [f"recipe={first['base_recipe']}", f"recipe={first['recipe']}"])
     ax.set_xlim(-0.4, 1.4)
     ax.set_ylabel("effect (points), level minus reference")
-    ax.legend(fontsize=7, loc="best")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="outside right upper")  # beside the bars, not on them
     ax.set_title(f"Changes under each recipe: {words(metric)}", fontsize=10)
     return caption(fig, "Each architecture change's effect (level minus reference, averaged over the other factors' "
                         "cells) under the base recipe and under the new one, with 95% t intervals (none where the table has none), not adjusted; a "

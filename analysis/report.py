@@ -458,12 +458,16 @@ def figure_sections(exp: Experiment, compared: Compared,
         return []
     factors = ablation_factors(trials[trials["last_epoch"] > 0], config_columns, exp.axes)
     by = factors[0] if factors else None
-    out = [Section("Learning curves", f"Validation accuracy per epoch{f', grouped by {by}' if by else ''}.",
-                   "learning_curves", figure=plots.learning_curves(epochs, trials, ("val_acc",), by)),
-           Section("Loss curves", "Train and validation loss per epoch (as in the ResNet study's figure).",
-                   "loss_curves", figure=plots.learning_curves(epochs, trials, ("train_loss", "val_loss"), by)),
-           Section("Stopping", "Every trial's validation accuracy by epoch; the marker shows how it ended.",
-                   "stopping", figure=plots.stopping_plot(epochs, trials))]
+    rungs, plan = exp.sweep.get("rungs") or [], exp.sweep.get("plan") or {}
+    note = (f"the screen's first rung, every trial's schedule fitted to {rungs[0]['budget']} of {plan.get('max_t')} "
+            "epochs" if len(rungs) > 1 else "")  # screen_compared's first_rung: every arm at one budget
+    said = f" Trials of {note}." if note else ""
+    out = [Section("Learning curves", f"Validation accuracy per epoch{f', grouped by {by}' if by else ''}.{said}",
+                   "learning_curves", figure=plots.learning_curves(epochs, trials, ("val_acc",), by, note)),
+           Section("Loss curves", f"Train and validation loss per epoch (as in the ResNet study's figure).{said}",
+                   "loss_curves", figure=plots.learning_curves(epochs, trials, ("train_loss", "val_loss"), by, note)),
+           Section("Stopping", f"Every trial's validation accuracy by epoch; the marker shows how it ended.{said}",
+                   "stopping", figure=plots.stopping_plot(epochs, trials, note=note))]
     if len(compared.frame):
         arms = arm_summary(compared.frame, ablation_factors(compared.frame, config_columns, exp.axes),
                            compared.metric)
