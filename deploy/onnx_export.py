@@ -8,7 +8,7 @@ weights, the weights its test accuracy was reported for):
   int8 weights per channel, uint8 activations, min-max calibration on ``calibration`` images of
   the trial's own training split);
 - ``export.md`` / ``export.json``: per format, the file size, the test accuracy on the whole test
-  set, and the median latency at batch 1 and 32 (PyTorch eager and onnxruntime on this CPU, one
+  set and the share of its images given the class PyTorch fp32 gives (``agreement``), and the median latency at batch 1 and 32 (PyTorch eager and onnxruntime on this CPU, one
   process, ``threads`` threads, warm-up first, ``repeats`` timed runs), with the machine.
 """
 from __future__ import annotations
@@ -67,12 +67,10 @@ def normalised(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     return torch.cat([x for x, _ in loader.batches()]).contiguous()
 
 
-def accuracy(predict: Callable[[np.ndarray], np.ndarray], x: torch.Tensor, y: torch.Tensor) -> float:
-    correct = 0
-    for start in range(0, len(x), EVAL_BATCH):
-        logits = predict(x[start:start + EVAL_BATCH].numpy())
-        correct += int((logits.argmax(1) == y[start:start + EVAL_BATCH].numpy()).sum())
-    return 100.0 * correct / len(x)
+def predicted(predict: Callable[[np.ndarray], np.ndarray], x: torch.Tensor) -> np.ndarray:
+    """The class each image is given (the largest logit)."""
+    return np.concatenate([predict(x[start:start + EVAL_BATCH].numpy()).argmax(1)
+                           for start in range(0, len(x), EVAL_BATCH)])
 
 
 def median_ms(call: Callable[[], Any], repeats: int, warmup: int = 5) -> float:
@@ -151,15 +149,18 @@ def export_one(source: Source, out: Path, threads: int, calibration: int, repeat
     prepared.unlink()
     int8_session = session(int8, threads)
 
-    rows = []
+    rows, reference = [], None
     ort_name = f"onnxruntime {onnxruntime.__version__}"
     with OtherLoad() as load:  # other work on the machine inflates the latencies: measured, and said
         for fmt, runtime, file, predict, size in (
                 ("PyTorch fp32", f"torch {torch.__version__} eager", "", run_torch, model_size_mb(model)),
                 ("ONNX fp32", ort_name, fp32.name, run_onnx(fp32_session), mb(fp32)),
                 ("ONNX int8 (QDQ)", ort_name, int8.name, run_onnx(int8_session), mb(int8))):
+            classes = predicted(predict, test_x)
+            reference = classes if reference is None else reference  # PyTorch fp32's, the first row
             row = {"format": fmt, "runtime": runtime, "file": file, "size_mb": size,
-                   "test_acc": accuracy(predict, test_x, test_y)}
+                   "test_acc": 100.0 * float((classes == test_y.numpy()).mean()),
+                   "agreement": 100.0 * float((classes == reference).mean())}
             for batch in BATCHES:
                 x = test_x[:batch].numpy()
                 row[f"latency_ms_b{batch}"] = median_ms(lambda: predict(x), repeats)
@@ -182,7 +183,8 @@ def table_text(record: dict[str, Any]) -> str:
     from tabulate import tabulate
 
     shown = pd.DataFrame(record["rows"]).rename(columns={
-        "size_mb": "size (MB)", "test_acc": "test acc (%)", "latency_ms_b1": "latency b=1 (ms)",
+        "size_mb": "size (MB)", "test_acc": "test acc (%)", "agreement": "same class as fp32 (%)",
+        "latency_ms_b1": "latency b=1 (ms)",
         "latency_ms_b32": "latency b=32 (ms)"})
     return tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f")
 
@@ -191,7 +193,9 @@ def markdown(record: dict[str, Any]) -> str:
     reported = record["reported_test_acc"]
     return (f"# Export of {record['trial']} ({record['model']}, {record['dataset']})\n\n{table_text(record)}\n\n"
             f"Test accuracy on all {record['test_images']} test images, from the best-validation weights"
-            + (f" (the run reported {reported:.2f}%)" if reported is not None else "") + ". "
+            + (f" (the run reported {reported:.2f}%)" if reported is not None else "") + "; same class as fp32: "
+            "the share of them each format gives the class PyTorch fp32 gives (an int8 model can keep its accuracy "
+            "and still change many predictions). "
             f"ONNX fp32 matches PyTorch: largest logit difference {record['max_abs_logit_diff_fp32']:.2g} on "
             f"{record['tolerance']['images']} test images (tolerance {ATOL:g} + {RTOL:g} x |logit|). Int8: static "
             f"QDQ quantisation calibrated on {record['calibration_images']} training images. Latency: median of "

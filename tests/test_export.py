@@ -31,6 +31,9 @@ def test_a_model_that_learned_exports_verified_with_its_measured_table(fashion_m
     assert abs(rows["ONNX fp32"]["test_acc"] - rows["PyTorch fp32"]["test_acc"]) <= 0.05
     assert rows["ONNX fp32"]["test_acc"] >= 75.0
     assert abs(rows["ONNX int8 (QDQ)"]["test_acc"] - rows["ONNX fp32"]["test_acc"]) <= 2.0
+    # the share of test images given fp32's class: all of them for PyTorch, nearly all for ONNX fp32
+    assert rows["PyTorch fp32"]["agreement"] == 100.0 and rows["ONNX fp32"]["agreement"] >= 99.9
+    assert 50.0 <= rows["ONNX int8 (QDQ)"]["agreement"] <= 100.0
     assert record["max_abs_logit_diff_fp32"] <= ATOL * 100  # checked inside against atol + rtol|x|
     assert rows["ONNX int8 (QDQ)"]["size_mb"] < rows["ONNX fp32"]["size_mb"]
     for row in rows.values():
