@@ -14,7 +14,8 @@ BUSY_SHARE = 0.10
 class OtherLoad:
     """The share of the machine's CPU time that other processes used while the block ran (0: the
     machine was ours; 1: every CPU busy with other work): the CPUs' busy time from /proc/stat less
-    this process's own (os.times). `share` is None where /proc/stat cannot be read."""
+    this process's own and its descendants' (a local Ray the driver started: its daemons and workers
+    are the sweep's, not other work). `share` is None where /proc/stat cannot be read."""
 
     def __enter__(self) -> "OtherLoad":
         self.share: float | None = None
@@ -51,5 +52,29 @@ def busy_seconds() -> float | None:
 
 
 def own_seconds() -> float:
+    """CPU seconds of this process, its waited-for children and every living descendant (/proc)."""
     times = os.times()
-    return times.user + times.system
+    return times.user + times.system + times.children_user + times.children_system + descendants_seconds()
+
+
+def descendants_seconds() -> float:
+    """CPU seconds of this process's living descendants, and of the children they waited for."""
+    parents: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(entry.name)
+        parents.setdefault(int(fields[1]), []).append(pid)  # field 4, ppid (fields start at 3, the state)
+        used[pid] = sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    total, stack = 0.0, list(parents.get(os.getpid(), []))
+    while stack:
+        pid = stack.pop()
+        total += used.get(pid, 0.0)
+        stack += parents.get(pid, [])
+    return total

@@ -86,6 +86,19 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def shown(path: str | os.PathLike) -> str:
+    """A path as the console prints it for the user to copy: relative to the working directory when
+    it lies below it (runs/sweeps/NAME, the default storage), else as it is (a URI, /tmp/...)."""
+    text = str(path)
+    if "://" in text or not os.path.isabs(text):
+        return text
+    try:
+        relative = os.path.relpath(text)
+    except ValueError:  # another drive
+        return text
+    return text if relative.startswith("..") else relative
+
+
 def duration(seconds: float) -> str:
     """A length of time as every console line gives it (elapsed, ETA, estimates): '40 s', '1 min 05 s'
     under two minutes, then '12 min', then '3 h 05 min'."""

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from analysis.confirm import confirmed
 from deploy.latency import remeasure_front
+from study import learning
 from study.best import confirmed_best
+from study.cli import shown
 from study.front import objective_front
 from study.layout import LATENCY_FILE, SCREEN
 from study.load import load
@@ -32,7 +34,7 @@ def phase_summary(plan: Plan, expected: int, axes: list[str], last: bool) -> int
     """Print a phase's summary: every trial's outcome; for a sweep without a confirm phase, its best
     trial and arm (as the live table and the report give them); after the last phase, where to look.
     Exit status 130 when interrupted (Ctrl-C: Tune returns what it has), 1 when every trial errored."""
-    experiment_dir = plan.experiment_dir
+    experiment_dir = shown(plan.experiment_dir)
     try:
         summary = summarize(plan, axes)
         outcomes = [f"{n} {word}" for word, n in summary["outcomes"].items()]
@@ -41,15 +43,18 @@ def phase_summary(plan: Plan, expected: int, axes: list[str], last: bool) -> int
             outcomes.append(f"{expected - summary['trials']} not started")
             summary["unfinished"] += expected - summary["trials"]
         print(f"\n{plan.phase_dir + ': ' if named(plan, last) else ''}{expected} trials: "
-              f"{', '.join(outcomes) or 'none ran'}: {plan.tune_dir}")
+              f"{', '.join(outcomes) or 'none ran'}: {shown(plan.tune_dir)}")
         code = (130 if summary["unfinished"] else
                 1 if summary["trials"] and summary["errors"] + summary["timed_out"] == summary["trials"] else 0)
         if last and not plan.confirms:  # no confirm phase: the screen's best is the answer
             for line in summary["best_lines"]:
                 print(line)
+            line = did_not_learn(experiment_dir)
+            if line:
+                print(line)
             best = summary.get("best")
             if best and best.get("path"):
-                print(f"  reproduce it: python train.py --config {best['path']}")
+                print(f"  reproduce it: python train.py --config {shown(best['path'])}")
             if plan.objectives and not summary["unfinished"]:
                 print_front(experiment_dir, plan.objectives)
         if last and plan.confirms and not summary["unfinished"]:  # the confirm phase, ended
@@ -77,13 +82,27 @@ def closing_lines(plan: Plan) -> int:
     """After a sequential confirm phase's last look: its answer (print_confirmed) and where to look."""
     try:
         print_confirmed(plan.experiment_dir)
-        print(f"monitor: tensorboard --logdir {plan.experiment_dir}\n"
-              f"analyse: python -m analysis.report {plan.experiment_dir}")
+        print(f"monitor: tensorboard --logdir {shown(plan.experiment_dir)}\n"
+              f"analyse: python -m analysis.report {shown(plan.experiment_dir)}")
     except KeyboardInterrupt:
         print(f"run.py: interrupted while summarising; every result is saved: python -m analysis.report "
-              f"{plan.experiment_dir}", file=sys.stderr)
+              f"{shown(plan.experiment_dir)}", file=sys.stderr)
         return 130
     return 0
+
+
+def did_not_learn(experiment_dir: str) -> str:
+    """The screen's arms that did not learn, as the report's "Arms that did not learn" names them (its
+    first rung's under successive halving: every arm at one budget); '' when every arm learned."""
+    from analysis.report import screen_compared
+
+    exp, compared = screen_compared(load(experiment_dir).phase(SCREEN))
+    if compared.at_chance is None or compared.at_chance.empty:
+        return ""
+    factors = [c for c in compared.at_chance.columns if c not in learning.NUMBERS]
+    line = learning.sentence(compared.at_chance, factors, compared.arms, int(compared.at_chance["n"].sum()))
+    arms, _, names = line.partition(" left out: ")
+    return f"{arms[0].upper()}{arms[1:]} left out of the report's effects: {names}"
 
 
 def print_confirmed(experiment_dir: str) -> None:
@@ -93,7 +112,8 @@ def print_confirmed(experiment_dir: str) -> None:
     result = confirmed(exp)
     if result is not None:
         trial = confirmed_best(exp)
-        reproduce = [f"  reproduce it: python train.py --config {experiment_dir}/{trial['trial_dir']}"] if trial is not None else []
+        reproduce = ([f"  reproduce it: python train.py --config {shown(experiment_dir)}/{trial['trial_dir']}"]
+                     if trial is not None else [])
         print("\n".join([result.line, *reproduce, *result.fidelity.lines]))
 
 

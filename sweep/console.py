@@ -192,9 +192,8 @@ class TrialTable(tune.CLIReporter):
         elapsed = time.time() - self._start_time
         eta = (getattr(self, "estimated_s", 0.0), getattr(self, "later_s", 0.0))  # a reporter pickled before them
         lines = [f"== {time.strftime('%H:%M:%S')} {progress_line(frame, total, elapsed, self.scheduler, *eta)}"]
-        if not frame.empty:
-            if frame["status"].ne("PENDING").any():
-                lines += describe(frame, ablation_factors(frame, (), self.axes), self.test_shown)
+        if not frame.empty and (done or frame["status"].ne("PENDING").any()):  # a table of pending rows says nothing
+            lines += describe(frame, ablation_factors(frame, (), self.axes), self.test_shown)
             shown, note = (frame, "") if done else live_rows(frame)
             lines.append(table(shown, self.axes))
             lines += [note] if note else []

@@ -16,7 +16,7 @@ import pandas as pd
 import ray
 
 from study import questions
-from study.cli import duration
+from study.cli import duration, shown
 from study.config import UserError
 from study.layout import (CONFIRM, SCREEN, confirm_looks, expected_trials, look_of, phase_directories, rung_of,
                           screen_rungs, write_sweep)
@@ -56,8 +56,8 @@ def start(args: argparse.Namespace, params: dict[str, Any], plan: Plan, record: 
                 print(note, file=sys.stderr, flush=True)
             if packing:
                 print(packing.line(), flush=True)
-            print(f"experiment {plan.experiment_dir}: {phases_line(record)}; monitor with: tensorboard --logdir "
-                  f"{plan.experiment_dir}\n{estimate.line()}", flush=True)
+            print(f"experiment {shown(plan.experiment_dir)}: {phases_line(record)}; monitor with: tensorboard --logdir "
+                  f"{shown(plan.experiment_dir)}\n{estimate.line()}", flush=True)
             return run_phases(plan, record, retry_errored=False)
     finally:
         experiment.release_claim(plan.experiment_dir, made)
@@ -78,7 +78,7 @@ def resume(args: argparse.Namespace) -> int:
                 done, todo = experiment.phase_left(phase, phase_expected(record, name), retried(record, name, retries > 0))
                 several = len(steps) > 1 or CONFIRM in record["phases"]
                 left.append(f"{done} done, {todo} left" + (f" ({name})" if several else ""))
-            print(f"resuming {plan.experiment_dir}: {'; '.join(left)}", flush=True)
+            print(f"resuming {shown(plan.experiment_dir)}: {'; '.join(left)}", flush=True)
             return run_phases(plan, record, retry_errored=retries > 0)
 
 

@@ -177,6 +177,7 @@ def summarize(plan: Plan, axes: list[str]) -> dict[str, Any]:
     """Every trial's outcome in the console's (the report's) words, the best trial and arm
     (study.best), and the errored and unfinished (interrupted) counts."""
     from study.best import best_trial, describe
+    from study.cli import shown
     from study.factors import ablation_factors
     from sweep.console import count_outcomes, trial_frame
 
@@ -188,7 +189,7 @@ def summarize(plan: Plan, axes: list[str]) -> dict[str, Any]:
                                "timed_out": int((reasons == "timed_out").sum()),
                                "unfinished": int((reasons == "unfinished").sum()),
                                "best_lines": describe(frame, ablation_factors(frame, (), axes)) if len(frame) else [],
-                               "tensorboard": f"tensorboard --logdir {plan.experiment_dir}"}
+                               "tensorboard": f"tensorboard --logdir {shown(plan.experiment_dir)}"}
     best = best_trial(frame) if len(frame) else None
     if best is not None:
         summary["best"] = {"trial_id": best["trial_id"], "path": best["path"]}

@@ -94,3 +94,12 @@ def test_a_worker_killed_for_memory_is_said_to_be_out_of_memory():
     assert memory_cause(died) is None and memory_cause(RuntimeError("no")) is None
     assert "when memory runs out, the kernel's OOM killer kills it" in trial_error(died)
     assert memory_cause(died, pid=2 ** 22 + 7) is None  # no kernel record of that pid
+
+
+def test_a_path_below_the_working_directory_is_shown_relative(tmp_path, monkeypatch):
+    from study.cli import shown
+
+    monkeypatch.chdir(tmp_path)
+    assert shown(tmp_path / "runs" / "sweeps" / "x") == "runs/sweeps/x"
+    assert shown("/elsewhere/x") == "/elsewhere/x" and shown("s3://bucket/x") == "s3://bucket/x"
+    assert shown("runs/x") == "runs/x"

@@ -145,6 +145,12 @@ def test_the_report_shows_the_rungs_and_the_first_rungs_effects(halving, tmp_pat
     # lr 0 cannot learn: left out of the first rung's effects, which then have one learner and no contrast
     assert "## Arms that did not learn" in text and "left out: lr=0.0" in text
     assert "No effects: fewer than two trials of arms that learned are left." in text
+    # and the screen-only sweep's console says it at its end, from the first rung (every arm at one budget)
+    from sweep.closing import did_not_learn
+
+    line = did_not_learn(str(experiment))
+    assert line.startswith("1 of 2 arms did not learn (no trial's best validation accuracy is shown above chance")
+    assert line.endswith("and their 1 trial is left out of the report's effects: lr=0.0")
 
 
 @pytest.mark.slow
