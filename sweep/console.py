@@ -176,10 +176,10 @@ class TrialTable(tune.CLIReporter):
     (while it runs at most MAX_ROWS rows: live_rows). Every 30 s and at the end."""
 
     def __init__(self, axes: Sequence[str], scheduler: str, test_shown: bool = True, estimated_s: float = 0.0,
-                 later_s: float = 0.0) -> None:
+                 later_s: float = 0.0, best_shown: bool = True) -> None:
         super().__init__(max_report_frequency=30)
         self.axes, self.scheduler, self.test_shown = list(axes), scheduler, test_shown
-        self.estimated_s, self.later_s = estimated_s, later_s
+        self.estimated_s, self.later_s, self.best_shown = estimated_s, later_s, best_shown
 
     def report(self, trials: list, done: bool, *sys_info: str) -> None:
         print(self.status(trials, done), flush=True)
@@ -193,7 +193,8 @@ class TrialTable(tune.CLIReporter):
         eta = (getattr(self, "estimated_s", 0.0), getattr(self, "later_s", 0.0))  # a reporter pickled before them
         lines = [f"== {time.strftime('%H:%M:%S')} {progress_line(frame, total, elapsed, self.scheduler, *eta)}"]
         if not frame.empty and (done or frame["status"].ne("PENDING").any()):  # a table of pending rows says nothing
-            lines += describe(frame, ablation_factors(frame, (), self.axes), self.test_shown)
+            if getattr(self, "best_shown", True):  # a confirm look's best would be a second, other best
+                lines += describe(frame, ablation_factors(frame, (), self.axes), self.test_shown)
             shown, note = (frame, "") if done else live_rows(frame)
             lines.append(table(shown, self.axes))
             lines += [note] if note else []

@@ -159,7 +159,7 @@ def console_table(axes: list[str], plan: Plan) -> tune.CLIReporter:
     from sweep.console import TrialTable
 
     use_table_output()
-    return TrialTable(axes, plan.scheduler, plan.test_shown, plan.estimated_s, plan.later_s)
+    return TrialTable(axes, plan.scheduler, plan.test_shown, plan.estimated_s, plan.later_s, best_shown=not plan.confirms)
 
 
 def param_space(plan: Plan, params: dict[str, Any]) -> dict[str, Any]:

@@ -103,3 +103,30 @@ def test_a_path_below_the_working_directory_is_shown_relative(tmp_path, monkeypa
     assert shown(tmp_path / "runs" / "sweeps" / "x") == "runs/sweeps/x"
     assert shown("/elsewhere/x") == "/elsewhere/x" and shown("s3://bucket/x") == "s3://bucket/x"
     assert shown("runs/x") == "runs/x"
+
+
+def test_a_confirm_looks_table_names_no_best_of_its_own():
+    """The confirm phase's answer is the screen's best arm over its fresh seeds (printed after each
+    look); a look's own 'best trial' and 'best arm' would be a second best, with other numbers."""
+    import time
+    from types import SimpleNamespace
+
+    from sweep.console import TrialTable
+
+    class Trial(SimpleNamespace):
+        def __str__(self) -> str:
+            return f"trial_{self.trial_id}"
+
+    def trial(i, attention, acc):
+        result = {"epoch": 2, "val_acc": acc, "best_val_acc": acc, "test_acc": acc, "epochs_run": 2,
+                  "status": "finished", "done": True}
+        return Trial(trial_id=f"t{i}", status="TERMINATED", last_result=result, path="",
+                     config={"attention": attention, "seed": i})
+
+    trials = [trial(0, "none", 50.0), trial(1, "channel", 40.0), trial(2, "none", 45.0)]
+    screen, look = (TrialTable(["attention", "seed"], "fifo", best_shown=shown) for shown in (True, False))
+    for table in (screen, look):
+        table._start_time = time.time()
+    assert "best trial (" in screen.status(trials, done=True) and "best arm (" in screen.status(trials, done=True)
+    text = look.status(trials, done=True)
+    assert "best trial" not in text and "best arm" not in text and "| trial_t0 " in text
