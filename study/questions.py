@@ -350,14 +350,20 @@ def simulated_trials(arms: int, first: int, cap: int, margin: float, alpha: floa
     """The mean confirm trials of the design (run_questions) over `runs` simulated confirm phases of
     `arms` arms, the best against each other one, every seed's test accuracy normal with sd one margin,
     each other arm `shift` margins below the best: the dry run's expected cost."""
+    return simulated_design(arms, first, cap, margin, alpha, shift, runs, seed)[0]
+
+
+def simulated_design(arms: int, first: int, cap: int, margin: float, alpha: float, shift: float,
+                     runs: int = 20, seed: int = 0) -> tuple[float, float]:
+    """(mean trials, mean looks) of :func:`simulated_trials`' simulated confirm phases."""
     rng = np.random.default_rng(seed)
     labels = [f"arm {i}" for i in range(arms)]
     qs = [{"id": f"{labels[0]} vs {a}", "kind": DIFFERENCE, "weights": {labels[0]: 1.0, a: -1.0}, "margin": margin}
           for a in labels[1:]]
-    total = 0
+    total = looks = 0
     for _ in range(runs):
         noise = rng.normal(0, margin, size=(arms, cap))
-        _, tried, _ = run_questions(qs, lambda a, k: (0 if a == labels[0] else -shift * margin) + noise[labels.index(a), k],
-                                    labels, first, cap, alpha)
-        total += sum(tried.values())
-    return total / runs
+        _, tried, ran = run_questions(qs, lambda a, k: (0 if a == labels[0] else -shift * margin) + noise[labels.index(a), k],
+                                      labels, first, cap, alpha)
+        total, looks = total + sum(tried.values()), looks + ran
+    return total / runs, looks / runs

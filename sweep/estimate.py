@@ -15,8 +15,10 @@ the trial runs it (not in a screen a confirm phase follows), the latency timing 
 and a phase's wall
 time PHASE_START_S plus the makespan of its trials over the trial slots (longest trial first onto the freest slot, as
 Tune fills free slots). Later rungs and the confirm phase train arms not known yet: they take the
-mean arm's time, at most as many trials as planned; the confirm phase every look up to its cap (a
-look per seed after the first, each a phase of its own). Schedulers that stop trials early (ASHA,
+mean arm's time, at most as many trials as planned; the confirm phase as many arms as it may take
+(phases.confirm_bound) for the trials and looks its design takes on average when no arm differs from
+the best (study.questions.simulated_design, each look a phase of its own), and, as the upper bound
+the line gives beside, every arm to the cap (a look per seed after the first). Schedulers that stop trials early (ASHA,
 HyperBand, the median rule) are priced as if every trial ran to its end: an upper bound.
 
 It prices the trials on *this* machine: a cluster with other nodes or a GPU the driver lacks runs at
@@ -72,11 +74,14 @@ class Estimate:
     device: str  # what the probe ran on: 'cpu (1 thread)', 'cuda (NVIDIA H200)'
     probed: int  # arms probed
     other_load: float | None = None  # the share of the CPUs' time other processes used during the probe
+    cap_s: float = 0.0  # the whole sweep with every confirm arm at the cap (0: no confirm phase beyond its first look)
 
     def line(self) -> str:
         parts = ", ".join(f"{name} {duration(s)}" for name, s in self.phases)
         text = (f"estimated wall time: ~{duration(self.seconds)} ({parts}) with {self.slots} trial(s) at once, from a "
                 f"probe of {self.probed} arm(s) on this machine's {self.device}")
+        if self.cap_s > self.seconds:
+            text += f"; up to ~{duration(self.cap_s)} if every confirm arm runs to the cap"
         if self.other_load is not None and self.other_load > BUSY_SHARE:
             loaded = self.seconds / max(1.0 - self.other_load, 0.05)
             text += (f"; the machine is busy: other processes used {self.other_load:.0%} of its CPU time during the "
@@ -251,6 +256,7 @@ def device_words(threads: int) -> str:
 def estimate_sweep(params: dict[str, Any], plan: Any, record: dict[str, Any], slots: int) -> Estimate:
     """The wall time of the sweep `plan_sweep` planned (sweep.planning.screen), its trials `slots` at a time."""
     from study.layout import CONFIRM, SCREEN
+    from study.questions import simulated_design
     from study.selection import rung_keeps
     from sweep.planning import phases
     from sweep.planning.configs import check_trials
@@ -280,12 +286,21 @@ def estimate_sweep(params: dict[str, Any], plan: Any, record: dict[str, Any], sl
         arms = rung_keeps(arms, plan.reduction_factor)
         mean = sum(times := arm_times(rung["budget"] / plan.max_t, plan.test_shown)) / len(times)
         out.append((f"rung {k}", PHASE_START_S + makespan([mean] * (arms * seeds), slots)))
-    confirm = record["phases"].get(CONFIRM)
-    if confirm:  # every look up to the cap: an upper bound (a look per seed once the first has run)
+    confirm, cap_s = record["phases"].get(CONFIRM), 0.0
+    if confirm:
         full = arm_times(1.0, True)
         mean, arms = sum(full) / len(full), phases.confirm_bound(params, confirm, plan.search)
         seeds, cap = len(confirm["seeds"]), confirm.get("max_seeds", len(confirm["seeds"]))
-        seconds = PHASE_START_S + makespan([mean] * (arms * seeds), slots)
-        seconds += (cap - seeds) * (PHASE_START_S + makespan([mean] * arms, slots))
-        out.append((CONFIRM if cap == seeds else "confirm (to the cap)", seconds))
-    return Estimate(sum(s for _, s in out), out, slots, device_words(threads), len(prices.probes), prices.other_load)
+        first_look = PHASE_START_S + makespan([mean] * (arms * seeds), slots)
+        at_cap = first_look + (cap - seeds) * (PHASE_START_S + makespan([mean] * arms, slots))
+        expected = first_look
+        if cap > seeds and arms > 1:  # the design's average looks and trials when no arm differs from the best
+            trials, looks = simulated_design(arms, seeds, cap, confirm.get("margin", 0.5), confirm.get("alpha", 0.05), 0)
+            later = max(looks - 1, 0.0)
+            if later:
+                per_look = max(round((trials - arms * seeds) / later), 1)
+                expected += later * (PHASE_START_S + makespan([mean] * per_look, slots))
+            cap_s = sum(s for _, s in out) + at_cap
+        out.append((CONFIRM if cap == seeds else "confirm (expected)", expected))
+    return Estimate(sum(s for _, s in out), out, slots, device_words(threads), len(prices.probes), prices.other_load,
+                    cap_s)
