@@ -242,3 +242,25 @@ def assert_notebook_is_the_report(notebook, shown: dict, expected: list) -> None
     tables = [to_markdown(s.table) for s in expected if s.table is not None]
     assert [m for m in markdown if m in tables] == tables  # every table, in the report's order
     assert sum("image/png" in o.get("data", {}) for o in cell.outputs) == sum(s.figure is not None for s in expected)
+
+
+@contextlib.contextmanager
+def other_process_spinning(tmp_path: Path):
+    """A process spinning on one CPU that is not a descendant of this one (study.busy counts a
+    process's descendants as its own): started through `setsid -f`, so init adopts it; killed after."""
+    import signal
+    import sys
+    import time
+
+    pid_file = tmp_path / "spinner.pid"
+    subprocess.run(["setsid", "-f", sys.executable, "-c",
+                    f"import os; open({str(pid_file)!r}, 'w').write(str(os.getpid()))\nwhile True: pass"], check=True)
+    deadline = time.monotonic() + 10
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    try:
+        time.sleep(0.3)
+        yield pid
+    finally:
+        os.kill(pid, signal.SIGKILL)

@@ -130,26 +130,31 @@ def test_the_script_runs_from_the_repository_root(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("export: error:") and "Traceback" not in proc.stderr
 
 
-def test_other_load_counts_the_other_processes_cpu_time_not_our_own():
+def test_other_load_counts_the_other_processes_cpu_time_not_our_own(tmp_path):
     """A process spinning beside the timed block takes one CPU: its share of the machine is counted;
-    this process spinning inside the block is not (its own CPU time is left out)."""
+    this process spinning inside the block is not, nor is a child of it (a local Ray the driver
+    started is the sweep's own work, not other load)."""
     import os
     import time
 
     from study.busy import OtherLoad
+    from tests.helpers import other_process_spinning
 
     cpus = os.cpu_count() or 1
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.3)
-        with OtherLoad() as busy:
-            time.sleep(1.5)
-    finally:
-        spinner.kill()
-        spinner.wait()
+    with other_process_spinning(tmp_path), OtherLoad() as busy:
+        time.sleep(1.5)
     assert busy.share >= 0.7 / cpus and "the machine was busy" in busy.note()
     with OtherLoad() as ours:
         end = time.monotonic() + 1.5
         while time.monotonic() < end:
             pass
     assert ours.share < busy.share - 0.5 / cpus  # our own spinning is not another process's load
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        with OtherLoad() as children:
+            time.sleep(1.5)
+    finally:
+        child.kill()
+        child.wait()
+    assert children.share < busy.share - 0.5 / cpus  # a descendant's time is ours

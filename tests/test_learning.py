@@ -132,26 +132,19 @@ def trial_dir_name_of(experiment, trial_id):
     return next(p.name for p in experiment.iterdir() if trial_id in p.name)
 
 
-def test_the_estimate_prices_the_passes_a_trial_runs_and_says_the_machines_other_load():
+def test_the_estimate_prices_the_passes_a_trial_runs_and_says_the_machines_other_load(tmp_path):
     """A screen a confirm phase follows skips the test pass and the latency timing: priced without them;
     a process spinning beside the probe is measured (study.busy) and the line says what it costs."""
-    import subprocess
-    import sys
-    import time
-
     from study.config import TrainConfig
     from sweep.estimate import Estimate, Prices, trial_seconds
     from training.datasets import dataset_sizes
 
     cfg = TrainConfig(dataset="synthetic", subset=512, image_size=16, epochs=1, width=0.25, batch_size=32)
     sizes = dataset_sizes("synthetic")
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.3)
+    from tests.helpers import other_process_spinning
+
+    with other_process_spinning(tmp_path):
         prices = Prices([cfg], {"synthetic": sizes.classes}, 1)
-    finally:
-        spinner.kill()
-        spinner.wait()
     assert prices.other_load is not None and prices.other_load > 0.2  # one of the machine's CPUs, spinning
     tested, screened = trial_seconds(cfg, sizes, prices), trial_seconds(cfg, sizes, prices, tested=False)
     train_s, eval_s, single_s = prices.per_image(cfg, sizes.classes)
