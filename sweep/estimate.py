@@ -15,10 +15,12 @@ the trial runs it (not in a screen a confirm phase follows), the latency timing 
 and a phase's wall
 time PHASE_START_S plus the makespan of its trials over the trial slots (longest trial first onto the freest slot, as
 Tune fills free slots). Later rungs and the confirm phase train arms not known yet: they take the
-mean arm's time, at most as many trials as planned; the confirm phase as many arms as it may take
-(phases.confirm_bound) for the trials and looks its design takes on average when no arm differs from
-the best (study.questions.simulated_design, each look a phase of its own), and, as the upper bound
-the line gives beside, every arm to the cap (a look per seed after the first). Schedulers that stop trials early (ASHA,
+mean arm's time, at most as many trials as planned; the confirm phase, whose arms are known only
+once the screen has ranked them (between K and phases.confirm_bound, as the best arm's leave-one-out
+neighbours fall among the top K or not), the middle of that range, for the trials and looks its design
+takes on average when no arm differs from the best (study.questions.simulated_design, each look a
+phase of its own), and, as the upper bound the line gives beside, every possible arm to the cap (a
+look per seed after the first). Schedulers that stop trials early (ASHA,
 HyperBand, the median rule) are priced as if every trial ran to its end: an upper bound.
 
 It prices the trials on *this* machine: a cluster with other nodes or a GPU the driver lacks runs at
@@ -44,14 +46,15 @@ from study.busy import BUSY_SHARE, OtherLoad
 from study.cli import duration
 from study.config import TrainConfig
 
-# A trial's fixed cost on Ray beyond its epochs (the dataset cache read, the model built and its FLOPs
-# counted, the files written), and each phase's (a Tuner set up, the trials' actors started, the
-# summary read back). Measured on the 2-core development machine with a 48-arm Fashion-MNIST ablation
-# (docs/PERFORMANCE.md, "The dry run's estimate"): a trial's time_total_s exceeded its epochs'
-# wall_time_s by 4.1 to 5.1 s (mean per phase), of which the final pass over the 10,000 test images
-# took about 2.7 s (the probe's rate); the sweep's wall time exceeded the sum of its three phases' by 30 s.
-TRIAL_START_S = 2.0
-PHASE_START_S = 10.0
+# A trial's fixed cost on Ray beyond its epochs and final passes (Tune reuses a phase's actors, so
+# little), and each phase's (a Tuner set up, its actors started, the summary read back, a look's
+# questions assessed). Measured on the 2-core AMD EPYC with the README's 48-arm Fashion-MNIST
+# ablation (docs/PERFORMANCE.md, "The dry run's estimate"): its 24 waves of two first-rung trials took
+# 90 s, their mean time_total_s 3.77 s (so well under a second a trial beyond it); a confirm look of
+# two 7.4 s trials took 11 s from its first table to its summary, about 5 s a phase beyond its trials.
+# (On the Intel machine, before, 2 s and 10 s, when each confirm phase ran once.)
+TRIAL_START_S = 0.5
+PHASE_START_S = 5.0
 LONG_S = 3600.0  # an estimate above this suggests cheaper first runs (sweep/run.py)
 PROBE_STEPS = 3  # timed training steps after one warm-up step
 PROBE_BATCH = 64  # at most this many images a probe step (seconds per image change little above it on a CPU)
@@ -289,10 +292,12 @@ def estimate_sweep(params: dict[str, Any], plan: Any, record: dict[str, Any], sl
     confirm, cap_s = record["phases"].get(CONFIRM), 0.0
     if confirm:
         full = arm_times(1.0, True)
-        mean, arms = sum(full) / len(full), phases.confirm_bound(params, confirm, plan.search)
+        mean, bound = sum(full) / len(full), phases.confirm_bound(params, confirm, plan.search)
+        arms = math.ceil((min(confirm["top"], bound) + bound) / 2)  # known once the screen has ranked
         seeds, cap = len(confirm["seeds"]), confirm.get("max_seeds", len(confirm["seeds"]))
         first_look = PHASE_START_S + makespan([mean] * (arms * seeds), slots)
-        at_cap = first_look + (cap - seeds) * (PHASE_START_S + makespan([mean] * arms, slots))
+        at_cap = (PHASE_START_S + makespan([mean] * (bound * seeds), slots)
+                  + (cap - seeds) * (PHASE_START_S + makespan([mean] * bound, slots)))
         expected = first_look
         if cap > seeds and arms > 1:  # the design's average looks and trials when no arm differs from the best
             trials, looks = simulated_design(arms, seeds, cap, confirm.get("margin", 0.5), confirm.get("alpha", 0.05), 0)
@@ -300,7 +305,7 @@ def estimate_sweep(params: dict[str, Any], plan: Any, record: dict[str, Any], sl
             if later:
                 per_look = max(round((trials - arms * seeds) / later), 1)
                 expected += later * (PHASE_START_S + makespan([mean] * per_look, slots))
-            cap_s = sum(s for _, s in out) + at_cap
+        cap_s = sum(s for _, s in out) + at_cap if at_cap > expected else 0.0
         out.append((CONFIRM if cap == seeds else "confirm (expected)", expected))
     return Estimate(sum(s for _, s in out), out, slots, device_words(threads), len(prices.probes), prices.other_load,
                     cap_s)
