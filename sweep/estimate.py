@@ -27,7 +27,8 @@ It prices the trials on *this* machine: a cluster with other nodes or a GPU the 
 another speed (the estimate says which device it measured). It assumes the machine is the sweep's:
 the share of its CPU time other processes used during the probe is measured (study.busy, as the
 export does while timing latency) and, above study.busy.BUSY_SHARE, the line says so with the wall
-time at that load (the trials then share the CPUs with it: about 1 / (1 - share) times longer). Measured against real sweeps:
+time at that load (the trials then share the CPUs with it: about 1 / (1 - share) times longer).
+Measured against real sweeps:
 docs/PERFORMANCE.md ("The dry run's estimate").
 """
 from __future__ import annotations
@@ -88,7 +89,8 @@ class Estimate:
         if self.other_load is not None and self.other_load > BUSY_SHARE:
             loaded = self.seconds / max(1.0 - self.other_load, 0.05)
             text += (f"; the machine is busy: other processes used {self.other_load:.0%} of its CPU time during the "
-                     f"probe, and while they run the sweep shares the CPUs with them (~{duration(loaded)} at that load)")
+                     f"probe, and while they run the sweep shares the CPUs with them (~{duration(loaded)} at that "
+                     "load)")
         return text
 
 
@@ -300,7 +302,8 @@ def estimate_sweep(params: dict[str, Any], plan: Any, record: dict[str, Any], sl
                   + (cap - seeds) * (PHASE_START_S + makespan([mean] * bound, slots)))
         expected = first_look
         if cap > seeds and arms > 1:  # the design's average looks and trials when no arm differs from the best
-            trials, looks = simulated_design(arms, seeds, cap, confirm.get("margin", 0.5), confirm.get("alpha", 0.05), 0)
+            trials, looks = simulated_design(arms, seeds, cap, confirm.get("margin", 0.5),
+                                             confirm.get("alpha", 0.05), 0)
             later = max(looks - 1, 0.0)
             if later:
                 per_look = max(round((trials - arms * seeds) / later), 1)
