@@ -313,7 +313,7 @@ STEPS_TEXT = ("Each step's effect is the next stage's mean test accuracy minus t
               "step from one model of all stages with the seed as a block (one residual variance for every "
               "stage), differs where the two disagree on significance; p_equivalent_holm: the equivalence test "
               "(TOST) of |step| < the margin (`--margin`), Holm over the steps, with margin_shown (the smallest "
-              "margin these numbers show) and seeds_needed (for a ±margin answer, 80% chance when the step is 0). "
+              "margin these numbers show, before Holm's adjustment) and seeds_needed (for a ±margin answer, 80% chance when the step is 0). "
               "Each stage changes several things at "
               "once (sweep/spaces.py), so a step is the effect of that bundle, not of one change. "
               "paper_step is the study's single-run step on CIFAR-10, for context.")
@@ -402,7 +402,8 @@ MAIN_TEXT = ("Effect = estimated marginal mean (emm) at the level − at the ref
              "Holm-adjusted over the table; significant (green in the figure) only where p_holm < 0.05. n, n_ref: "
              "trials at the level and at the reference; seeds: the seeds a paired interval is over. "
              "p_equivalent_holm: the equivalence test (TOST) of |effect| < the margin (`--margin`), Holm-adjusted "
-             "over the table; margin_shown: the smallest margin these numbers show; seeds_needed: the seeds a ±margin "
+             "over the table; margin_shown: the smallest margin these numbers show (their own 90% interval, "
+             "before Holm's adjustment); seeds_needed: the seeds a ±margin "
              "answer would need for an 80% chance when the true effect is 0.")
 INTERACTION_TEXT = ("Per architecture change, from the same trials: its effect under the base recipe and under "
                     "the new recipe (each averaged over the other factors' cells), and the interaction "

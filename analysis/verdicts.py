@@ -38,6 +38,8 @@ def numbers(row: Mapping, unit: str = "points", estimate: str = "effect") -> str
     method = row.get("method")
     if isinstance(method, str) and method in METHOD_WORDS:
         n = row.get("seeds") if method == "paired" and not pd.isna(row.get("seeds", math.nan)) else row.get("n")
+        if method == "welch" and not pd.isna(row.get("n_ref", math.nan)):  # a main effect's n: the level's trials
+            n = n + row["n_ref"]
         text += ", " + METHOD_WORDS[method].format(n=int(n) if not pd.isna(n) else "?")  # a main effect's n: trials
     if not math.isnan(row.get("p_holm", math.nan)):
         text += f", Holm p {p_value(row['p_holm'])}"
@@ -53,7 +55,7 @@ def equivalence(row: Mapping, margin: float | None, estimate: str = "effect") ->
     if row["p_equivalent_holm"] < ALPHA:
         return f"; shown within ±{margin:g} points (TOST Holm p {p_value(row['p_equivalent_holm'])})"
     text = (f"; within ±{margin:g} not shown either (TOST Holm p {p_value(row['p_equivalent_holm'])}; "
-            f"the smallest margin these numbers show is ±{row['margin_shown']:.2f}")
+            f"the smallest margin these numbers show, before Holm's adjustment, is ±{row['margin_shown']:.2f}")
     needed = row.get("seeds_needed", math.nan)
     if not math.isnan(needed) and abs(row.get(estimate, math.nan)) < margin:
         text += f"; about {int(needed)} seeds would give ±{margin:g} an 80% chance"

@@ -44,7 +44,7 @@ def choose(run_dir: Path, trials: list[str], best: bool, front: bool, front_cost
         if trials or front:
             raise UserError(f"{run_dir} is a train.py run (one model): --trial and --front are for sweeps")
         summary = layout.read_json(run_dir / "summary.json", dict) or {}
-        if not layout.is_number(summary.get("test_acc")):
+        if "test_acc" in summary and not layout.is_number(summary["test_acc"]):  # absent: run without its test pass
             raise UserError(f"{run_dir / 'summary.json'}: test_acc holds {summary['test_acc']!r}, not a number")
         return [Source(run_dir.name, layout.read_trial_config(run_dir / layout.RUN_CONFIG_FILE),
                        newest_checkpoint(run_dir), number_or_none(summary.get("test_acc")))]

@@ -206,12 +206,12 @@ def _toggles(parameters: list[inspect.Parameter], function: Callable[..., Any], 
         raise UserModelError(f"{where}: {name}.toggles must be a mapping of toggle: [allowed values]")
     toggles, fixed, reserved = {}, {}, set(field_names()) | RESERVED
     for p in parameters:
+        if type(p.default) not in TOGGLE_TYPES:  # left at its default, whatever its name (stem=None)
+            fixed[p.name] = _shown(p.default)
+            continue
         if p.name in reserved:
             raise UserModelError(f"{where}: {name}'s toggle {p.name} is named like a built-in knob or column; "
                                  "rename it")
-        if type(p.default) not in TOGGLE_TYPES:
-            fixed[p.name] = _shown(p.default)
-            continue
         allowed = declared.get(p.name)
         if allowed is not None:
             if not isinstance(allowed, (list, tuple)) or not allowed:

@@ -189,8 +189,14 @@ class TrialTable(tune.CLIReporter):
         if not self.test_shown:  # a screen: test accuracy is read from the confirm phase only
             frame = frame.drop(columns="test_acc", errors="ignore")
         total = max(self._total_samples or 0, len(trials))
-        elapsed = time.time() - self._start_time
-        eta = (getattr(self, "estimated_s", 0.0), getattr(self, "later_s", 0.0))  # a reporter pickled before them
+        if getattr(self, "_pid", None) != os.getpid():  # this driver's first look at the phase (Tune's restore
+            # unpickles the reporter of the run it continues: its start time is that run's)
+            self._pid, self._since = os.getpid(), time.time()
+            self._resumed = bool(len(frame)) and bool((~frame["status"].isin(tuple(LIVE))).any())
+        elapsed = time.time() - self._since
+        # the whole sweep's ETA from this phase's pace needs the phase from its start: not on a resumed one
+        eta = ((getattr(self, "estimated_s", 0.0), getattr(self, "later_s", 0.0))  # a reporter pickled before them
+               if not self._resumed else (0.0, 0.0))
         lines = [f"== {time.strftime('%H:%M:%S')} {progress_line(frame, total, elapsed, self.scheduler, *eta)}"]
         if not frame.empty and (done or frame["status"].ne("PENDING").any()):  # a table of pending rows says nothing
             if getattr(self, "best_shown", True):  # a confirm look's best would be a second, other best

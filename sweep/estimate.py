@@ -78,14 +78,14 @@ class Estimate:
     device: str  # what the probe ran on: 'cpu (1 thread)', 'cuda (NVIDIA H200)'
     probed: int  # arms probed
     other_load: float | None = None  # the share of the CPUs' time other processes used during the probe
-    cap_s: float = 0.0  # the whole sweep with every confirm arm at the cap (0: no confirm phase beyond its first look)
+    cap_s: float = 0.0  # the whole sweep with every possible confirm arm taken to the cap (0: no more than expected)
 
     def line(self) -> str:
         parts = ", ".join(f"{name} {duration(s)}" for name, s in self.phases)
         text = (f"estimated wall time: ~{duration(self.seconds)} ({parts}) with {self.slots} trial(s) at once, from a "
                 f"probe of {self.probed} arm(s) on this machine's {self.device}")
         if self.cap_s > self.seconds:
-            text += f"; up to ~{duration(self.cap_s)} if every confirm arm runs to the cap"
+            text += f"; up to ~{duration(self.cap_s)} if every possible confirm arm is taken and runs to the cap"
         if self.other_load is not None and self.other_load > BUSY_SHARE:
             loaded = self.seconds / max(1.0 - self.other_load, 0.05)
             text += (f"; the machine is busy: other processes used {self.other_load:.0%} of its CPU time during the "
@@ -305,9 +305,9 @@ def estimate_sweep(params: dict[str, Any], plan: Any, record: dict[str, Any], sl
             trials, looks = simulated_design(arms, seeds, cap, confirm.get("margin", 0.5),
                                              confirm.get("alpha", 0.05), 0)
             later = max(looks - 1, 0.0)
-            if later:
-                per_look = max(round((trials - arms * seeds) / later), 1)
-                expected += later * (PHASE_START_S + makespan([mean] * per_look, slots))
+            if later:  # each later look a phase, its trials (the extra ones shared out) at least one wave
+                waves = max((trials - arms * seeds) / slots, later)
+                expected += later * PHASE_START_S + waves * mean
         cap_s = sum(s for _, s in out) + at_cap if at_cap > expected else 0.0
         out.append((CONFIRM if cap == seeds else "confirm (expected)", expected))
     return Estimate(sum(s for _, s in out), out, slots, device_words(threads), len(prices.probes), prices.other_load,

@@ -449,9 +449,9 @@ def test_verdict_sentences_follow_the_tests():
     # the estimate is beyond the margin: more seeds would show a difference, so no seeds for equivalence
     assert text == ("Removing X costs test accuracy: **inconclusive** (+1.45 points [0.38, 2.52], paired over 3 seeds, "
                     "Holm p 0.057; within ±0.5 not shown either (TOST Holm p 1; the smallest margin these numbers "
-                    "show is ±2.18)).")
+                    "show, before Holm's adjustment, is ±2.18)).")
     inside = verdicts.directional("Removing X costs test accuracy", {**row, "effect": 0.2}, +1, 0.5)
-    assert inside.endswith("show is ±2.18; about 8 seeds would give ±0.5 an 80% chance)).")
+    assert inside.endswith("show, before Holm's adjustment, is ±2.18; about 8 seeds would give ±0.5 an 80% chance)).")
     assert "**supported**" in verdicts.directional("X", {**row, "p_holm": 0.01, "significant": True}, +1, 0.5)
     assert "**not supported**" in verdicts.directional("X", {**row, "p_holm": 0.01, "significant": True}, -1, 0.5)
     assert "**not supported** (+1.45 points" in verdicts.directional("X", {**row, "p_equivalent_holm": 0.01}, +1, 0.5)

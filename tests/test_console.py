@@ -96,6 +96,13 @@ def test_a_worker_killed_for_memory_is_said_to_be_out_of_memory():
     assert memory_cause(died, pid=2 ** 22 + 7) is None  # no kernel record of that pid
 
 
+def test_the_did_not_learn_line_never_costs_the_summary(tmp_path):
+    """sweep.closing.did_not_learn: an object store, or a directory the analysis cannot read, gives no line."""
+    from sweep.closing import did_not_learn
+
+    assert did_not_learn("s3://bucket/exp") == "" and did_not_learn(str(tmp_path / "nothing")) == ""
+
+
 def test_a_path_below_the_working_directory_is_shown_relative(tmp_path, monkeypatch):
     from study.cli import shown
 
@@ -108,7 +115,6 @@ def test_a_path_below_the_working_directory_is_shown_relative(tmp_path, monkeypa
 def test_a_confirm_looks_table_names_no_best_of_its_own():
     """The confirm phase's answer is the screen's best arm over its fresh seeds (printed after each
     look); a look's own 'best trial' and 'best arm' would be a second best, with other numbers."""
-    import time
     from types import SimpleNamespace
 
     from sweep.console import TrialTable
@@ -125,8 +131,16 @@ def test_a_confirm_looks_table_names_no_best_of_its_own():
 
     trials = [trial(0, "none", 50.0), trial(1, "channel", 40.0), trial(2, "none", 45.0)]
     screen, look = (TrialTable(["attention", "seed"], "fifo", best_shown=shown) for shown in (True, False))
-    for table in (screen, look):
-        table._start_time = time.time()
     assert "best trial (" in screen.status(trials, done=True) and "best arm (" in screen.status(trials, done=True)
     text = look.status(trials, done=True)
     assert "best trial" not in text and "best arm" not in text and "| trial_t0 " in text
+    # a phase this driver first sees with ended trials is a resumed one: its pace against the phase's
+    # estimate is not known (the time before the stop is not this driver's), so no whole-sweep ETA
+    resumed = TrialTable(["attention", "seed"], "fifo", estimated_s=60.0, later_s=20.0)
+    assert "the sweep" not in resumed.status(trials, done=False)
+    fresh = TrialTable(["attention", "seed"], "fifo", estimated_s=60.0, later_s=20.0)
+    pending = [trial(i, "none", 0.0) for i in range(2)]
+    for t in pending:
+        t.status, t.last_result = "PENDING", {}
+    assert "the sweep ~1 min 20 s by its estimate" in fresh.status(pending, done=False)
+    assert "the sweep ~" in fresh.status(trials, done=False)  # the same phase, its trials since ended

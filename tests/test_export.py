@@ -108,6 +108,13 @@ def test_damaged_files_of_a_run_are_one_line_exit_2(fashion_mnist_run, tmp_path,
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
         assert not (run_dir / "export").exists()
+    # a run without its test pass (train.py --config of a screen trial: evaluate_test false) has none to report
+    from deploy.choose import choose
+
+    no_test = shutil.copytree(fashion_mnist_run, tmp_path / "no-test")
+    (no_test / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "test_acc"}))
+    (source,) = choose(no_test, [], False, False, "params")
+    assert source.reported_test_acc is None
 
 
 def test_a_latency_file_of_the_wrong_shape_is_read_as_none(tmp_path):

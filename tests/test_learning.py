@@ -117,6 +117,9 @@ def test_an_exploded_loss_is_found_on_the_frames_and_said_in_console_and_report(
     assert exploded_line(trial, {"train_loss": 300.0, "epoch": 2}, said) is None  # once per trial
     assert exploded_line(SimpleNamespace(trial_id="b", config={"dataset": "fashion-mnist"}),
                          {"train_loss": 22.0, "epoch": 1}, said) is None
+    # a space that leaves the dataset at its default: every epoch's result carries the classes
+    assert "its loss exploded" in exploded_line(SimpleNamespace(trial_id="c", config={}),
+                                                {"train_loss": 216.0, "epoch": 1, "classes": 10}, said)
 
     experiment = write_experiment(tmp_path / "exp")  # aaaaa_00000's first epoch: a loss of 216 on 10 classes
     result = experiment / trial_dir_name_of(experiment, "aaaaa_00000") / "result.json"

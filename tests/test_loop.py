@@ -49,6 +49,8 @@ def test_a_config_without_the_test_pass_reports_no_test_metrics(tmp_path):
     ckpt.check_same_config(saved, TrainConfig(**TINY).to_dict())  # no error
     with pytest.raises(UserError, match="differs in: lr"):
         ckpt.check_same_config(saved, TrainConfig(**{**TINY, "lr": 0.5}).to_dict())
+    with pytest.raises(UserError, match="differs in: gone"):  # a key only the checkpoint has differs too
+        ckpt.check_same_config({"config": {**saved["config"], "gone": 1}}, TrainConfig(**TINY).to_dict())
 
 
 def test_patience_ends_the_trial_as_early_stopped():

@@ -115,7 +115,8 @@ def test_dry_run_lists_arms_times_seeds(name, samples, trials, capsys, tmp_path)
     assert f"each row runs with {samples} seed(s)" in out  # the arms once, not once per seed
     # the estimate from a probe on this machine, and (days of CPU time here) cheaper commands with theirs
     assert re.search(r"^estimated wall time: ~.+ with \d+ trial\(s\) at once, from a probe of [12] arm\(s\) on this "
-                     r"machine's cpu \(1 thread; no GPU\)(; up to ~.+ if every confirm arm runs to the cap)?"
+                     r"machine's cpu \(1 thread; no GPU\)(; up to ~.+ if every possible confirm arm is taken and "
+                     r"runs to the cap)?"
                      r"(; the machine is busy: .+)?$", out, re.M)
     assert re.search(r"^  cheaper: python sweep/run.py --space \S+ --smoke-test   \(synthetic data, a few tiny trials: "
                      r"~\d+ (s|min)( \d+ s)?\)$", out, re.M)

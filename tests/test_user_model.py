@@ -298,7 +298,7 @@ CIFAR_REPO = {
 
 
         class DLA(nn.Module):
-            def __init__(self, block=BasicBlock, num_classes=10, levels=2):
+            def __init__(self, block=BasicBlock, num_classes=10, levels=2, stem=None):
                 super().__init__()
                 self.levels = levels
                 self.linear = nn.Linear(3, num_classes)
@@ -329,11 +329,14 @@ def test_a_class_whose_num_classes_has_a_default_gets_the_count_and_keeps_other_
     assert dict(dla.toggles) == {"levels": 3} and create_model(dla, 7).linear.out_features == 7
     from models.user import notes
 
-    assert notes(dla.model) == [f"{cifar_repo}/resnet.py:14: block=BasicBlock is not a toggle of DLA (a toggle's "
-                                "default is a bool, int, float or string): it stays at its default"]
+    # stem=None is left at its default like block, though a built-in knob is called stem: only a toggle's name
+    # must not be a knob's
+    assert [line.split(": ", 1)[1].split(" is not")[0] for line in notes(dla.model)] == ["block=BasicBlock", "stem=None"]
+    assert notes(dla.model)[0] == (f"{cifar_repo}/resnet.py:14: block=BasicBlock is not a toggle of DLA (a toggle's "
+                                   "default is a bool, int, float or string): it stays at its default")
     with pytest.raises(ConfigError, match=r"block is an argument of DLA \(.*resnet\.py:14\) but not a toggle: its "
                                           r"default BasicBlock is not a bool, int, float or string; its toggles: "
-                                          r"levels; not toggles, left at their defaults: block"):
+                                          r"levels; not toggles, left at their defaults: block, stem"):
         config(f"{cifar_repo}/resnet.py:DLA", block="Bottleneck")
 
 

@@ -67,7 +67,8 @@ def check_same_config(saved: dict[str, Any], config: dict[str, Any]) -> None:
     """A checkpoint resumes only the config it was written with (but for AFTER_TRAINING's fields)."""
     written_with = saved.get("config") if isinstance(saved.get("config"), dict) else {}
     written_with = {**AFTER_TRAINING, **written_with}
-    changed = sorted(k for k, v in config.items() if k not in AFTER_TRAINING and written_with.get(k) != v)
+    changed = sorted(k for k in set(config) | set(written_with)
+                     if k not in AFTER_TRAINING and written_with.get(k) != config.get(k))
     if changed:
         raise UserError(f"checkpoint was written with a different config (differs in: {', '.join(changed)})")
 

@@ -263,7 +263,7 @@ class _Trial:
             "best_val_acc": s.best_val_acc, "best_epoch": s.best_epoch,
             "images_per_sec": result.images_per_sec, "epoch_time_s": result.seconds,
             "elapsed_s": s.elapsed_s, "status": (DIVERGED if s.diverged else RUNNING).value, "done": False,
-            **self.cost,
+            "classes": len(self.classes), **self.cost,
         }
 
     def _final_metrics(self, last: dict[str, Any]) -> dict[str, Any]:
