@@ -292,7 +292,7 @@ def faulty_trainable(record_dir: str):
     attention=channel one. Each attempt appends (pid, whether Tune handed it a checkpoint) to
     RECORD_DIR/<trial_id>. Defined in a closure so Ray ships it by value to its workers."""
 
-    def train_trial(config, smoke=False, experiment_dir=None, fraction=1.0):
+    def train_trial(config, smoke=False, experiment_dir=None, fraction=1.0, tested=True):
         import torch
         from ray import tune as ray_tune
 
@@ -314,7 +314,7 @@ def faulty_trainable(record_dir: str):
 
         trainable.report_to_tune = report_then_fail
         try:
-            trainable.train_trial(config, smoke, experiment_dir, fraction)
+            trainable.train_trial(config, smoke, experiment_dir, fraction, tested)
         finally:
             trainable.report_to_tune = real
 
