@@ -191,6 +191,9 @@ def both(ff: FactorialFit, weights: Mapping[tuple, float], margin: float | None 
             "pooled_p": pooled.p}
 
 
+EQUIVALENCE_COLUMNS = ["p_equivalent_holm", "margin_shown", "seeds_needed"]  # a table's TOST columns, after family()
+
+
 def family(table: pd.DataFrame) -> pd.DataFrame:
     """Holm over one table (one family) for the main p-values and, separately, the pooled ones and the
     equivalence tests: ``p_holm``, ``significant``, ``pooled_p_holm``, ``pooled_significant``,

@@ -51,12 +51,10 @@ def main_effects(ff: FactorialFit, margin: float | None = None) -> pd.DataFrame:
                          "emm_ref": factorial.marginal_mean(ff, factor, ref), **numbers,
                          "n": ff.counts[factor][level], "n_ref": ff.counts[factor][ref],
                          "seeds": numbers["n"] if numbers["method"] == "paired" else None})
-    columns = EFFECT_COLUMNS + (EQUIVALENCE_COLUMNS if margin is not None else [])
-    table = pd.DataFrame(rows, columns=[*EFFECT_COLUMNS, "pooled_p", "p_equivalent", *EQUIVALENCE_COLUMNS[1:]])
+    columns = EFFECT_COLUMNS + (contrasts.EQUIVALENCE_COLUMNS if margin is not None else [])
+    table = pd.DataFrame(rows, columns=[*EFFECT_COLUMNS, "pooled_p", "p_equivalent",
+                                        *contrasts.EQUIVALENCE_COLUMNS[1:]])
     return contrasts.family(table)[columns] if len(table) else table.reindex(columns=columns)
-
-
-EQUIVALENCE_COLUMNS = ["p_equivalent_holm", "margin_shown", "seeds_needed"]  # main_effects with a margin
 
 
 INTERACTION_COLUMNS = ["factor", "level", "reference", "recipe", "base_recipe", "method", "effect_base", "base_low",

@@ -313,7 +313,8 @@ STEPS_TEXT = ("Each step's effect is the next stage's mean test accuracy minus t
               "step from one model of all stages with the seed as a block (one residual variance for every "
               "stage), differs where the two disagree on significance; p_equivalent_holm: the equivalence test "
               "(TOST) of |step| < the margin (`--margin`), Holm over the steps, with margin_shown (the smallest "
-              "margin these numbers show, before Holm's adjustment) and seeds_needed (for a ±margin answer, 80% chance when the step is 0). "
+              "margin these numbers show, before Holm's adjustment) and seeds_needed (for a ±margin answer, 80% "
+              "chance when the step is 0). "
               "Each stage changes several things at "
               "once (sweep/spaces.py), so a step is the effect of that bundle, not of one change. "
               "paper_step is the study's single-run step on CIFAR-10, for context.")

@@ -108,7 +108,7 @@ def stage_steps(trials: pd.DataFrame, stage: str = "stage", margin: float | None
         rows.append({"step": f"{before} -> {after}", "n_from": ff.counts[stage][before],
                      "n_to": ff.counts[stage][after], **numbers,
                      "paper_step": PAPER_STAGE_ACCURACY[after] - PAPER_STAGE_ACCURACY[before]})
-    columns = STEP_COLUMNS + (["p_equivalent_holm", "margin_shown", "seeds_needed"] if margin is not None else [])
+    columns = STEP_COLUMNS + (contrasts.EQUIVALENCE_COLUMNS if margin is not None else [])
     table = contrasts.family(pd.DataFrame(rows))[columns]
     return table, f"{contrasts.describe(table)}; pooled: {ff.describe()}"
 

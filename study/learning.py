@@ -88,7 +88,8 @@ def exploded_line(table: pd.DataFrame) -> str:
     more = f"; and {len(table) - 8} more" if len(table) > 8 else ""
     n = len(table)
     return (f"The training loss exploded in {n} trial{'s' if n != 1 else ''} (an epoch's mean training loss above "
-            f"{EXPLODED:g} times ln(classes), the loss of a uniform guess; not stopped, as a NaN loss is): {said}{more}. "
+            f"{EXPLODED:g} times ln(classes), the loss of a uniform guess; not stopped, as a NaN loss is): "
+            f"{said}{more}. "
             "A lower lr, gradient clipping (clip_grad_norm) or a warm-up usually keeps it down.")
 
 
@@ -163,16 +164,18 @@ def check(trials: pd.DataFrame, factors: Sequence[str]) -> tuple[pd.DataFrame, p
     return trials[learned], at_chance, sentence(at_chance, factors, arms, int((~learned).sum())), arms
 
 
-def sentence(at_chance: pd.DataFrame, factors: Sequence[str], arms: int, trials: int) -> str:
+def sentence(at_chance: pd.DataFrame, factors: Sequence[str], arms: int, trials: int,
+             left_out: str = "left out") -> str:
     """'3 of 48 arms did not learn (no trial's best validation accuracy is shown above chance (10%) + 5
-    points by ...) and their 9 trials are left out: attention=simple residual=none; ...'."""
+    points by ...) and their 9 trials are left out: attention=simple residual=none; ...' (`left_out`:
+    the words for where they are left out of, the console's 'left out of the report's effects')."""
     level = chance_words(at_chance)
     names = "; ".join(" ".join(f"{f}={row[f]}" for f in factors) or "(one arm)"
                       for row in at_chance.head(8).to_dict("records"))
     more = f"; and {len(at_chance) - 8} more" if len(at_chance) > 8 else ""
     return (f"{len(at_chance)} of {arms} arm{'s' if arms != 1 else ''} did not learn (no trial's best validation "
             f"accuracy is shown above {level} + {MARGIN:g} points by a one-sided exact binomial test, alpha "
-            f"{ALPHA:g}; study.learning) and their {trials} trial{'s are' if trials != 1 else ' is'} left out: "
+            f"{ALPHA:g}; study.learning) and their {trials} trial{'s are' if trials != 1 else ' is'} {left_out}: "
             f"{names}{more}")
 
 

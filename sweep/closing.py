@@ -105,9 +105,9 @@ def did_not_learn(experiment_dir: str) -> str:
     if compared.at_chance is None or compared.at_chance.empty:
         return ""
     factors = [c for c in compared.at_chance.columns if c not in learning.NUMBERS]
-    line = learning.sentence(compared.at_chance, factors, compared.arms, int(compared.at_chance["n"].sum()))
-    arms, _, names = line.partition(" left out: ")
-    return f"{arms[0].upper()}{arms[1:]} left out of the report's effects: {names}"
+    line = learning.sentence(compared.at_chance, factors, compared.arms, int(compared.at_chance["n"].sum()),
+                             "left out of the report's effects")
+    return line[0].upper() + line[1:]
 
 
 def print_confirmed(experiment_dir: str) -> None:

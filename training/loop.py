@@ -141,8 +141,7 @@ class _Trial:
                                        batch_size=cfg.eval_batch_size, **common)
         self.test_loader = DeviceLoader(data.test_x, data.test_y, batch_size=cfg.eval_batch_size, **common)
         self.image_shape = tuple(data.train_x.shape[1:])
-        self.sizes = {"train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(data.test_y),
-                      "classes": len(self.classes)}
+        self.sizes = {"train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(data.test_y)}
 
     def _build_model(self) -> None:
         cfg = self.cfg
@@ -199,8 +198,9 @@ class _Trial:
     def describe(self) -> dict[str, Any]:
         """What was built, for a console's header: data, model, execution, steps per epoch."""
         cfg = self.cfg
-        return {"dataset": cfg.dataset, "image_size": self.image_shape[-1], **self.sizes, "model": cfg.model,
-                **self.cost, "device": str(self.device), "precision": self.precision, "threads": torch.get_num_threads(), "batch_size": cfg.batch_size,
+        return {"dataset": cfg.dataset, "image_size": self.image_shape[-1], "classes": len(self.classes),
+                **self.sizes, "model": cfg.model, **self.cost, "device": str(self.device),
+                "precision": self.precision, "threads": torch.get_num_threads(), "batch_size": cfg.batch_size,
                 "steps_per_epoch": len(self.train_loader), "epochs": cfg.epochs + cfg.finetune_epochs,
                 "resumed_at_epoch": self.state.epoch}
 
